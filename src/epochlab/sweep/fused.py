@@ -1,0 +1,591 @@
+"""Fused training: K configurations of one MLP trained together as one model.
+
+This module owns the epoch loop of fused training and its accounting;
+the tensor arithmetic lives in :mod:`epochlab.sweep.fused_ops`.
+
+Contract: every member ends exactly where training it alone with
+``epochlab.fit``'s semantics would (within float rounding): its own
+seeded validation split (``train_test_split(..., random_state=seed,
+stratify=y)``), its own shuffle (``torch.randperm`` from
+``torch.Generator().manual_seed(seed)`` each epoch), one update per batch
+with its own learning rate, optimizer settings and schedule, and the same
+per-epoch metrics. Members that diverge (non-finite batch loss: that batch's
+update is not applied) or that ``on_epoch_end`` stops leave the stack; the
+others go on unchanged.
+
+How it is fast (``shared/notes/fused-prototype.md``): every parameter of
+every member sits in one ``(K, P)`` buffer, so the optimizer is a handful
+of tensor calls per step whatever the depth; batched matmuls; a
+hand-written backward; one gather per epoch builds every member's batches;
+validation runs all members in one pass. Large K is split into chunks that
+fit a memory budget and run one after another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import Tensor, nn
+
+from epochlab.sweep.fused_ops import (
+    FlatLayout,
+    FusedAdam,
+    FusedSGD,
+    LayerSpec,
+    backward,
+    forward,
+    is_fusable,
+    loss_and_grad,
+    parse_sequential,
+)
+
+Schedule = Callable[[int, int], float]
+EpochHook = Callable[[int, dict[str, np.ndarray]], Any]
+Status = Literal["completed", "diverged", "stopped"]
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes for one chunk's tensors
+
+
+@dataclass
+class FusedResult:
+    """What one member's training produced, as if it had been trained alone.
+
+    Attributes:
+        member: Index of the member in the ``models`` list.
+        seed: Its seed (split and shuffle).
+        metrics: Per-epoch metrics, one value per completed epoch: ``loss``
+            and (classification) ``accuracy``; with validation also
+            ``val_loss`` and ``val_accuracy``.
+        lr: Learning rate used at every iteration (update) made.
+        step_loss: Batch-mean loss at every iteration; for a diverged member
+            the last entry is the non-finite loss whose update was skipped.
+        updates: Optimizer updates made (``global_step``).
+        epochs_done: Epochs completed (a diverged member's partial epoch is
+            not counted and has no metrics row).
+        samples_seen: Training rows that went into an update.
+        status: ``"completed"``, ``"diverged"`` or ``"stopped"`` (by the hook).
+        state_dict: Final weights, same keys as the original ``nn.Sequential``.
+        n_train, n_val: Rows trained on and validated on.
+        iterations_per_epoch: ``ceil(n_train / batch_size)`` (``floor`` with
+            ``drop_last``).
+    """
+
+    member: int
+    seed: int
+    metrics: dict[str, list[float]]
+    lr: list[float]
+    step_loss: list[float]
+    updates: int
+    epochs_done: int
+    samples_seen: int
+    status: Status
+    state_dict: dict[str, Tensor]
+    n_train: int
+    n_val: int
+    iterations_per_epoch: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _per_member(name: str, value: Any, k: int) -> list[Any]:
+    """Broadcast a scalar to K members or check a per-member sequence's length."""
+    if isinstance(value, (list, tuple, np.ndarray)) and not (
+        name == "betas" and len(value) == 2 and np.isscalar(value[0])
+    ):
+        if len(value) != k:
+            raise ValueError(
+                f"The length of `{name}` is {len(value)}, but must be 1 value or one per "
+                f"member ({k} members)."
+            )
+        return list(value)
+    return [value] * k
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"The value of `{name}` is {value!r}, but must be `{name} >= 1`.")
+    return int(value)
+
+
+def _infer_task(y: Tensor, out_features: int, task: str | None) -> str:
+    if task is not None:
+        if task not in ("binary", "multiclass", "regression"):
+            raise ValueError(
+                f"The value of `task` is {task!r}, but must be one of 'binary', "
+                "'multiclass', 'regression' or None (inferred)."
+            )
+        return task
+    if y.dtype.is_floating_point:
+        return "regression"
+    return "binary" if out_features == 1 else "multiclass"
+
+
+def _as_tensor(a: Any, dtype: torch.dtype | None = None) -> Tensor:
+    t = torch.as_tensor(np.asarray(a) if not isinstance(a, Tensor) else a)
+    return t.to(dtype) if dtype is not None else t
+
+
+# ---------------------------------------------------------------- memory plan
+
+
+def estimate_member_bytes(
+    specs: Sequence[LayerSpec],
+    n_train: int,
+    n_val: int,
+    n_features: int,
+    batch_size: int,
+    itemsize: int = 4,
+) -> int:
+    """Bytes one member adds to a chunk: weights, optimizer state, its epoch data, activations.
+
+    A deliberate over-estimate: the parameter buffer, its gradient, two Adam
+    moments and about three parameter-sized temporaries; the member's
+    gathered epoch rows (features, labels, indices); its validation rows and
+    their activations; the activations and gradients of one batch.
+
+    Example:
+        >>> from epochlab.models import mlp
+        >>> from epochlab.sweep.fused_ops import parse_sequential
+        >>> estimate_member_bytes(parse_sequential(mlp(20)), 640, 160, 20, 32) > 0
+        True
+    """
+    n_params = FlatLayout(list(specs)).n_params
+    widths = sum(s.out_features for s in specs)
+    return (
+        7 * n_params * itemsize
+        + n_train * (n_features * itemsize + 8 + 8)
+        + n_val * (n_features * itemsize + 8 + 2 * widths * itemsize)
+        + 4 * batch_size * (widths + n_features) * itemsize
+    )
+
+
+def chunk_sizes(
+    k: int, member_bytes: int, memory_budget: int | None, max_members_per_chunk: int | None
+) -> list[int]:
+    """Split K members into near-equal chunks of at most the budget's worth of members.
+
+    Example:
+        >>> chunk_sizes(10, member_bytes=100, memory_budget=400, max_members_per_chunk=None)
+        [4, 3, 3]
+    """
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    per_chunk = max(1, budget // max(member_bytes, 1))
+    if max_members_per_chunk is not None:
+        per_chunk = min(per_chunk, _positive_int("max_members_per_chunk", max_members_per_chunk))
+    n_chunks = math.ceil(k / per_chunk)
+    base, extra = divmod(k, n_chunks)
+    return [base + (1 if i < extra else 0) for i in range(n_chunks)]
+
+
+# ---------------------------------------------------------------- public API
+
+
+def train_fused(
+    models: Sequence[nn.Module] | Sequence[dict[str, Tensor]],
+    X: Any,
+    y: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    lrs: float | Schedule | Sequence[float | Schedule],
+    seeds: int | Sequence[int],
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam",
+    weight_decay: float | Sequence[float] = 0.0,
+    momentum: float | Sequence[float] = 0.0,
+    nesterov: bool = False,
+    betas: tuple[float, float] | Sequence[tuple[float, float]] = (0.9, 0.999),
+    eps: float | Sequence[float] = 1e-8,
+    validation_split: float = 0.0,
+    validation_data: tuple[Any, Any] | None = None,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    task: str | None = None,
+    on_epoch_end: EpochHook | None = None,
+    max_members_per_chunk: int | None = None,
+    memory_budget: int | None = None,
+    template: nn.Module | None = None,
+) -> list[FusedResult]:
+    """Train K copies of one MLP architecture together, each as if trained alone.
+
+    Args:
+        models: K fusable ``nn.Sequential`` models of one architecture and
+            dtype (see :func:`is_fusable`), or K of their state_dicts (then
+            pass ``template``). They are not modified.
+        X: Features ``(n, in_features)``; cast to the models' dtype.
+        y: Labels: int64 classes (binary with 1 output: BCE-with-logits;
+            multiclass: cross-entropy) or floats (regression: MSE).
+        epochs: Epochs to train (members may stop earlier).
+        batch_size: Rows per update; the last partial batch is kept unless
+            ``drop_last``.
+        lrs: One learning rate or schedule ``lr(step, epoch) -> float`` for
+            all members, or one per member (``step`` = updates done, 0-based).
+        seeds: One seed per member (its validation split and shuffle).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``, as ``torch.optim``.
+        weight_decay, momentum, betas, eps: One value or one per member
+            (``momentum`` for SGD, ``betas``/``eps`` for Adam/AdamW).
+        nesterov: Nesterov momentum for SGD (all members).
+        validation_split: Fraction of rows held out per member with its
+            seed (stratified for classification); 0 for none.
+        validation_data: ``(X_val, y_val)`` shared by all members instead.
+        shuffle: Reshuffle every epoch; ``False`` visits rows in order.
+        drop_last: Drop each epoch's last partial batch.
+        task: ``"binary"``, ``"multiclass"``, ``"regression"``; inferred
+            from ``y`` and the output width when ``None``.
+        on_epoch_end: ``hook(epoch, metrics)`` after each epoch's validation.
+            ``metrics`` maps each metric name to a float64 array over all K
+            members (NaN for members not training in this chunk or no
+            longer training). Return ``None`` or a boolean array of length K:
+            True stops that member now (status ``"stopped"``). With several
+            chunks the hook is called for every epoch of every chunk, chunk
+            after chunk, so keep its state per member.
+        max_members_per_chunk: Cap on members trained at once.
+        memory_budget: Bytes one chunk may use (default 1 GiB); see
+            :func:`estimate_member_bytes`.
+        template: The architecture when ``models`` are state_dicts.
+
+    Returns:
+        One :class:`FusedResult` per member, in the order of ``models``.
+
+    Example:
+        >>> import torch
+        >>> from epochlab.data import synthetic
+        >>> from epochlab.models import mlp
+        >>> d = synthetic(n_samples=200)
+        >>> models = []
+        >>> for s in (0, 1):
+        ...     _ = torch.manual_seed(s)
+        ...     models.append(mlp(20))
+        >>> res = train_fused(models, d.x_train, d.y_train, epochs=2, batch_size=32,
+        ...                   lrs=[1e-2, 1e-3], seeds=[0, 1], validation_split=0.2)
+        >>> res[0].n_train, res[0].iterations_per_epoch, res[0].updates, res[0].status
+        (128, 4, 8, 'completed')
+    """
+    k = len(models)
+    if k == 0:
+        raise ValueError("The length of `models` is 0, but must be `len(models) >= 1`.")
+    if isinstance(models[0], dict):
+        if template is None:
+            raise ValueError("`models` are state_dicts, so `template` (an nn.Sequential) is needed.")
+        arch, state_dicts = template, [dict(m) for m in models]  # type: ignore[arg-type]
+    else:
+        arch = models[0]  # type: ignore[assignment]
+        state_dicts = [m.state_dict() for m in models]  # type: ignore[union-attr]
+    check = is_fusable(arch)
+    if not check:
+        raise ValueError(f"The model in `models` cannot be fused: {check.reason}.")
+    specs = parse_sequential(arch)
+    layout = FlatLayout(specs)
+    dtype = next(arch.parameters()).dtype
+    for i, sd in enumerate(state_dicts):
+        shapes = {key: tuple(v.shape) for key, v in sd.items()}
+        want = {key: shape for key, _, shape in layout.entries}
+        if shapes != want:
+            raise ValueError(
+                f"`models[{i}]` has parameters {shapes}, but members must share the "
+                f"architecture of `models[0]`: {want}."
+            )
+        if any(v.dtype != dtype for v in sd.values()):
+            raise ValueError(f"`models[{i}]` is not {dtype} like `models[0]`.")
+    epochs = _positive_int("epochs", epochs)
+    batch_size = _positive_int("batch_size", batch_size)
+    if optimizer not in ("adam", "adamw", "sgd"):
+        raise ValueError(
+            f"The value of `optimizer` is {optimizer!r}, but must be 'adam', 'adamw' or 'sgd'."
+        )
+    seeds_k = [int(s) for s in _per_member("seeds", seeds, k)]
+    lrs_k = _per_member("lrs", lrs, k)
+    for i, lr in enumerate(lrs_k):
+        if not callable(lr) and not (isinstance(lr, (int, float)) and lr >= 0):
+            raise ValueError(
+                f"The value of `lrs[{i}]` is {lr!r}, but must be a float >= 0 or a "
+                "schedule lr(step, epoch)."
+            )
+    wd_k = np.array(_per_member("weight_decay", weight_decay, k), dtype=np.float64)
+    mom_k = np.array(_per_member("momentum", momentum, k), dtype=np.float64)
+    betas_k = np.array(_per_member("betas", betas, k), dtype=np.float64).reshape(k, 2)
+    eps_k = np.array(_per_member("eps", eps, k), dtype=np.float64)
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(
+            f"The value of `validation_split` is {validation_split}, but must be in [0, 1)."
+        )
+    if validation_split > 0 and validation_data is not None:
+        raise ValueError("Pass `validation_split` or `validation_data`, not both.")
+
+    x_all = _as_tensor(X, dtype)
+    y_raw = _as_tensor(y)
+    if x_all.ndim != 2 or x_all.shape[1] != specs[0].in_features:
+        raise ValueError(
+            f"The shape of `X` is {tuple(x_all.shape)}, but must be (n, {specs[0].in_features})."
+        )
+    if y_raw.shape[0] != x_all.shape[0]:
+        raise ValueError(f"`X` has {x_all.shape[0]} rows but `y` has {y_raw.shape[0]}.")
+    out = specs[-1].out_features
+    task = _infer_task(y_raw, out, task)
+    y_all = _targets(y_raw, task, out, dtype)
+
+    n = x_all.shape[0]
+    splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for s in set(seeds_k):
+        if validation_split > 0:
+            strat = y_raw.numpy() if task != "regression" else None
+            tr, va = train_test_split(
+                np.arange(n), test_size=validation_split, random_state=s, stratify=strat,
+                shuffle=True,
+            )
+        else:
+            tr, va = np.arange(n), np.arange(0)
+        splits[s] = (tr, va)
+    n_train = len(splits[seeds_k[0]][0])
+    shared_val: tuple[Tensor, Tensor] | None = None
+    if validation_data is not None:
+        xv = _as_tensor(validation_data[0], dtype)
+        yv = _targets(_as_tensor(validation_data[1]), task, out, dtype)
+        shared_val = (xv, yv)
+        n_val = xv.shape[0]
+    else:
+        n_val = len(splits[seeds_k[0]][1])
+    ipe = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
+    if ipe < 1:
+        raise ValueError(
+            f"The value of `batch_size` is {batch_size}, but with drop_last=True it must be "
+            f"<= n_train ({n_train}) for at least one update per epoch."
+        )
+
+    member_bytes = estimate_member_bytes(
+        specs, n_train, n_val, x_all.shape[1], batch_size, x_all.element_size()
+    )
+    results: list[FusedResult | None] = [None] * k
+    start = 0
+    for size in chunk_sizes(k, member_bytes, memory_budget, max_members_per_chunk):
+        members = list(range(start, start + size))
+        start += size
+        run = _Chunk(
+            members=members, k_total=k, layout=layout, task=task, dtype=dtype,
+            state_dicts=[state_dicts[i] for i in members],
+            seeds=[seeds_k[i] for i in members], lrs=[lrs_k[i] for i in members],
+            x=x_all, y=y_all, splits=splits, shared_val=shared_val,
+            batch_size=batch_size, ipe=ipe, n_train=n_train, n_val=n_val,
+            shuffle=shuffle, on_epoch_end=on_epoch_end,
+        )
+        if optimizer == "sgd":
+            run.opt = FusedSGD(run.flat, mom_k[members], wd_k[members], nesterov)
+        else:
+            run.opt = FusedAdam(
+                run.flat, betas_k[members], eps_k[members], wd_k[members], optimizer == "adamw"
+            )
+        for res in run.train(epochs):
+            results[res.member] = res
+    return [r for r in results if r is not None]
+
+
+def _targets(y: Tensor, task: str, out: int, dtype: torch.dtype) -> Tensor:
+    """Targets in the layout :func:`loss_and_grad` wants, per row."""
+    if task == "binary":
+        return y.to(dtype).reshape(-1, 1)
+    if task == "multiclass":
+        if y.dtype.is_floating_point:
+            raise ValueError(f"For a multiclass task `y` must hold int64 labels, got {y.dtype}.")
+        return y.to(torch.int64).reshape(-1)
+    return y.to(dtype).reshape(y.shape[0], out)
+
+
+class _Chunk:
+    """One group of members trained at once; members leave it when they stop."""
+
+    opt: FusedAdam | FusedSGD
+
+    def __init__(self, *, members: list[int], k_total: int, layout: FlatLayout, task: str,
+                 dtype: torch.dtype, state_dicts: list[dict[str, Tensor]], seeds: list[int],
+                 lrs: list[Any], x: Tensor, y: Tensor,
+                 splits: dict[int, tuple[np.ndarray, np.ndarray]],
+                 shared_val: tuple[Tensor, Tensor] | None, batch_size: int, ipe: int,
+                 n_train: int, n_val: int, shuffle: bool, on_epoch_end: EpochHook | None) -> None:
+        self.members = np.array(members)  # global index of each active row
+        self.k_total, self.layout, self.task = k_total, layout, task
+        self.seeds, self.lrs = seeds, lrs
+        self.x, self.y = x, y
+        self.bs, self.ipe, self.n_train, self.n_val = batch_size, ipe, n_train, n_val
+        self.shuffle, self.hook = shuffle, on_epoch_end
+        self.flat = layout.stack(state_dicts, dtype)
+        self.grad = torch.zeros_like(self.flat)
+        self._views()
+        self.train_idx = torch.as_tensor(np.stack([splits[s][0] for s in seeds]))
+        if shared_val is not None:
+            self.xv = shared_val[0].unsqueeze(0).expand(len(members), *shared_val[0].shape)
+            self.yv = shared_val[1].unsqueeze(0).expand(len(members), *shared_val[1].shape)
+        elif n_val > 0:
+            val_idx = torch.as_tensor(np.stack([splits[s][1] for s in seeds]))
+            self.xv, self.yv = x[val_idx], y[val_idx]
+        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.const_lr = None
+        if not any(callable(lr) for lr in lrs):
+            self.const_lr = np.array(lrs, dtype=np.float64)
+        # Per-member records, by local row (position in the original chunk).
+        size = len(members)
+        self.local = np.arange(size)  # original chunk row of each active row
+        self.rec_lr: list[list[float]] = [[] for _ in range(size)]
+        self.rec_loss: list[list[float]] = [[] for _ in range(size)]
+        names = ["loss"] + (["accuracy"] if task != "regression" else [])
+        if n_val > 0:
+            names += ["val_" + m for m in names]
+        self.metric_names = names
+        self.metrics: list[dict[str, list[float]]] = [{m: [] for m in names} for _ in range(size)]
+        self.updates = 0
+        self.epochs_done = np.zeros(size, dtype=np.int64)
+        self.samples = np.zeros(size, dtype=np.int64)
+        self.finished: list[FusedResult] = []
+        self._seg_lr: list[np.ndarray] = []
+        self._seg_loss: list[Tensor] = []
+
+    def _views(self) -> None:
+        self.views = self.layout.views(self.flat)
+        self.grad_views = self.layout.views(self.grad)
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Move the per-step records of the current active set into per-member lists."""
+        if not self._seg_loss:
+            return
+        lrs = np.stack(self._seg_lr, axis=1)
+        losses = torch.stack(self._seg_loss, dim=1).to(torch.float64).numpy()
+        for row, local in enumerate(self.local):
+            self.rec_lr[local].extend(lrs[row].tolist())
+            self.rec_loss[local].extend(losses[row].tolist())
+        self._seg_lr, self._seg_loss = [], []
+
+    def _finish(self, rows: np.ndarray, status: Status, samples_now: int) -> None:
+        """Record the members at active ``rows`` as done and drop them from the stack."""
+        self._flush()
+        for row in rows:
+            local = self.local[row]
+            self.finished.append(FusedResult(
+                member=int(self.members[row]), seed=self.seeds[local],
+                metrics=self.metrics[local], lr=self.rec_lr[local],
+                step_loss=self.rec_loss[local], updates=self.updates,
+                epochs_done=int(self.epochs_done[local]),
+                samples_seen=int(self.samples[local]) + samples_now, status=status,
+                state_dict=self.layout.unstack(self.flat[row]), n_train=self.n_train,
+                n_val=self.n_val, iterations_per_epoch=self.ipe,
+            ))
+        keep = np.setdiff1d(np.arange(len(self.members)), rows)
+        self._select(keep)
+
+    def _select(self, keep: np.ndarray) -> None:
+        rows = torch.as_tensor(keep, dtype=torch.int64)
+        self.members, self.local = self.members[keep], self.local[keep]
+        self.flat = self.flat[rows]
+        self.grad = torch.zeros_like(self.flat)
+        self._views()
+        self.opt.select(rows, self.flat)
+        self.train_idx = self.train_idx[rows]
+        self.gens = [self.gens[i] for i in keep]
+        if self.n_val > 0:
+            self.xv, self.yv = self.xv[rows], self.yv[rows]
+        if self.const_lr is not None:
+            self.const_lr = self.const_lr[keep]
+
+    def _lr(self, epoch: int) -> np.ndarray:
+        if self.const_lr is not None:
+            return self.const_lr
+        out = np.empty(len(self.local))
+        for row, local in enumerate(self.local):
+            lr = self.lrs[local]
+            out[row] = lr(self.updates, epoch) if callable(lr) else lr
+        return out
+
+    # -- the loop --------------------------------------------------------------------
+
+    def train(self, epochs: int) -> list[FusedResult]:
+        bs, specs = self.bs, self.layout.specs
+        for epoch in range(epochs):
+            if self.shuffle:
+                perm = torch.stack([torch.randperm(self.n_train, generator=g) for g in self.gens])
+                rows_idx = self.train_idx.gather(1, perm)
+            else:
+                rows_idx = self.train_idx
+            # One gather builds every member's batches for the whole epoch.
+            xe, ye = self.x[rows_idx], self.y[rows_idx]
+            size = len(self.members)
+            loss_sum = torch.zeros(size, dtype=torch.float64)
+            correct = torch.zeros(size, dtype=torch.int64)
+            seen = 0
+            for b in range(self.ipe):
+                xb, yb = xe[:, b * bs : (b + 1) * bs], ye[:, b * bs : (b + 1) * bs]
+                nb = xb.shape[1]
+                lr = self._lr(epoch)
+                z, cache = forward(self.views, specs, xb)
+                loss, dz, corr = loss_and_grad(self.task, z, yb)
+                finite = torch.isfinite(loss)
+                if not bool(finite.all()):
+                    # Record the non-finite loss, skip its update, drop the member.
+                    self._seg_lr.append(lr)
+                    self._seg_loss.append(loss)
+                    bad = np.flatnonzero(~finite.numpy())
+                    keep = np.flatnonzero(finite.numpy())
+                    self._finish(bad, "diverged", seen)
+                    if len(self.members) == 0:
+                        return self.finished
+                    loss_sum, correct = loss_sum[keep], correct[keep]
+                    xe, ye = xe[keep], ye[keep]
+                    xb, yb = xe[:, b * bs : (b + 1) * bs], ye[:, b * bs : (b + 1) * bs]
+                    lr = lr[keep]
+                    z, cache = forward(self.views, specs, xb)
+                    loss, dz, corr = loss_and_grad(self.task, z, yb)
+                backward(self.views, self.grad_views, specs, cache, dz)
+                self.opt.step(self.grad, lr)
+                self.updates += 1
+                seen += nb
+                loss_sum += loss.to(torch.float64) * nb
+                if corr is not None:
+                    correct += corr
+                self._seg_lr.append(lr)
+                self._seg_loss.append(loss)
+            self._end_epoch(epoch, loss_sum, correct, seen)
+            if len(self.members) == 0:
+                break
+        self._finish(np.arange(len(self.members)), "completed", 0)
+        return self.finished
+
+    def _end_epoch(self, epoch: int, loss_sum: Tensor, correct: Tensor, seen: int) -> None:
+        values: dict[str, np.ndarray] = {"loss": (loss_sum / seen).numpy()}
+        if self.task != "regression":
+            values["accuracy"] = correct.to(torch.float64).numpy() / seen
+        if self.n_val > 0:
+            zv, _ = forward(self.views, self.layout.specs, self.xv)
+            vloss, _, vcorr = loss_and_grad(self.task, zv, self.yv, need_grad=False)
+            values["val_loss"] = vloss.to(torch.float64).numpy()
+            if vcorr is not None:
+                values["val_accuracy"] = vcorr.to(torch.float64).numpy() / self.n_val
+        for row, local in enumerate(self.local):
+            for name in self.metric_names:
+                self.metrics[local][name].append(float(values[name][row]))
+            self.epochs_done[local] += 1
+            self.samples[local] += seen
+        if self.hook is None:
+            return
+        full = {}
+        for name in self.metric_names:
+            arr = np.full(self.k_total, np.nan)
+            arr[self.members] = values[name]
+            full[name] = arr
+        stop = self.hook(epoch, full)
+        if stop is None:
+            return
+        stop = np.asarray(stop, dtype=bool)
+        if stop.shape != (self.k_total,):
+            raise ValueError(
+                f"`on_epoch_end` returned an array of shape {stop.shape}, but must return None "
+                f"or a boolean array of shape ({self.k_total},)."
+            )
+        rows = np.flatnonzero(stop[self.members])
+        if len(rows):
+            self._finish(rows, "stopped", 0)

@@ -1,0 +1,410 @@
+"""The arithmetic of fused training: K stacked MLPs, by hand.
+
+This module owns the parts of :mod:`epochlab.sweep.fused` that are pure
+tensor code with no notion of epochs or data:
+
+- which ``nn.Sequential`` models can be fused (:func:`is_fusable`) and the
+  layout of all K members' parameters in one flat ``(K, P)`` buffer
+  (:class:`FlatLayout`), in the order of the model's ``state_dict``;
+- a hand-written forward and backward for Linear + ReLU/Tanh stacks with
+  batched matmuls (:func:`forward`, :func:`backward`), and the losses
+  ``BCEWithLogits`` / cross-entropy / MSE with the gradient of their
+  per-member batch mean (:func:`loss_and_grad`);
+- per-member Adam, AdamW and SGD updates on the flat buffer
+  (:class:`FusedAdam`, :class:`FusedSGD`) that follow the order of
+  operations of ``torch.optim``'s single-tensor (CPU) code paths, with the
+  per-member scalars (learning rate, bias corrections) computed in float64.
+
+Why by hand: autograd over stacked parameters costs twice the hand-written
+backward at the sizes sweeps use (see ``shared/notes/fused-prototype.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+
+
+@dataclass(frozen=True)
+class Fusability:
+    """Whether a model can be fused, and if not, why. Truthy when it can.
+
+    Example:
+        >>> from torch import nn
+        >>> check = is_fusable(nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.1)))
+        >>> bool(check), "Dropout" in check.reason
+        (False, True)
+    """
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One Linear layer of the stack and the activation that follows it."""
+
+    index: int  # position in the nn.Sequential (names the state_dict keys)
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str | None  # "relu", "tanh" or None (the output layer)
+
+
+def is_fusable(model: nn.Module) -> Fusability:
+    """Say whether ``model`` is a stack the fused engine can train, and why not.
+
+    Fusable: an ``nn.Sequential`` of ``nn.Linear`` layers, each hidden one
+    followed by exactly one ``nn.ReLU`` or ``nn.Tanh``, ending in a Linear
+    (logits out), floating point, without buffers.
+
+    Example:
+        >>> from epochlab.models import mlp
+        >>> bool(is_fusable(mlp(20)))
+        True
+        >>> is_fusable(mlp(20, batch_norm=True)).reason[:40]
+        'layer 1 is BatchNorm1d: only nn.Linear, '
+    """
+    try:
+        parse_sequential(model)
+    except ValueError as err:
+        return Fusability(False, str(err))
+    return Fusability(True, "")
+
+
+def parse_sequential(model: nn.Module) -> list[LayerSpec]:
+    """The Linear layers of a fusable model; raises ``ValueError`` saying why not."""
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(f"the model is a {type(model).__name__}, but must be an nn.Sequential")
+    modules = list(model)
+    if not modules:
+        raise ValueError("the nn.Sequential is empty")
+    specs: list[LayerSpec] = []
+    for i, module in enumerate(modules):
+        if isinstance(module, nn.Linear):
+            if specs and specs[-1].activation is None:
+                raise ValueError(
+                    f"layer {i} is a Linear directly after the Linear at {specs[-1].index}: "
+                    "put an activation (ReLU or Tanh) between them"
+                )
+            if not module.weight.dtype.is_floating_point:
+                raise ValueError(f"layer {i} has {module.weight.dtype} weights")
+            specs.append(
+                LayerSpec(i, module.in_features, module.out_features, module.bias is not None, None)
+            )
+        elif type(module) in ACTIVATIONS:
+            if not specs or specs[-1].activation is not None:
+                raise ValueError(f"layer {i} ({type(module).__name__}) must follow an nn.Linear")
+            last = specs[-1]
+            specs[-1] = LayerSpec(
+                last.index, last.in_features, last.out_features, last.bias, ACTIVATIONS[type(module)]
+            )
+        else:
+            raise ValueError(
+                f"layer {i} is {type(module).__name__}: only nn.Linear, nn.ReLU and nn.Tanh "
+                "can be fused (BatchNorm and Dropout keep per-batch state or randomness that "
+                "the fused engine does not reproduce); train this model with epochlab.fit"
+            )
+    if specs[-1].activation is not None:
+        raise ValueError("the last layer must be an nn.Linear (the model returns logits)")
+    if any(True for _ in model.buffers()):
+        raise ValueError("the model has buffers; only parameters can be fused")
+    return specs
+
+
+class FlatLayout:
+    """Offsets of every weight and bias of one member in a row of the ``(K, P)`` buffer.
+
+    The order is the model's ``state_dict`` order, so one row is
+    ``torch.cat([p.flatten() for p in model.state_dict().values()])``.
+    """
+
+    def __init__(self, specs: list[LayerSpec]) -> None:
+        self.specs = specs
+        self.entries: list[tuple[str, int, tuple[int, ...]]] = []  # key, offset, shape
+        offset = 0
+        for s in specs:
+            self.entries.append((f"{s.index}.weight", offset, (s.out_features, s.in_features)))
+            offset += s.out_features * s.in_features
+            if s.bias:
+                self.entries.append((f"{s.index}.bias", offset, (s.out_features,)))
+                offset += s.out_features
+        self.n_params = offset
+
+    def views(self, flat: Tensor) -> list[tuple[Tensor, Tensor | None]]:
+        """``(W, b)`` per layer as views of ``flat``: W is (K, out, in), b (K, out)."""
+        out: list[tuple[Tensor, Tensor | None]] = []
+        k = flat.shape[0]
+        it = iter(self.entries)
+        for s in self.specs:
+            _, off, shape = next(it)
+            w = flat[:, off : off + shape[0] * shape[1]].view(k, *shape)
+            b = None
+            if s.bias:
+                _, off, _ = next(it)
+                b = flat[:, off : off + s.out_features]
+            out.append((w, b))
+        return out
+
+    def stack(self, state_dicts: list[dict[str, Tensor]], dtype: torch.dtype) -> Tensor:
+        """One row per member, built from the members' state_dicts."""
+        rows = [
+            torch.cat([sd[key].detach().reshape(-1).to(dtype) for key, _, _ in self.entries])
+            for sd in state_dicts
+        ]
+        return torch.stack(rows)
+
+    def unstack(self, row: Tensor) -> dict[str, Tensor]:
+        """A state_dict (same keys as the original nn.Sequential) from one row."""
+        return {
+            key: row[off : off + math.prod(shape)].reshape(shape).clone()
+            for key, off, shape in self.entries
+        }
+
+
+def forward(
+    views: list[tuple[Tensor, Tensor | None]], specs: list[LayerSpec], x: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """Logits ``(K, B, out)`` of all members for inputs ``x`` of shape ``(K, B, in)``.
+
+    Returns the logits and the cache the backward needs: the input of every
+    layer (after the previous activation).
+    """
+    cache = [x]
+    h = x
+    for (w, b), s in zip(views, specs, strict=True):
+        z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None else h @ w.mT
+        if s.activation == "relu":
+            z = z.clamp_min_(0.0)
+        elif s.activation == "tanh":
+            z = z.tanh_()
+        h = z
+        cache.append(h)
+    return h, cache
+
+
+def backward(
+    views: list[tuple[Tensor, Tensor | None]],
+    grad_views: list[tuple[Tensor, Tensor | None]],
+    specs: list[LayerSpec],
+    cache: list[Tensor],
+    dz: Tensor,
+) -> None:
+    """Write the gradients of every member's loss into ``grad_views``.
+
+    ``dz`` is the gradient of each member's loss with respect to its logits,
+    ``(K, B, out)``; members are independent, so this is the gradient of the
+    sum of the members' losses.
+    """
+    for li in range(len(specs) - 1, -1, -1):
+        (w, _), (gw, gb) = views[li], grad_views[li]
+        h_in = cache[li]
+        # bmm into a fresh tensor, then copy: bmm(out=) into a strided view of
+        # the flat buffer is about 3x slower (it leaves the batched kernel).
+        gw.copy_(torch.bmm(dz.transpose(1, 2), h_in))
+        if gb is not None:
+            torch.sum(dz, dim=1, out=gb) if gb.is_contiguous() else gb.copy_(dz.sum(dim=1))
+        if li == 0:
+            break
+        dh = torch.bmm(dz, w)
+        act = specs[li - 1].activation
+        if act == "relu":
+            dz = dh.mul_(h_in > 0)
+        else:  # tanh: d tanh = 1 - tanh^2, and h_in is the tanh output
+            dz = dh.mul_(1.0 - h_in * h_in)
+
+
+def loss_and_grad(
+    task: str, z: Tensor, y: Tensor, need_grad: bool = True
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per-member batch-mean loss ``(K,)``, its gradient w.r.t. ``z``, correct counts ``(K,)``.
+
+    ``z`` is ``(K, B, C)``. ``y``: binary ``(K, B, 1)`` floats in {0, 1};
+    multiclass ``(K, B)`` int64 labels; regression ``(K, B, C)`` floats.
+    The formulas are those of ``torch.nn.functional`` (``BCEWithLogits`` is
+    ``(1 - y) z - log sigmoid(z)``), so float64 results agree to rounding.
+    Correct counts are ``None`` for regression.
+    """
+    n = z.shape[1]
+    if task == "binary":
+        per_row = (1.0 - y) * z - torch.nn.functional.logsigmoid(z)
+        loss = per_row.mean(dim=(1, 2))
+        grad = (torch.sigmoid(z) - y).div_(n) if need_grad else None
+        correct = ((z > 0) == (y > 0.5)).sum(dim=(1, 2))
+    elif task == "multiclass":
+        logp = torch.log_softmax(z, dim=2)
+        loss = -logp.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
+        grad = None
+        if need_grad:
+            grad = logp.exp_()
+            grad.scatter_add_(2, y.unsqueeze(2), torch.full_like(grad[:, :, :1], -1.0))
+            grad.div_(n)
+        correct = (z.argmax(dim=2) == y).sum(dim=1)
+    elif task == "regression":
+        diff = z - y
+        loss = (diff * diff).mean(dim=(1, 2))
+        grad = diff.mul_(2.0 / (n * z.shape[2])) if need_grad else None
+        correct = None
+    else:  # pragma: no cover - validated by the caller
+        raise ValueError(f"unknown task {task!r}")
+    return loss, grad, correct
+
+
+def _col(values: np.ndarray, like: Tensor) -> Tensor:
+    """Per-member float64 scalars as a (K, 1) tensor of the buffer's dtype."""
+    return torch.as_tensor(np.asarray(values, dtype=np.float64)).to(like.dtype).view(-1, 1)
+
+
+def _uniform(values: np.ndarray) -> float | None:
+    """The common value when all members share it (use the scalar path: exact, faster)."""
+    return float(values[0]) if values.size and np.all(values == values[0]) else None
+
+
+class FusedAdam:
+    """Adam / AdamW for K members at once, as ``torch.optim.Adam(W)`` on each member.
+
+    Follows ``torch.optim.adam._single_tensor_adam`` (the CPU path): L2
+    weight decay added to the gradient (Adam) or ``param *= 1 - lr * wd``
+    (AdamW); ``exp_avg.lerp_``; ``exp_avg_sq * beta2 + (1 - beta2) g g``;
+    step size ``lr / (1 - beta1**t)`` and ``sqrt(1 - beta2**t)`` in float64.
+    """
+
+    def __init__(
+        self,
+        flat: Tensor,
+        betas: np.ndarray,
+        eps: np.ndarray,
+        weight_decay: np.ndarray,
+        decoupled: bool,
+    ) -> None:
+        self.flat = flat
+        self.beta1 = np.asarray(betas[:, 0], dtype=np.float64)
+        self.beta2 = np.asarray(betas[:, 1], dtype=np.float64)
+        self.eps = np.asarray(eps, dtype=np.float64)
+        self.wd = np.asarray(weight_decay, dtype=np.float64)
+        self.decoupled = decoupled
+        self.exp_avg = torch.zeros_like(flat)
+        self.exp_avg_sq = torch.zeros_like(flat)
+        self.steps = np.zeros(flat.shape[0], dtype=np.int64)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        like = self.flat
+        self.u_beta1, self.u_beta2 = _uniform(self.beta1), _uniform(self.beta2)
+        self.u_wd, self.u_eps = _uniform(self.wd), _uniform(self.eps)
+        self.t_omb1 = _col(1.0 - self.beta1, like)
+        self.t_beta2 = _col(self.beta2, like)
+        self.t_omb2 = _col(1.0 - self.beta2, like)
+        self.t_wd = _col(self.wd, like)
+        self.t_eps = _col(self.eps, like)
+
+    def select(self, rows: Tensor, flat: Tensor) -> None:
+        """Keep only members ``rows`` (after some stopped); ``flat`` is their new buffer."""
+        idx = rows.numpy()
+        self.flat = flat
+        self.exp_avg = self.exp_avg[rows]
+        self.exp_avg_sq = self.exp_avg_sq[rows]
+        self.beta1, self.beta2 = self.beta1[idx], self.beta2[idx]
+        self.eps, self.wd, self.steps = self.eps[idx], self.wd[idx], self.steps[idx]
+        self._prepare()
+
+    def step(self, grad: Tensor, lr: np.ndarray) -> None:
+        """One update of every member in place; ``lr`` is float64 ``(K,)``."""
+        p = self.flat
+        self.steps += 1
+        if self.decoupled:
+            if self.u_wd != 0.0:
+                p.mul_(_col(1.0 - lr * self.wd, p))
+        elif self.u_wd is None:
+            grad = grad + p * self.t_wd
+        elif self.u_wd != 0.0:
+            grad = grad.add(p, alpha=self.u_wd)
+        if self.u_beta1 is not None:
+            self.exp_avg.lerp_(grad, 1.0 - self.u_beta1)
+        else:
+            self.exp_avg.lerp_(grad, self.t_omb1.expand_as(grad))
+        if self.u_beta2 is not None:
+            self.exp_avg_sq.mul_(self.u_beta2).addcmul_(grad, grad, value=1.0 - self.u_beta2)
+        else:
+            self.exp_avg_sq.mul_(self.t_beta2).add_(grad * self.t_omb2 * grad)
+        t = self.steps.astype(np.float64)
+        step_size = lr / (1.0 - self.beta1**t)
+        bc2_sqrt = (1.0 - self.beta2**t) ** 0.5
+        denom = self.exp_avg_sq.sqrt()
+        if np.all(bc2_sqrt == bc2_sqrt[0]):
+            denom.div_(float(bc2_sqrt[0]))
+        else:
+            denom.div_(_col(bc2_sqrt, p))
+        denom.add_(self.u_eps if self.u_eps is not None else self.t_eps)
+        # addcdiv computes param + value * exp_avg / denom, left to right.
+        if np.all(step_size == step_size[0]):
+            p.addcdiv_(self.exp_avg, denom, value=-float(step_size[0]))
+        else:
+            p.add_((self.exp_avg * _col(-step_size, p)).div_(denom))
+
+
+class FusedSGD:
+    """SGD with per-member momentum and L2 weight decay, as ``torch.optim.SGD`` per member.
+
+    Follows ``torch.optim.sgd._single_tensor_sgd`` with dampening 0: the
+    momentum buffer starts as the first gradient, then ``buf = m buf + g``;
+    Nesterov uses ``g + m buf``; ``param -= lr * g``.
+    """
+
+    def __init__(
+        self, flat: Tensor, momentum: np.ndarray, weight_decay: np.ndarray, nesterov: bool
+    ) -> None:
+        self.flat = flat
+        self.momentum = np.asarray(momentum, dtype=np.float64)
+        self.wd = np.asarray(weight_decay, dtype=np.float64)
+        self.nesterov = nesterov
+        self.buf: Tensor | None = None
+        self._prepare()
+
+    def _prepare(self) -> None:
+        self.u_m, self.u_wd = _uniform(self.momentum), _uniform(self.wd)
+        self.t_m = _col(self.momentum, self.flat)
+        self.t_wd = _col(self.wd, self.flat)
+
+    def select(self, rows: Tensor, flat: Tensor) -> None:
+        """Keep only members ``rows``; ``flat`` is their new buffer."""
+        idx = rows.numpy()
+        self.flat = flat
+        if self.buf is not None:
+            self.buf = self.buf[rows]
+        self.momentum, self.wd = self.momentum[idx], self.wd[idx]
+        self._prepare()
+
+    def step(self, grad: Tensor, lr: np.ndarray) -> None:
+        """One update of every member in place; ``lr`` is float64 ``(K,)``."""
+        p = self.flat
+        if self.u_wd is None:
+            grad = grad + p * self.t_wd
+        elif self.u_wd != 0.0:
+            grad = grad.add(p, alpha=self.u_wd)
+        if self.u_m != 0.0:
+            if self.buf is None:
+                self.buf = grad.clone()
+            elif self.u_m is not None:
+                self.buf.mul_(self.u_m).add_(grad)
+            else:
+                self.buf.mul_(self.t_m).add_(grad)
+            if self.nesterov:
+                grad = grad.add(self.buf, alpha=self.u_m) if self.u_m is not None else (
+                    grad + self.buf * self.t_m
+                )
+            else:
+                grad = self.buf
+        if np.all(lr == lr[0]):
+            p.add_(grad, alpha=-float(lr[0]))
+        else:
+            p.add_(grad * _col(-lr, p))

@@ -529,6 +529,7 @@ class OneCycle(Schedule):
         self._min_lr = self._start_lr / self.final_div_factor
         self._end_up = float(self.pct_start * self.total_steps) - 1  # type: ignore[operator]
         self._last = self.total_steps - 1  # type: ignore[operator]
+        self._down = self._last - self._end_up
 
     def __call__(self, step: int, epoch: int = 0) -> float:
         if not self._ready:
@@ -536,13 +537,14 @@ class OneCycle(Schedule):
         if step > self._last:  # after the cycle: hold its final value
             step = self._last
         end_up = self._end_up
-        if step <= end_up:
-            if end_up == 0:  # torch divides 0 by 0 here; the ramp's start is the limit
-                return self._start_lr
+        # torch divides 0 by 0 when the rise ends at step 0 (pct_start * total_steps == 1):
+        # the rise is then empty and step 0 is the peak, where the fall begins.
+        if step <= end_up and end_up > 0:
             pct = step / end_up
             start, end = self._start_lr, self.max_lr
         else:
-            pct = (step - end_up) / (self._last - end_up)
+            down = self._down
+            pct = (step - end_up) / down if down else 0.0
             start, end = self.max_lr, self._min_lr
         return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)  # type: ignore[operator]
 

@@ -297,8 +297,17 @@ def test_from_config_errors_name_what_is_wrong():
         from_config({"initial": 0.1})
     with pytest.raises(ValueError, match="Valid names: constant"):
         from_config({"name": "linear"})
+    with pytest.raises(ValueError, match="Unknown schedule \\['cosine'\\]"):
+        from_config({"name": ["cosine"]})
     with pytest.raises(ValueError, match="Valid parameters: initial, factor, every_epochs"):
         from_config({"name": "step", "gamma": 0.1})
+
+
+def test_schedules_are_immutable():
+    s = cosine(0.1, total_steps=10)
+    with pytest.raises(AttributeError, match="immutable"):
+        s.total_steps = 20
+    assert s.total_steps == 10 and s(10) == 0.0
 
 
 def test_schedules_with_different_parameters_are_not_equal():

@@ -216,6 +216,16 @@ class Schedule:
         self._ready = initial is not None and total is not None
         if self._ready:
             self._prepare()
+        self._frozen = True
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        # Immutable, so one instance can be shared by runs, configs and sweep plans.
+        if getattr(self, "_frozen", False):
+            raise AttributeError(
+                f"Schedules are immutable: cannot set `{key}`; build a new one or use "
+                f"with_initial / with_total_steps."
+            )
+        object.__setattr__(self, key, value)
 
     # -- subclass hooks ---------------------------------------------------------------------
 
@@ -723,7 +733,7 @@ NAMES: tuple[str, ...] = tuple(_FACTORIES) + tuple(_ALIASES)
 
 
 def _resolve(name: Any) -> type[Schedule]:
-    key = str(name).strip().lower() if isinstance(name, str) else name
+    key = name.strip().lower() if isinstance(name, str) else repr(name)
     key = _ALIASES.get(key, key)
     if key not in _CLASSES:
         spelled = ", ".join(

@@ -1,3 +1,34 @@
-"""epochlab: how many epochs, which batch size, which learning rate."""
+"""epochlab: how many epochs, which batch size, which learning rate.
+
+Example:
+    >>> import epochlab as el
+    >>> d = el.data.synthetic()
+    >>> h = el.fit(el.models.mlp(20), d.train, epochs=10, batch_size=32,
+    ...            validation_split=0.2, verbose=0)
+    >>> h.iterations_per_epoch, h.total_updates
+    (20, 200)
+"""
+
+from epochlab import callbacks, data, models
+from epochlab.callbacks.base import Callback
+from epochlab.train.accounting import iterations_per_epoch
+from epochlab.train.history import History
+from epochlab.train.loop import evaluate, fit
+from epochlab.train.state import TrainState
+from epochlab.train.trainer import StepRecord, Trainer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Callback",
+    "History",
+    "StepRecord",
+    "TrainState",
+    "Trainer",
+    "callbacks",
+    "data",
+    "evaluate",
+    "fit",
+    "iterations_per_epoch",
+    "models",
+]

@@ -1,0 +1,1 @@
+"""The training loop, its state, its History, and the accounting they share."""

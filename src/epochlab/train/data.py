@@ -1,0 +1,190 @@
+"""Training data as tensors indexed by a permutation, and the validation split.
+
+Arrays (NumPy or tensors) become tensors once, on the model's device; every
+epoch draws one permutation and gathers the epoch's rows in one call, and
+batches are slices of that (no DataLoader, no per-batch copies). A
+``torch.utils.data.Dataset`` is batched through a DataLoader driven by the
+same permutation, so the accounting and the batch order are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from epochlab.train.accounting import iterations_per_epoch, validation_count
+
+# Above this size the epoch's rows are gathered batch by batch instead of at once.
+_EPOCH_GATHER_BYTES = 256 * 2**20
+
+
+def as_tensor(name: str, a: Any, device: torch.device | None = None) -> torch.Tensor:
+    """Convert arrays, lists and tensors to a tensor, with a clear error otherwise."""
+    if isinstance(a, torch.Tensor):
+        t = a
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(a))
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"`{name}` must be a NumPy array, a tensor or a list of numbers; "
+                f"got {type(a).__name__} ({e})."
+            ) from None
+    return t.to(device) if device is not None else t
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """Raise naming the rows and columns that hold NaN or inf."""
+    if not t.is_floating_point():
+        return
+    bad = ~torch.isfinite(t)
+    if not bool(bad.any()):
+        return
+    flat = bad.reshape(bad.shape[0], -1)
+    rows = torch.nonzero(flat.any(dim=1)).flatten().tolist()
+    cols = torch.nonzero(flat.any(dim=0)).flatten().tolist()
+    show = lambda xs: ", ".join(map(str, xs[:10])) + (", ..." if len(xs) > 10 else "")  # noqa: E731
+    raise ValueError(
+        f"`{name}` contains {int(bad.sum())} non-finite values (NaN or inf) in "
+        f"{len(rows)} rows [{show(rows)}] and columns [{show(cols)}]. "
+        "Remove or impute them before training."
+    )
+
+
+def check_pair(x: torch.Tensor, y: torch.Tensor, where: str) -> None:
+    """Same number of rows, at least one row, all values finite."""
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"{where}: X and y must have a row dimension; got shapes "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}.")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{where}: X has {x.shape[0]} rows but y has {y.shape[0]}; "
+            "they must have the same number of rows."
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{where}: the data has 0 rows; training needs at least one row.")
+    check_finite(f"{where} X", x)
+    check_finite(f"{where} y", y)
+
+
+def split_indices(
+    n: int,
+    validation_split: float,
+    *,
+    mode: str = "random",
+    seed: int = 0,
+    stratify: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Train and validation row indices, and how the split was made.
+
+    ``mode="random"`` (default) is a seeded random split, stratified when
+    ``stratify`` labels are given and every class has two rows or more.
+    ``mode="tail"`` holds out the *last* rows, as Keras' ``validation_split``
+    does: a trap when the data is sorted by class.
+
+    Example:
+        >>> tr, va, how = split_indices(800, 0.2, seed=0)
+        >>> len(tr), len(va), how
+        (640, 160, 'random')
+    """
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)):
+        raise TypeError(
+            f"The value of `validation_split` is {validation_split!r}, but must be a float in [0, 1)."
+        )
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(
+            f"The value of `validation_split` is {validation_split}, but must be in [0, 1)."
+        )
+    if mode not in ("random", "tail"):
+        raise ValueError(
+            f"The value of `validation_split_mode` is {mode!r}, but must be 'random' or 'tail'."
+        )
+    n_val = validation_count(n, validation_split)
+    if validation_split > 0 and n_val >= n:
+        raise ValueError(
+            f"`validation_split={validation_split}` of {n} rows leaves no training rows; "
+            "use a smaller fraction or pass `validation_data`."
+        )
+    if n_val == 0:
+        return np.arange(n), np.arange(0), "none"
+    if mode == "tail":
+        return np.arange(n - n_val), np.arange(n - n_val, n), "tail (last rows, as Keras)"
+    from sklearn.model_selection import train_test_split
+
+    how = "random"
+    if stratify is not None:
+        _, counts = np.unique(stratify, return_counts=True)
+        if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
+            how = "random, stratified"
+        else:
+            stratify = None
+            how = "random (not stratified: a class has too few rows)"
+    tr, va = train_test_split(
+        np.arange(n), test_size=n_val, random_state=seed, shuffle=True, stratify=stratify
+    )
+    return tr, va, how
+
+
+class ArraySource:
+    """In-memory training rows served as permuted batches."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+        self._gather_epoch = (x.element_size() * x.numel()) <= _EPOCH_GATHER_BYTES
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def batches(
+        self, order: torch.Tensor | None, batch_size: int, drop_last: bool, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield batches ``start, start+1, ...`` of the epoch given by ``order``."""
+        n = len(self)
+        nb = iterations_per_epoch(n, batch_size, drop_last)
+        if order is None:
+            x, y = self.x, self.y
+        elif self._gather_epoch:
+            x, y = self.x[order], self.y[order]  # one gather per epoch; batches are views
+        else:
+            for b in range(start, nb):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                yield self.x[idx], self.y[idx]
+            return
+        for b in range(start, nb):
+            s = b * batch_size
+            yield x[s : s + batch_size], y[s : s + batch_size]
+
+
+class DatasetSource:
+    """A map-style ``Dataset`` batched in the order of the same permutation."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray, device: torch.device) -> None:
+        self.dataset, self.indices, self.device = dataset, indices, device
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(
+        self, order: torch.Tensor | None, batch_size: int, drop_last: bool, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rows = self.indices if order is None else self.indices[order.cpu().numpy()]
+        nb = iterations_per_epoch(len(rows), batch_size, drop_last)
+        plan = [rows[b * batch_size : (b + 1) * batch_size].tolist() for b in range(start, nb)]
+        for xb, yb in DataLoader(self.dataset, batch_sampler=plan):
+            yield xb.to(self.device), yb.to(self.device)
+
+
+@dataclass
+class PreparedData:
+    """What the loop trains on: sources, sizes and how the split was made."""
+
+    train: ArraySource | DatasetSource
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    n_train: int
+    n_val: int
+    split: str

@@ -1,0 +1,165 @@
+"""The History: what happened in a run, per epoch and per iteration, and the accounting.
+
+- ``epochs``: one dict per epoch (``epoch`` 0-based, ``loss``, metrics,
+  ``val_loss``, ``val_<metric>``, ``lr`` at the epoch's last update,
+  ``updates`` and ``samples_seen`` so far, ``time`` in seconds).
+- ``iterations``: columns of equal length, one entry per optimizer update:
+  ``step`` (0-based), ``epoch``, ``loss`` (before the update), ``lr`` (the
+  rate used), ``grad_norm`` (before the update), ``batch_size``.
+- ``history`` (property): the Keras-style dict of per-epoch lists.
+- accounting: ``n_train``, ``n_val``, ``iterations_per_epoch``,
+  ``total_updates``, ``samples_seen``, ``epochs_run``, ``stop_reason``.
+
+Everything is plain Python data, saved as JSON; ``History.load`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ITERATION_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "batch_size")
+STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted")
+_FORMAT = "epochlab.history/1"
+
+
+@dataclass
+class History:
+    """Per-epoch and per-iteration records of one run, plus its accounting.
+
+    Example:
+        >>> import epochlab as el
+        >>> d = el.data.synthetic()
+        >>> h = el.fit(el.models.mlp(20), d.train, epochs=2, batch_size=32,
+        ...            validation_split=0.2, verbose=0)
+        >>> h.n_train, h.iterations_per_epoch, h.total_updates
+        (640, 20, 40)
+        >>> len(h.history["val_loss"])
+        2
+    """
+
+    n_train: int = 0
+    n_val: int = 0
+    batch_size: int = 0
+    iterations_per_epoch: int = 0
+    epochs_planned: int = 0
+    total_updates: int = 0
+    samples_seen: int = 0
+    stop_reason: str = "completed"
+    stop_message: str = ""
+    loss_name: str = ""
+    task: str = ""
+    loss_reason: str = ""
+    validation_split: str = "none"
+    weights_epoch: int | None = None  # 0-based epoch whose end-of-epoch weights the model holds
+    params: dict[str, Any] = field(default_factory=dict)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    iterations: dict[str, list] = field(
+        default_factory=lambda: {c: [] for c in ITERATION_COLUMNS}
+    )
+    extra: dict[str, Any] = field(default_factory=dict)  # callbacks' findings (best epoch, ...)
+
+    @property
+    def epochs_run(self) -> int:
+        """Epochs begun, counting a partial last one (interrupted or diverged)."""
+        if not self.iterations_per_epoch:
+            return len(self.epochs)
+        return max(len(self.epochs), math.ceil(self.total_updates / self.iterations_per_epoch))
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras-style: metric name -> list of per-epoch values."""
+        keys: list[str] = []
+        for row in self.epochs:
+            keys += [k for k in row if k not in keys and k != "epoch"]
+        return {k: [row.get(k, math.nan) for row in self.epochs] for k in keys}
+
+    def append_epoch(self, row: dict[str, float]) -> None:
+        self.epochs.append(row)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, JSON-ready (NaN and inf written as JSON's NaN/Infinity)."""
+        d = asdict(self)
+        d["format"] = _FORMAT
+        d["epochs_run"] = self.epochs_run
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        """Rebuild a History from :meth:`to_dict` output."""
+        if d.get("format") != _FORMAT:
+            raise ValueError(
+                f"Not an epochlab History (format {d.get('format')!r}, expected {_FORMAT!r})."
+            )
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write JSON atomically (temporary file, fsync, rename).
+
+        Example:
+            >>> h = History(n_train=640)
+            >>> p = h.save(tempfile.mkdtemp() + "/history.json")
+            >>> History.load(p).n_train
+            640
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_dict(), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> History:
+        """Read a History written by :meth:`save`."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid History JSON (truncated?): {e}") from None
+        return cls.from_dict(d)
+
+    def to_pandas(self, level: str = "epoch"):
+        """A DataFrame of epochs (``level="epoch"``) or iterations; needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("History.to_pandas needs pandas: pip install pandas") from None
+        if level == "epoch":
+            return pd.DataFrame(self.epochs)
+        if level == "iteration":
+            return pd.DataFrame(self.iterations)
+        raise ValueError(f"The value of `level` is {level!r}, but must be 'epoch' or 'iteration'.")
+
+    def summary(self) -> str:
+        """The accounting in one paragraph, as the CLI prints it."""
+        lines = [
+            f"training rows: {self.n_train}   validation rows: {self.n_val} ({self.validation_split})",
+            f"batch size: {self.batch_size}   iterations per epoch: {self.iterations_per_epoch}"
+            f" = {'floor' if self.params.get('drop_last') else 'ceil'}"
+            f"({self.n_train} / {self.batch_size})",
+            f"epochs run: {self.epochs_run} of {self.epochs_planned}   total updates: "
+            f"{self.total_updates}   samples seen: {self.samples_seen}",
+            f"loss: {self.loss_name} ({self.loss_reason})   stop: {self.stop_reason}",
+        ]
+        if self.stop_message:
+            lines.append(self.stop_message)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"History(epochs_run={self.epochs_run}, total_updates={self.total_updates}, "
+            f"iterations_per_epoch={self.iterations_per_epoch}, stop_reason={self.stop_reason!r})"
+        )

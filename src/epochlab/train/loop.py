@@ -1,0 +1,307 @@
+"""The one training loop: ``fit``, and ``evaluate``.
+
+``fit`` validates its arguments, turns the data into tensors once, makes the
+validation split, infers the loss, then loops epochs over ``Trainer.step``
+and tells the callbacks what happens (see :mod:`epochlab.callbacks.base` for
+the order). It knows nothing of sweeps, stores or plots.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from epochlab.callbacks.base import Callback
+from epochlab.train.accounting import check_int, iterations_per_epoch
+from epochlab.train.data import (
+    ArraySource,
+    DatasetSource,
+    PreparedData,
+    as_tensor,
+    check_pair,
+    split_indices,
+)
+from epochlab.train.history import History
+from epochlab.train.losses import (
+    LossSpec,
+    out_features_of,
+    prepare_targets,
+    resolve_loss,
+    resolve_metrics,
+)
+from epochlab.train.trainer import OptimizerLike, Trainer, evaluate_tensors
+
+EVAL_CHUNK = 1024
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _split_xy(data: Any, where: str) -> tuple[Any, Any]:
+    if hasattr(data, "x_train") and hasattr(data, "y_train"):  # a DataBundle
+        return data.x_train, data.y_train
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    raise TypeError(
+        f"`{where}` must be (X, y) arrays or tensors, a DataBundle, or a torch Dataset; "
+        f"got {type(data).__name__}."
+    )
+
+
+def _cast_x(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Float inputs take the model's dtype (float32 usually); integer token ids stay."""
+    p = next(model.parameters(), None)
+    if x.is_floating_point() and p is not None and x.dtype != p.dtype:
+        return x.to(p.dtype)
+    return x
+
+
+def prepare_data(
+    model: nn.Module,
+    data: Any,
+    *,
+    validation_split: float,
+    validation_data: Any,
+    validation_split_mode: str,
+    loss: Any,
+    seed: int,
+) -> tuple[PreparedData, LossSpec]:
+    """Tensors on the model's device, the split, and the loss fitted to the targets."""
+    device = _device_of(model)
+    if validation_data is not None and validation_split:
+        raise ValueError(
+            "Both `validation_split` and `validation_data` were given; pass one of them."
+        )
+    if isinstance(data, Dataset) and not isinstance(data, (tuple, list)):
+        n = len(data)
+        if n == 0:
+            raise ValueError("The dataset has 0 rows; training needs at least one row.")
+        tr, va, how = split_indices(n, validation_split, mode=validation_split_mode, seed=seed)
+        x0, y0 = data[int(tr[0])]
+        x0 = as_tensor("x", x0, device).unsqueeze(0)
+        y0 = as_tensor("y", y0).reshape(1, *as_tensor("y", y0).shape)
+        out_shape = out_features_of(model, x0)
+        spec = resolve_loss(loss, y0, out_shape[1] if len(out_shape) == 2 else 1)
+        val = None
+        if len(va):
+            xs, ys = zip(*(data[int(i)] for i in va), strict=True)
+            vx = torch.stack([as_tensor("x", v) for v in xs]).to(device)
+            vy = torch.stack([as_tensor("y", v) for v in ys]).to(device)
+            val = (_cast_x(vx, model), prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation"))
+        return PreparedData(DatasetSource(data, tr, device), val, len(tr), len(va), how), spec
+
+    x, y = _split_xy(data, "data")
+    x, y = as_tensor("X", x, device), as_tensor("y", y, device)
+    check_pair(x, y, "training data")
+    x = _cast_x(x, model)
+    out_shape = out_features_of(model, x[:2])
+    spec = resolve_loss(loss, y, out_shape[1] if len(out_shape) == 2 else 1)
+    y = prepare_targets(spec, y, out_shape, "training data")
+    stratify = y.cpu().numpy() if spec.task in ("binary", "multiclass") else None
+    if stratify is not None and stratify.ndim > 1:
+        stratify = stratify.reshape(len(stratify), -1)[:, 0]
+    tr, va, how = split_indices(
+        x.shape[0], validation_split, mode=validation_split_mode, seed=seed, stratify=stratify
+    )
+    val = None
+    if validation_data is not None:
+        vx, vy = _split_xy(validation_data, "validation_data")
+        vx, vy = as_tensor("validation X", vx, device), as_tensor("validation y", vy, device)
+        check_pair(vx, vy, "validation data")
+        vx = _cast_x(vx, model)
+        val = (vx, prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation data"))
+        how = "given"
+    elif len(va):
+        va_t = torch.as_tensor(va, device=device)
+        val = (x[va_t], y[va_t])
+    if len(va) or validation_data is None:
+        tr_t = torch.as_tensor(tr, device=device)
+        if len(tr) != x.shape[0]:
+            x, y = x[tr_t], y[tr_t]
+    n_val = 0 if val is None else val[0].shape[0]
+    return PreparedData(ArraySource(x, y), val, x.shape[0], n_val, how), spec
+
+
+def fit(
+    model: nn.Module,
+    data: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    validation_split: float = 0.0,
+    validation_data: Any = None,
+    validation_split_mode: str = "random",
+    shuffle: bool = True,
+    drop_last: bool = False,
+    optimizer: OptimizerLike = "adam",
+    lr: float = 1e-3,
+    schedule: Any = None,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    loss: str | Callable | None = None,
+    metrics: Sequence[str] = ("accuracy",),
+    callbacks: Sequence[Callback] = (),
+    seed: int = 0,
+    verbose: int = 1,
+) -> History:
+    """Train ``model`` on ``data`` for ``epochs`` passes and return the History.
+
+    ``data`` is ``(X, y)`` (NumPy arrays or tensors), a DataBundle (its
+    training split), or a map-style ``torch.utils.data.Dataset``. Batches
+    follow a seeded permutation per epoch; ``iterations_per_epoch`` is
+    ``ceil(n_train / batch_size)`` (``floor`` with ``drop_last``), where
+    ``n_train`` is what the validation split leaves.
+
+    Example:
+        >>> import epochlab as el
+        >>> d = el.data.synthetic()           # 800 training rows
+        >>> h = el.fit(el.models.mlp(20), d.train, epochs=10, batch_size=32,
+        ...            validation_split=0.2, verbose=0)
+        >>> h.n_train, h.iterations_per_epoch, h.total_updates
+        (640, 20, 200)
+    """
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"The value of `verbose` is {verbose!r}, but must be 0, 1 or 2.")
+    trainer = Trainer(
+        model, optimizer=optimizer, lr=lr, schedule=schedule, loss=loss, metrics=metrics,
+        weight_decay=weight_decay, momentum=momentum, callbacks=list(callbacks) + _progress(verbose),
+        seed=seed,
+    )
+    prepared, spec = prepare_data(
+        model, data, validation_split=validation_split, validation_data=validation_data,
+        validation_split_mode=validation_split_mode, loss=loss, seed=seed,
+    )
+    ipe = iterations_per_epoch(prepared.n_train, batch_size, drop_last)
+    if ipe == 0:
+        raise ValueError(
+            f"`drop_last=True` with batch_size={batch_size} and {prepared.n_train} training rows "
+            "leaves no full batch; use a smaller batch or drop_last=False."
+        )
+    trainer.attach_loss(spec, targets_ready=True)
+    h = trainer.state.history
+    h.n_train, h.n_val, h.batch_size = prepared.n_train, prepared.n_val, batch_size
+    h.iterations_per_epoch, h.epochs_planned, h.validation_split = ipe, epochs, prepared.split
+    h.params.update(
+        epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+        validation_split_mode=validation_split_mode, shuffle=shuffle, drop_last=drop_last,
+        optimizer=optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
+        lr=trainer.state.base_lr, weight_decay=weight_decay, momentum=momentum, seed=seed,
+        schedule=trainer.state.schedule.to_config() if trainer.state.schedule is not None else None,
+    )
+    if trainer.state.schedule is not None:
+        trainer.state.schedule = trainer.state.schedule.with_total_steps(epochs * ipe)
+    return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+               drop_last=drop_last, seed=seed)
+
+
+def _progress(verbose: int) -> list[Callback]:
+    from epochlab.callbacks.progress import EpochLogger, ProgressBar
+
+    return [ProgressBar()] if verbose == 1 else [EpochLogger()] if verbose == 2 else []
+
+
+def _dropout_seed(seed: int) -> int:
+    # A stream distinct from the shuffling generator's, which uses `seed` itself.
+    return (seed * 6364136223846793005 + 1442695040888963407) % 2**63
+
+
+def run(
+    trainer: Trainer,
+    data: PreparedData,
+    *,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    seed: int = 0,
+) -> History:
+    """The epoch loop over ``trainer.step``; resumes from ``trainer.state``'s position."""
+    s, h, cbs = trainer.state, trainer.state.history, trainer.callbacks
+    want_begin, want_end = cbs.wants("on_batch_begin"), cbs.wants("on_batch_end")
+    n_train = data.n_train
+    with torch.random.fork_rng(devices=[]):  # dropout draws from torch's RNG: seed it, leave the caller's alone
+        if s.global_step == 0:
+            torch.manual_seed(_dropout_seed(seed))
+        trainer.model.train()
+        cbs.call("on_train_begin", trainer, {"epochs": epochs, "iterations_per_epoch": h.iterations_per_epoch})
+        try:
+            while s.epoch < epochs and not trainer.stop_training:
+                t0 = time.perf_counter()
+                if s.batch_in_epoch == 0:
+                    s.epoch_order = torch.randperm(n_train, generator=s.generator) if shuffle else None
+                    trainer.begin_epoch()
+                    cbs.call("on_epoch_begin", trainer, {"epoch": s.epoch})
+                for batch in data.train.batches(s.epoch_order, batch_size, drop_last, s.batch_in_epoch):
+                    if want_begin:
+                        cbs.call("on_batch_begin", trainer, {"step": s.global_step, "epoch": s.epoch})
+                    rec = trainer.step(batch)
+                    if rec.diverged:
+                        break
+                    s.batch_in_epoch += 1
+                    if want_end:
+                        cbs.call("on_batch_end", trainer, rec.as_dict())
+                    if trainer.stop_training:
+                        break
+                if s.batch_in_epoch < h.iterations_per_epoch:  # stopped mid-epoch
+                    break
+                row = {"epoch": s.epoch, **trainer.epoch_logs()}
+                if data.val is not None:
+                    val = trainer.evaluate(*data.val, batch_size=max(batch_size, EVAL_CHUNK))
+                    row.update({f"val_{k}": v for k, v in val.items()})
+                row.update(lr=trainer._lr_set, updates=s.global_step, samples_seen=s.samples_seen,
+                           time=time.perf_counter() - t0)
+                h.append_epoch(row)
+                s.epoch, s.batch_in_epoch, s.epoch_order = s.epoch + 1, 0, None
+                h.weights_epoch = s.epoch - 1
+                cbs.call("on_epoch_end", trainer, row)
+        except KeyboardInterrupt:
+            trainer.stop(
+                "interrupted",
+                f"Interrupted (Ctrl-C) in epoch {s.epoch + 1}, after {s.global_step} updates.",
+            )
+        if s.batch_in_epoch:  # the weights are from the middle of an epoch
+            h.weights_epoch = None
+        h.total_updates, h.samples_seen = s.global_step, s.samples_seen
+        h.stop_reason = trainer.stop_reason or "completed"
+        cbs.call("on_train_end", trainer, {"stop_reason": h.stop_reason})
+    return h
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    *,
+    batch_size: int = EVAL_CHUNK,
+    loss: str | Callable | None = None,
+    metrics: Sequence[str] = ("accuracy",),
+) -> dict[str, float]:
+    """Loss and metrics of ``model`` on ``(X, y)`` (or a DataBundle's test split).
+
+    Example:
+        >>> import epochlab as el
+        >>> d = el.data.synthetic()
+        >>> model = el.models.mlp(20)
+        >>> _ = el.fit(model, d.train, epochs=3, batch_size=32, verbose=0)
+        >>> sorted(el.evaluate(model, d.test))
+        ['accuracy', 'loss']
+    """
+    if hasattr(data, "x_test"):
+        data = (data.x_test, data.y_test)
+    x, y = _split_xy(data, "data")
+    device = _device_of(model)
+    x, y = as_tensor("X", x, device), as_tensor("y", y, device)
+    check_pair(x, y, "evaluation data")
+    x = _cast_x(x, model)
+    out_shape = out_features_of(model, x[:2])
+    spec = resolve_loss(loss, y, out_shape[1] if len(out_shape) == 2 else 1)
+    y = prepare_targets(spec, y, out_shape, "evaluation data")
+    return evaluate_tensors(model, spec, resolve_metrics(metrics, spec.task), x, y, batch_size)

@@ -1,0 +1,190 @@
+"""Choosing the loss from the targets, shaping targets for it, and metrics.
+
+Models return logits. The rule, stated in every History as ``loss_name``:
+
+- targets with non-integer float values -> regression, mean squared error;
+- integer labels and a model with 1 output -> binary, ``BCEWithLogitsLoss``
+  (labels must be 0 or 1);
+- integer labels and a model with C >= 2 outputs -> multiclass,
+  ``CrossEntropyLoss`` (labels must lie in ``0..C-1``);
+- one-hot float targets of shape (n, C) are turned into class indices.
+
+Pass ``loss="mse" | "bce" | "cross_entropy"`` (or a callable) to override.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOSS_ALIASES = {
+    "bce": "bce",
+    "binary_crossentropy": "bce",
+    "cross_entropy": "cross_entropy",
+    "crossentropy": "cross_entropy",
+    "categorical_crossentropy": "cross_entropy",
+    "sparse_categorical_crossentropy": "cross_entropy",
+    "mse": "mse",
+    "mean_squared_error": "mse",
+}
+TASK_OF_LOSS = {"bce": "binary", "cross_entropy": "multiclass", "mse": "regression"}
+
+
+@dataclass
+class LossSpec:
+    """The loss in use and how targets are prepared for it."""
+
+    name: str  # "bce", "cross_entropy", "mse", or the callable's name
+    task: str  # "binary", "multiclass", "regression", "custom"
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    reason: str  # why this loss, in words
+
+
+def _is_integral(y: torch.Tensor) -> bool:
+    if not y.is_floating_point():
+        return True
+    return bool(torch.all(y == torch.round(y)))
+
+
+def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(out, y)
+
+
+def resolve_loss(loss: object, y: torch.Tensor, out_features: int) -> LossSpec:
+    """Pick the loss for targets ``y`` and a model with ``out_features`` outputs."""
+    if callable(loss) and not isinstance(loss, str):
+        name = getattr(loss, "__name__", type(loss).__name__)
+        return LossSpec(name, "custom", loss, "given")
+    if loss is not None:
+        key = LOSS_ALIASES.get(str(loss).lower())
+        if key is None:
+            raise ValueError(
+                f"Unknown loss {loss!r}; choose one of {sorted(set(LOSS_ALIASES))} or pass a callable."
+            )
+        reason = "given"
+    elif y.is_floating_point() and not _is_integral(y) and not _is_one_hot(y):
+        key, reason = "mse", "float targets with non-integer values: regression"
+    elif out_features == 1:
+        key, reason = "bce", "integer labels and 1 model output: binary classification"
+    else:
+        key, reason = "cross_entropy", f"integer labels and {out_features} model outputs: multiclass"
+    fn = {"bce": _bce, "cross_entropy": F.cross_entropy, "mse": F.mse_loss}[key]
+    return LossSpec(key, TASK_OF_LOSS[key], fn, reason)
+
+
+def _is_one_hot(y: torch.Tensor) -> bool:
+    return (
+        y.ndim == 2
+        and y.shape[1] > 1
+        and bool(((y == 0) | (y == 1)).all())
+        and bool((y.sum(dim=1) == 1).all())
+    )
+
+
+def prepare_targets(spec: LossSpec, y: torch.Tensor, out_shape: tuple[int, ...], where: str) -> torch.Tensor:
+    """Return ``y`` shaped and typed for the loss; raise if the labels cannot fit it.
+
+    ``out_shape`` is the model's output shape for a probe batch (rows first).
+    """
+    if spec.task == "custom":
+        return y
+    if spec.name == "cross_entropy":
+        if _is_one_hot(y):
+            y = y.argmax(dim=1)
+        if not _is_integral(y) or y.ndim != 1:
+            raise ValueError(
+                f"{where}: cross-entropy needs one integer class label per row; got y of shape "
+                f"{tuple(y.shape)} and dtype {y.dtype}."
+            )
+        n_out = out_shape[1] if len(out_shape) == 2 else None
+        if n_out is None:
+            raise ValueError(
+                f"{where}: for multiclass labels the model must output (rows, classes); "
+                f"it outputs shape {out_shape}."
+            )
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= n_out:
+            raise ValueError(
+                f"{where}: y has labels {lo}..{hi} ({hi + 1} classes) but the model outputs "
+                f"{n_out} values per row; labels must lie in 0..{n_out - 1}. "
+                f"Build the model with out_features={hi + 1}."
+            )
+        return y.long()
+    if spec.name == "bce":
+        y = y.reshape(-1, 1) if y.ndim == 1 else y
+        if tuple(out_shape[1:]) != tuple(y.shape[1:]):
+            raise ValueError(
+                f"{where}: the model outputs shape {out_shape} but binary targets need "
+                f"(rows, {', '.join(map(str, y.shape[1:]))})."
+            )
+        vals = torch.unique(y)
+        if not bool(((vals == 0) | (vals == 1)).all()):
+            shown = vals[:10].tolist()
+            raise ValueError(
+                f"{where}: a model with 1 output is trained as binary classification, but y has "
+                f"values {shown}{'...' if len(vals) > 10 else ''}, not only 0 and 1. "
+                f"For {len(vals)} classes build the model with out_features={len(vals)}; "
+                "for regression pass loss='mse'."
+            )
+        return y.float()
+    # mse
+    y = y.float() if not y.is_floating_point() else y
+    if y.ndim == 1 and len(out_shape) == 2 and out_shape[1] == 1:
+        y = y.reshape(-1, 1)
+    if tuple(out_shape[1:]) != tuple(y.shape[1:]):
+        raise ValueError(
+            f"{where}: the model outputs shape {out_shape} but the regression targets "
+            f"have shape (rows, {', '.join(map(str, y.shape[1:]))})."
+        )
+    return y
+
+
+# Metrics: name -> fn(output, target) returning the *sum* over the batch
+# (so epoch values are exact row-weighted means).
+def _accuracy_sum(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if task == "binary":
+        return lambda out, y: ((out > 0) == (y > 0.5)).sum()
+    if task == "multiclass":
+        return lambda out, y: (out.argmax(dim=1) == y).sum()
+    raise ValueError(f"The metric 'accuracy' needs a classification task; this one is {task}.")
+
+
+def _mae_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (out - y).abs().mean(dim=tuple(range(1, out.ndim))).sum() if out.ndim > 1 else (out - y).abs().sum()
+
+
+METRICS = {"accuracy": _accuracy_sum, "mae": lambda task: _mae_sum}
+
+
+def resolve_metrics(
+    names: tuple[str, ...] | list[str], task: str
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """Map metric names to batch-sum functions; 'accuracy' is skipped for regression."""
+    out = {}
+    for m in names:
+        if m not in METRICS:
+            raise ValueError(f"Unknown metric {m!r}; choose from {sorted(METRICS)}.")
+        if m == "accuracy" and task in ("regression", "custom"):
+            continue  # the default metric list includes accuracy; it does not apply here
+        out[m] = METRICS[m](task)
+    return out
+
+
+def out_features_of(model: nn.Module, x_probe: torch.Tensor) -> tuple[int, ...]:
+    """The model's output shape on a probe batch, in eval mode and without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x_probe)
+    except Exception as e:  # a shape error deep in the model: say where it came from
+        raise ValueError(
+            f"The model failed on a batch of input shape {tuple(x_probe.shape)}: {e}"
+        ) from e
+    finally:
+        model.train(was_training)
+    return tuple(out.shape)

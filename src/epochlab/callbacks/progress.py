@@ -60,7 +60,15 @@ class EpochLogger(Callback):
 
 
 class ProgressBar(EpochLogger):
-    """A rich progress bar for the running epoch: iteration i/n, loss, rate (``verbose=1``)."""
+    """A rich progress bar for the running epoch: iteration i/n, loss, rate (``verbose=1``).
+
+    With ``lines=True`` (the default) a summary line stays for every epoch;
+    ``lines=False`` shows only the live bar (the CLI prints a table instead).
+    """
+
+    def __init__(self, console: Console | None = None, lines: bool = True) -> None:
+        super().__init__(console)
+        self.lines = lines
 
     def on_train_begin(self, trainer, logs):
         super().on_train_begin(trainer, logs)
@@ -99,7 +107,8 @@ class ProgressBar(EpochLogger):
 
     def on_epoch_end(self, trainer, logs):
         self._progress.update(self._task, completed=self._done)
-        super().on_epoch_end(trainer, logs)
+        if self.lines:
+            super().on_epoch_end(trainer, logs)
 
     def on_train_end(self, trainer, logs):
         self._progress.stop()

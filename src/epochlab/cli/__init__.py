@@ -1,0 +1,27 @@
+"""The ``epochlab`` command: one click group, one module per subcommand.
+
+Each subcommand module defines a click command; this package only gathers
+them, so commands can be written and tested independently.
+"""
+
+from __future__ import annotations
+
+import click
+
+from epochlab import __version__
+from epochlab.cli.fit import fit_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="epochlab")
+def main() -> None:
+    """epochlab: how many epochs, which batch size, which learning rate.
+
+    Every command trains PyTorch models with exact epoch and iteration
+    accounting and writes what it found to files you can open.
+    """
+
+
+main.add_command(fit_command)
+
+__all__ = ["main"]

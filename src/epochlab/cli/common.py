@@ -1,0 +1,77 @@
+"""Pieces the CLI commands share: loading data and models by name, output folders, tables."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from epochlab.data.base import DataBundle
+from epochlab.train.history import History
+
+console = Console(highlight=False)
+
+
+def load_data(name: str) -> DataBundle:
+    """A dataset by name, with CLI-style errors."""
+    from epochlab.data import load
+
+    try:
+        return load(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--data") from None
+
+
+def build_model(name: str, data: DataBundle, seed: int, **kwargs: Any) -> torch.nn.Module:
+    """Seed torch, then build ``name`` sized for ``data`` (same seed, same initial weights)."""
+    from epochlab.models.registry import build
+
+    torch.manual_seed(seed)
+    try:
+        return build(name, data, **kwargs)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--model") from None
+
+
+def out_dir(path: str | None, prefix: str) -> Path:
+    """The output folder: ``--out`` or ``runs/<prefix>-<timestamp>``, created."""
+    p = Path(path) if path else Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def n_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total - trainable
+
+
+def epoch_table(history: History) -> Table:
+    """One row per epoch (1-based): losses, metrics, lr, updates so far, seconds."""
+    cols = [k for k in history.history if k not in ("samples_seen",)]
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    table.add_column("epoch", justify="right")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for row in history.epochs:
+        cells = [str(int(row["epoch"]) + 1)]
+        for c in cols:
+            v = row.get(c, float("nan"))
+            if c == "updates":
+                cells.append(str(int(v)))
+            elif c == "lr":
+                cells.append(f"{v:.3g}")
+            elif c == "time":
+                cells.append(f"{v:.2f}s")
+            else:
+                cells.append(f"{v:.4f}")
+        if history.weights_epoch == row["epoch"] and history.weights_epoch < len(history.epochs) - 1:
+            cells[0] += "*"
+        table.add_row(*cells)
+    return table

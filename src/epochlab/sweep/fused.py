@@ -24,6 +24,7 @@ fit a memory budget and run one after another.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -63,8 +64,9 @@ class FusedResult:
             and (classification) ``accuracy``; with validation also
             ``val_loss`` and ``val_accuracy``.
         lr: Learning rate used at every iteration (update) made.
-        step_loss: Batch-mean loss at every iteration; for a diverged member
-            the last entry is the non-finite loss whose update was skipped.
+        step_loss: Batch-mean loss at every iteration (before its update).
+        grad_norm: Total gradient norm of the member at every iteration.
+        batch_sizes: Rows in every iteration's batch.
         updates: Optimizer updates made (``global_step``).
         epochs_done: Epochs completed (a diverged member's partial epoch is
             not counted and has no metrics row).
@@ -81,6 +83,8 @@ class FusedResult:
     metrics: dict[str, list[float]]
     lr: list[float]
     step_loss: list[float]
+    grad_norm: list[float]
+    batch_sizes: list[int]
     updates: int
     epochs_done: int
     samples_seen: int
@@ -90,6 +94,53 @@ class FusedResult:
     n_val: int
     iterations_per_epoch: int
     info: dict[str, Any] = field(default_factory=dict)
+    """``divergence`` (epoch, iteration, step, lr, loss, grad_norm of the
+    batch whose update was skipped) for a diverged member; ``epoch_time``
+    (seconds per epoch of the chunk the member trained in, shared by all
+    its members)."""
+
+    def to_history(self, batch_size: int | None = None) -> Any:
+        """This member's run as an :class:`epochlab.History`, as ``epochlab.fit`` returns it.
+
+        Epoch rows carry the metrics, ``lr`` at the epoch's last update,
+        ``updates`` and ``samples_seen`` so far and ``time`` (the chunk's
+        epoch time, shared by its members); iterations carry ``step``,
+        ``epoch``, ``loss``, ``lr``, ``grad_norm`` and ``batch_size``.
+        ``stop_reason`` is ``"completed"``, ``"diverged"``, or
+        ``"early_stopping"`` for a member the hook stopped.
+        """
+        from epochlab.train.history import History
+
+        ipe = self.iterations_per_epoch
+        h = History(
+            n_train=self.n_train, n_val=self.n_val,
+            batch_size=batch_size or (self.batch_sizes[0] if self.batch_sizes else 0),
+            iterations_per_epoch=ipe, total_updates=self.updates,
+            samples_seen=self.samples_seen,
+            stop_reason={"stopped": "early_stopping"}.get(self.status, self.status),
+            weights_epoch=(
+                self.epochs_done - 1
+                if self.epochs_done and self.updates == self.epochs_done * ipe else None
+            ),
+            params={"seed": self.seed, "fused": True},
+        )
+        sizes = np.cumsum([0, *self.batch_sizes])
+        times = self.info.get("epoch_time", [])
+        for e in range(self.epochs_done):
+            row: dict[str, float] = {"epoch": e}
+            row.update({name: vals[e] for name, vals in self.metrics.items()})
+            last = (e + 1) * ipe
+            row.update(lr=self.lr[last - 1], updates=last, samples_seen=int(sizes[last]),
+                       time=times[e] if e < len(times) else math.nan)
+            h.append_epoch(row)
+        it = h.iterations
+        it["step"] = list(range(self.updates))
+        it["epoch"] = [i // ipe for i in range(self.updates)]
+        it["loss"], it["lr"] = list(self.step_loss), list(self.lr)
+        it["grad_norm"], it["batch_size"] = list(self.grad_norm), list(self.batch_sizes)
+        if "divergence" in self.info:
+            h.extra["divergence"] = dict(self.info["divergence"])
+        return h
 
 
 # ---------------------------------------------------------------- validation
@@ -312,6 +363,16 @@ def train_fused(
     mom_k = np.array(_per_member("momentum", momentum, k), dtype=np.float64)
     betas_k = np.array(_per_member("betas", betas, k), dtype=np.float64).reshape(k, 2)
     eps_k = np.array(_per_member("eps", eps, k), dtype=np.float64)
+    for name, vals in (("weight_decay", wd_k), ("momentum", mom_k), ("eps", eps_k)):
+        if not np.all(vals >= 0):
+            raise ValueError(f"The value of `{name}` is {vals.tolist()}, but must be >= 0.")
+    if not np.all((betas_k >= 0) & (betas_k < 1)):
+        raise ValueError(f"The value of `betas` is {betas_k.tolist()}, but each must be in [0, 1).")
+    if optimizer == "sgd" and nesterov and not np.all(mom_k > 0):
+        raise ValueError(
+            f"The value of `momentum` is {mom_k.tolist()}, but `nesterov=True` needs "
+            "`momentum > 0` for every member (as torch.optim.SGD)."
+        )
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(
             f"The value of `validation_split` is {validation_split}, but must be in [0, 1)."
@@ -334,15 +395,7 @@ def train_fused(
     n = x_all.shape[0]
     splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for s in set(seeds_k):
-        if validation_split > 0:
-            strat = y_raw.numpy() if task != "regression" else None
-            tr, va = train_test_split(
-                np.arange(n), test_size=validation_split, random_state=s, stratify=strat,
-                shuffle=True,
-            )
-        else:
-            tr, va = np.arange(n), np.arange(0)
-        splits[s] = (tr, va)
+        splits[s] = _split(n, validation_split, s, y_raw.numpy() if task != "regression" else None)
     n_train = len(splits[seeds_k[0]][0])
     shared_val: tuple[Tensor, Tensor] | None = None
     if validation_data is not None:
@@ -386,6 +439,33 @@ def train_fused(
     return [r for r in results if r is not None]
 
 
+def _split(
+    n: int, fraction: float, seed: int, labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation rows of one member, as ``epochlab.fit`` splits with ``seed``.
+
+    ``ceil(fraction * n)`` validation rows by ``train_test_split`` with
+    ``random_state=seed``, stratified when every class has two rows or more
+    and both sides can hold every class (else a plain random split).
+    """
+    n_val = math.ceil(fraction * n) if fraction > 0 else 0
+    if n_val == 0:
+        return np.arange(n), np.arange(0)
+    if n_val >= n:
+        raise ValueError(
+            f"`validation_split={fraction}` of {n} rows leaves no training rows; "
+            "use a smaller fraction or pass `validation_data`."
+        )
+    if labels is not None:
+        _, counts = np.unique(labels, return_counts=True)
+        if not (counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts)):
+            labels = None
+    tr, va = train_test_split(
+        np.arange(n), test_size=n_val, random_state=seed, shuffle=True, stratify=labels
+    )
+    return tr, va
+
+
 def _targets(y: Tensor, task: str, out: int, dtype: torch.dtype) -> Tensor:
     """Targets in the layout :func:`loss_and_grad` wants, per row."""
     if task == "binary":
@@ -398,7 +478,12 @@ def _targets(y: Tensor, task: str, out: int, dtype: torch.dtype) -> Tensor:
 
 
 class _Chunk:
-    """One group of members trained at once; members leave it when they stop."""
+    """One group of members trained at once; members leave the stack when they stop.
+
+    Rows of the stacked tensors are the *active* members; ``self.local[row]``
+    is that member's position in the chunk, ``self.members[row]`` its index
+    in the caller's list.
+    """
 
     opt: FusedAdam | FusedSGD
 
@@ -408,7 +493,8 @@ class _Chunk:
                  splits: dict[int, tuple[np.ndarray, np.ndarray]],
                  shared_val: tuple[Tensor, Tensor] | None, batch_size: int, ipe: int,
                  n_train: int, n_val: int, shuffle: bool, on_epoch_end: EpochHook | None) -> None:
-        self.members = np.array(members)  # global index of each active row
+        size = len(members)
+        self.members, self.local = np.array(members), np.arange(size)
         self.k_total, self.layout, self.task = k_total, layout, task
         self.seeds, self.lrs = seeds, lrs
         self.x, self.y = x, y
@@ -419,8 +505,8 @@ class _Chunk:
         self._views()
         self.train_idx = torch.as_tensor(np.stack([splits[s][0] for s in seeds]))
         if shared_val is not None:
-            self.xv = shared_val[0].unsqueeze(0).expand(len(members), *shared_val[0].shape)
-            self.yv = shared_val[1].unsqueeze(0).expand(len(members), *shared_val[1].shape)
+            self.xv = shared_val[0].unsqueeze(0).expand(size, *shared_val[0].shape)
+            self.yv = shared_val[1].unsqueeze(0).expand(size, *shared_val[1].shape)
         elif n_val > 0:
             val_idx = torch.as_tensor(np.stack([splits[s][1] for s in seeds]))
             self.xv, self.yv = x[val_idx], y[val_idx]
@@ -428,22 +514,21 @@ class _Chunk:
         self.const_lr = None
         if not any(callable(lr) for lr in lrs):
             self.const_lr = np.array(lrs, dtype=np.float64)
-        # Per-member records, by local row (position in the original chunk).
-        size = len(members)
-        self.local = np.arange(size)  # original chunk row of each active row
-        self.rec_lr: list[list[float]] = [[] for _ in range(size)]
-        self.rec_loss: list[list[float]] = [[] for _ in range(size)]
         names = ["loss"] + (["accuracy"] if task != "regression" else [])
         if n_val > 0:
             names += ["val_" + m for m in names]
         self.metric_names = names
         self.metrics: list[dict[str, list[float]]] = [{m: [] for m in names} for _ in range(size)]
-        self.updates = 0
+        self.rec: list[dict[str, list]] = [
+            {"lr": [], "loss": [], "grad_norm": [], "batch_size": []} for _ in range(size)
+        ]
+        self.info: list[dict[str, Any]] = [{"epoch_time": []} for _ in range(size)]
+        self.updates = 0  # shared: every active member has made the same updates
         self.epochs_done = np.zeros(size, dtype=np.int64)
         self.samples = np.zeros(size, dtype=np.int64)
         self.finished: list[FusedResult] = []
-        self._seg_lr: list[np.ndarray] = []
-        self._seg_loss: list[Tensor] = []
+        # Per-step records of the current active set, moved to self.rec on a change.
+        self._seg: list[tuple[np.ndarray, Tensor, Tensor, int]] = []
 
     def _views(self) -> None:
         self.views = self.layout.views(self.flat)
@@ -453,37 +538,45 @@ class _Chunk:
 
     def _flush(self) -> None:
         """Move the per-step records of the current active set into per-member lists."""
-        if not self._seg_loss:
+        if not self._seg:
             return
-        lrs = np.stack(self._seg_lr, axis=1)
-        losses = torch.stack(self._seg_loss, dim=1).to(torch.float64).numpy()
+        lrs = np.stack([s[0] for s in self._seg], axis=1)
+        losses = torch.stack([s[1] for s in self._seg], dim=1).to(torch.float64).numpy()
+        norms = torch.stack([s[2] for s in self._seg], dim=1).to(torch.float64).numpy()
+        sizes = [s[3] for s in self._seg]
         for row, local in enumerate(self.local):
-            self.rec_lr[local].extend(lrs[row].tolist())
-            self.rec_loss[local].extend(losses[row].tolist())
-        self._seg_lr, self._seg_loss = [], []
+            r = self.rec[local]
+            r["lr"] += lrs[row].tolist()
+            r["loss"] += losses[row].tolist()
+            r["grad_norm"] += norms[row].tolist()
+            r["batch_size"] += sizes
+        self._seg = []
 
     def _finish(self, rows: np.ndarray, status: Status, samples_now: int) -> None:
         """Record the members at active ``rows`` as done and drop them from the stack."""
         self._flush()
         for row in rows:
             local = self.local[row]
+            r = self.rec[local]
             self.finished.append(FusedResult(
                 member=int(self.members[row]), seed=self.seeds[local],
-                metrics=self.metrics[local], lr=self.rec_lr[local],
-                step_loss=self.rec_loss[local], updates=self.updates,
+                metrics=self.metrics[local], lr=r["lr"], step_loss=r["loss"],
+                grad_norm=r["grad_norm"], batch_sizes=r["batch_size"], updates=self.updates,
                 epochs_done=int(self.epochs_done[local]),
                 samples_seen=int(self.samples[local]) + samples_now, status=status,
                 state_dict=self.layout.unstack(self.flat[row]), n_train=self.n_train,
-                n_val=self.n_val, iterations_per_epoch=self.ipe,
+                n_val=self.n_val, iterations_per_epoch=self.ipe, info=self.info[local],
             ))
         keep = np.setdiff1d(np.arange(len(self.members)), rows)
-        self._select(keep)
+        if len(keep):
+            self._select(keep)
+        else:
+            self.members, self.local = self.members[keep], self.local[keep]
 
     def _select(self, keep: np.ndarray) -> None:
         rows = torch.as_tensor(keep, dtype=torch.int64)
         self.members, self.local = self.members[keep], self.local[keep]
-        self.flat = self.flat[rows]
-        self.grad = torch.zeros_like(self.flat)
+        self.flat, self.grad = self.flat[rows], self.grad[rows]
         self._views()
         self.opt.select(rows, self.flat)
         self.train_idx = self.train_idx[rows]
@@ -507,6 +600,7 @@ class _Chunk:
     def train(self, epochs: int) -> list[FusedResult]:
         bs, specs = self.bs, self.layout.specs
         for epoch in range(epochs):
+            t0 = time.perf_counter()
             if self.shuffle:
                 perm = torch.stack([torch.randperm(self.n_train, generator=g) for g in self.gens])
                 rows_idx = self.train_idx.gather(1, perm)
@@ -524,38 +618,45 @@ class _Chunk:
                 lr = self._lr(epoch)
                 z, cache = forward(self.views, specs, xb)
                 loss, dz, corr = loss_and_grad(self.task, z, yb)
-                finite = torch.isfinite(loss)
-                if not bool(finite.all()):
-                    # Record the non-finite loss, skip its update, drop the member.
-                    self._seg_lr.append(lr)
-                    self._seg_loss.append(loss)
-                    bad = np.flatnonzero(~finite.numpy())
-                    keep = np.flatnonzero(finite.numpy())
-                    self._finish(bad, "diverged", seen)
-                    if len(self.members) == 0:
-                        return self.finished
-                    loss_sum, correct = loss_sum[keep], correct[keep]
-                    xe, ye = xe[keep], ye[keep]
-                    xb, yb = xe[:, b * bs : (b + 1) * bs], ye[:, b * bs : (b + 1) * bs]
-                    lr = lr[keep]
-                    z, cache = forward(self.views, specs, xb)
-                    loss, dz, corr = loss_and_grad(self.task, z, yb)
                 backward(self.views, self.grad_views, specs, cache, dz)
+                gnorm = torch.linalg.vector_norm(self.grad, dim=1)
+                finite = torch.isfinite(loss) & torch.isfinite(gnorm)
+                if not bool(finite.all()):
+                    # As fit: no update from a non-finite loss or gradient; the member
+                    # keeps the weights of its last finite step and leaves the stack.
+                    ok = finite.numpy()
+                    keep, bad = np.flatnonzero(ok), np.flatnonzero(~ok)
+                    for row in bad:
+                        self.info[self.local[row]]["divergence"] = {
+                            "epoch": epoch, "iteration": b + 1, "step": self.updates,
+                            "lr": float(lr[row]), "loss": float(loss[row]),
+                            "grad_norm": float(gnorm[row]),
+                        }
+                    self._finish(bad, "diverged", seen)
+                    if len(keep) == 0:
+                        return self.finished
+                    k_t = torch.as_tensor(keep)
+                    loss_sum, correct, loss, gnorm = (
+                        loss_sum[k_t], correct[k_t], loss[k_t], gnorm[k_t]
+                    )
+                    corr = corr[k_t] if corr is not None else None
+                    xe, ye, lr = xe[k_t], ye[k_t], lr[keep]
                 self.opt.step(self.grad, lr)
                 self.updates += 1
                 seen += nb
                 loss_sum += loss.to(torch.float64) * nb
                 if corr is not None:
                     correct += corr
-                self._seg_lr.append(lr)
-                self._seg_loss.append(loss)
-            self._end_epoch(epoch, loss_sum, correct, seen)
+                self._seg.append((lr, loss, gnorm, nb))
+            self._end_epoch(epoch, loss_sum, correct, seen, time.perf_counter() - t0)
             if len(self.members) == 0:
-                break
+                return self.finished
         self._finish(np.arange(len(self.members)), "completed", 0)
         return self.finished
 
-    def _end_epoch(self, epoch: int, loss_sum: Tensor, correct: Tensor, seen: int) -> None:
+    def _end_epoch(
+        self, epoch: int, loss_sum: Tensor, correct: Tensor, seen: int, seconds: float
+    ) -> None:
         values: dict[str, np.ndarray] = {"loss": (loss_sum / seen).numpy()}
         if self.task != "regression":
             values["accuracy"] = correct.to(torch.float64).numpy() / seen
@@ -570,6 +671,7 @@ class _Chunk:
                 self.metrics[local][name].append(float(values[name][row]))
             self.epochs_done[local] += 1
             self.samples[local] += seen
+            self.info[local]["epoch_time"].append(seconds)
         if self.hook is None:
             return
         full = {}
@@ -580,11 +682,11 @@ class _Chunk:
         stop = self.hook(epoch, full)
         if stop is None:
             return
-        stop = np.asarray(stop, dtype=bool)
-        if stop.shape != (self.k_total,):
+        stop = np.asarray(stop)
+        if stop.dtype != bool or stop.shape != (self.k_total,):
             raise ValueError(
-                f"`on_epoch_end` returned an array of shape {stop.shape}, but must return None "
-                f"or a boolean array of shape ({self.k_total},)."
+                f"`on_epoch_end` returned an array of shape {stop.shape} and dtype {stop.dtype}, "
+                f"but must return None or a boolean array of shape ({self.k_total},)."
             )
         rows = np.flatnonzero(stop[self.members])
         if len(rows):

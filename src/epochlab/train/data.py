@@ -163,8 +163,15 @@ class ArraySource:
 class DatasetSource:
     """A map-style ``Dataset`` batched in the order of the same permutation."""
 
-    def __init__(self, dataset: Dataset, indices: np.ndarray, device: torch.device) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        indices: np.ndarray,
+        device: torch.device,
+        target_fn: Any = None,
+    ) -> None:
         self.dataset, self.indices, self.device = dataset, indices, device
+        self.target_fn = target_fn or (lambda y: y)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -176,7 +183,7 @@ class DatasetSource:
         nb = iterations_per_epoch(len(rows), batch_size, drop_last)
         plan = [rows[b * batch_size : (b + 1) * batch_size].tolist() for b in range(start, nb)]
         for xb, yb in DataLoader(self.dataset, batch_sampler=plan):
-            yield xb.to(self.device), yb.to(self.device)
+            yield xb.to(self.device), self.target_fn(yb.to(self.device))
 
 
 @dataclass

@@ -29,6 +29,7 @@ from epochlab.train.data import (
 from epochlab.train.history import History
 from epochlab.train.losses import (
     LossSpec,
+    batch_targets,
     out_features_of,
     prepare_targets,
     resolve_loss,
@@ -95,7 +96,8 @@ def prepare_data(
             vx = torch.stack([as_tensor("x", v) for v in xs]).to(device)
             vy = torch.stack([as_tensor("y", v) for v in ys]).to(device)
             val = (_cast_x(vx, model), prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation"))
-        return PreparedData(DatasetSource(data, tr, device), val, len(tr), len(va), how), spec
+        source = DatasetSource(data, tr, device, target_fn=lambda y: batch_targets(spec, y))
+        return PreparedData(source, val, len(tr), len(va), how), spec
 
     x, y = _split_xy(data, "data")
     x, y = as_tensor("X", x, device), as_tensor("y", y, device)

@@ -143,6 +143,16 @@ def prepare_targets(spec: LossSpec, y: torch.Tensor, out_shape: tuple[int, ...],
     return y
 
 
+def batch_targets(spec: LossSpec, y: torch.Tensor) -> torch.Tensor:
+    """The cheap per-batch part of :func:`prepare_targets` (no checks), for streamed data."""
+    if spec.name == "cross_entropy":
+        return (y.argmax(dim=1) if y.ndim == 2 else y).long()
+    if spec.name in ("bce", "mse"):
+        y = y.float() if not y.is_floating_point() else y
+        return y.reshape(-1, 1) if y.ndim == 1 else y
+    return y
+
+
 # Metrics: name -> fn(output, target) returning the *sum* over the batch
 # (so epoch values are exact row-weighted means).
 def _accuracy_sum(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -204,6 +204,7 @@ class Trainer:
         self.spec = spec
         self.metric_fns = resolve_metrics(self._metric_names, spec.task)
         self._targets_ready = targets_ready
+        self.begin_epoch()
         h = self.state.history
         h.loss_name, h.task, h.loss_reason = spec.name, spec.task, spec.reason
 

@@ -1,0 +1,29 @@
+"""Shared fixtures: small seeded data and the seed's slide-1 setting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import epochlab as el
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models run faster and steadier on one thread; the test machine has two cores.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def slide1():
+    """1000 make_classification rows split 80/20: 800 training rows, as slide 1."""
+    return el.data.synthetic()
+
+
+@pytest.fixture
+def small_xy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    return x, y

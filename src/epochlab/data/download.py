@@ -47,10 +47,8 @@ def cache_dir() -> Path:
     not created here; :func:`fetch` creates what it writes into.
 
     Example:
-        >>> import os
-        >>> os.environ["EPOCHLAB_DATA"] = "/tmp/epochlab-data"
-        >>> str(cache_dir())
-        '/tmp/epochlab-data'
+        >>> cache_dir() / "mnist"  # doctest: +SKIP
+        PosixPath('/home/me/.cache/epochlab/mnist')
     """
     env = os.environ.get("EPOCHLAB_DATA")
     if env:
@@ -217,8 +215,13 @@ def _download(url: str, part: Path, timeout: float, progress: bool) -> bool:
         return _download(url, part, timeout, progress)
     with response:
         resuming = offset > 0 and response.status == 206 and _range_start(response) == offset
+        if response.status == 206 and not resuming:
+            # Some other slice than the one asked for: useless; ask for the whole file.
+            response.close()
+            part.unlink(missing_ok=True)
+            return _download(url, part, timeout, progress)
         if not resuming:
-            offset = 0  # Range ignored (200) or not the range we asked for: start over.
+            offset = 0  # Range ignored (200): the body is the whole file; start over.
         length = response.headers.get("Content-Length")
         remaining = int(length) if length is not None and length.isdigit() else None
         total = offset + remaining if remaining is not None else None

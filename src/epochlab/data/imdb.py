@@ -94,7 +94,7 @@ def imdb(
 
     Example:
         >>> d = imdb(num_words=10000, maxlen=200)  # doctest: +SKIP
-        >>> d.x_train.shape, d.info["vocab_size"]
+        >>> d.x_train.shape, d.info["vocab_size"]  # doctest: +SKIP
         ((25000, 200), 10000)
     """
     _check_int("num_words", num_words, 1, optional=True)

@@ -92,7 +92,7 @@ def mnist(
 
     Example:
         >>> d = mnist()  # doctest: +SKIP
-        >>> d.x_train.shape, d.x_test.shape
+        >>> d.x_train.shape, d.x_test.shape  # doctest: +SKIP
         ((60000, 1, 28, 28), (10000, 1, 28, 28))
     """
     if test_size is not None and not 0.0 < test_size < 1.0:

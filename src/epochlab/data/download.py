@@ -215,7 +215,7 @@ def _download(url: str, part: Path, timeout: float, progress: bool) -> bool:
         return _download(url, part, timeout, progress)
     with response:
         resuming = offset > 0 and response.status == 206 and _range_start(response) == offset
-        if response.status == 206 and not resuming:
+        if response.status == 206 and offset and not resuming:
             # Some other slice than the one asked for: useless; ask for the whole file.
             response.close()
             part.unlink(missing_ok=True)

@@ -608,9 +608,10 @@ class _Chunk:
                 rows_idx = self.train_idx
             # One gather builds every member's batches for the whole epoch.
             xe, ye = self.x[rows_idx], self.y[rows_idx]
-            size = len(self.members)
-            loss_sum = torch.zeros(size, dtype=torch.float64)
-            correct = torch.zeros(size, dtype=torch.int64)
+            # Per-step losses and correct counts; summed at the epoch's end (fewer calls a step).
+            ep_loss: list[Tensor] = []
+            ep_correct: list[Tensor] = []
+            ep_sizes: list[int] = []
             seen = 0
             for b in range(self.ipe):
                 xb, yb = xe[:, b * bs : (b + 1) * bs], ye[:, b * bs : (b + 1) * bs]
@@ -620,8 +621,9 @@ class _Chunk:
                 loss, dz, corr = loss_and_grad(self.task, z, yb)
                 backward(self.views, self.grad_views, specs, cache, dz)
                 gnorm = torch.linalg.vector_norm(self.grad, dim=1)
-                finite = torch.isfinite(loss) & torch.isfinite(gnorm)
-                if not bool(finite.all()):
+                # Losses and norms are >= 0: the sum is finite iff both are (one check a step).
+                if not bool(torch.isfinite(loss + gnorm).all()):
+                    finite = torch.isfinite(loss) & torch.isfinite(gnorm)
                     # As fit: no update from a non-finite loss or gradient; the member
                     # keeps the weights of its last finite step and leaves the stack.
                     ok = finite.numpy()
@@ -636,18 +638,23 @@ class _Chunk:
                     if len(keep) == 0:
                         return self.finished
                     k_t = torch.as_tensor(keep)
-                    loss_sum, correct, loss, gnorm = (
-                        loss_sum[k_t], correct[k_t], loss[k_t], gnorm[k_t]
-                    )
+                    ep_loss = [t[k_t] for t in ep_loss]
+                    ep_correct = [t[k_t] for t in ep_correct]
+                    loss, gnorm = loss[k_t], gnorm[k_t]
                     corr = corr[k_t] if corr is not None else None
                     xe, ye, lr = xe[k_t], ye[k_t], lr[keep]
                 self.opt.step(self.grad, lr)
                 self.updates += 1
                 seen += nb
-                loss_sum += loss.to(torch.float64) * nb
+                ep_loss.append(loss)
+                ep_sizes.append(nb)
                 if corr is not None:
-                    correct += corr
+                    ep_correct.append(corr)
                 self._seg.append((lr, loss, gnorm, nb))
+            # As fit: sum of (batch mean loss x batch rows) in float64, over rows seen.
+            sizes = torch.tensor(ep_sizes, dtype=torch.float64)
+            loss_sum = torch.stack(ep_loss, dim=1).to(torch.float64) @ sizes
+            correct = torch.stack(ep_correct, dim=1).sum(dim=1) if ep_correct else None
             self._end_epoch(epoch, loss_sum, correct, seen, time.perf_counter() - t0)
             if len(self.members) == 0:
                 return self.finished
@@ -655,10 +662,10 @@ class _Chunk:
         return self.finished
 
     def _end_epoch(
-        self, epoch: int, loss_sum: Tensor, correct: Tensor, seen: int, seconds: float
+        self, epoch: int, loss_sum: Tensor, correct: Tensor | None, seen: int, seconds: float
     ) -> None:
         values: dict[str, np.ndarray] = {"loss": (loss_sum / seen).numpy()}
-        if self.task != "regression":
+        if correct is not None:
             values["accuracy"] = correct.to(torch.float64).numpy() / seen
         if self.n_val > 0:
             zv, _ = forward(self.views, self.layout.specs, self.xv)

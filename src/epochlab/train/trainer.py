@@ -222,7 +222,10 @@ class Trainer:
         """Reset the running sums behind the epoch's train loss and metrics."""
         self._loss_sum = 0.0
         self._rows = 0
-        self._metric_sums: dict[str, Any] = dict.fromkeys(self.metric_fns, 0)
+        # Outputs and targets are kept and the metrics computed once at the
+        # epoch's end: one list append per step instead of a few tensor ops.
+        self._outs: list[torch.Tensor] = []
+        self._ys: list[torch.Tensor] = []
 
     def step(self, batch: tuple[Any, Any]) -> StepRecord:
         """Forward, loss, backward, update on one batch; return what happened.
@@ -253,9 +256,9 @@ class Trainer:
             return self._diverged(loss_v, gnorm_v, lr, n)
         self.optimizer.step()
 
-        out = out.detach()
-        for name, fn in self.metric_fns.items():
-            self._metric_sums[name] += fn(out, y)
+        if self.metric_fns:
+            self._outs.append(out.detach())
+            self._ys.append(y)
         self._loss_sum += loss_v * n
         self._rows += n
         rec = StepRecord(s.global_step, s.epoch, loss_v, lr, gnorm_v, n)
@@ -292,8 +295,10 @@ class Trainer:
         """Train loss and metrics of the epoch so far (row-weighted means)."""
         rows = max(self._rows, 1)
         logs = {"loss": self._loss_sum / rows}
-        for name, total in self._metric_sums.items():
-            logs[name] = float(total) / rows
+        if self._outs:
+            out, y = torch.cat(self._outs), torch.cat(self._ys)
+            for name, fn in self.metric_fns.items():
+                logs[name] = float(fn(out, y)) / rows
         return logs
 
     # -- evaluation --------------------------------------------------------------------

@@ -1,5 +1,40 @@
-"""Models the seed trains, as plain ``torch.nn.Module`` builders."""
+"""Models the seed trains, as plain ``torch.nn.Module`` builders.
 
+``mlp`` (slide 1, batch norm optional), ``cnn`` (slides 11 and 13),
+``lstm_classifier`` (slide 12, padding masked), the transfer-learning pieces
+(slide 10) and :func:`build`, which sizes any of them for a dataset by name.
+"""
+
+from epochlab.models.cnn import CNN, Backbone, cnn
+from epochlab.models.lstm import LSTMClassifier, lstm_classifier
 from epochlab.models.mlp import mlp
+from epochlab.models.registry import NAMES, build
+from epochlab.models.transfer import (
+    TransferModel,
+    backbone,
+    count_parameters,
+    freeze,
+    mobilenet_v2_backbone,
+    transfer_model,
+    transfer_study,
+    unfreeze,
+)
 
-__all__ = ["mlp"]
+__all__ = [
+    "CNN",
+    "NAMES",
+    "Backbone",
+    "LSTMClassifier",
+    "TransferModel",
+    "backbone",
+    "build",
+    "cnn",
+    "count_parameters",
+    "freeze",
+    "lstm_classifier",
+    "mlp",
+    "mobilenet_v2_backbone",
+    "transfer_model",
+    "transfer_study",
+    "unfreeze",
+]

@@ -218,7 +218,8 @@ def backward(
         dh = torch.bmm(dz, w)
         act = specs[li - 1].activation
         if act == "relu":
-            dz = dh.mul_(h_in > 0)
+            # autograd's own ReLU backward: one fused kernel, no bool mask tensor.
+            dz = torch.ops.aten.threshold_backward(dh, h_in, 0.0)
         else:  # tanh: d tanh = 1 - tanh^2, and h_in is the tanh output
             dz = dh.mul_(1.0 - h_in * h_in)
 

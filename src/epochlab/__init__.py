@@ -9,8 +9,12 @@ Example:
     (20, 200)
 """
 
-from epochlab import callbacks, data, models
+from epochlab import callbacks, data, models, schedules
 from epochlab.callbacks.base import Callback
+from epochlab.callbacks.checkpoint import ModelCheckpoint
+from epochlab.callbacks.csv_logger import CSVLogger
+from epochlab.callbacks.early_stopping import EarlyStopping
+from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
@@ -20,8 +24,12 @@ from epochlab.train.trainer import StepRecord, Trainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "CSVLogger",
     "Callback",
+    "EarlyStopping",
     "History",
+    "ModelCheckpoint",
+    "ReduceLROnPlateau",
     "StepRecord",
     "TrainState",
     "Trainer",
@@ -31,4 +39,5 @@ __all__ = [
     "fit",
     "iterations_per_epoch",
     "models",
+    "schedules",
 ]

@@ -1,6 +1,31 @@
-"""Callbacks: the hook protocol and the ones that ship (progress, ...)."""
+"""Callbacks: the hook protocol and the ones that ship.
+
+- :mod:`~epochlab.callbacks.base`: the protocol (``Callback``, ``CallbackList``).
+- :mod:`~epochlab.callbacks.progress`: progress bar and per-epoch lines.
+- :mod:`~epochlab.callbacks.monitor`: the shared monitor / mode / min_delta base.
+- :mod:`~epochlab.callbacks.early_stopping`: ``EarlyStopping`` (restores whenever training ends).
+- :mod:`~epochlab.callbacks.checkpoint`: ``ModelCheckpoint``, ``load_checkpoint``.
+- :mod:`~epochlab.callbacks.csv_logger`: ``CSVLogger``.
+- :mod:`~epochlab.callbacks.reduce_lr`: ``ReduceLROnPlateau``.
+"""
 
 from epochlab.callbacks.base import Callback, CallbackList
+from epochlab.callbacks.checkpoint import ModelCheckpoint, load_checkpoint
+from epochlab.callbacks.csv_logger import CSVLogger
+from epochlab.callbacks.early_stopping import EarlyStopping
+from epochlab.callbacks.monitor import MonitorCallback
 from epochlab.callbacks.progress import EpochLogger, ProgressBar
+from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
 
-__all__ = ["Callback", "CallbackList", "EpochLogger", "ProgressBar"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "EpochLogger",
+    "ModelCheckpoint",
+    "MonitorCallback",
+    "ProgressBar",
+    "ReduceLROnPlateau",
+    "load_checkpoint",
+]

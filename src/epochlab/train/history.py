@@ -143,6 +143,34 @@ class History:
             return pd.DataFrame(self.iterations)
         raise ValueError(f"The value of `level` is {level!r}, but must be 'epoch' or 'iteration'.")
 
+    def plot(self, metric: str = "loss", path: str | os.PathLike | None = None):
+        """Training and validation ``metric`` per epoch (:func:`epochlab.report.curves.plot_curves`).
+
+        Returns the matplotlib Figure (closed and saved when ``path`` is given).
+
+        Example:
+            >>> import epochlab as el
+            >>> h = el.fit(el.models.mlp(20), el.data.synthetic().train, epochs=2,
+            ...            batch_size=32, validation_split=0.2, verbose=0)
+            >>> fig = h.plot("loss")
+        """
+        from epochlab.report.curves import plot_curves
+
+        return plot_curves(self, metric, path)
+
+    def plot_lr(self, path: str | os.PathLike | None = None):
+        """The learning rate used at every iteration (:func:`epochlab.report.curves.plot_lr`).
+
+        Example:
+            >>> import epochlab as el
+            >>> h = el.fit(el.models.mlp(20), el.data.synthetic().train, epochs=2,
+            ...            batch_size=32, verbose=0)
+            >>> fig = h.plot_lr()
+        """
+        from epochlab.report.curves import plot_lr
+
+        return plot_lr(self, path)
+
     def summary(self) -> str:
         """The accounting in one paragraph, as the CLI prints it."""
         lines = [

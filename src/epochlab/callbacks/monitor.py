@@ -1,0 +1,184 @@
+"""The shared base of callbacks that watch one metric: monitor, mode, min_delta.
+
+:class:`MonitorCallback` owns three questions that EarlyStopping,
+ModelCheckpoint and ReduceLROnPlateau all ask the same way:
+
+- *Which way is better?* ``mode="min"`` or ``"max"``; ``"auto"`` reads the
+  metric's name (``loss``/``error``/``mae``/``mse`` -> min, ``accuracy``/
+  ``acc``/``auc``/``f1``/``precision``/``recall`` -> max) and raises for any
+  other name instead of guessing.
+- *Is this value an improvement?* ``min``: ``value < reference - min_delta``;
+  ``max``: ``value > reference + min_delta``. NaN is never an improvement.
+- *Where is the value?* In the epoch row the loop passes to ``on_epoch_end``;
+  a name that is not there is a ValueError listing the names that are.
+
+It also holds the argument checks the callbacks share, so every message reads
+"The value of `x` is ..., but must be `...`."
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import TYPE_CHECKING, Any
+
+from epochlab.callbacks.base import Callback
+from epochlab.train.accounting import check_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    from epochlab.train.trainer import Trainer
+
+MODES = ("auto", "min", "max")
+_MIN_WORDS = ("loss", "error", "mse", "mae", "perplexity")
+_MAX_WORDS = ("accuracy", "acc", "auc", "f1", "precision", "recall")
+# Bookkeeping columns of the epoch row: present, but not metrics anyone monitors.
+_NOT_METRICS = ("epoch", "updates", "samples_seen", "time")
+
+__all__ = [
+    "MODES", "MonitorCallback", "check_bool", "check_float", "check_int", "resolve_mode",
+]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a bool, or raise naming ``name``.
+
+    Example:
+        >>> check_bool("save_best_only", True)
+        True
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"The value of `{name}` is {value!r}, but must be True or False.")
+    return value
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    low_open: bool = False,
+    high: float | None = None,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a finite float within the bounds, or raise naming ``name``.
+
+    Example:
+        >>> check_float("factor", 0.5, low=0.0, low_open=True, high=1.0, high_open=True)
+        0.5
+    """
+    lo = "" if low is None else f"{low:g} {'<' if low_open else '<='} "
+    hi = "" if high is None else f" {'<' if high_open else '<='} {high:g}"
+    if lo and not hi:
+        rule = f"{name} {'>' if low_open else '>='} {low:g}"
+    else:
+        rule = f"{lo}{name}{hi}" if (lo or hi) else f"{name} finite"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"The value of `{name}` is {value!r} ({type(value).__name__}), "
+            f"but must be a number `{rule}`."
+        )
+    v = float(value)
+    bad = not math.isfinite(v)
+    if low is not None:
+        bad = bad or (v <= low if low_open else v < low)
+    if high is not None:
+        bad = bad or (v >= high if high_open else v > high)
+    if bad:
+        raise ValueError(f"The value of `{name}` is {value!r}, but must be `{rule}`.")
+    return v
+
+
+def resolve_mode(monitor: str, mode: str) -> str:
+    """``"min"`` or ``"max"`` for ``monitor``; ``"auto"`` decides from the name or raises.
+
+    Example:
+        >>> resolve_mode("val_loss", "auto"), resolve_mode("val_accuracy", "auto")
+        ('min', 'max')
+        >>> resolve_mode("val_score", "max")
+        'max'
+    """
+    if mode not in MODES:
+        raise ValueError(f"The value of `mode` is {mode!r}, but must be one of {MODES}.")
+    if mode != "auto":
+        return mode
+    name = monitor.lower()
+    if any(w in name for w in _MIN_WORDS):
+        return "min"
+    if any(w in name for w in _MAX_WORDS):
+        return "max"
+    raise ValueError(
+        f"`mode='auto'` cannot tell whether {monitor!r} should go down or up (it names no "
+        f"loss/error nor accuracy-like metric); set `mode='min'` or `mode='max'`."
+    )
+
+
+class MonitorCallback(Callback):
+    """Base for callbacks that compare one epoch metric against its best value so far.
+
+    Subclasses call :meth:`monitored_value` in ``on_epoch_end`` and
+    :meth:`is_improvement` to compare. ``mode_`` is the resolved direction.
+
+    Example:
+        >>> m = MonitorCallback("val_loss", "auto", min_delta=0.01)
+        >>> m.mode_, m.is_improvement(0.48, 0.5), m.is_improvement(0.495, 0.5)
+        ('min', True, False)
+    """
+
+    def __init__(
+        self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0
+    ) -> None:
+        if not isinstance(monitor, str) or not monitor.strip():
+            raise ValueError(
+                f"The value of `monitor` is {monitor!r}, but must be a metric name such as "
+                "'val_loss', 'val_accuracy' or 'loss'."
+            )
+        self.monitor = monitor
+        self.mode = mode
+        self.min_delta = check_float("min_delta", min_delta, low=0.0)
+        self.mode_ = resolve_mode(monitor, mode)
+        self._resumed = False
+
+    # -- per-run state: reset at on_train_begin unless a resume just loaded it ---------------
+    def reset(self) -> None:
+        """Forget everything learned in a previous run (subclasses extend this)."""
+
+    def on_train_begin(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        # A resume calls load_state_dict before the loop starts; keep that state once.
+        if self._resumed:
+            self._resumed = False
+        else:
+            self.reset()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; the next ``on_train_begin`` keeps it."""
+        self._load(state)
+        self._resumed = True
+
+    def _load(self, state: dict[str, Any]) -> None:
+        """Set the attributes :meth:`state_dict` saved (subclasses implement this)."""
+
+    def is_improvement(self, value: float, reference: float) -> bool:
+        """True when ``value`` beats ``reference`` by more than ``min_delta``."""
+        if math.isnan(value):
+            return False
+        if self.mode_ == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+    def worst(self) -> float:
+        """The starting 'best' value: anything finite improves on it."""
+        return math.inf if self.mode_ == "min" else -math.inf
+
+    def monitored_value(self, logs: dict[str, Any]) -> float:
+        """The monitored metric from an epoch row, or a ValueError listing what exists."""
+        if self.monitor not in logs:
+            have = [k for k in logs if k not in _NOT_METRICS]
+            hint = ""
+            if self.monitor.startswith("val_") and not any(k.startswith("val_") for k in have):
+                hint = (" There are no validation metrics: pass `validation_split` or "
+                        "`validation_data` to fit, or monitor a training metric.")
+            raise ValueError(
+                f"{type(self).__name__} monitors {self.monitor!r}, but the epoch's logs have no "
+                f"such metric. Available: {', '.join(have)}.{hint}"
+            )
+        return float(logs[self.monitor])

@@ -30,7 +30,8 @@ class ReduceLROnPlateau(MonitorCallback):
         patience: epochs without improvement before a reduction (``0``: every
             epoch without improvement reduces).
         min_delta: an improvement must beat the best by more than this.
-        cooldown: epochs to wait after a reduction before counting again.
+        cooldown: epochs ignored after a reduction (they neither count towards
+            ``patience`` nor reduce); improvements in them still update the best.
         min_lr: the learning rate is never reduced below this (a reduction that
             would cross it stops at it; at it, no more reductions). A schedule
             that itself decays further is not clamped.
@@ -77,14 +78,17 @@ class ReduceLROnPlateau(MonitorCallback):
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         value = self.monitored_value(logs)
-        if self.cooldown_counter > 0:
+        # Checked before counting down, so `cooldown=c` ignores exactly c epochs (Keras'
+        # counter reaches 0 in the c-th epoch and counts it, so its cooldown=1 does nothing).
+        in_cooldown = self.cooldown_counter > 0
+        if in_cooldown:
             self.cooldown_counter -= 1
             self.wait = 0
         best = self.worst() if self.best_value is None else self.best_value
         if self.is_improvement(value, best):
             self.best_value = value
             self.wait = 0
-        elif self.cooldown_counter == 0:
+        elif not in_cooldown:
             self.wait += 1
             if self.wait >= self.patience:
                 self._reduce(trainer, int(logs["epoch"]), value)

@@ -342,10 +342,7 @@ def test_state_dicts_load_back_into_the_model():
     assert torch.equal(model[0].weight, res[0].state_dict["0.weight"])
 
 
-# epochlab.fit computes binary losses with float32 targets (`prepare_targets` returns
-# `y.float()`), so a float64 model's BCE is rounded to float32 there: binary agrees only to
-# ~1e-7 until that is fixed; cross-entropy (integer targets) agrees to rounding.
-@pytest.mark.parametrize(("n_classes", "tol"), [(3, 1e-12), (2, 1e-5)])
+@pytest.mark.parametrize(("n_classes", "tol"), [(3, 1e-12), (2, 1e-12)])
 def test_matches_epochlab_fit(n_classes, tol):
     import epochlab as el
 

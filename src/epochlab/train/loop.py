@@ -56,6 +56,12 @@ def _split_xy(data: Any, where: str) -> tuple[Any, Any]:
     )
 
 
+def float_dtype(model: nn.Module) -> torch.dtype:
+    """The model's floating dtype (float32 unless the model was made double)."""
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return p.dtype if p is not None else torch.float32
+
+
 def _cast_x(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """Float inputs take the model's dtype (float32 usually); integer token ids stay."""
     p = next(model.parameters(), None)
@@ -75,7 +81,7 @@ def prepare_data(
     seed: int,
 ) -> tuple[PreparedData, LossSpec]:
     """Tensors on the model's device, the split, and the loss fitted to the targets."""
-    device = _device_of(model)
+    device, dt = _device_of(model), float_dtype(model)
     if validation_data is not None and validation_split:
         raise ValueError(
             "Both `validation_split` and `validation_data` were given; pass one of them."
@@ -95,8 +101,8 @@ def prepare_data(
             xs, ys = zip(*(data[int(i)] for i in va), strict=True)
             vx = torch.stack([as_tensor("x", v) for v in xs]).to(device)
             vy = torch.stack([as_tensor("y", v) for v in ys]).to(device)
-            val = (_cast_x(vx, model), prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation"))
-        source = DatasetSource(data, tr, device, target_fn=lambda y: batch_targets(spec, y))
+            val = (_cast_x(vx, model), prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation", dt))
+        source = DatasetSource(data, tr, device, target_fn=lambda y: batch_targets(spec, y, dt))
         return PreparedData(source, val, len(tr), len(va), how), spec
 
     x, y = _split_xy(data, "data")
@@ -105,7 +111,7 @@ def prepare_data(
     x = _cast_x(x, model)
     out_shape = out_features_of(model, x[:2])
     spec = resolve_loss(loss, y, out_shape[1] if len(out_shape) == 2 else 1)
-    y = prepare_targets(spec, y, out_shape, "training data")
+    y = prepare_targets(spec, y, out_shape, "training data", dt)
     stratify = y.cpu().numpy() if spec.task in ("binary", "multiclass") else None
     if stratify is not None and stratify.ndim > 1:
         stratify = stratify.reshape(len(stratify), -1)[:, 0]
@@ -118,7 +124,7 @@ def prepare_data(
         vx, vy = as_tensor("validation X", vx, device), as_tensor("validation y", vy, device)
         check_pair(vx, vy, "validation data")
         vx = _cast_x(vx, model)
-        val = (vx, prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation data"))
+        val = (vx, prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation data", dt))
         how = "given"
     elif len(va):
         va_t = torch.as_tensor(va, device=device)
@@ -305,5 +311,5 @@ def evaluate(
     x = _cast_x(x, model)
     out_shape = out_features_of(model, x[:2])
     spec = resolve_loss(loss, y, out_shape[1] if len(out_shape) == 2 else 1)
-    y = prepare_targets(spec, y, out_shape, "evaluation data")
+    y = prepare_targets(spec, y, out_shape, "evaluation data", float_dtype(model))
     return evaluate_tensors(model, spec, resolve_metrics(metrics, spec.task), x, y, batch_size)

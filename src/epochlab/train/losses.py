@@ -85,10 +85,17 @@ def _is_one_hot(y: torch.Tensor) -> bool:
     )
 
 
-def prepare_targets(spec: LossSpec, y: torch.Tensor, out_shape: tuple[int, ...], where: str) -> torch.Tensor:
+def prepare_targets(
+    spec: LossSpec,
+    y: torch.Tensor,
+    out_shape: tuple[int, ...],
+    where: str,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Return ``y`` shaped and typed for the loss; raise if the labels cannot fit it.
 
-    ``out_shape`` is the model's output shape for a probe batch (rows first).
+    ``out_shape`` is the model's output shape for a probe batch (rows first);
+    float targets take ``dtype``, the model's (float64 models get float64 losses).
     """
     if spec.task == "custom":
         return y
@@ -130,9 +137,9 @@ def prepare_targets(spec: LossSpec, y: torch.Tensor, out_shape: tuple[int, ...],
                 f"For {len(vals)} classes build the model with out_features={len(vals)}; "
                 "for regression pass loss='mse'."
             )
-        return y.float()
+        return y.to(dtype)
     # mse
-    y = y.float() if not y.is_floating_point() else y
+    y = y.to(dtype)
     if y.ndim == 1 and len(out_shape) == 2 and out_shape[1] == 1:
         y = y.reshape(-1, 1)
     if tuple(out_shape[1:]) != tuple(y.shape[1:]):
@@ -143,12 +150,12 @@ def prepare_targets(spec: LossSpec, y: torch.Tensor, out_shape: tuple[int, ...],
     return y
 
 
-def batch_targets(spec: LossSpec, y: torch.Tensor) -> torch.Tensor:
+def batch_targets(spec: LossSpec, y: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The cheap per-batch part of :func:`prepare_targets` (no checks), for streamed data."""
     if spec.name == "cross_entropy":
         return (y.argmax(dim=1) if y.ndim == 2 else y).long()
     if spec.name in ("bce", "mse"):
-        y = y.float() if not y.is_floating_point() else y
+        y = y.to(dtype)
         return y.reshape(-1, 1) if y.ndim == 1 else y
     return y
 

@@ -214,7 +214,8 @@ class Trainer:
             n_out = out_shape[1] if len(out_shape) == 2 else 1
             self.attach_loss(resolve_loss(self._loss_arg, y, n_out), targets_ready=False)
         if not self._targets_ready:
-            y = prepare_targets(self.spec, y, out_features_of(self.model, x[:2]), "batch")
+            dt = next(iter(self._params)).dtype if self._params else torch.float32
+            y = prepare_targets(self.spec, y, out_features_of(self.model, x[:2]), "batch", dt)
         return y
 
     # -- one iteration -----------------------------------------------------------------

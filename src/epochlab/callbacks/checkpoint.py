@@ -96,7 +96,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"No checkpoint file at {path}.")
     try:
         d = torch.load(path, weights_only=True, map_location="cpu")
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+    except PermissionError:
+        raise
+    # torch reports a cut-off zip archive as RuntimeError or as OSError(EINVAL), depending
+    # on where the cut falls; a foreign file as UnpicklingError.
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         raise ValueError(
             f"Cannot read checkpoint {path}: the file is truncated or not a checkpoint "
             f"({path.stat().st_size} bytes; torch.load said: {str(e).splitlines()[0]})"
@@ -203,14 +207,9 @@ class ModelCheckpoint(MonitorCallback):
         else:
             value = float(logs[self.monitor]) if self.monitor in logs else None
         path = self.filename(logs)
-        meta = {"format": FORMAT, "kind": "full_state" if self.save_full_state else "model",
-                "epoch": epoch, "monitor": self.monitor, "value": value}
-        if self.save_full_state:
-            obj = trainer.state.state_dict(trainer.callbacks.callbacks)
-        else:
-            obj = {"model": trainer.model.state_dict()}
-        obj["checkpoint"] = meta
-        save_atomic(obj, path)
+        # This callback's own state and the History entry are updated *before* the save, so
+        # a full-state checkpoint carries them as they are after this epoch; undone on failure.
+        before = self.state_dict(), trainer.history.extra.get("checkpoint")
         self.saved.append(path)
         if self.save_best_only or (value is not None and self.mode_ is not None and
                                    self.is_improvement(value, self.worst() if self.best_value
@@ -220,6 +219,22 @@ class ModelCheckpoint(MonitorCallback):
             "last_path": path, "best_path": self.best_path, "best_epoch": self.best_epoch,
             "best_value": self.best_value, "monitor": self.monitor, "saved": len(self.saved),
         }
+        meta = {"format": FORMAT, "kind": "full_state" if self.save_full_state else "model",
+                "epoch": epoch, "monitor": self.monitor, "value": value}
+        if self.save_full_state:
+            obj = trainer.state.state_dict(trainer.callbacks.callbacks)
+        else:
+            obj = {"model": trainer.model.state_dict()}
+        obj["checkpoint"] = meta
+        try:
+            save_atomic(obj, path)
+        except BaseException:
+            self._load(before[0])
+            if before[1] is None:
+                trainer.history.extra.pop("checkpoint", None)
+            else:
+                trainer.history.extra["checkpoint"] = before[1]
+            raise
 
     def state_dict(self) -> dict[str, Any]:
         """The best value so far and the files written, so a resumed run compares correctly."""

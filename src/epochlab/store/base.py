@@ -2,9 +2,9 @@
 
 A *study* is a named set of runs (one sweep, or all ``epochlab fit`` runs).
 A *run* is one configuration trained once. Runs are identified inside their
-study by a ``key``: a canonical string of the run's settings, so that a sweep
-run again finds what it already did (resumability) and never duplicates a
-run.
+study by a ``key``: a canonical string of the run's settings (see
+:func:`run_key`), so that a sweep run again finds what it already did
+(resumability) and never duplicates a run.
 
 Contract every backend keeps (tested once, in ``tests/store/test_contract.py``,
 against every backend):
@@ -12,28 +12,58 @@ against every backend):
 - ``create_study(name, spec)`` is idempotent: the same name returns the same
   study id (the spec of the first call is kept; ``study(name)`` reads it).
 - ``add_run(study_id, key, settings)`` returns the existing run's id when the
-  key is already in the study; it never creates a second row for one key.
+  key is already in the study; it never creates a second row for one key
+  (also when several processes add the same key at once).
 - Status moves ``pending -> running -> {completed, early_stopped, diverged,
-  interrupted, failed}``. ``start_run`` sets running and the start time.
-- ``finish_run`` writes the run's final status, summary (accounting,
-  timings, final and best metrics), epoch rows and iteration columns in
-  ONE transaction: after a crash at any point a run is either finished with
-  all its metrics or not finished with none of them.
+  interrupted, failed}``. ``start_run`` sets running and the start time. It
+  claims the run: it raises ``ValueError`` when the run is already
+  ``running`` (another worker has it) or :data:`DONE`. A run that ended
+  ``interrupted`` or ``failed`` may be started again (a resumed sweep reruns
+  it); starting it clears its old summary and metrics.
+- ``finish_run`` writes the run's final status (one of :data:`FINISHED`),
+  summary (accounting, timings, final and best metrics), epoch rows and
+  iteration columns in ONE transaction: after a crash at any point a run is
+  either finished with all its metrics or not finished with none of them. A
+  run may be finished straight from ``pending`` (a run read off another run's
+  epoch prefix is never trained itself). Finishing a run that is already
+  :data:`DONE` raises ``ValueError``: a stored result is never overwritten.
+  Values that cannot be stored (not JSON-serializable, iteration columns of
+  unequal length, an unknown status) raise before anything is written.
 - ``reset_stale(study_id)`` turns runs left ``running`` by a process that
   died into ``interrupted`` and deletes any partial metrics; a resumed sweep
-  then reruns exactly the runs that are not finished.
+  then reruns exactly the runs that are not :data:`DONE`. Call it where no
+  other process is working on the study (the sweep driver, before it starts):
+  a live run looks exactly like a stale one.
 - Reads return plain data: :class:`RunRecord` and lists of dicts; nothing
-  returned aliases the store's internals.
+  returned aliases the store's internals. Everything goes through JSON, so
+  NaN and +-inf round-trip, tuples come back as lists and dict keys as
+  strings. An iteration column comes back as ints when every value was an
+  int, as floats when every value was a number (an int among floats comes
+  back as a float), and as the JSON values otherwise.
+
+Summary keys that readers (``epochlab runs``, reports) rely on, written by
+:func:`epochlab.store.record.summarize`: ``final`` (the last epoch's
+metrics), ``best`` (``epoch`` and that epoch's metrics, by ``val_loss`` or
+``loss``), ``total_updates``, ``samples_seen``, ``epochs_run``,
+``iterations_per_epoch``, ``seconds``, ``stop_reason``, ``versions``.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-FINISHED = ("completed", "early_stopped", "diverged", "interrupted", "failed")
+import numpy as np
+
+DONE = ("completed", "early_stopped", "diverged")  # outcomes a resumed sweep keeps
+FINISHED = (*DONE, "interrupted", "failed")
 STATUSES = ("pending", "running", *FINISHED)
+
+
+class StoreError(Exception):
+    """A store file that cannot be used: missing, not an epochlab store, or too new."""
 
 
 @dataclass
@@ -55,7 +85,19 @@ class RunRecord:
 
 
 class Store(ABC):
-    """Abstract result store; see the module docstring for the contract."""
+    """Abstract result store; see the module docstring for the contract.
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> store = MemoryStore()
+        >>> sid = store.create_study("demo")
+        >>> rid = store.add_run(sid, run_key({"lr": 0.1}), {"lr": 0.1})
+        >>> store.start_run(rid)
+        >>> store.finish_run(rid, "completed", {"final": {"loss": 0.5}},
+        ...                  [{"epoch": 0, "loss": 0.5}], {"step": [0, 1]})
+        >>> store.run(rid).status, store.epochs(rid), store.iterations(rid)
+        ('completed', [{'epoch': 0, 'loss': 0.5}], {'step': [0, 1]})
+    """
 
     @abstractmethod
     def create_study(self, name: str, spec: dict[str, Any] | None = None) -> int:
@@ -67,7 +109,7 @@ class Store(ABC):
 
     @abstractmethod
     def studies(self) -> list[dict[str, Any]]:
-        """All studies, oldest first, each with a ``runs`` count per status."""
+        """All studies, oldest first, each with ``runs``: a count per status present."""
 
     @abstractmethod
     def add_run(self, study_id: int, key: str, settings: dict[str, Any]) -> int:
@@ -75,7 +117,7 @@ class Store(ABC):
 
     @abstractmethod
     def start_run(self, run_id: int) -> None:
-        """Mark the run running, with its start time."""
+        """Mark the run running, with its start time; ValueError if running or done."""
 
     @abstractmethod
     def finish_run(
@@ -109,7 +151,7 @@ class Store(ABC):
 
     @abstractmethod
     def iterations(self, run_id: int) -> dict[str, list]:
-        """The run's per-iteration columns (empty lists if none were stored)."""
+        """The run's per-iteration columns (an empty dict if none were stored)."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends holding nothing
         """Release resources (connections, files)."""
@@ -119,3 +161,98 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Helpers every backend shares, so that they behave the same byte for byte.
+
+
+def run_key(settings: dict[str, Any]) -> str:
+    """The canonical key of a run's settings: sorted, compact JSON.
+
+    Example:
+        >>> run_key({"lr": 0.01, "batch_size": 32})
+        '{"batch_size":32,"lr":0.01}'
+    """
+    return dumps(settings, sort_keys=True)
+
+
+def dumps(value: Any, sort_keys: bool = False) -> str:
+    """Compact JSON with NaN/Infinity allowed; TypeError for what JSON cannot hold.
+
+    Key order is kept (epoch rows keep their column order) unless ``sort_keys``.
+    """
+    return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), allow_nan=True)
+
+
+def loads(text: str | None) -> Any:
+    """Inverse of :func:`dumps` (``None`` stays ``None``)."""
+    return None if text is None else json.loads(text)
+
+
+def check_status(status: str, allowed: tuple[str, ...] = FINISHED) -> None:
+    """ValueError unless ``status`` is one of ``allowed``."""
+    if status not in allowed:
+        raise ValueError(f"The value of `status` is {status!r}, but must be one of {allowed}.")
+
+
+def check_text(value: Any, param: str) -> None:
+    """ValueError unless ``value`` is a non-empty string (study names, run keys)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"The value of `{param}` is {value!r}, but must be a non-empty string.")
+
+
+def pack_columns(columns: dict[str, list] | None) -> list[tuple[str, str, bytes]]:
+    """Iteration columns as ``(name, kind, data)``: int64 or float64 arrays, or JSON.
+
+    Raises ValueError when the columns differ in length, TypeError when a
+    value cannot be stored.
+
+    Example:
+        >>> packed = pack_columns({"step": [0, 1], "loss": [0.5, float("nan")]})
+        >>> [(n, k) for n, k, _ in packed]
+        [('step', 'i8'), ('loss', 'f8')]
+        >>> unpack_columns(packed)["loss"]
+        [0.5, nan]
+    """
+    if not columns:
+        return []
+    lengths = {name: len(col) for name, col in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"The iteration columns must all have the same length, but have lengths {lengths}."
+        )
+    packed = []
+    for name, col in columns.items():
+        if not isinstance(name, str):
+            raise TypeError(f"Iteration column names must be str, but got {name!r}.")
+        values = list(col)
+        kind = _column_kind(values)
+        if kind == "json":
+            data = dumps(values).encode()
+        else:
+            data = np.asarray(values, dtype="<" + kind).tobytes()
+        packed.append((name, kind, data))
+    return packed
+
+
+def unpack_columns(packed: list[tuple[str, str, bytes]]) -> dict[str, list]:
+    """Inverse of :func:`pack_columns`: plain Python lists."""
+    out: dict[str, list] = {}
+    for name, kind, data in packed:
+        if kind == "json":
+            out[name] = json.loads(bytes(data).decode())
+        else:
+            out[name] = np.frombuffer(data, dtype="<" + kind).tolist()
+    return out
+
+
+def _column_kind(values: list) -> str:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if all(is_int(v) and -(2**63) <= v < 2**63 for v in values):
+        return "i8"
+    # Ints up to 2**53 are exact in float64, so a mixed column loses nothing but its type.
+    if all(isinstance(v, (float, np.floating)) or (is_int(v) and abs(v) <= 2**53) for v in values):
+        return "f8"
+    return "json"

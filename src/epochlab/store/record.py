@@ -1,0 +1,147 @@
+"""From a finished run to a stored one: the summary every stored run carries.
+
+This module owns the layout of a run's ``summary`` (the keys ``epochlab
+runs`` and the reports read): the History's accounting, ``seconds``,
+``final`` and ``best`` metrics, ``params``, ``extra`` and the package
+``versions`` the run was trained with.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from importlib import metadata
+from typing import Any
+
+from epochlab.store.base import Store, run_key
+from epochlab.train.history import History
+
+# Stop reasons of a History and the run status each is stored as.
+_STATUS_OF = {
+    "completed": "completed",
+    "early_stopping": "early_stopped",
+    "diverged": "diverged",
+    "interrupted": "interrupted",
+}
+# Epoch-row entries that are bookkeeping, not metrics.
+_NOT_METRICS = ("epoch", "updates", "samples_seen", "time", "lr")
+_ACCOUNTING = ("n_train", "n_val", "batch_size", "iterations_per_epoch", "epochs_planned",
+               "epochs_run", "total_updates", "samples_seen", "stop_reason", "stop_message",
+               "weights_epoch", "loss_name", "task", "validation_split")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python, torch, numpy and epochlab (None for one not installed).
+
+    Example:
+        >>> sorted(package_versions())
+        ['epochlab', 'numpy', 'python', 'torch']
+    """
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "epochlab"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def status_of(history: History) -> str:
+    """The store status for a History's ``stop_reason``.
+
+    Example:
+        >>> status_of(History(stop_reason="early_stopping"))
+        'early_stopped'
+    """
+    try:
+        return _STATUS_OF[history.stop_reason]
+    except KeyError:
+        raise ValueError(
+            f"The value of `history.stop_reason` is {history.stop_reason!r}, but must be one of "
+            f"{tuple(_STATUS_OF)}."
+        ) from None
+
+
+def summarize(history: History, monitor: str | None = None) -> dict[str, Any]:
+    """A run's summary: accounting, seconds, final and best metrics, params, versions.
+
+    Args:
+        history: the finished run.
+        monitor: the metric ``best`` minimizes; ``val_loss`` when the run
+            has one, else ``loss``. NaN epochs are never best.
+
+    Example:
+        >>> h = History(total_updates=40, epochs=[
+        ...     {"epoch": 0, "loss": 0.9, "val_loss": 0.8, "time": 0.5},
+        ...     {"epoch": 1, "loss": 0.7, "val_loss": 0.85, "time": 0.5}])
+        >>> s = summarize(h)
+        >>> s["final"], s["best"], s["seconds"], s["total_updates"]
+        ({'loss': 0.7, 'val_loss': 0.85}, {'epoch': 0, 'monitor': 'val_loss', 'loss': 0.9, 'val_loss': 0.8}, 1.0, 40)
+    """
+    d = history.to_dict()
+    summary: dict[str, Any] = {k: d[k] for k in _ACCOUNTING}
+    summary["seconds"] = float(sum(row.get("time", 0.0) for row in history.epochs))
+    summary["final"] = _metrics(history.epochs[-1]) if history.epochs else {}
+    if monitor is None:
+        monitor = "val_loss" if any("val_loss" in r for r in history.epochs) else "loss"
+    best = None
+    for i, row in enumerate(history.epochs):
+        v = row.get(monitor)
+        if isinstance(v, (int, float)) and not math.isnan(v):
+            if best is None or v < history.epochs[best][monitor]:
+                best = i
+    summary["best"] = (
+        {"epoch": int(history.epochs[best].get("epoch", best)), "monitor": monitor,
+         **_metrics(history.epochs[best])}
+        if best is not None else {}
+    )
+    summary["params"] = d["params"]
+    summary["extra"] = d["extra"]
+    summary["versions"] = package_versions()
+    return summary
+
+
+def record_history(
+    store: Store,
+    study: str,
+    key: str | None,
+    settings: dict[str, Any],
+    history: History,
+    status: str | None = None,
+) -> int:
+    """Store a finished ``fit`` run (summary, epochs, iterations) in one transaction.
+
+    Args:
+        store: where to write.
+        study: the study's name; created if missing.
+        key: the run's key in the study; None for :func:`~epochlab.store.base.run_key`
+            of ``settings``.
+        settings: the run's settings (JSON-serializable).
+        history: what ``fit`` returned.
+        status: the final status; by default from ``history.stop_reason``.
+
+    Returns:
+        The run's id.
+
+    Raises:
+        ValueError: the study already holds a finished run with this key
+            (a stored result is never overwritten), or an unknown status.
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> store = MemoryStore()
+        >>> h = History(total_updates=20, epochs=[{"epoch": 0, "loss": 0.5}])
+        >>> rid = record_history(store, "fit", None, {"lr": 0.01}, h)
+        >>> store.run(rid).status, store.run(rid).summary["total_updates"]
+        ('completed', 20)
+    """
+    status = status or status_of(history)
+    summary = summarize(history)
+    study_id = store.create_study(study)
+    run_id = store.add_run(study_id, key or run_key(settings), settings)
+    store.finish_run(run_id, status, summary, history.epochs, history.iterations)
+    return run_id
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in _NOT_METRICS}

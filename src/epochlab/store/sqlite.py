@@ -1,0 +1,427 @@
+"""The SQLite :class:`~epochlab.store.base.Store`: one file, safe for many processes.
+
+This module owns the file format. Tables: ``studies``, ``runs`` (unique
+``(study_id, key)``), ``epochs`` (one JSON row per epoch) and ``iterations``
+(one row per run and column: a packed int64/float64 array, or JSON), so
+thousands of iterations cost one small BLOB per column, not thousands of
+rows. ``PRAGMA application_id`` marks the file as an epochlab store and
+``PRAGMA user_version`` holds the schema version.
+
+Concurrency: each process opens its own connection (a store pickled to a
+worker, or inherited across ``fork``, reconnects there). The file is in WAL
+mode, so readers never wait for writers; every write is one ``BEGIN
+IMMEDIATE`` transaction, retried while another process holds the write
+lock. A process killed at any point leaves the last committed state.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from epochlab.store.base import (
+    DONE,
+    STATUSES,
+    RunRecord,
+    Store,
+    StoreError,
+    check_status,
+    check_text,
+    dumps,
+    loads,
+    pack_columns,
+    unpack_columns,
+)
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x45504C42  # "EPLB": tells an epochlab store from any other SQLite file
+
+_SCHEMA = """
+CREATE TABLE studies (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL DEFAULT '{}',
+    shared_from INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    grp TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    UNIQUE (study_id, key)
+);
+CREATE INDEX runs_by_status ON runs(status);
+CREATE TABLE epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE iterations (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    pos INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, pos),
+    UNIQUE (run_id, name)
+);
+"""
+
+_RUN_COLUMNS = ("r.id, r.study_id, s.name, r.key, r.settings, r.status, r.summary, "
+                "r.shared_from, r.grp, r.created_at, r.started_at, r.finished_at")
+
+T = TypeVar("T")
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite file.
+
+    Args:
+        path: the file; created with the schema when missing (if ``create``).
+        create: False to only open an existing store (readers such as
+            ``epochlab runs``): a missing file raises :class:`StoreError`
+            instead of leaving an empty database behind.
+        timeout: seconds a write waits for another process's write lock
+            before it gives up.
+
+    Raises:
+        StoreError: the file is missing (with ``create=False``), is not an
+            epochlab store, or was written by a newer epochlab.
+
+    Example:
+        >>> import tempfile
+        >>> store = SQLiteStore(tempfile.mkdtemp() + "/runs.db")
+        >>> sid = store.create_study("demo")
+        >>> rid = store.add_run(sid, "lr=0.1", {"lr": 0.1})
+        >>> store.finish_run(rid, "completed", {"final": {"loss": float("nan")}}, [])
+        >>> store.run(rid).summary
+        {'final': {'loss': nan}}
+        >>> store.close()
+    """
+
+    def __init__(self, path: str | os.PathLike = "epochlab.db", *, create: bool = True,
+                 timeout: float = 60.0) -> None:
+        if timeout <= 0:
+            raise ValueError(f"The value of `timeout` is {timeout}, but must be `timeout > 0`.")
+        self.path = Path(path)
+        self.create = create
+        self.timeout = float(timeout)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._connection()  # open now, so a bad file fails here and not at the first read
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A connection cannot cross processes; the copy reconnects on first use.
+        return {"path": self.path, "create": self.create, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._conn = None
+        self._pid = -1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        # A connection inherited through fork must not be used (SQLite's rule); drop it.
+        if not self.create and not self.path.exists():
+            raise StoreError(f"No runs stored yet at {self.path}: the file does not exist.")
+        conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        try:
+            app_id, version = self._header(conn)
+            if app_id == 0 and version == 0 and not self._has_tables(conn):
+                if not self.create:
+                    raise StoreError(f"{self.path} is not an epochlab store: the database is empty.")
+                self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+                self._transaction(conn, self._initialize)
+                app_id, version = self._header(conn)
+            if app_id != APPLICATION_ID:
+                raise StoreError(f"{self.path} is not an epochlab store "
+                                 f"(SQLite application_id {app_id:#x}, expected {APPLICATION_ID:#x}).")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has store schema version {version}, newer than this epochlab "
+                    f"reads (up to {SCHEMA_VERSION}): upgrade epochlab to read it."
+                )
+            if version < 1:
+                raise StoreError(f"{self.path} has unknown store schema version {version}.")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not an epochlab store ({e}).") from None
+
+    @staticmethod
+    def _header(conn: sqlite3.Connection) -> tuple[int, int]:
+        return (conn.execute("PRAGMA application_id").fetchone()[0],
+                conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @staticmethod
+    def _has_tables(conn: sqlite3.Connection) -> bool:
+        return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+
+    def _initialize(self, conn: sqlite3.Connection) -> None:
+        # Another process may have created the schema while this one waited for the lock.
+        if conn.execute("PRAGMA user_version").fetchone()[0] or self._has_tables(conn):
+            return
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` again while SQLite says the database is locked, up to ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreError(f"{self.path} stayed locked for {self.timeout:g} s: {e}") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+
+    def _transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retry(attempt)
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return self._transaction(self._connection(), fn)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # One read transaction, so several SELECTs see the same snapshot.
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    # --- the contract ---------------------------------------------------------------------------
+
+    def create_study(self, name: str, spec: dict[str, Any] | None = None) -> int:
+        check_text(name, "name")
+        spec_json = dumps(spec or {})
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO studies (name, spec, created_at) VALUES (?, ?, ?) "
+                         "ON CONFLICT (name) DO NOTHING", (name, spec_json, time.time()))
+            return conn.execute("SELECT id FROM studies WHERE name = ?", (name,)).fetchone()[0]
+
+        return self._write(write)
+
+    def study(self, name: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT id, name, spec, created_at FROM studies WHERE name = ?",
+                               (name,)).fetchone()
+        if row is None:
+            return None
+        return {"id": row[0], "name": row[1], "spec": loads(row[2]), "created_at": row[3]}
+
+    def studies(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT id, name, spec, created_at FROM studies ORDER BY id").fetchall()
+            counts = conn.execute("SELECT study_id, status, count(*) FROM runs "
+                                  "GROUP BY study_id, status").fetchall()
+        by_study: dict[int, dict[str, int]] = {}
+        for sid, status, n in counts:
+            by_study.setdefault(sid, {})[status] = n
+        return [{"id": sid, "name": name, "spec": loads(spec), "created_at": created,
+                 "runs": {k: by_study[sid][k] for k in STATUSES if k in by_study.get(sid, {})}}
+                for sid, name, spec, created in rows]
+
+    def add_run(self, study_id: int, key: str, settings: dict[str, Any]) -> int:
+        check_text(key, "key")
+        settings_json = dumps(settings)
+
+        def write(conn: sqlite3.Connection) -> int:
+            if conn.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone() is None:
+                raise KeyError(f"There is no study with id {study_id} in {self.path}.")
+            conn.execute(
+                "INSERT INTO runs (study_id, key, settings, status, created_at) "
+                "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (study_id, key) DO NOTHING",
+                (study_id, key, settings_json, time.time()),
+            )
+            return conn.execute("SELECT id FROM runs WHERE study_id = ? AND key = ?",
+                                (study_id, key)).fetchone()[0]
+
+        return self._write(write)
+
+    def start_run(self, run_id: int) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            status = self._status(conn, run_id)
+            if status == "running" or status in DONE:
+                raise ValueError(f"Run {run_id} is {status}; only a pending, interrupted or "
+                                 "failed run can be started.")
+            self._delete_metrics(conn, [run_id])
+            conn.execute("UPDATE runs SET status = 'running', summary = '{}', started_at = ?, "
+                         "finished_at = NULL WHERE id = ?", (time.time(), run_id))
+
+        self._write(write)
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        summary: dict[str, Any],
+        epochs: list[dict[str, float]],
+        iterations: dict[str, list] | None = None,
+        *,
+        shared_from: int | None = None,
+        group: str | None = None,
+    ) -> None:
+        # Encode everything before the transaction, so it holds the write lock only briefly.
+        check_status(status)
+        summary_json = dumps(summary)
+        rows = [(run_id, i, dumps(row)) for i, row in enumerate(epochs)]
+        packed = pack_columns(iterations)
+
+        def write(conn: sqlite3.Connection) -> None:
+            current = self._status(conn, run_id)
+            if current in DONE:
+                raise ValueError(f"Run {run_id} is already {current}; it is not overwritten.")
+            if shared_from is not None:
+                self._status(conn, shared_from)
+            self._delete_metrics(conn, [run_id])
+            conn.execute("UPDATE runs SET status = ?, summary = ?, shared_from = ?, grp = ?, "
+                         "finished_at = ? WHERE id = ?",
+                         (status, summary_json, shared_from, group, time.time(), run_id))
+            conn.executemany("INSERT INTO epochs (run_id, epoch, metrics) VALUES (?, ?, ?)", rows)
+            self._insert_iterations(conn, run_id, packed)
+
+        self._write(write)
+
+    def reset_stale(self, study_id: int) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            stale = [r[0] for r in conn.execute(
+                "SELECT id FROM runs WHERE study_id = ? AND status = 'running'", (study_id,))]
+            self._delete_metrics(conn, stale)
+            conn.executemany(
+                "UPDATE runs SET status = 'interrupted', summary = ?, finished_at = NULL "
+                "WHERE id = ?", [(dumps({"reset_stale_at": time.time()}), rid) for rid in stale])
+            return len(stale)
+
+        return self._write(write)
+
+    def run(self, run_id: int) -> RunRecord:
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs r JOIN studies s "
+                               "ON s.id = r.study_id WHERE r.id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"There is no run with id {run_id} in {self.path}.")
+        return _record(row)
+
+    def runs(self, study: str | None = None, status: str | None = None) -> list[RunRecord]:
+        if status is not None:
+            check_status(status, STATUSES)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs r JOIN studies s ON s.id = r.study_id"
+        where, args = [], []
+        if study is not None:
+            where.append("s.name = ?")
+            args.append(study)
+        if status is not None:
+            where.append("r.status = ?")
+            args.append(status)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._read() as conn:
+            rows = conn.execute(sql + " ORDER BY r.id", args).fetchall()
+        return [_record(row) for row in rows]
+
+    def epochs(self, run_id: int) -> list[dict[str, float]]:
+        with self._read() as conn:
+            self._status(conn, run_id)
+            rows = conn.execute("SELECT metrics FROM epochs WHERE run_id = ? ORDER BY epoch",
+                                (run_id,)).fetchall()
+        return [loads(r[0]) for r in rows]
+
+    def iterations(self, run_id: int) -> dict[str, list]:
+        with self._read() as conn:
+            self._status(conn, run_id)
+            rows = conn.execute("SELECT name, kind, data FROM iterations WHERE run_id = ? "
+                                "ORDER BY pos", (run_id,)).fetchall()
+        return unpack_columns(rows)
+
+    # --- helpers used inside transactions ------------------------------------------------------
+
+    def _status(self, conn: sqlite3.Connection, run_id: int) -> str:
+        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"There is no run with id {run_id} in {self.path}.")
+        return row[0]
+
+    @staticmethod
+    def _delete_metrics(conn: sqlite3.Connection, run_ids: list[int]) -> None:
+        conn.executemany("DELETE FROM epochs WHERE run_id = ?", [(r,) for r in run_ids])
+        conn.executemany("DELETE FROM iterations WHERE run_id = ?", [(r,) for r in run_ids])
+
+    @staticmethod
+    def _insert_iterations(conn: sqlite3.Connection, run_id: int,
+                           packed: list[tuple[str, str, bytes]]) -> None:
+        conn.executemany(
+            "INSERT INTO iterations (run_id, pos, name, kind, data) VALUES (?, ?, ?, ?, ?)",
+            [(run_id, i, name, kind, data) for i, (name, kind, data) in enumerate(packed)],
+        )
+
+
+def _record(row: tuple) -> RunRecord:
+    return RunRecord(
+        id=row[0], study_id=row[1], study=row[2], key=row[3], settings=loads(row[4]),
+        status=row[5], summary=loads(row[6]), shared_from=row[7], group=row[8],
+        created_at=row[9], started_at=row[10], finished_at=row[11],
+    )

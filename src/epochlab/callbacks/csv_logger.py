@@ -66,6 +66,7 @@ class CSVLogger(Callback):
         if self._writer is None:
             keys = list(logs)
             if self._existing is not None and set(self._existing) != set(keys):
+                self._close()  # the loop does not call on_train_end after an exception
                 raise ValueError(
                     f"CSVLogger(append=True): {self.path} has columns {self._existing}, but this "
                     f"run logs {keys}; write to a new file or use append=False."

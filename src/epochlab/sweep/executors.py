@@ -1,0 +1,147 @@
+"""Where a sweep's tasks run: in this process, or in a pool of worker processes.
+
+An :class:`Executor` takes a picklable function and a list of work items and
+yields ``(index, outcome)`` pairs *as items finish*, so the driver can write
+each result to the store at once. The driver is the only writer: a worker
+that dies takes no store transaction with it. ``outcome`` is the function's
+return value, or an :class:`ExecutorError` when the item could not be run
+(the worker died, the item did not pickle).
+
+- :class:`InProcessExecutor` runs items one after another, here (the
+  default; Ctrl-C reaches the training loop, which stops cleanly).
+- :class:`ProcessPoolExecutor` runs them in ``workers`` spawned processes
+  with one torch thread each, keeping at most ``workers`` items in flight so
+  a run is marked running only when it is.
+
+A Ray executor implements the same two methods with ``ray.remote`` and
+``ray.wait``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Executor", "ExecutorError", "InProcessExecutor", "ProcessPoolExecutor", "make_executor"]
+
+
+@dataclass(frozen=True)
+class ExecutorError:
+    """An item that could not be run by the executor (not an error inside the function)."""
+
+    message: str
+
+
+class Executor(ABC):
+    """Runs ``fn(item)`` for every item and yields ``(index, result)`` as each finishes.
+
+    ``on_start(index)`` is called just before an item is handed to a worker.
+    """
+
+    @abstractmethod
+    def run(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        on_start: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[int, Any]]:
+        """Yield ``(index, fn(items[index]) or ExecutorError)`` in completion order."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release workers."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InProcessExecutor(Executor):
+    """Items one after another in this process.
+
+    Example:
+        >>> list(InProcessExecutor().run(abs, [-1, 2]))
+        [(0, 1), (1, 2)]
+    """
+
+    def run(self, fn, items, on_start=None):
+        for i, item in enumerate(items):
+            if on_start is not None:
+                on_start(i)
+            yield i, fn(item)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    # Workers share the cores: one thread each avoids oversubscription, which on a
+    # small machine costs more than it gains.
+    torch.set_num_threads(threads)
+
+
+class ProcessPoolExecutor(Executor):
+    """Items in ``workers`` spawned processes (``spawn``: no forked torch state).
+
+    Args:
+        workers: number of processes, ``>= 1``.
+        threads_per_worker: torch intra-op threads in each worker.
+
+    Example:
+        >>> with ProcessPoolExecutor(1) as ex:
+        ...     sorted(ex.run(abs, [-1, 2]))
+        [(0, 1), (1, 2)]
+    """
+
+    def __init__(self, workers: int, threads_per_worker: int = 1) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"The value of `workers` is {workers!r}, but must be `workers >= 1`.")
+        self.workers = workers
+        self._pool = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(threads_per_worker,),
+        )
+
+    def run(self, fn, items, on_start=None):
+        pending = list(range(len(items)))[::-1]
+        running: dict[cf.Future, int] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    i = pending.pop()
+                    if on_start is not None:
+                        on_start(i)
+                    try:
+                        running[self._pool.submit(fn, items[i])] = i
+                    except Exception as e:  # a broken pool refuses new work
+                        yield i, ExecutorError(f"{type(e).__name__}: {e}")
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    i = running.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        yield i, fut.result()
+                    else:
+                        yield i, ExecutorError(f"{type(exc).__name__}: {exc}")
+        finally:
+            for fut in running:
+                fut.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_executor(workers: int = 0) -> Executor:
+    """``workers=0``: in this process; ``workers=N``: a pool of N processes.
+
+    Example:
+        >>> type(make_executor(0)).__name__
+        'InProcessExecutor'
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"The value of `workers` is {workers!r}, but must be `workers >= 0`.")
+    return InProcessExecutor() if workers == 0 else ProcessPoolExecutor(workers)

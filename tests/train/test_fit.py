@@ -161,3 +161,20 @@ def test_verbose_levels_print(slide1, capsys):
     assert "Epoch 1/2 · 13 it" in out and "Epoch 2/2" in out
     el.fit(el.models.mlp(20), slide1.train, epochs=1, batch_size=64, verbose=0)
     assert capsys.readouterr().out == ""
+
+
+def test_an_error_in_a_callback_still_ends_training_cleanly(small_xy):
+    ended = []
+
+    class Boom(el.Callback):
+        def on_epoch_end(self, trainer, logs):
+            raise RuntimeError("boom")
+
+    class Watch(el.Callback):
+        def on_train_end(self, trainer, logs):
+            ended.append(logs["stop_reason"])
+
+    with pytest.raises(RuntimeError, match="boom"):
+        el.fit(el.models.mlp(5), small_xy, epochs=3, batch_size=16,
+               callbacks=[Boom(), Watch()], verbose=0)
+    assert ended == ["error"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ITERATION_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "batch_size")
-STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted")
+STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted", "error")
 _FORMAT = "epochlab.history/1"
 
 

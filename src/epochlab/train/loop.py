@@ -276,11 +276,26 @@ def run(
                 "interrupted",
                 f"Interrupted (Ctrl-C) in epoch {s.epoch + 1}, after {s.global_step} updates.",
             )
-        if s.batch_in_epoch:  # the weights are from the middle of an epoch
-            h.weights_epoch = None
-        h.total_updates, h.samples_seen = s.global_step, s.samples_seen
-        h.stop_reason = trainer.stop_reason or "completed"
-        cbs.call("on_train_end", trainer, {"stop_reason": h.stop_reason})
+        except BaseException as e:
+            # Let callbacks clean up (close files, stop the progress display,
+            # restore weights) before the error reaches the caller.
+            trainer.stop("error", f"Stopped by an error: {type(e).__name__}: {e}")
+            try:
+                _finish(trainer)
+            except Exception:  # never hide the original error behind a cleanup error
+                pass
+            raise
+        _finish(trainer)
+    return h
+
+
+def _finish(trainer: Trainer) -> None:
+    s, h = trainer.state, trainer.state.history
+    if s.batch_in_epoch:  # the weights are from the middle of an epoch
+        h.weights_epoch = None
+    h.total_updates, h.samples_seen = s.global_step, s.samples_seen
+    h.stop_reason = trainer.stop_reason or "completed"
+    trainer.callbacks.call("on_train_end", trainer, {"stop_reason": h.stop_reason})
     return h
 
 

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from epochlab.callbacks.base import Callback
-from epochlab.store.base import RunRecord, Store
+from epochlab.store.base import DONE, RunRecord, Store
+from epochlab.store.record import status_of
 from epochlab.sweep.executors import ExecutorError, make_executor
 from epochlab.sweep.plan import Plan, Task, make_plan
 from epochlab.sweep.spec import Config, SweepSpec
@@ -52,12 +53,6 @@ __all__ = [
     "metric_values", "sweep",
 ]
 
-DONE = ("completed", "early_stopped", "diverged")
-"""Statuses a resumed sweep keeps; every other run is (re)trained."""
-
-_STATUS = {"completed": "completed", "early_stopping": "early_stopped", "diverged": "diverged",
-           "interrupted": "interrupted"}
-_BOOKKEEPING = ("epoch", "updates", "samples_seen", "time", "lr")
 SELECT = ("final", "best")
 
 
@@ -207,32 +202,19 @@ def metric_values(
     return {"final": values[at], "best": best, "best_epoch": idx + 1}
 
 
-def _summary(h: History, test: dict[str, float], config: Config) -> dict[str, Any]:
-    from epochlab import __version__
+def _summary(h: History, test: dict[str, float]) -> dict[str, Any]:
+    """The store's summary (:func:`epochlab.store.summarize`) plus the test metrics."""
+    from epochlab.store.record import summarize
 
-    rows = h.epochs
-    final = {k: v for k, v in rows[-1].items() if k not in _BOOKKEEPING} if rows else {}
-    watch = "val_loss" if rows and "val_loss" in rows[0] else "loss"
-    best: dict[str, Any] = {}
-    finite = [(r[watch], i) for i, r in enumerate(rows) if math.isfinite(r.get(watch, math.nan))]
-    if finite:
-        i = min(finite)[1]
-        best = {"epoch": i, **{k: v for k, v in rows[i].items() if k not in _BOOKKEEPING}}
-    return {
-        "final": final, "best": best, "test": test,
-        "total_updates": h.total_updates, "samples_seen": h.samples_seen,
-        "epochs_run": h.epochs_run, "epochs_planned": h.epochs_planned,
-        "iterations_per_epoch": h.iterations_per_epoch, "n_train": h.n_train, "n_val": h.n_val,
-        "batch_size": h.batch_size, "weights_epoch": h.weights_epoch,
-        "seconds": sum(float(r.get("time", 0.0)) for r in rows),
-        "stop_reason": h.stop_reason, "stop_message": h.stop_message,
-        "extra": {k: v for k, v in h.extra.items() if k != "test"},
-        "versions": {"epochlab": __version__, "torch": torch.__version__},
-    }
+    summary = summarize(h)
+    summary.update(test=test, n_train=h.n_train, n_val=h.n_val, batch_size=h.batch_size,
+                   epochs_planned=h.epochs_planned, weights_epoch=h.weights_epoch,
+                   stop_message=h.stop_message)
+    return summary
 
 
 def _outcome(config: Config, h: History, test: dict, trained_key: str | None) -> RunOutcome:
-    return RunOutcome(config.key, _STATUS[h.stop_reason], _summary(h, test, config),
+    return RunOutcome(config.key, status_of(h), _summary(h, test),
                       [dict(r) for r in h.epochs], {k: list(v) for k, v in h.iterations.items()},
                       trained_key)
 

@@ -1,0 +1,54 @@
+"""``epochlab report``: a stored study as a heatmap, validation curves and results.csv."""
+
+from __future__ import annotations
+
+import click
+
+from epochlab.cli.common import console
+
+
+@click.command("report")
+@click.option("--study", required=True, help="The study's name (see `epochlab sweep`).")
+@click.option("--store", "store_path", default=None, help="SQLite file [default: ./epochlab.db].")
+@click.option("--out", default=None, help="Output folder [default: runs/report-<study>].")
+@click.option("--metric", default=None, help="Epoch metric [default: the study's, val_accuracy].")
+@click.option("--mode", type=click.Choice(["max", "min"]), default=None,
+              help="Which way the metric is better [default: the study's].")
+@click.option("--x", "x", default=None, help="Setting on the heatmap's x axis [default: auto].")
+@click.option("--y", "y", default=None, help="Setting on the heatmap's y axis [default: auto].")
+@click.option("--select", type=click.Choice(["final", "best"]), default="final", show_default=True,
+              help="final: at the weights each run ends with; best: its best epoch (slide 13).")
+def report_command(study, store_path, out, metric, mode, x, y, select) -> None:
+    """Write heatmap.png, curves_<setting>.png and results.csv for a study; print the best run.
+
+    Example: epochlab report --study slide13 --x batch_size --y epochs
+    """
+    from pathlib import Path
+
+    from epochlab.report.study import write_report
+    from epochlab.store import SQLiteStore, StoreError, default_store_path
+
+    path = Path(store_path) if store_path else default_store_path()
+    try:
+        store = SQLiteStore(path, create=False)
+    except (StoreError, FileNotFoundError, ValueError) as e:
+        raise click.UsageError(f"Cannot open the store {str(path)!r}: {e}") from None
+    folder = Path(out) if out else Path("runs") / f"report-{study}"
+    try:
+        result = write_report(store, study, folder, metric=metric, mode=mode, x=x, y=y,
+                              select=select)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    finally:
+        store.close()
+    best = result["best"]
+    if best is None:
+        console.print(f"[red]No finished run has a finite {result['metric']}.[/]")
+    else:
+        from epochlab.sweep.spec import SWEPT
+
+        settings = {k: best.settings[k] for k in SWEPT if k in best.settings}
+        row = next(r for r in result["rows"] if r["run"] == best.id)
+        console.print(f"[bold]Best run[/] {best.id} by {result['metric']} ({select}, "
+                      f"{result['mode']}): {row[result['metric'] + '_' + select]:.4f}  {settings}")
+    console.print("wrote " + ", ".join(str(p) for p in result["files"].values()))

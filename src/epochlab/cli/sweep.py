@@ -1,0 +1,167 @@
+"""``epochlab sweep``: train a grid of settings, sharing epoch prefixes, and name the best.
+
+Prints the plan (configurations, training runs, what is read off what),
+progress for the whole sweep, a results table and the best parameters. Runs
+go to the store (``--store``, default ``$EPOCHLAB_STORE`` or
+``./epochlab.db``) under the study ``--study``; the same command run again
+after Ctrl-C or a kill trains only what is not done yet.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import click
+from rich.table import Table
+
+from epochlab.cli.common import console
+from epochlab.sweep.spec import SweepSpec, parse_cli_lists
+
+
+def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
+    """Only the options the user typed (so a --spec file's values are not overridden)."""
+    out = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":
+            out[name] = value
+    return out
+
+
+@click.command("sweep")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
+              help="A TOML file with the settings (options given here override it).")
+@click.option("--data", default="synthetic", show_default=True,
+              help="Dataset: synthetic, digits, sequences, mnist, imdb.")
+@click.option("--model", default="mlp", show_default=True, help="Model: mlp, cnn, cnn_small, lstm.")
+@click.option("--epochs", default="10", show_default=True, help="Epoch counts, e.g. 5,10,15.")
+@click.option("--batch-size", "batch_size", default="32", show_default=True,
+              help="Batch sizes, e.g. 32,64,128.")
+@click.option("--lr", default="1e-3", show_default=True, help="Learning rates, e.g. 1e-3,1e-2.")
+@click.option("--batch-norm", "batch_norm", default="off", show_default=True,
+              help="on, off or on,off (mlp only).")
+@click.option("--seed", default="0", show_default=True, help="Seeds, e.g. 0,1,2.")
+@click.option("--optimizer", default="adam", show_default=True,
+              help="Optimizers: adam, adamw, sgd, rmsprop (comma-separated).")
+@click.option("--weight-decay", "weight_decay", default="0", show_default=True,
+              help="Weight decays, e.g. 0,1e-4.")
+@click.option("--schedule", multiple=True,
+              help="A learning-rate schedule ('step:factor=0.5,every_epochs=5'); repeat to sweep.")
+@click.option("--early-stopping", "early_stopping", default=None,
+              help="e.g. 'val_loss:patience=5,restore=true' (turns prefix sharing off).")
+@click.option("--validation-split", "validation_split", type=float, default=0.2, show_default=True)
+@click.option("--metric", default="val_accuracy", show_default=True,
+              help="The epoch metric that picks the best configuration.")
+@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
+@click.option("--select", type=click.Choice(["final", "best"]), default="final", show_default=True,
+              help="Rank by the metric at the weights each run ends with (final), or by its "
+                   "best epoch (slide 13's max over epochs).")
+@click.option("--study", "name", default=None,
+              help="Study name [default: made from the settings, so a rerun resumes].")
+@click.option("--store", "store_path", default=None, help="SQLite file [default: ./epochlab.db].")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="0: train in this process; N: N worker processes.")
+@click.option("--no-share-prefixes", "no_share", is_flag=True,
+              help="Train every epoch count separately (for comparisons).")
+@click.option("--no-progress", "no_progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size, lr, batch_norm,
+                  seed, optimizer, weight_decay, schedule, early_stopping, validation_split,
+                  metric, mode, select, name, store_path, workers, no_share, no_progress) -> None:
+    """Train every combination of the given settings and report the best.
+
+    Configurations that differ only in --epochs train once, to the largest
+    count, and are read out at the others (exact; not with cosine/one-cycle
+    schedules or early stopping).
+
+    Example: epochlab sweep --data digits --model cnn_small --epochs 5,10,15
+    --batch-size 32,64,128
+    """
+    from epochlab.store import SQLiteStore, default_store_path
+    from epochlab.sweep.runner import sweep
+
+    texts = dict(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+                 batch_norm=batch_norm, seed=seed, optimizer=optimizer,
+                 weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
+                 validation_split=validation_split, metric=metric, mode=mode, name=name)
+    try:
+        if spec_file:
+            spec = SweepSpec.from_toml(spec_file, **parse_cli_lists(_given(ctx, **texts)))
+        else:
+            texts["schedule"] = list(schedule) or [None]
+            spec = SweepSpec.from_cli(**texts)
+    except (ValueError, TypeError) as e:
+        raise click.UsageError(str(e)) from None
+    store = SQLiteStore(store_path or default_store_path())
+    console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in {store.path}")
+    from epochlab.sweep.plan import make_plan
+
+    console.print(make_plan(spec.configs(), share_prefixes=not no_share).describe())
+    try:
+        result = sweep(spec, store, workers=workers, progress=not no_progress,
+                       share_prefixes=not no_share, select=select, console=console)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/] Finished runs are stored; run the same command "
+                      "again to train the rest.")
+        sys.exit(130)
+    finally:
+        store.close()
+    console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s; "
+                  f"{result.skipped} already done; " +
+                  ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))
+    console.print(results_table(result, store))
+    _print_best(result, store, select)
+
+
+def results_table(result: Any, store: Any) -> Table:
+    """One row per configuration: swept settings, status, metric (final / best), test, updates."""
+    from epochlab.sweep.runner import metric_values
+
+    spec = result.spec
+    swept = spec.swept() or ["epochs"]
+    table = Table(show_edge=False, pad_edge=False,
+                  title=f"{spec.metric}: final = at the weights kept; best = best epoch (n)")
+    for n in ["run", *swept, "status", "final", "best (n)", "test acc", "updates", "from"]:
+        table.add_column(n, justify="right")
+    for r in result.runs:
+        v = metric_values(store.epochs(r.id), spec.metric, spec.mode, r.summary.get("weights_epoch"))
+        best = "" if math.isnan(v["best"]) else f"{v['best']:.4f} ({v['best_epoch']})"
+        test = r.summary.get("test", {}).get("accuracy")
+        mark = " *" if result.best is not None and r.id == result.best.id else ""
+        table.add_row(
+            f"{r.id}{mark}", *(_cell(r.settings[n]) for n in swept), r.status,
+            "" if math.isnan(v["final"]) else f"{v['final']:.4f}", best,
+            "" if test is None else f"{test:.4f}", str(r.summary.get("total_updates", "")),
+            "" if r.shared_from is None else f"run {r.shared_from}",
+        )
+    return table
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _print_best(result: Any, store: Any, select: str) -> None:
+    from epochlab.sweep.runner import best_run, metric_values
+
+    spec, best = result.spec, result.best
+    if best is None:
+        console.print(f"[red]No finished run has a finite {spec.metric}.[/]")
+        return
+    v = metric_values(store.epochs(best.id), spec.metric, spec.mode, best.summary.get("weights_epoch"))
+    params = {n: best.settings[n] for n in (spec.swept() or ["epochs", "batch_size"])}
+    how = "at the weights each run ends with" if select == "final" else "best epoch of each run"
+    console.print(f"[bold]Best parameters[/]: {params}  (run {best.id}; {spec.metric} "
+                  f"{v[select]:.4f}, {how}; ties -> fewer updates)")
+    other = "best" if select == "final" else "final"
+    alt = best_run(store, result.runs, spec.metric, spec.mode, other)
+    if alt is not None and alt.id != best.id:
+        alt_params = {n: alt.settings[n] for n in params}
+        console.print(f"  ranking by {'max over epochs (slide 13)' if other == 'best' else 'final'}"
+                      f" would pick {alt_params} (run {alt.id})")

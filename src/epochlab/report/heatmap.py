@@ -1,0 +1,102 @@
+"""A metric over two settings as an annotated heatmap, the best cell marked (slide 14).
+
+The seed draws it with seaborn; this is matplotlib alone: ``imshow``, one
+text per cell (dark text on light cells, light on dark), a frame and a star
+on the best cell, and grey with "—" for cells no finished run fills.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+__all__ = ["plot_heatmap", "save_figure"]
+
+
+def save_figure(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    """Write ``fig`` as a PNG at ``path`` (folders created) and close it; no-op for None."""
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return fig
+
+
+def plot_heatmap(
+    values: np.ndarray | Sequence[Sequence[float]],
+    x_labels: Sequence[object],
+    y_labels: Sequence[object],
+    *,
+    x_name: str,
+    y_name: str,
+    metric: str,
+    mode: str = "max",
+    title: str | None = None,
+    fmt: str = ".4f",
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Draw ``values[i, j]`` (row ``i`` = ``y_labels[i]``, column ``j`` = ``x_labels[j]``).
+
+    Args:
+        values: the metric per cell; NaN for an empty cell.
+        x_labels, y_labels: tick labels of the columns and rows.
+        x_name, y_name: the settings on the axes (``"batch_size"``, ``"epochs"``).
+        metric: the metric's name, for the colour bar and title.
+        mode: ``"max"`` or ``"min"``: which cell is best.
+        title: defaults to "<metric> by <y_name> and <x_name>".
+        fmt: number format of the cell texts.
+        path: write a PNG there (and close the figure) when given.
+
+    Example:
+        >>> fig = plot_heatmap([[0.9, 0.8], [0.95, 0.85]], [32, 64], [5, 10],
+        ...                    x_name="batch_size", y_name="epochs", metric="val_accuracy")
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"The value of `mode` is {mode!r}, but must be 'max' or 'min'.")
+    v = np.asarray(values, dtype=float)
+    if v.shape != (len(y_labels), len(x_labels)):
+        raise ValueError(
+            f"`values` has shape {v.shape}, but the labels make {(len(y_labels), len(x_labels))}."
+        )
+    fig, ax = plt.subplots(figsize=(1.4 * len(x_labels) + 3, 0.9 * len(y_labels) + 2.2))
+    masked = np.ma.masked_invalid(v)
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#dddddd")
+    im = ax.imshow(masked, cmap=cmap, aspect="auto", origin="upper")
+    finite = v[np.isfinite(v)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    best = None
+    if finite.size:
+        flat = np.where(np.isfinite(v), v, -np.inf if mode == "max" else np.inf)
+        best = np.unravel_index(np.argmax(flat) if mode == "max" else np.argmin(flat), v.shape)
+    for i in range(v.shape[0]):
+        for j in range(v.shape[1]):
+            x = v[i, j]
+            if not math.isfinite(x):
+                ax.text(j, i, "—", ha="center", va="center", color="#555555")
+                continue
+            light = hi == lo or (x - lo) / (hi - lo) < 0.6  # viridis is dark at the low end
+            text = format(x, fmt) + (" ★" if best == (i, j) else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=10,
+                    color="white" if light else "black",
+                    fontweight="bold" if best == (i, j) else "normal")
+    if best is not None:
+        ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False,
+                               edgecolor="red", linewidth=2.5))
+    ax.set_xticks(range(len(x_labels)), [str(t) for t in x_labels])
+    ax.set_yticks(range(len(y_labels)), [str(t) for t in y_labels])
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(y_name)
+    ax.set_title(title or f"{metric} by {y_name} and {x_name} (★ best, {mode})")
+    fig.colorbar(im, ax=ax, label=metric)
+    return save_figure(fig, path)

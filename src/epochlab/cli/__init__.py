@@ -10,7 +10,9 @@ import click
 
 from epochlab import __version__
 from epochlab.cli.fit import fit_command
+from epochlab.cli.report import report_command
 from epochlab.cli.runs import runs_command
+from epochlab.cli.sweep import sweep_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,5 +27,7 @@ def main() -> None:
 
 main.add_command(fit_command)
 main.add_command(runs_command)
+main.add_command(sweep_command)
+main.add_command(report_command)
 
 __all__ = ["main"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
 import sqlite3
@@ -206,3 +207,23 @@ def test_a_store_from_a_newer_schema_is_refused(tmp_path):
 def test_timeout_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="`timeout` is 0"):
         SQLiteStore(tmp_path / "x.db", timeout=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_store_inherited_through_fork_opens_its_own_connection(tmp_path):
+    store = SQLiteStore(tmp_path / "runs.db")
+    sid = store.create_study("s")
+    parent_conn = store._conn
+    pid = os.fork()
+    if pid == 0:  # the child: write through the inherited store object, then leave at once
+        ok = False
+        try:
+            store.add_run(sid, "from-child", {})
+            ok = store._conn is not parent_conn
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [r.key for r in store.runs("s")] == ["from-child"]
+    store.add_run(sid, "from-parent", {})  # the parent's connection still works
+    assert len(store.runs("s")) == 2

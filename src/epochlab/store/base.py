@@ -247,12 +247,19 @@ def unpack_columns(packed: list[tuple[str, str, bytes]]) -> dict[str, list]:
 
 
 def _column_kind(values: list) -> str:
+    types = set(map(type, values))
+    if types <= {int}:  # the common cases first, without a Python loop per value
+        return "i8" if not values or (-(2**63) <= min(values) and max(values) < 2**63) else "json"
+    if types <= {int, float}:
+        ints = [v for v in values if type(v) is int]
+        # Ints up to 2**53 are exact in float64, so a mixed column loses nothing but its type.
+        return "f8" if all(abs(v) <= 2**53 for v in ints) else "json"
+
     def is_int(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
     if all(is_int(v) and -(2**63) <= v < 2**63 for v in values):
         return "i8"
-    # Ints up to 2**53 are exact in float64, so a mixed column loses nothing but its type.
     if all(isinstance(v, (float, np.floating)) or (is_int(v) and abs(v) <= 2**53) for v in values):
         return "f8"
     return "json"

@@ -86,6 +86,7 @@ _RUN_COLUMNS = ("r.id, r.study_id, s.name, r.key, r.settings, r.status, r.summar
                 "r.shared_from, r.grp, r.created_at, r.started_at, r.finished_at")
 
 T = TypeVar("T")
+_INHERITED: list[sqlite3.Connection] = []
 
 
 class SQLiteStore(Store):
@@ -150,7 +151,11 @@ class SQLiteStore(Store):
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
-        # A connection inherited through fork must not be used (SQLite's rule); drop it.
+        if self._conn is not None:
+            # Inherited through fork: SQLite forbids using it, and closing it here could
+            # disturb the parent's locks, so it is kept, unused, for this process's lifetime.
+            _INHERITED.append(self._conn)
+            self._conn = None
         if not self.create and not self.path.exists():
             raise StoreError(f"No runs stored yet at {self.path}: the file does not exist.")
         conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,

@@ -70,8 +70,7 @@ def plot_heatmap(
         )
     fig, ax = plt.subplots(figsize=(1.4 * len(x_labels) + 3, 0.9 * len(y_labels) + 2.2))
     masked = np.ma.masked_invalid(v)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     im = ax.imshow(masked, cmap=cmap, aspect="auto", origin="upper")
     finite = v[np.isfinite(v)]
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)

@@ -36,7 +36,8 @@ def test_rows_hold_settings_final_and_best_and_sharing(study):
 
 def test_axes_are_chosen_from_swept_settings_epochs_on_y():
     assert choose_axes(["epochs", "batch_size", "batch_norm"]) == ("batch_size", "epochs")
-    assert choose_axes(["batch_size", "lr"]) == ("lr", "batch_size")
+    assert choose_axes(["batch_size", "lr"]) == ("batch_size", "lr")
+    assert choose_axes(["lr"]) == ("lr", "epochs")
     assert choose_axes(["epochs", "lr"], x="epochs") == ("epochs", "lr")
     with pytest.raises(ValueError, match="`x` is 'speed'"):
         choose_axes(["epochs"], x="speed")

@@ -78,13 +78,22 @@ def choose_axes(swept: Sequence[str], x: str | None = None, y: str | None = None
     for name, v in (("x", x), ("y", y)):
         if v is not None and v not in SWEPT:
             raise ValueError(f"The value of `{name}` is {v!r}, but must be one of {SWEPT}.")
-    pool = [s for s in swept if s not in (x, y)]
-    pool += [s for s in ("epochs", "batch_size", *SWEPT) if s not in pool and s not in (x, y)]
-    if y is None:
-        y = "epochs" if x != "epochs" and "epochs" in swept else pool.pop(0)
-        pool = [s for s in pool if s != y]
-    if x is None:
-        x = pool[0]
+    fallback = [s for s in ("epochs", "batch_size", *SWEPT)]
+    if x is None and y is None:
+        if "epochs" in swept and len(swept) >= 2:
+            x, y = next(s for s in swept if s != "epochs"), "epochs"
+        elif len(swept) >= 2:
+            x, y = swept[0], swept[1]
+        elif swept:
+            x = swept[0]
+            y = next(s for s in fallback if s != x)
+        else:
+            x, y = "batch_size", "epochs"
+    elif x is None:
+        x = next(s for s in [*swept, *fallback] if s != y)
+    elif y is None:
+        y = next(s for s in [*(["epochs"] if "epochs" in swept else []), *swept, *fallback]
+                 if s != x)
     if x == y:
         raise ValueError(f"The heatmap's axes must differ; both are {x!r}.")
     return x, y

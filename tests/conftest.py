@@ -15,6 +15,12 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _private_store(tmp_path, monkeypatch):
+    # Commands that record runs write to a per-test store, never ./epochlab.db.
+    monkeypatch.setenv("EPOCHLAB_STORE", str(tmp_path / "epochlab.db"))
+
+
 @pytest.fixture(scope="session")
 def slide1():
     """1000 make_classification rows split 80/20: 800 training rows, as slide 1."""

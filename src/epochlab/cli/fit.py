@@ -43,11 +43,15 @@ from epochlab.train.loop import evaluate, fit
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the initial weights, the split and the shuffling.")
 @click.option("--out", "out", default=None, help="Output folder [default: runs/fit-<time>].")
+@click.option("--store", "store_path", default=None, metavar="PATH",
+              help="Record the run in this store [default: $EPOCHLAB_STORE or ./epochlab.db].")
+@click.option("--study", default="fit", show_default=True, help="Study the run is stored under.")
+@click.option("--no-store", is_flag=True, help="Do not record the run in a store.")
 @click.option("--verbose", type=click.IntRange(0, 2), default=1, show_default=True,
               help="0 silent, 1 progress bar, 2 a line per epoch.")
 def fit_command(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
                 validation_split_mode, optimizer, lr, schedule_text, early_stopping_text,
-                drop_last, seed, out, verbose) -> None:
+                drop_last, seed, out, store_path, study, no_store, verbose) -> None:
     """Train one model and print the accounting, a per-epoch table and test metrics.
 
     Writes history.json, loss.png (training and validation loss per epoch),
@@ -99,6 +103,19 @@ def fit_command(data_name, model_name, batch_norm, epochs, batch_size, validatio
     torch.save(model.state_dict(), folder / "model.pt")
     written += [folder / "lr.png", folder / "model.pt"]
     console.print("wrote " + ", ".join(str(p) for p in written))
+    if not no_store:
+        _record(store_path, study, history, folder)
+
+
+def _record(store_path: str | None, study: str, history: History, folder) -> None:
+    """Store the run; the key carries the output folder, so each invocation is its own run."""
+    from epochlab.store import SQLiteStore, default_store_path, record_history, run_key
+
+    path = store_path or default_store_path()
+    settings = {k: v for k, v in history.params.items()}
+    with SQLiteStore(path) as store:
+        run_id = record_history(store, study, f"{run_key(settings)}@{folder}", settings, history)
+    console.print(f"stored as run {run_id} in {path} (study {study!r}; see `epochlab runs`)")
 
 
 def _parse_schedule(text: str | None, lr: float) -> schedules.Schedule | None:

@@ -14,7 +14,10 @@ from rich.table import Table
 from epochlab.data.base import DataBundle
 from epochlab.train.history import History
 
-console = Console(highlight=False)
+# Piped or captured output (CI logs, files) gets 120 columns rather than
+# rich's 80, so the result tables are not squeezed into ellipses.
+_probe = Console()
+console = Console(highlight=False, width=None if _probe.is_terminal else max(_probe.width, 120))
 
 
 def load_data(name: str) -> DataBundle:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import matplotlib
 
@@ -11,15 +10,8 @@ matplotlib.use("Agg")  # files, never windows: works headless and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from epochlab.report.heatmap import save_figure  # noqa: E402
 from epochlab.train.history import History  # noqa: E402
-
-
-def _save(fig: Figure, path: str | os.PathLike | None) -> Figure:
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-    return fig
 
 
 def plot_curves(
@@ -57,7 +49,7 @@ def plot_curves(
                  f"{history.total_updates} updates)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lr(history: History, path: str | os.PathLike | None = None) -> Figure:
@@ -80,4 +72,4 @@ def plot_lr(history: History, path: str | os.PathLike | None = None) -> Figure:
     ax.set_ylabel("learning rate")
     ax.set_title("learning rate per iteration")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from epochlab._atomic import atomic_write
 
 ITERATION_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "batch_size")
 STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted", "error")
@@ -103,24 +104,13 @@ class History:
         """Write JSON atomically (temporary file, fsync, rename).
 
         Example:
+            >>> import tempfile
             >>> h = History(n_train=640)
             >>> p = h.save(tempfile.mkdtemp() + "/history.json")
             >>> History.load(p).n_train
             640
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda f: json.dump(self.to_dict(), f), binary=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> History:

@@ -39,14 +39,28 @@ def test_schedules_of_steps_alone_share(schedule):
     assert len(plan.tasks) == 1 and plan.tasks[0].read_outs == (1, 3)
 
 
-def test_only_epochs_may_differ_within_a_task():
+def test_only_epochs_may_differ_within_a_task_when_not_fused():
     spec = SweepSpec(epochs=[2, 4], lr=[1e-3, 1e-2], seed=[0, 1], batch_norm=["on", "off"])
-    plan = make_plan(spec.configs())
+    plan = make_plan(spec.configs(), fuse=False)
     assert len(plan.tasks) == 8
     for t in plan.tasks:
         runs = t.runs()
         assert {r.epochs for r in runs} == {2, 4}
         assert len({r.with_epochs(1) for r in runs}) == 1
+
+
+def test_fused_tasks_hold_prefix_groups_that_differ_only_in_lr_seed_wd_schedule():
+    spec = SweepSpec(epochs=[2, 4], lr=[1e-3, 1e-2], seed=[0, 1], batch_norm=["on", "off"],
+                     batch_size=[16, 32])
+    plan = make_plan(spec.configs())
+    fused = [t for t in plan.tasks if t.fused]
+    assert len(plan.tasks) == 8 + 2 and len(fused) == 2
+    for t in fused:
+        assert len(t.members) == 4 and t.read_outs == (2, 4)
+        assert len({(m.batch_size, m.batch_norm) for m in t.members}) == 1
+        assert {(m.lr, m.seed) for m in t.members} == {(a, b) for a in (1e-3, 1e-2) for b in (0, 1)}
+    assert plan.n_trained == 16 and plan.n_configs == 32
+    assert sorted(len(t.runs()) for t in plan.tasks) == [2] * 8 + [8, 8]
 
 
 def test_sharing_can_be_turned_off_and_entries_keep_grid_order():

@@ -53,6 +53,31 @@ Status = Literal["completed", "diverged", "stopped"]
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes for one chunk's tensors
 
 
+class EpochEnd(dict):
+    """What ``on_epoch_end`` receives: metric name -> float64 array over all K members.
+
+    A plain dict of the metrics, plus :attr:`active` (the members training
+    in this chunk now, whose entries are not NaN) and :meth:`weights`, the
+    current weights of one active member (for test read-outs and for early
+    stopping that restores the best weights).
+    """
+
+    def __init__(self, metrics: dict[str, np.ndarray], chunk: _Chunk) -> None:
+        super().__init__(metrics)
+        self._chunk = chunk
+        self.active: np.ndarray = chunk.members.copy()
+
+    def weights(self, member: int) -> dict[str, Tensor]:
+        """A state_dict (a copy) of active ``member`` (its index in ``models``) as it is now."""
+        rows = np.flatnonzero(self._chunk.members == member)
+        if not len(rows):
+            raise ValueError(
+                f"The value of `member` is {member}, but must be one of the active members "
+                f"{self.active.tolist()}."
+            )
+        return self._chunk.layout.unstack(self._chunk.flat[int(rows[0])])
+
+
 @dataclass
 class FusedResult:
     """What one member's training produced, as if it had been trained alone.
@@ -291,9 +316,10 @@ def train_fused(
         task: ``"binary"``, ``"multiclass"``, ``"regression"``; inferred
             from ``y`` and the output width when ``None``.
         on_epoch_end: ``hook(epoch, metrics)`` after each epoch's validation.
-            ``metrics`` maps each metric name to a float64 array over all K
-            members (NaN for members not training in this chunk or no
-            longer training). Return ``None`` or a boolean array of length K:
+            ``metrics`` (an :class:`EpochEnd`) maps each metric name to a
+            float64 array over all K members (NaN for members not training in
+            this chunk or no longer training); ``metrics.weights(i)`` gives an
+            active member's current weights. Return ``None`` or a boolean array of length K:
             True stops that member now (status ``"stopped"``). With several
             chunks the hook is called for every epoch of every chunk, chunk
             after chunk, so keep its state per member.
@@ -686,7 +712,7 @@ class _Chunk:
             arr = np.full(self.k_total, np.nan)
             arr[self.members] = values[name]
             full[name] = arr
-        stop = self.hook(epoch, full)
+        stop = self.hook(epoch, EpochEnd(full, self))
         if stop is None:
             return
         stop = np.asarray(stop)

@@ -10,24 +10,35 @@ This module owns the grouping, and says why it grouped as it did:
   requested count: the metrics of epochs 1..e, the test metrics of the model
   as it was at the end of epoch e, and the accounting of e epochs. This is
   exact (bit for bit on the CPU), not an approximation.
-- A :class:`Task` is ``(members, epochs, read_outs)``. Today every task has
-  one member; the shape is ready for fused training, where members that
-  differ in learning rate, seed or weight decay train together as one
-  vectorized model.
+- **Fusion.** Trainings that share the model, its architecture, the data,
+  the batch size, the optimizer, the validation split, early stopping and
+  the epochs (and read-outs) train together as one vectorized model
+  (:mod:`epochlab.sweep.fused`) when the model is fusable
+  (:func:`epochlab.sweep.fused_ops.is_fusable`): members may differ in
+  learning rate, seed (split and shuffle), weight decay and schedule. A
+  :class:`Task` is ``(members, epochs, read_outs)``: every member is trained
+  to ``epochs`` and read out at every count of ``read_outs``, so fusion and
+  epoch-prefix sharing combine. Models that cannot be fused (batch norm,
+  dropout, CNN, LSTM) and optimizers without a fused update (rmsprop) train
+  one by one, and the plan says why.
 
 :class:`Plan` keeps one :class:`PlanEntry` per configuration: which task
-produces it, whether it is read off a longer training, and why not when not
-(e.g. "cosine depends on the run length").
+produces it, whether it is read off a longer training and why not when not
+(e.g. "cosine depends on the run length"), and why it is not fused when not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from epochlab import schedules
 from epochlab.sweep.spec import Config
 
-__all__ = ["Plan", "PlanEntry", "Task", "make_plan"]
+__all__ = ["FUSED_OPTIMIZERS", "Plan", "PlanEntry", "Task", "fusion_reason", "make_plan"]
+
+FUSED_OPTIMIZERS = ("adam", "adamw", "sgd")
+"""Optimizers the fused engine implements (as ``torch.optim`` does, per member)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,11 @@ class Task:
         """True when some result is read off a longer training."""
         return len(self.read_outs) > 1
 
+    @property
+    def fused(self) -> bool:
+        """True when several members train together as one vectorized model."""
+        return len(self.members) > 1
+
 
 @dataclass(frozen=True)
 class PlanEntry:
@@ -88,12 +104,16 @@ class PlanEntry:
         task: label of the task that produces it.
         shared: True when its result is read off a longer training of the same task.
         reason: why it is (or is not) shared, in words.
+        fused: True when its task trains several members together.
+        fuse_reason: why it is not fused ("" when it is).
     """
 
     config: Config
     task: str
     shared: bool
     reason: str
+    fused: bool = False
+    fuse_reason: str = ""
 
 
 @dataclass
@@ -124,11 +144,14 @@ class Plan:
         raise KeyError(f"Configuration {config.key} is not in this plan.")
 
     def describe(self) -> str:
-        """A few lines for people: counts, then one line per task."""
+        """A few lines for people: counts, then one line per task, then why not fused/shared."""
         separate = sum(e.config.epochs for e in self.entries)
+        n_fused = sum(len(t.members) for t in self.tasks if t.fused)
         lines = [
             f"{self.n_configs} configurations -> {self.n_trained} training runs "
-            f"({self.trained_epochs} epochs trained instead of {separate})"
+            f"({self.trained_epochs} epochs trained instead of {separate}); "
+            f"{n_fused} run(s) fused into {sum(t.fused for t in self.tasks)} task(s), "
+            f"{len(self.tasks)} task(s) in all"
         ]
         by_label = {t.label: t for t in self.tasks}
         reasons = sorted({e.reason for e in self.entries
@@ -137,11 +160,48 @@ class Plan:
             m = t.members[0]
             outs = ",".join(str(e) for e in sorted(t.read_outs))
             what = f"read out at epochs {outs}" if t.shared else "not shared"
-            lines.append(f"  {t.label}: train {t.epochs} epochs, batch {m.batch_size}, "
-                         f"lr {m.lr:g}, seed {m.seed} -> {what}")
+            if t.fused:
+                lrs = ",".join(sorted({f"{c.lr:g}" for c in t.members}, key=float))
+                seeds = ",".join(str(s) for s in sorted({c.seed for c in t.members}))
+                extra = _varied(t.members)
+                lines.append(f"  {t.label}: fused {len(t.members)} runs, train {t.epochs} epochs, "
+                             f"batch {m.batch_size}, lr {lrs}, seed {seeds}{extra} -> {what}")
+            else:
+                lines.append(f"  {t.label}: train {t.epochs} epochs, batch {m.batch_size}, "
+                             f"lr {m.lr:g}, seed {m.seed}{_setting(m)} -> {what}")
         for r in reasons:
             lines.append(f"  not shared: {r}")
+        not_fused: dict[str, list[str]] = {}
+        for e in self.entries:
+            if not e.fused and e.fuse_reason:
+                not_fused.setdefault(e.fuse_reason, []).append(e.task)
+        for r, labels in not_fused.items():
+            tasks = sorted(set(labels), key=lambda x: int(x[1:]))
+            lines.append(f"  not fused ({', '.join(tasks)}): {r}")
         return "\n".join(lines)
+
+
+def _setting(c: Config) -> str:
+    """The settings a task line shows besides batch, lr and seed, when not the defaults."""
+    out = ""
+    if c.batch_norm:
+        out += ", batch norm"
+    if c.weight_decay:
+        out += f", wd {c.weight_decay:g}"
+    if c.schedule:
+        out += f", {c.schedule}"
+    return out
+
+
+def _varied(members: tuple[Config, ...]) -> str:
+    wds = sorted({c.weight_decay for c in members})
+    scheds = sorted({c.schedule or "constant" for c in members})
+    out = ""
+    if wds != [0.0]:
+        out += ", wd " + ",".join(f"{w:g}" for w in wds)
+    if scheds != ["constant"]:
+        out += ", schedule " + " | ".join(scheds)
+    return out
 
 
 def _no_share_reason(config: Config) -> str | None:
@@ -155,17 +215,76 @@ def _no_share_reason(config: Config) -> str | None:
     return None
 
 
-def make_plan(configs: list[Config], *, share_prefixes: bool = True) -> Plan:
-    """Group ``configs`` into training tasks, sharing epoch prefixes where exact.
+def fusion_reason(config: Config) -> str | None:
+    """Why ``config`` cannot train fused, or None when it can.
 
-    Configurations equal in every setting but ``epochs`` form one task
-    trained to the largest count when sharing is exact (see the module
-    docstring); otherwise every configuration is its own task, with the
-    reason recorded.
+    Builds the configuration's model on its data (both cached per process)
+    and asks :func:`epochlab.sweep.fused_ops.is_fusable`.
+
+    Example:
+        >>> from epochlab.sweep.spec import SweepSpec
+        >>> c = SweepSpec(data_options={"n_samples": 100}, batch_norm=[True]).configs()[0]
+        >>> fusion_reason(c)[:34]
+        'model mlp (batch norm): layer 1 is'
+    """
+    if config.optimizer not in FUSED_OPTIMIZERS:
+        return (f"optimizer {config.optimizer} has no fused update "
+                f"(fused: {', '.join(FUSED_OPTIMIZERS)})")
+    return _model_reason(config.data, config.data_options, config.model, config.batch_norm)
+
+
+_MODEL_REASONS: dict[tuple, str | None] = {}
+
+
+def _model_reason(data: str, options: tuple, model: str, batch_norm: bool) -> str | None:
+    key = (data, options, model, batch_norm)
+    if key not in _MODEL_REASONS:
+        from epochlab.sweep.fused_ops import is_fusable
+        from epochlab.sweep.runner import build_model, load_data
+
+        probe = Config(data=data, model=model, epochs=1, batch_size=1, lr=1.0,
+                       batch_norm=batch_norm, seed=0, optimizer="adam", weight_decay=0.0,
+                       schedule=None, validation_split=0.0, early_stopping=None,
+                       data_options=options)
+        try:
+            check = is_fusable(build_model(probe, load_data(probe)))
+        except (ValueError, TypeError) as e:  # the sweep's preflight reports bad names
+            check = None
+            reason: str | None = f"the model cannot be built ({e})"
+        else:
+            reason = None if check else check.reason
+        name = model + (" (batch norm)" if batch_norm else "")
+        _MODEL_REASONS[key] = None if reason is None else f"model {name}: {reason}"
+    return _MODEL_REASONS[key]
+
+
+def _fusion_key(c: Config) -> Config:
+    """What members of one fused task share: everything but lr, seed, weight decay, schedule."""
+    return replace(c, lr=1.0, seed=0, weight_decay=0.0, schedule=None)
+
+
+def make_plan(
+    configs: list[Config],
+    *,
+    share_prefixes: bool = True,
+    fuse: bool = True,
+    fusable: Callable[[Config], str | None] | None = None,
+) -> Plan:
+    """Group ``configs`` into training tasks: epoch prefixes shared, fusable runs fused.
+
+    First, configurations equal in every setting but ``epochs`` become one
+    training to the largest count when sharing is exact (see the module
+    docstring); otherwise every configuration is its own training, with the
+    reason recorded. Then, with ``fuse``, trainings that differ only in
+    learning rate, seed, weight decay or schedule (same epochs and read-outs)
+    become one fused task when ``fusable`` says their model can be fused.
 
     Args:
         configs: the configurations to produce (e.g. the unfinished ones of a study).
         share_prefixes: False trains every configuration separately (for comparisons).
+        fuse: False trains every training one by one (for comparisons).
+        fusable: ``config -> reason it cannot be fused, or None``; default
+            :func:`fusion_reason`.
 
     Example:
         >>> from epochlab.sweep.spec import SweepSpec
@@ -175,11 +294,16 @@ def make_plan(configs: list[Config], *, share_prefixes: bool = True) -> Plan:
         >>> cos = SweepSpec(epochs=[5, 10], schedule="cosine").configs()
         >>> make_plan(cos).entries[0].reason
         'cosine depends on the run length'
+        >>> lrs = SweepSpec(epochs=[5, 10], lr=[1e-2, 1e-3], seed=[0, 1]).configs()
+        >>> plan = make_plan(lrs, fusable=lambda c: None)
+        >>> len(plan.tasks), len(plan.tasks[0].members), plan.tasks[0].read_outs
+        (1, 4, (5, 10))
     """
     groups: dict[Config, list[Config]] = {}
     for c in configs:
         groups.setdefault(replace(c, epochs=1), []).append(c)
-    plan = Plan()
+    # units: (trained member, epochs, read_outs, [(config, shared, reason)])
+    units: list[tuple[Config, int, tuple[int, ...], list[tuple[Config, bool, str]]]] = []
     for members in groups.values():
         reason = _no_share_reason(members[0])
         if not share_prefixes:
@@ -187,19 +311,49 @@ def make_plan(configs: list[Config], *, share_prefixes: bool = True) -> Plan:
         counts = sorted({c.epochs for c in members})
         if reason is None:
             top = max(counts)
-            task = Task(f"t{len(plan.tasks) + 1}", (members[0].with_epochs(top),), top,
-                        tuple(counts))
-            plan.tasks.append(task)
+            rows = []
             for c in members:
                 shared = c.epochs < top
                 why = f"read off the {top}-epoch run" if shared else (
                     "trained; shorter runs read off it" if len(counts) > 1 else "")
-                plan.entries.append(PlanEntry(c, task.label, shared, why))
+                rows.append((c, shared, why))
+            units.append((members[0].with_epochs(top), top, tuple(counts), rows))
             continue
         for c in members:
-            task = Task(f"t{len(plan.tasks) + 1}", (c,), c.epochs, (c.epochs,))
-            plan.tasks.append(task)
-            plan.entries.append(PlanEntry(c, task.label, False, reason if len(counts) > 1 else ""))
+            units.append((c, c.epochs, (c.epochs,),
+                          [(c, False, reason if len(counts) > 1 else "")]))
+    check = fusion_reason if fusable is None else fusable
+    batches: dict[tuple, list[int]] = {}
+    why_not: dict[int, str] = {}
+    for i, (member, epochs, outs, _) in enumerate(units):
+        reason = "fusion turned off" if not fuse else check(member)
+        if reason is None:
+            batches.setdefault((_fusion_key(member), epochs, outs), []).append(i)
+        else:
+            why_not[i] = reason
+    plan = Plan()
+    by_first: dict[int, list[int]] = {}
+    for idx in batches.values():
+        if len(idx) == 1:
+            why_not[idx[0]] = ("no other run shares its model, batch size, optimizer, "
+                               "epochs and read-outs")
+        else:
+            by_first[idx[0]] = idx
+    for i in range(len(units)):
+        if i in why_not:
+            idx = [i]
+        elif i in by_first:
+            idx = by_first[i]
+        else:
+            continue  # fused into an earlier task
+        label = f"t{len(plan.tasks) + 1}"
+        _, epochs, outs, _ = units[i]
+        task = Task(label, tuple(units[j][0] for j in idx), epochs, outs)
+        plan.tasks.append(task)
+        for j in idx:
+            for c, shared, why in units[j][3]:
+                plan.entries.append(PlanEntry(c, label, shared, why, task.fused,
+                                              why_not.get(j, "")))
     order = {c: i for i, c in enumerate(configs)}
     plan.entries.sort(key=lambda e: order[e.config])
     return plan

@@ -222,34 +222,71 @@ def _outcome(config: Config, h: History, test: dict, trained_key: str | None) ->
 def execute_task(task: Task) -> TaskOutcome:
     """Train every member of ``task`` and read it out at every requested epoch count.
 
-    A run that raises becomes ``failed`` outcomes (with the message) for all of
-    that member's configurations; Ctrl-C inside training gives ``interrupted``
-    for what was not reached, and exact results for read-outs already passed.
+    A task of several members trains them together (fused, see
+    :mod:`epochlab.sweep.fused_runs`); one member trains with ``fit``. A run
+    that raises becomes ``failed`` outcomes (with the message) for all of
+    that member's configurations (for a fused task: all members'); Ctrl-C
+    inside training gives ``interrupted`` for what was not reached, and exact
+    results for read-outs already passed (a fused task: all ``interrupted``).
     """
     t0 = time.perf_counter()
+    if task.fused:
+        return _execute_fused(task, t0)
     outcomes: list[RunOutcome] = []
     interrupted = False
     for member in task.members:
-        trained = task.trained(member)
         try:
             h, test_end, tests = _train(member, task)
         except Exception as e:
-            msg = f"{type(e).__name__}: {e}"
-            tb = traceback.format_exc(limit=-3)
-            outcomes += [RunOutcome(c.key, "failed", {"error": msg, "traceback": tb})
-                         for c in _member_runs(task, member)]
+            outcomes += _failed(task, member, e)
             continue
-        outcomes.append(_outcome(trained, h, test_end, None))
+        outcomes += _member_outcomes(task, member, h, test_end, tests)
         interrupted |= h.stop_reason == "interrupted"
-        for e in sorted(task.read_outs, reverse=True)[1:]:
-            c = member.with_epochs(e)
-            if len(h.epochs) >= e:
-                outcomes.append(_outcome(c, _read_off(h, e), tests.get(e, {}), trained.key))
-            elif h.stop_reason == "diverged":  # a separate e-epoch run diverges at the same step
-                outcomes.append(_outcome(c, _relabel(h, e), test_end, trained.key))
-            else:  # interrupted before epoch e: nothing known about it
-                outcomes.append(RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"}))
     return TaskOutcome(task.label, outcomes, time.perf_counter() - t0, interrupted)
+
+
+def _failed(task: Task, member: Config, e: Exception) -> list[RunOutcome]:
+    msg = f"{type(e).__name__}: {e}"
+    tb = traceback.format_exc(limit=-3)
+    return [RunOutcome(c.key, "failed", {"error": msg, "traceback": tb})
+            for c in _member_runs(task, member)]
+
+
+def _execute_fused(task: Task, t0: float) -> TaskOutcome:
+    from epochlab.sweep.fused_runs import train_task_fused
+
+    try:
+        trained = train_task_fused(task)
+    except KeyboardInterrupt:
+        outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})
+                    for m in task.members for c in _member_runs(task, m)]
+        return TaskOutcome(task.label, outcomes, time.perf_counter() - t0, True)
+    except Exception as e:
+        outcomes = [o for m in task.members for o in _failed(task, m, e)]
+        return TaskOutcome(task.label, outcomes, time.perf_counter() - t0)
+    outcomes = []
+    fused = {"task": task.label, "members": len(task.members)}
+    for member, h, test_end, tests in trained:
+        for o in _member_outcomes(task, member, h, test_end, tests):
+            o.summary["fused"] = fused
+            outcomes.append(o)
+    return TaskOutcome(task.label, outcomes, time.perf_counter() - t0)
+
+
+def _member_outcomes(task: Task, member: Config, h: History, test_end: dict,
+                     tests: dict[int, dict]) -> list[RunOutcome]:
+    """The trained run of ``member``, then every shorter read-out, as outcomes."""
+    trained = task.trained(member)
+    outcomes = [_outcome(trained, h, test_end, None)]
+    for e in sorted(task.read_outs, reverse=True)[1:]:
+        c = member.with_epochs(e)
+        if len(h.epochs) >= e:
+            outcomes.append(_outcome(c, _read_off(h, e), tests.get(e, {}), trained.key))
+        elif h.stop_reason == "diverged":  # a separate e-epoch run diverges at the same step
+            outcomes.append(_outcome(c, _relabel(h, e), test_end, trained.key))
+        else:  # interrupted before epoch e: nothing known about it
+            outcomes.append(RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"}))
+    return outcomes
 
 
 def _member_runs(task: Task, member: Config) -> list[Config]:
@@ -264,7 +301,7 @@ class SweepResult:
     Attributes:
         study, study_id: the study the runs belong to.
         spec: the sweep's spec.
-        plan: the plan of the whole grid (what is shared with what).
+        plan: the plan of the whole grid (what is shared and fused with what).
         executed: the plan of what was trained in this call (only unfinished runs).
         runs: the grid's runs as stored after the sweep, in grid order.
         skipped: runs already done before this call.
@@ -336,6 +373,7 @@ def sweep(
     workers: int = 0,
     progress: bool = True,
     share_prefixes: bool = True,
+    fuse: bool = True,
     select: str = "final",
     console: Console | None = None,
 ) -> SweepResult:
@@ -347,6 +385,8 @@ def sweep(
         workers: 0 trains in this process; N uses N spawned worker processes.
         progress: show a progress bar (runs done / total, ETA).
         share_prefixes: read shorter epoch counts off one longer training where exact.
+        fuse: train runs that differ only in lr, seed, weight decay or schedule together
+            (fused) where the model allows; False trains them one by one.
         select: ``"final"`` or ``"best"``: how :func:`best_run` ranks (see there).
         console: the rich Console for the progress bar.
 
@@ -375,7 +415,7 @@ def sweep(
     ids = {c.key: store.add_run(sid, c.key, c.settings) for c in configs}
     status = {r.key: r.status for r in store.runs(name)}
     todo = [c for c in configs if status[c.key] not in DONE]
-    executed = make_plan(todo, share_prefixes=share_prefixes)
+    executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse)
     with make_executor(workers) as executor, _progress(progress, console) as bar:
         job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
 
@@ -391,7 +431,7 @@ def sweep(
     by_key = {r.key: r for r in store.runs(name)}
     runs = [by_key[c.key] for c in configs]
     return SweepResult(
-        study=name, study_id=sid, spec=spec, plan=make_plan(configs, share_prefixes=share_prefixes),
+        study=name, study_id=sid, spec=spec, plan=make_plan(configs, share_prefixes=share_prefixes, fuse=fuse),
         executed=executed, runs=runs, skipped=len(configs) - len(todo),
         seconds=time.perf_counter() - t0,
         best=best_run(store, runs, spec.metric, spec.mode, select),

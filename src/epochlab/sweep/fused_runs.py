@@ -1,0 +1,197 @@
+"""A fused task of a sweep: its members trained together, each recorded as ``fit`` would.
+
+:func:`train_task_fused` is what :func:`epochlab.sweep.runner.execute_task`
+runs for a task with several members. It builds every member's model (seeded
+with its seed, as one-by-one training does), trains them all at once with
+:func:`epochlab.sweep.fused.train_fused` and turns each member's result into
+the :class:`~epochlab.train.history.History` that
+``epochlab.fit(model, data.train, ...)`` returns for that configuration
+alone: the same loss name, split description, params, accounting, stop
+reason and message, early-stopping record and (with ``restore=true``) the
+best epoch's weights. Test metrics are those of
+:func:`epochlab.evaluate` on the member's weights, at every read-out epoch
+and at the end.
+
+Early stopping is the real :class:`~epochlab.callbacks.EarlyStopping`, one
+per member, driven through a small stand-in for the trainer
+(:class:`_MemberTrainer`), so patience, ``min_delta``, baselines and the
+restore follow exactly the code ``fit`` runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from epochlab import schedules
+from epochlab.sweep.fused import EpochEnd, FusedResult, train_fused
+from epochlab.sweep.plan import Task
+from epochlab.sweep.runner import _test_metrics, build_model, load_data
+from epochlab.sweep.spec import Config
+from epochlab.train.accounting import iterations_per_epoch
+from epochlab.train.history import History
+
+__all__ = ["train_task_fused"]
+
+
+class _WeightsProxy:
+    """The ``trainer.model`` early stopping sees: current weights in, restored weights out."""
+
+    def __init__(self) -> None:
+        self.current: Any = None  # a callable giving the member's weights now
+        self.restored: dict[str, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.current()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.restored = {k: v.clone() for k, v in state.items()}
+
+
+class _MemberTrainer:
+    """What :class:`EarlyStopping` uses of a Trainer, for one member of a fused task."""
+
+    def __init__(self) -> None:
+        self.model = _WeightsProxy()
+        self.history = History()
+        self.stop_training = False
+        self.stop_reason: str | None = None
+
+    def stop(self, reason: str, message: str = "") -> None:
+        self.stop_training, self.stop_reason = True, reason
+        if message:
+            self.history.stop_message = message
+
+
+def _lr(member: Config, total_steps: int) -> Any:
+    """The member's learning rate: a float, or its schedule as ``fit`` binds it."""
+    if member.schedule is None:
+        return member.lr
+    sched = schedules.parse(member.schedule).with_initial(float(member.lr))
+    return sched.with_total_steps(total_steps)
+
+
+def _params(member: Config, epochs: int) -> dict[str, Any]:
+    """``history.params`` as ``fit`` records them for this configuration."""
+    sched = None
+    if member.schedule is not None:
+        sched = schedules.parse(member.schedule).with_initial(float(member.lr)).to_config()
+    return dict(
+        epochs=epochs, batch_size=member.batch_size, validation_split=member.validation_split,
+        validation_split_mode="random", shuffle=True, drop_last=False,
+        optimizer=member.optimizer, lr=float(member.lr), weight_decay=member.weight_decay,
+        momentum=0.0, seed=member.seed, schedule=sched,
+    )
+
+
+def _divergence_message(info: dict[str, Any]) -> str:
+    """The message ``fit``'s trainer writes when a member diverges (same words)."""
+    import math
+
+    what = "loss" if not math.isfinite(info["loss"]) else "gradient norm"
+    value = info["loss"] if what == "loss" else info["grad_norm"]
+    return (f"Diverged: the {what} became {value} at epoch {info['epoch'] + 1}, iteration "
+            f"{info['iteration']} (update {info['step'] + 1}) with learning rate "
+            f"{info['lr']:.4g}. The model keeps the weights of the last finite step; "
+            "try a lower learning rate.")
+
+
+def train_task_fused(
+    task: Task,
+) -> list[tuple[Config, History, dict[str, float], dict[int, dict[str, float]]]]:
+    """Train every member of ``task`` at once; per member ``(member, history, test, read_outs)``.
+
+    ``test`` holds the test metrics of the weights the member ends with,
+    ``read_outs`` those at each shorter read-out epoch, as
+    :class:`epochlab.sweep.runner.ReadOut` gives them one by one.
+
+    Example:
+        >>> from epochlab.sweep.spec import SweepSpec
+        >>> from epochlab.sweep.plan import make_plan
+        >>> spec = SweepSpec(data_options={"n_samples": 100}, epochs=[1, 2], lr=[1e-2, 1e-3])
+        >>> task = make_plan(spec.configs()).tasks[0]
+        >>> out = train_task_fused(task)
+        >>> len(out), out[0][1].total_updates, sorted(out[0][3])
+        (2, 4, [1])
+    """
+    from epochlab.callbacks.early_stopping import parse as parse_es
+    from epochlab.train.loop import prepare_data
+
+    members = task.members
+    data = load_data(members[0])
+    models = [build_model(m, data) for m in members]
+    prepared = []
+    for m, model in zip(members, models, strict=True):
+        prep, spec = prepare_data(model, data.train, validation_split=m.validation_split,
+                                  validation_data=None, validation_split_mode="random",
+                                  loss=None, seed=m.seed)
+        prepared.append((prep, spec))
+    n_train = prepared[0][0].n_train
+    ipe = iterations_per_epoch(n_train, members[0].batch_size, False)
+    stoppers = [parse_es(m.early_stopping) if m.early_stopping else None for m in members]
+    trainers = [_MemberTrainer() for _ in members]
+    read_at = {e for e in task.read_outs if e < task.epochs}
+    tests: list[dict[int, dict[str, float]]] = [{} for _ in members]
+    template = build_model(members[0], data)
+
+    def evaluate_weights(state: dict[str, torch.Tensor]) -> dict[str, float]:
+        template.load_state_dict(state)
+        return _test_metrics(template, data)
+
+    def hook(epoch: int, metrics: EpochEnd) -> np.ndarray | None:
+        stop = np.zeros(len(members), dtype=bool)
+        for i in metrics.active:
+            if epoch + 1 in read_at:
+                tests[i][epoch + 1] = evaluate_weights(metrics.weights(int(i)))
+            es = stoppers[i]
+            if es is None:
+                continue
+            if epoch == 0:
+                es.on_train_begin(trainers[i], {})
+            trainers[i].model.current = lambda i=int(i): metrics.weights(i)
+            logs = {"epoch": epoch, **{name: float(v[i]) for name, v in metrics.items()}}
+            es.on_epoch_end(trainers[i], logs)
+            stop[i] = trainers[i].stop_training
+        return stop if stop.any() else None
+
+    results = train_fused(
+        models, data.x_train, data.y_train, epochs=task.epochs,
+        batch_size=members[0].batch_size,
+        lrs=[_lr(m, task.epochs * ipe) for m in members], seeds=[m.seed for m in members],
+        optimizer=members[0].optimizer,  # type: ignore[arg-type]
+        weight_decay=[m.weight_decay for m in members],
+        validation_split=members[0].validation_split, on_epoch_end=hook,
+    )
+    out = []
+    for i, (m, res) in enumerate(zip(members, results, strict=True)):
+        h = _history(m, task, res, *prepared[i])
+        trainer = trainers[i]
+        if res.status == "stopped":
+            h.stop_message = trainer.history.stop_message
+        h.extra.update(trainer.history.extra)
+        final = res.state_dict
+        if stoppers[i] is not None:
+            trainer.history = h
+            stoppers[i].on_train_end(trainer, {"stop_reason": h.stop_reason})
+            final = trainer.model.restored or final
+        out.append((m, h, evaluate_weights(final), tests[i]))
+    return out
+
+
+def _history(member: Config, task: Task, res: FusedResult, prep: Any, spec: Any) -> History:
+    """``res`` as the History ``fit`` returns for ``member`` trained alone to ``task.epochs``."""
+    if res.n_train != prep.n_train or res.n_val != prep.n_val:
+        raise RuntimeError(
+            f"Fused split of {res.n_train}/{res.n_val} rows differs from fit's "
+            f"{prep.n_train}/{prep.n_val} for seed {member.seed}; train with fuse=False."
+        )
+    h = res.to_history(member.batch_size)
+    h.epochs_planned = task.epochs
+    h.loss_name, h.task, h.loss_reason = spec.name, spec.task, spec.reason
+    h.validation_split = prep.split
+    h.params = _params(member, task.epochs)
+    if res.status == "diverged":
+        h.stop_message = _divergence_message(res.info["divergence"])
+    return h

@@ -160,3 +160,20 @@ def test_interrupted_fused_sweep_resumes_without_redoing_finished_tasks(monkeypa
     for r in again.runs:
         if r.id in done_ids:
             assert r.summary == done_ids[r.id]
+
+
+def test_cli_prints_what_is_fused_and_no_fuse_trains_one_by_one(tmp_path):
+    from click.testing import CliRunner
+
+    from epochlab.cli import main
+
+    args = ["sweep", "--data", "synthetic", "--epochs", "1", "--lr", "1e-2,1e-3",
+            "--batch-norm", "off,on", "--no-progress"]
+    runner = CliRunner()
+    res = runner.invoke(main, [*args, "--store", str(tmp_path / "a.db")])
+    assert res.exit_code == 0, res.output
+    assert "fused 2 runs" in res.output and "not fused (" in res.output
+    assert "BatchNorm1d" in res.output and "4 completed" in res.output
+    off = runner.invoke(main, [*args, "--no-fuse", "--store", str(tmp_path / "b.db")])
+    assert off.exit_code == 0, off.output
+    assert "fused 2 runs" not in off.output and "fusion turned off" in off.output

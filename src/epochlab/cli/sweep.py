@@ -1,6 +1,7 @@
 """``epochlab sweep``: train a grid of settings, sharing epoch prefixes, and name the best.
 
-Prints the plan (configurations, training runs, what is read off what),
+Prints the plan (configurations, training runs, what is read off what, which
+runs train fused together and why the others do not),
 progress for the whole sweep, a results table and the best parameters. Runs
 go to the store (``--store``, default ``$EPOCHLAB_STORE`` or
 ``./epochlab.db``) under the study ``--study``; the same command run again
@@ -65,16 +66,22 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
               help="0: train in this process; N: N worker processes.")
 @click.option("--no-share-prefixes", "no_share", is_flag=True,
               help="Train every epoch count separately (for comparisons).")
+@click.option("--fuse/--no-fuse", "fuse", default=True, show_default=True,
+              help="Train runs that differ only in lr, seed, weight decay or schedule together "
+                   "as one vectorized model (MLPs without batch norm or dropout).")
 @click.option("--no-progress", "no_progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size, lr, batch_norm,
                   seed, optimizer, weight_decay, schedule, early_stopping, validation_split,
-                  metric, mode, select, name, store_path, workers, no_share, no_progress) -> None:
+                  metric, mode, select, name, store_path, workers, no_share, fuse,
+                  no_progress) -> None:
     """Train every combination of the given settings and report the best.
 
     Configurations that differ only in --epochs train once, to the largest
     count, and are read out at the others (exact; not with cosine/one-cycle
-    schedules or early stopping).
+    schedules or early stopping). Runs that differ only in learning rate,
+    seed, weight decay or schedule train together, fused, where the model
+    allows (--no-fuse trains them one by one); the plan says which.
 
     Example: epochlab sweep --data digits --model cnn_small --epochs 5,10,15
     --batch-size 32,64,128
@@ -98,10 +105,14 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
     console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in {store.path}")
     from epochlab.sweep.plan import make_plan
 
-    console.print(make_plan(spec.configs(), share_prefixes=not no_share).describe())
+    try:
+        plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    console.print(plan.describe(), markup=False, highlight=False)
     try:
         result = sweep(spec, store, workers=workers, progress=not no_progress,
-                       share_prefixes=not no_share, select=select, console=console)
+                       share_prefixes=not no_share, fuse=fuse, select=select, console=console)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     except KeyboardInterrupt:

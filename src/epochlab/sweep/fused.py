@@ -40,10 +40,13 @@ from epochlab.sweep.fused_ops import (
     FusedSGD,
     LayerSpec,
     backward,
+    correct_counts,
     forward,
+    forward_prepared,
     is_fusable,
     loss_and_grad,
     parse_sequential,
+    prepare_forward,
 )
 
 Schedule = Callable[[int, int], float]
@@ -558,6 +561,7 @@ class _Chunk:
 
     def _views(self) -> None:
         self.views = self.layout.views(self.flat)
+        self.fwd_views = prepare_forward(self.views)
         self.grad_views = self.layout.views(self.grad)
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -624,7 +628,7 @@ class _Chunk:
     # -- the loop --------------------------------------------------------------------
 
     def train(self, epochs: int) -> list[FusedResult]:
-        bs, specs = self.bs, self.layout.specs
+        bs, specs, task = self.bs, self.layout.specs, self.task
         for epoch in range(epochs):
             t0 = time.perf_counter()
             if self.shuffle:
@@ -634,53 +638,58 @@ class _Chunk:
                 rows_idx = self.train_idx
             # One gather builds every member's batches for the whole epoch.
             xe, ye = self.x[rows_idx], self.y[rows_idx]
-            # Per-step losses and correct counts; summed at the epoch's end (fewer calls a step).
+            omy = 1.0 - ye if task == "binary" else None
+            # Per-step losses and logits; accuracy and sums at the epoch's end (fewer calls a step).
             ep_loss: list[Tensor] = []
-            ep_correct: list[Tensor] = []
+            ep_z: list[Tensor] = []
             ep_sizes: list[int] = []
             seen = 0
+            xs, ys = xe.split(bs, dim=1), ye.split(bs, dim=1)
+            omys = omy.split(bs, dim=1) if omy is not None else [None] * len(xs)
             for b in range(self.ipe):
-                xb, yb = xe[:, b * bs : (b + 1) * bs], ye[:, b * bs : (b + 1) * bs]
+                xb, yb = xs[b], ys[b]
                 nb = xb.shape[1]
                 lr = self._lr(epoch)
-                z, cache = forward(self.views, specs, xb)
-                loss, dz, corr = loss_and_grad(self.task, z, yb)
+                z, cache = forward_prepared(self.fwd_views, specs, xb)
+                loss, dz, _ = loss_and_grad(task, z, yb, need_correct=False, one_minus_y=omys[b])
                 backward(self.views, self.grad_views, specs, cache, dz)
                 gnorm = torch.linalg.vector_norm(self.grad, dim=1)
-                # Losses and norms are >= 0: the sum is finite iff both are (one check a step).
-                if not bool(torch.isfinite(loss + gnorm).all()):
-                    finite = torch.isfinite(loss) & torch.isfinite(gnorm)
-                    # As fit: no update from a non-finite loss or gradient; the member
-                    # keeps the weights of its last finite step and leaves the stack.
-                    ok = finite.numpy()
-                    keep, bad = np.flatnonzero(ok), np.flatnonzero(~ok)
-                    for row in bad:
-                        self.info[self.local[row]]["divergence"] = {
-                            "epoch": epoch, "iteration": b + 1, "step": self.updates,
-                            "lr": float(lr[row]), "loss": float(loss[row]),
-                            "grad_norm": float(gnorm[row]),
-                        }
-                    self._finish(bad, "diverged", seen)
-                    if len(keep) == 0:
-                        return self.finished
-                    k_t = torch.as_tensor(keep)
-                    ep_loss = [t[k_t] for t in ep_loss]
-                    ep_correct = [t[k_t] for t in ep_correct]
-                    loss, gnorm = loss[k_t], gnorm[k_t]
-                    corr = corr[k_t] if corr is not None else None
-                    xe, ye, lr = xe[k_t], ye[k_t], lr[keep]
+                # Losses and norms are >= 0: their dot product is finite when both are (one
+                # check a step); a non-finite product is then checked member by member.
+                if not math.isfinite(torch.dot(loss, gnorm).item()):
+                    ok = (torch.isfinite(loss) & torch.isfinite(gnorm)).numpy()
+                    if not ok.all():
+                        # As fit: no update from a non-finite loss or gradient; the member
+                        # keeps the weights of its last finite step and leaves the stack.
+                        keep, bad = np.flatnonzero(ok), np.flatnonzero(~ok)
+                        for row in bad:
+                            self.info[self.local[row]]["divergence"] = {
+                                "epoch": epoch, "iteration": b + 1, "step": self.updates,
+                                "lr": float(lr[row]), "loss": float(loss[row]),
+                                "grad_norm": float(gnorm[row]),
+                            }
+                        self._finish(bad, "diverged", seen)
+                        if len(keep) == 0:
+                            return self.finished
+                        k_t = torch.as_tensor(keep)
+                        ep_loss = [t[k_t] for t in ep_loss]
+                        ep_z = [t[k_t] for t in ep_z]
+                        loss, gnorm, z = loss[k_t], gnorm[k_t], z[k_t]
+                        ye, lr = ye[k_t], lr[keep]
+                        xs = [t[k_t] for t in xs]
+                        ys = [t[k_t] for t in ys]
+                        omys = [t[k_t] if t is not None else None for t in omys]
                 self.opt.step(self.grad, lr)
                 self.updates += 1
                 seen += nb
                 ep_loss.append(loss)
                 ep_sizes.append(nb)
-                if corr is not None:
-                    ep_correct.append(corr)
+                ep_z.append(z)
                 self._seg.append((lr, loss, gnorm, nb))
             # As fit: sum of (batch mean loss x batch rows) in float64, over rows seen.
             sizes = torch.tensor(ep_sizes, dtype=torch.float64)
             loss_sum = torch.stack(ep_loss, dim=1).to(torch.float64) @ sizes
-            correct = torch.stack(ep_correct, dim=1).sum(dim=1) if ep_correct else None
+            correct = correct_counts(task, torch.cat(ep_z, dim=1), ye[:, :seen])
             self._end_epoch(epoch, loss_sum, correct, seen, time.perf_counter() - t0)
             if len(self.members) == 0:
                 return self.finished

@@ -179,10 +179,25 @@ def forward(
     Returns the logits and the cache the backward needs: the input of every
     layer (after the previous activation).
     """
+    return forward_prepared(prepare_forward(views), specs, x)
+
+
+def prepare_forward(
+    views: list[tuple[Tensor, Tensor | None]],
+) -> list[tuple[Tensor, Tensor | None]]:
+    """``(W^T, b[:, None])`` per layer: views that stay valid while the buffer is updated in
+    place, made once so a training step does not rebuild them (fewer calls a step)."""
+    return [(w.transpose(1, 2), b.unsqueeze(1) if b is not None else None) for w, b in views]
+
+
+def forward_prepared(
+    prepared: list[tuple[Tensor, Tensor | None]], specs: list[LayerSpec], x: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """:func:`forward` with the views of :func:`prepare_forward`."""
     cache = [x]
     h = x
-    for (w, b), s in zip(views, specs, strict=True):
-        z = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None else h @ w.mT
+    for (wt, b), s in zip(prepared, specs, strict=True):
+        z = torch.baddbmm(b, h, wt) if b is not None else torch.bmm(h, wt)
         if s.activation == "relu":
             z = z.clamp_min_(0.0)
         elif s.activation == "tanh":
@@ -212,7 +227,8 @@ def backward(
         # the flat buffer is about 3x slower (it leaves the batched kernel).
         gw.copy_(torch.bmm(dz.transpose(1, 2), h_in))
         if gb is not None:
-            torch.sum(dz, dim=1, out=gb) if gb.is_contiguous() else gb.copy_(dz.sum(dim=1))
+            # into the strided view directly: one call instead of sum + copy
+            torch.sum(dz, dim=1, out=gb)
         if li == 0:
             break
         dh = torch.bmm(dz, w)
@@ -225,7 +241,8 @@ def backward(
 
 
 def loss_and_grad(
-    task: str, z: Tensor, y: Tensor, need_grad: bool = True
+    task: str, z: Tensor, y: Tensor, need_grad: bool = True, need_correct: bool = True,
+    one_minus_y: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Per-member batch-mean loss ``(K,)``, its gradient w.r.t. ``z``, correct counts ``(K,)``.
 
@@ -233,14 +250,16 @@ def loss_and_grad(
     multiclass ``(K, B)`` int64 labels; regression ``(K, B, C)`` floats.
     The formulas are those of ``torch.nn.functional`` (``BCEWithLogits`` is
     ``(1 - y) z - log sigmoid(z)``), so float64 results agree to rounding.
-    Correct counts are ``None`` for regression.
+    Correct counts are ``None`` for regression or without ``need_correct``
+    (see :func:`correct_counts`). ``one_minus_y`` is ``1 - y`` (binary), when
+    the caller has it at hand (one call fewer a step).
     """
     n = z.shape[1]
+    correct = None
     if task == "binary":
-        per_row = (1.0 - y) * z - torch.nn.functional.logsigmoid(z)
-        loss = per_row.mean(dim=(1, 2))
-        grad = (torch.sigmoid(z) - y).div_(n) if need_grad else None
-        correct = ((z > 0) == (y > 0.5)).sum(dim=(1, 2))
+        omy = (1.0 - y) if one_minus_y is None else one_minus_y
+        loss = (omy * z).sub_(torch.nn.functional.logsigmoid(z)).mean(dim=(1, 2))
+        grad = torch.sigmoid(z).sub_(y).div_(n) if need_grad else None
     elif task == "multiclass":
         logp = torch.log_softmax(z, dim=2)
         loss = -logp.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
@@ -249,15 +268,27 @@ def loss_and_grad(
             grad = logp.exp_()
             grad.scatter_add_(2, y.unsqueeze(2), torch.full_like(grad[:, :, :1], -1.0))
             grad.div_(n)
-        correct = (z.argmax(dim=2) == y).sum(dim=1)
     elif task == "regression":
         diff = z - y
         loss = (diff * diff).mean(dim=(1, 2))
         grad = diff.mul_(2.0 / (n * z.shape[2])) if need_grad else None
-        correct = None
     else:  # pragma: no cover - validated by the caller
         raise ValueError(f"unknown task {task!r}")
+    if need_correct:
+        correct = correct_counts(task, z, y)
     return loss, grad, correct
+
+
+def correct_counts(task: str, z: Tensor, y: Tensor) -> Tensor | None:
+    """Rows classified right per member ``(K,)``, or None for regression.
+
+    The training loop calls this once an epoch on all the epoch's logits, not once a step.
+    """
+    if task == "binary":
+        return ((z > 0) == (y > 0.5)).sum(dim=(1, 2))
+    if task == "multiclass":
+        return (z.argmax(dim=2) == y).sum(dim=1)
+    return None
 
 
 def _col(values: np.ndarray, like: Tensor) -> Tensor:
@@ -307,6 +338,7 @@ class FusedAdam:
         self.t_omb2 = _col(1.0 - self.beta2, like)
         self.t_wd = _col(self.wd, like)
         self.t_eps = _col(self.eps, like)
+        self._lr_seen: np.ndarray | None = None
 
     def select(self, rows: Tensor, flat: Tensor) -> None:
         """Keep only members ``rows`` (after some stopped); ``flat`` is their new buffer."""
@@ -320,8 +352,41 @@ class FusedAdam:
 
     def step(self, grad: Tensor, lr: np.ndarray) -> None:
         """One update of every member in place; ``lr`` is float64 ``(K,)``."""
-        p = self.flat
         self.steps += 1
+        if self.u_beta1 is not None and self.u_beta2 is not None and self.u_eps is not None \
+                and not self.decoupled and self.u_wd is not None:
+            self._step_uniform(grad, lr)
+        else:
+            self._step_general(grad, lr)
+
+    def _step_uniform(self, grad: Tensor, lr: np.ndarray) -> None:
+        """Betas, eps and weight decay shared by all members (the common case): few calls.
+
+        Every active member has made the same number of steps (they start
+        together; members only ever leave), so the bias corrections are
+        Python floats; only the learning rate is per member.
+        """
+        p = self.flat
+        t = int(self.steps[0])
+        b1, b2 = self.u_beta1, self.u_beta2
+        if self.u_wd != 0.0:
+            grad = grad.add(p, alpha=self.u_wd)
+        self.exp_avg.lerp_(grad, 1.0 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+        bc1 = 1.0 - b1**t
+        bc2_sqrt = (1.0 - b2**t) ** 0.5
+        denom = self.exp_avg_sq.sqrt().div_(bc2_sqrt).add_(self.u_eps)
+        if lr is not self._lr_seen:  # a new lr array (schedule, or members left): new column
+            self._lr_seen = lr
+            self._uniform_lr = _uniform(lr)
+            self._neg_lr_col = _col(-np.asarray(lr, dtype=np.float64), p)
+        if self._uniform_lr is not None:
+            p.addcdiv_(self.exp_avg, denom, value=-self._uniform_lr / bc1)
+        else:  # param - lr_k / bc1 * exp_avg / denom, lr_k per member
+            p.addcdiv_(self.exp_avg * self._neg_lr_col, denom, value=1.0 / bc1)
+
+    def _step_general(self, grad: Tensor, lr: np.ndarray) -> None:
+        p = self.flat
         if self.decoupled:
             if self.u_wd != 0.0:
                 p.mul_(_col(1.0 - lr * self.wd, p))

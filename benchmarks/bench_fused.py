@@ -14,7 +14,7 @@ Baselines, measured in the same run:
 
 Not a test. Figures on a shared 2-core machine are noisy: run it on a quiet one.
 
-    .venv/bin/python benchmarks/bench_fused.py            # full (about a minute)
+    .venv/bin/python benchmarks/bench_fused.py            # full, 1 and 2 threads (~2 minutes)
     .venv/bin/python benchmarks/bench_fused.py --quick    # smoke run, seconds
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 import warnings
@@ -141,30 +142,14 @@ def matmul_gflops(k: int, seconds: float = 0.3) -> float:
     return flops * n / (time.perf_counter() - t0) / 1e9
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="5 epochs, 1 repeat, no K=64")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    epochs = 5 if args.quick else 50
-    repeats = 1 if args.quick else max(args.repeats, 3)
-    d = synthetic()
-    x, y = d.x_train, d.y_train
-    n_train, n_val = 640, 160
-    flops = workload_flops(n_train, n_val, epochs)
-    print(f"workload: synthetic 800 rows -> {n_train} train / {n_val} val, MLP 20-64-32-1 "
-          f"float32, Adam, batch {BATCH}, {epochs} epochs; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {repeats} after a warm-up")
-    print(f"arithmetic: {flops / 1e9:.3f} GFLOP per configuration (forward+backward matmuls)")
-    print("PRELIMINARY: measured on a shared 2-core machine; other jobs add noise.\n")
-
+def run_threads(threads: int, x, y, epochs: int, repeats: int, quick: bool) -> list[tuple]:
+    """Every K at one torch thread count: fused, plain loop, MLPClassifier (K=4), floor."""
+    torch.set_num_threads(threads)
+    flops = workload_flops(640, 160, epochs)
     rows = []
     plan = [(4, SLIDE5_LRS, [0] * 4)]
     plan.append((16, SLIDE5_LRS * 4, [s for s in range(4) for _ in range(4)]))
-    if not args.quick:
+    if not quick:
         plan.append((64, SLIDE5_LRS * 16, [s for s in range(16) for _ in range(4)]))
     for k, lrs, seeds in plan:
         t_fused = median_time(lambda lrs=lrs, seeds=seeds: fused(x, y, lrs, seeds, epochs), repeats)
@@ -182,16 +167,43 @@ def main() -> None:
             )
         gfs = matmul_gflops(k)
         floor = k * flops / (gfs * 1e9)
-        rows.append((k, t_fused, t_plain, reps_plain, t_sk, gfs, floor))
+        rows.append((threads, k, t_fused, t_plain, reps_plain, t_sk, gfs, floor))
+    return rows
 
-    print(f"{'K':>3} {'fused s':>8} {'plain loop s':>13} {'x plain':>8} {'MLPClf s':>9} "
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="5 epochs, 1 repeat, no K=64")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", default="1,2", help="torch thread counts, e.g. 1,2")
+    args = ap.parse_args()
+    epochs = 5 if args.quick else 50
+    repeats = 1 if args.quick else max(args.repeats, 3)
+    d = synthetic()
+    x, y = d.x_train, d.y_train
+    n_train, n_val = 640, 160
+    flops = workload_flops(n_train, n_val, epochs)
+    load = os.getloadavg()
+    print(f"workload: synthetic 800 rows -> {n_train} train / {n_val} val, MLP 20-64-32-1 "
+          f"float32, Adam, batch {BATCH}, {epochs} epochs; torch {torch.__version__}; "
+          f"median of {repeats} after a warm-up; load average at start "
+          f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} CPUs")
+    print(f"arithmetic: {flops / 1e9:.3f} GFLOP per configuration (forward+backward matmuls)")
+    print("PRELIMINARY when the load average is above 0.5: other jobs share the machine.\n")
+    rows = []
+    for threads in (int(t) for t in args.threads.split(",")):
+        rows += run_threads(threads, x, y, epochs, repeats, args.quick)
+
+    print(f"{'thr':>3} {'K':>3} {'fused s':>8} {'plain loop s':>13} {'x plain':>8} {'MLPClf s':>9} "
           f"{'x MLPClf':>9} {'matmul GF/s':>12} {'floor s':>8} {'floor/fused':>11}")
-    for k, tf, tp, rp, ts, gfs, floor in rows:
+    for thr, k, tf, tp, rp, ts, gfs, floor in rows:
         sk = f"{ts:9.3f} {ts / tf:8.1f}x" if not math.isnan(ts) else f"{'-':>9} {'-':>9}"
         note = "" if rp > 1 else " (1 run)"
-        print(f"{k:3d} {tf:8.3f} {tp:13.3f} {tp / tf:7.1f}x {sk} {gfs:12.1f} {floor:8.3f} "
-              f"{floor / tf:10.0%}{note}")
-    print("\nMLPClf = scikit-learn MLPClassifier, one lr after another: float64, L2 alpha=1e-4,"
+        print(f"{thr:3d} {k:3d} {tf:8.3f} {tp:13.3f} {tp / tf:7.1f}x {sk} {gfs:12.1f} "
+              f"{floor:8.3f} {floor / tf:10.0%}{note}")
+    load = os.getloadavg()
+    print(f"\nload average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.")
+    print("MLPClf = scikit-learn MLPClassifier, one lr after another: float64, L2 alpha=1e-4,"
           " no per-epoch validation (less work than the others).")
     print("floor = K x workload FLOPs / batched-matmul GFLOP/s measured now with the same shapes;"
           " floor/fused = how close the fused run gets to it.")

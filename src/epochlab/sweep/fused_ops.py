@@ -339,6 +339,8 @@ class FusedAdam:
         self.t_wd = _col(self.wd, like)
         self.t_eps = _col(self.eps, like)
         self._lr_seen: np.ndarray | None = None
+        self._kernel_ok = True
+        self._delta: Tensor | None = None
 
     def select(self, rows: Tensor, flat: Tensor) -> None:
         """Keep only members ``rows`` (after some stopped); ``flat`` is their new buffer."""
@@ -371,19 +373,55 @@ class FusedAdam:
         b1, b2 = self.u_beta1, self.u_beta2
         if self.u_wd != 0.0:
             grad = grad.add(p, alpha=self.u_wd)
+        if lr is not self._lr_seen:  # a new lr array (schedule, or members left): new column
+            self._lr_seen = lr
+            self._uniform_lr = _uniform(lr)
+            self._neg_lr_col = _col(-np.asarray(lr, dtype=np.float64), p)
+            self._lr_col = _col(np.asarray(lr, dtype=np.float64), p)
+        if self._kernel_ok and self._kernel_step(grad, t):
+            # self._delta = -(m / bc1) / (sqrt(v / bc2) + eps): the update at lr 1
+            if self._uniform_lr is not None:
+                p.add_(self._delta, alpha=self._uniform_lr)
+            else:
+                p.addcmul_(self._delta, self._lr_col)
+            return
         self.exp_avg.lerp_(grad, 1.0 - b1)
         self.exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
         bc1 = 1.0 - b1**t
         bc2_sqrt = (1.0 - b2**t) ** 0.5
         denom = self.exp_avg_sq.sqrt().div_(bc2_sqrt).add_(self.u_eps)
-        if lr is not self._lr_seen:  # a new lr array (schedule, or members left): new column
-            self._lr_seen = lr
-            self._uniform_lr = _uniform(lr)
-            self._neg_lr_col = _col(-np.asarray(lr, dtype=np.float64), p)
         if self._uniform_lr is not None:
             p.addcdiv_(self.exp_avg, denom, value=-self._uniform_lr / bc1)
         else:  # param - lr_k / bc1 * exp_avg / denom, lr_k per member
             p.addcdiv_(self.exp_avg * self._neg_lr_col, denom, value=1.0 / bc1)
+
+    def _kernel_step(self, grad: Tensor, t: int) -> bool:
+        """Moments and the lr-1 update in one pass with torch's fused Adam kernel.
+
+        The kernel takes one learning rate per call; run at lr 1 on a zeroed
+        scratch buffer it leaves the update direction there, and the caller
+        scales it by each member's lr (a third of the passes over memory of
+        the op-by-op update). False (and never again) where the kernel is
+        missing or refuses the tensors; the op-by-op update is used then.
+        """
+        kernel = getattr(torch, "_fused_adam_", None)
+        if kernel is None or not (grad.is_contiguous() and self.flat.is_contiguous()):
+            self._kernel_ok = False
+            return False
+        if self._delta is None or self._delta.shape != self.flat.shape:
+            self._delta = torch.zeros_like(self.flat)
+            self._step_t = torch.zeros((), dtype=torch.float32)
+        else:
+            self._delta.zero_()
+        self._step_t.fill_(t)
+        try:
+            kernel([self._delta], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self._step_t],
+                   lr=1.0, beta1=self.u_beta1, beta2=self.u_beta2, weight_decay=0.0,
+                   eps=self.u_eps, amsgrad=False, maximize=False)
+        except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - old torch
+            self._kernel_ok = False
+            return False
+        return True
 
     def _step_general(self, grad: Tensor, lr: np.ndarray) -> None:
         p = self.flat

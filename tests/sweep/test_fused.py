@@ -148,6 +148,22 @@ def test_adam_binary_with_per_member_splits_matches_one_by_one():
     assert res[0].samples_seen == 4 * 160
 
 
+def test_members_sharing_learning_rates_match_one_by_one_in_the_callers_order():
+    # 2 distinct rates over 8 members, interleaved: updated as 2 runs of equal rates
+    X, y = _data()
+    seeds, lrs = list(range(8)), [0.01, 0.001] * 4
+    res = _run_both(X, y, seeds=seeds, out=1, lrs=lrs, epochs=2, batch_size=32,
+                    validation_split=0.2)
+    assert [r.member for r in res] == list(range(8)) and [r.seed for r in res] == seeds
+
+
+def test_adam_without_torchs_fused_kernel_matches_one_by_one_too(monkeypatch):
+    monkeypatch.delattr(torch, "_fused_adam_")
+    X, y = _data()
+    _run_both(X, y, seeds=[0, 1], out=1, lrs=[0.01, 0.001], epochs=2, batch_size=32,
+              validation_split=0.2, weight_decay=1e-3)
+
+
 @pytest.mark.parametrize(("nesterov", "momentum"), [(True, [0.9, 0.5, 0.3]), (False, [0.9, 0.0, 0.5])])
 def test_sgd_momentum_weight_decay_schedule_multiclass_drop_last(nesterov, momentum):
     X, y = _data(n_classes=3)
@@ -284,7 +300,9 @@ def test_chunked_run_equals_one_chunk():
                           max_members_per_chunk=2,
                           on_epoch_end=lambda e, m: calls.append(np.flatnonzero(~np.isnan(m["loss"]))),
                           **kw)
-    assert [c.tolist() for c in calls] == [[0, 1], [0, 1], [2, 3], [2, 3], [4], [4]]
+    # chunk after chunk, every epoch of one chunk before the next; members are grouped by lr
+    # (ascending), so runs of equal rates are adjacent
+    assert [c.tolist() for c in calls] == [[3, 4], [3, 4], [1, 2], [1, 2], [0], [0]]
     for a, b in zip(one, chunked, strict=True):
         assert a.member == b.member and a.updates == b.updates
         for m in a.metrics:

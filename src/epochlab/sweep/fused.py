@@ -322,7 +322,10 @@ def train_fused(
             ``metrics`` (an :class:`EpochEnd`) maps each metric name to a
             float64 array over all K members (NaN for members not training in
             this chunk or no longer training); ``metrics.weights(i)`` gives an
-            active member's current weights. Return ``None`` or a boolean array of length K:
+            active member's current weights. Members with constant learning
+            rates are put into chunks in ascending order of their rate
+            (equal rates side by side, so the optimizer updates them in one
+            call), then members with schedules in the given order. Return ``None`` or a boolean array of length K:
             True stops that member now (status ``"stopped"``). With several
             chunks the hook is called for every epoch of every chunk, chunk
             after chunk, so keep its state per member.
@@ -445,9 +448,12 @@ def train_fused(
         specs, n_train, n_val, x_all.shape[1], batch_size, x_all.element_size()
     )
     results: list[FusedResult | None] = [None] * k
+    # Members with equal constant learning rates side by side: the optimizer then updates
+    # each run of equal rates in one call (results come back in the caller's order).
+    order = sorted(range(k), key=lambda i: (1, 0.0, i) if callable(lrs_k[i]) else (0, lrs_k[i], i))
     start = 0
     for size in chunk_sizes(k, member_bytes, memory_budget, max_members_per_chunk):
-        members = list(range(start, start + size))
+        members = order[start : start + size]
         start += size
         run = _Chunk(
             members=members, k_total=k, layout=layout, task=task, dtype=dtype,

@@ -341,6 +341,8 @@ class FusedAdam:
         self._lr_seen: np.ndarray | None = None
         self._kernel_ok = True
         self._delta: Tensor | None = None
+        self._step_t = torch.zeros((), dtype=torch.float32)
+        self._lr_runs: list[tuple[int, int, float]] | None = None
 
     def select(self, rows: Tensor, flat: Tensor) -> None:
         """Keep only members ``rows`` (after some stopped); ``flat`` is their new buffer."""
@@ -355,14 +357,21 @@ class FusedAdam:
     def step(self, grad: Tensor, lr: np.ndarray) -> None:
         """One update of every member in place; ``lr`` is float64 ``(K,)``."""
         self.steps += 1
-        if self.u_beta1 is not None and self.u_beta2 is not None and self.u_eps is not None \
-                and not self.decoupled and self.u_wd is not None:
-            self._step_uniform(grad, lr)
-        else:
+        if self.u_beta1 is None or self.u_beta2 is None or self.u_eps is None:
             self._step_general(grad, lr)
+            return
+        p = self.flat
+        if self.decoupled:  # AdamW: param *= 1 - lr * wd first, as torch.optim.AdamW
+            if self.u_wd != 0.0:
+                p.mul_(_col(1.0 - lr * self.wd, p))
+        elif self.u_wd is None:  # L2 per member: grad + wd * param
+            grad = grad + p * self.t_wd
+        elif self.u_wd != 0.0:
+            grad = grad.add(p, alpha=self.u_wd)
+        self._step_uniform(grad, lr)
 
     def _step_uniform(self, grad: Tensor, lr: np.ndarray) -> None:
-        """Betas, eps and weight decay shared by all members (the common case): few calls.
+        """Betas and eps shared by all members (the common case): few calls.
 
         Every active member has made the same number of steps (they start
         together; members only ever leave), so the bias corrections are
@@ -371,13 +380,19 @@ class FusedAdam:
         p = self.flat
         t = int(self.steps[0])
         b1, b2 = self.u_beta1, self.u_beta2
-        if self.u_wd != 0.0:
-            grad = grad.add(p, alpha=self.u_wd)
         if lr is not self._lr_seen:  # a new lr array (schedule, or members left): new column
             self._lr_seen = lr
             self._uniform_lr = _uniform(lr)
             self._neg_lr_col = _col(-np.asarray(lr, dtype=np.float64), p)
             self._lr_col = _col(np.asarray(lr, dtype=np.float64), p)
+            cuts = np.flatnonzero(np.diff(lr)) + 1
+            starts, ends = [0, *cuts.tolist()], [*cuts.tolist(), len(lr)]
+            # Few runs of equal rates (members sorted by lr): one kernel call per run.
+            few = len(starts) <= max(1, len(lr) // 4)
+            self._lr_runs = [(a, b, float(lr[a])) for a, b in zip(starts, ends, strict=True)]
+            self._lr_runs = self._lr_runs if few else None
+        if self._kernel_ok and self._lr_runs is not None and self._kernel_runs(grad, t):
+            return
         if self._kernel_ok and self._kernel_step(grad, t):
             # self._delta = -(m / bc1) / (sqrt(v / bc2) + eps): the update at lr 1
             if self._uniform_lr is not None:
@@ -395,6 +410,30 @@ class FusedAdam:
         else:  # param - lr_k / bc1 * exp_avg / denom, lr_k per member
             p.addcdiv_(self.exp_avg * self._neg_lr_col, denom, value=1.0 / bc1)
 
+    def _kernel_runs(self, grad: Tensor, t: int) -> bool:
+        """The whole update with torch's fused Adam kernel, one call per run of equal lrs.
+
+        Rows of the buffers are members, so a run of members is a contiguous
+        block of rows: the kernel updates the parameters in place at that
+        run's learning rate, exactly as ``Adam(fused=True)`` (what ``fit``
+        uses) does for one model.
+        """
+        kernel = getattr(torch, "_fused_adam_", None)
+        if kernel is None or not (grad.is_contiguous() and self.flat.is_contiguous()):
+            self._kernel_ok = False
+            return False
+        self._step_t.fill_(t)
+        p, m, v = self.flat, self.exp_avg, self.exp_avg_sq
+        try:
+            for a, b, lr in self._lr_runs:
+                kernel([p[a:b]], [grad[a:b]], [m[a:b]], [v[a:b]], [], [self._step_t], lr=lr,
+                       beta1=self.u_beta1, beta2=self.u_beta2, weight_decay=0.0,
+                       eps=self.u_eps, amsgrad=False, maximize=False)
+        except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - old torch
+            self._kernel_ok = False
+            return False
+        return True
+
     def _kernel_step(self, grad: Tensor, t: int) -> bool:
         """Moments and the lr-1 update in one pass with torch's fused Adam kernel.
 
@@ -410,7 +449,6 @@ class FusedAdam:
             return False
         if self._delta is None or self._delta.shape != self.flat.shape:
             self._delta = torch.zeros_like(self.flat)
-            self._step_t = torch.zeros((), dtype=torch.float32)
         else:
             self._delta.zero_()
         self._step_t.fill_(t)

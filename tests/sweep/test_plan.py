@@ -76,3 +76,15 @@ def test_task_checks_its_shape():
         Task("t", (c,), 3, (1, 2))
     with pytest.raises(ValueError, match="no members"):
         Task("t", (), 3, (3,))
+
+
+def test_fused_groups_split_to_max_members_per_task():
+    spec = SweepSpec(epochs=[2], lr=[1e-3, 1e-2, 1e-1], seed=[0, 1, 2])
+    plan = make_plan(spec.configs(), fusable=lambda c: None, max_members=4)
+    assert sorted(len(t.members) for t in plan.tasks) == [3, 3, 3]
+    assert all(t.fused for t in plan.tasks) and plan.n_trained == 9
+    one = make_plan(spec.configs(), fusable=lambda c: None, max_members=1)
+    assert not any(t.fused for t in one.tasks)
+    assert "split to at most 1" in one.entries[0].fuse_reason
+    with pytest.raises(ValueError, match="max_members"):
+        make_plan(spec.configs(), fusable=lambda c: None, max_members=0)

@@ -132,3 +132,17 @@ def test_process_pool_gives_the_same_runs():
     result = sweep(spec, store, workers=1, progress=False)
     assert result.statuses() == {"completed": 4} and result.trained == 2
     assert sum(r.shared_from is not None for r in result.runs) == 2
+
+
+def test_process_pool_runs_fused_tasks_as_in_process():
+    spec = SweepSpec(**SMALL, epochs=[1, 2], batch_size=[32, 64], lr=[1e-3, 1e-2], name="pool2")
+    pool_store, here_store = MemoryStore(), MemoryStore()
+    pooled = sweep(spec, pool_store, workers=1, progress=False)
+    here = sweep(spec, here_store, progress=False)
+    assert [t.fused for t in pooled.executed.tasks] == [True, True]
+    assert pooled.statuses() == {"completed": 8} and pooled.trained == 4
+    for a, b in zip(pooled.runs, here.runs, strict=True):
+        assert a.key == b.key and a.summary["total_updates"] == b.summary["total_updates"]
+        assert a.summary["fused"] == b.summary["fused"]
+        for ra, rb in zip(pool_store.epochs(a.id), here_store.epochs(b.id), strict=True):
+            assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5)

@@ -269,6 +269,7 @@ def make_plan(
     share_prefixes: bool = True,
     fuse: bool = True,
     fusable: Callable[[Config], str | None] | None = None,
+    max_members: int | None = None,
 ) -> Plan:
     """Group ``configs`` into training tasks: epoch prefixes shared, fusable runs fused.
 
@@ -285,6 +286,10 @@ def make_plan(
         fuse: False trains every training one by one (for comparisons).
         fusable: ``config -> reason it cannot be fused, or None``; default
             :func:`fusion_reason`.
+        max_members: at most this many trainings in one fused task (a larger
+            group is split into near-equal tasks, e.g. to keep several worker
+            processes busy); None: no limit (the engine chunks to its memory
+            budget itself).
 
     Example:
         >>> from epochlab.sweep.spec import SweepSpec
@@ -331,14 +336,23 @@ def make_plan(
             batches.setdefault((_fusion_key(member), epochs, outs), []).append(i)
         else:
             why_not[i] = reason
+    if max_members is not None and (isinstance(max_members, bool) or max_members < 1):
+        raise ValueError(f"The value of `max_members` is {max_members!r}, but must be None or "
+                         "`max_members >= 1`.")
     plan = Plan()
     by_first: dict[int, list[int]] = {}
     for idx in batches.values():
         if len(idx) == 1:
             why_not[idx[0]] = ("no other run shares its model, batch size, optimizer, "
                                "epochs and read-outs")
-        else:
-            by_first[idx[0]] = idx
+            continue
+        parts = 1 if max_members is None else -(-len(idx) // max_members)
+        for p in range(parts):
+            part = idx[p::parts]
+            if len(part) == 1:
+                why_not[part[0]] = f"fused groups split to at most {max_members} per task"
+            else:
+                by_first[part[0]] = part
     for i in range(len(units)):
         if i in why_not:
             idx = [i]

@@ -13,7 +13,10 @@ call resets and reruns. Finished runs are never redone.
 process), seed torch with the configuration's seed, build the model, call
 :func:`epochlab.fit` to the task's epoch count with a :class:`ReadOut`
 callback that evaluates the test set at every shorter read-out, and return
-plain data per configuration. The loop knows nothing of this.
+plain data per configuration. The loop knows nothing of this. A task of
+several members (fused, see :mod:`epochlab.sweep.plan`) trains them all at
+once (:mod:`epochlab.sweep.fused_runs`) and returns the same plain data per
+configuration, plus ``summary["fused"]`` (the task and its member count).
 
 Outcomes: ``completed``, ``early_stopped``, ``diverged`` (fit does not raise
 on divergence; the sweep goes on), ``interrupted`` (Ctrl-C; the sweep stops
@@ -415,7 +418,9 @@ def sweep(
     ids = {c.key: store.add_run(sid, c.key, c.settings) for c in configs}
     status = {r.key: r.status for r in store.runs(name)}
     todo = [c for c in configs if status[c.key] not in DONE]
-    executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse)
+    # With several workers, fused groups are split so that every worker gets some.
+    per_task = None if workers <= 1 else max(2, math.ceil(len(todo) / workers))
+    executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse, max_members=per_task)
     with make_executor(workers) as executor, _progress(progress, console) as bar:
         job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
 

@@ -4,8 +4,9 @@ Workloads (all offline, seeded with ``torch.manual_seed(seed)`` before each
 model is built; ``epochlab.fit`` with Adam):
 
 - slide 11's CNN (and slide 13's small one) on scikit-learn's digits upsampled
-  to 1x28x28: 1,437 training rows, 360 test rows, 10 epochs, batch 64, lr 1e-3.
-  Target: >= 97% test accuracy within 10 epochs.
+  to 1x28x28: 1,437 training rows, 360 test rows, 10 epochs; Adam at a constant
+  lr 1e-3 (batch 64) and with a one-cycle schedule (max lr 3e-3, batch 32),
+  weight seeds 0-2. Target: >= 97% test accuracy within 10 epochs.
 - slide 12's LSTM (masked) on ``epochlab.data.sequences()``: 3,200 training
   rows, 800 test rows, maxlen 50, 10 epochs, batch 32, lr 1e-3. Target: >= 90%
   test accuracy, and clearly above bag-of-words baselines (logistic
@@ -32,10 +33,11 @@ from epochlab.models import cnn, lstm_classifier, mlp
 from epochlab.models.transfer import transfer_study
 
 
-def _train(model, data, epochs: int, batch_size: int, seed: int) -> tuple[list[float], float]:
+def _train(model, data, epochs: int, batch_size: int, seed: int,
+           schedule=None) -> tuple[list[float], float]:
     t0 = time.perf_counter()
     h = el.fit(model, data.train, epochs=epochs, batch_size=batch_size, lr=1e-3,
-               validation_data=data.test, seed=seed, verbose=0)
+               schedule=schedule, validation_data=data.test, seed=seed, verbose=0)
     return [float(a) for a in h.history["val_accuracy"]], time.perf_counter() - t0
 
 
@@ -43,7 +45,7 @@ def _row(name: str, accs: list[float], seconds: float, target: float | None) -> 
     best = max(accs)
     first = next((i + 1 for i, a in enumerate(accs) if target and a >= target), None)
     reached = "-" if target is None else (f"epoch {first}" if first else "never")
-    return f"{name:<40} {accs[-1]:>7.2%} {best:>7.2%} {reached:>10} {seconds:>7.1f}"
+    return f"{name:<44} {accs[-1]:>7.2%} {best:>7.2%} {reached:>10} {seconds:>7.1f}"
 
 
 def main() -> None:
@@ -56,14 +58,22 @@ def main() -> None:
     rows, checks = [], []
 
     digits = el.data.digits(seed=seed)
-    # Three weight seeds for the seed CNN: 360 test rows make one seed's figure noisy (1 row = 0.28%).
-    for kind, init_seed in (("seed", seed), ("seed", seed + 1), ("seed", seed + 2), ("small", seed)):
-        torch.manual_seed(init_seed)
-        accs, secs = _train(cnn(kind), digits, epochs, 64, init_seed)
-        rows.append(_row(f"cnn {kind} (seed {init_seed}) / digits 28x28", accs, secs, 0.97))
-        if kind == "seed":
-            checks.append((f"seed CNN (seed {init_seed}) >= 97% test accuracy within {epochs} epochs",
+    # Three weight seeds for the seed CNN: 360 test rows make one seed's figure noisy
+    # (1 row = 0.28%). With a constant lr of 1e-3 it plateaus around 94-96%; with a
+    # one-cycle schedule (fastai's default recipe for a short budget: max lr 3e-3,
+    # batch 32) it passes 97% within 10 epochs. Both are printed.
+    recipes = (("constant lr 1e-3, batch 64", 64, None),
+               ("one-cycle max 3e-3, batch 32", 32, el.schedules.one_cycle(3e-3)))
+    for label, batch, schedule in recipes:
+        for init_seed in (seed, seed + 1, seed + 2):
+            torch.manual_seed(init_seed)
+            accs, secs = _train(cnn("seed"), digits, epochs, batch, init_seed, schedule)
+            rows.append(_row(f"cnn seed {init_seed}, {label}", accs, secs, 0.97))
+            checks.append((f"seed CNN (seed {init_seed}, {label}) >= 97% within {epochs} epochs",
                            max(accs) >= 0.97, f"best {max(accs):.2%}, final {accs[-1]:.2%}"))
+    torch.manual_seed(seed)
+    accs, secs = _train(cnn("small"), digits, epochs, 64, seed)
+    rows.append(_row(f"cnn small (seed {seed}) / digits 28x28", accs, secs, None))
 
     seqs = sequences(seed=seed)
     vocab = seqs.info["vocab_size"]
@@ -86,7 +96,7 @@ def main() -> None:
     checks.append(("bag of words clearly lower (>= 10 points)",
                    lstm_accs[-1] - best_bow >= 0.10, f"best bag of words {best_bow:.2%}"))
 
-    print(f"{'model / data':<40} {'final':>7} {'best':>7} {'target':>10} {'seconds':>7}")
+    print(f"{'model / data':<44} {'final':>7} {'best':>7} {'target':>10} {'seconds':>7}")
     print("\n".join(rows))
 
     t0 = time.perf_counter()
@@ -104,7 +114,7 @@ def main() -> None:
     ]
     for name, r in lines:
         curve = " ".join(f"{a:.2f}" for a in r["test_accuracy"])
-        print(f"{name:<40} {r['trainable']:>9} {r['frozen']:>7} "
+        print(f"{name:<44} {r['trainable']:>9} {r['frozen']:>7} "
               f"{str(r['epochs_to_target']):>7}  {curve}")
     t_ep, s_ep = study["transfer"]["epochs_to_target"], study["scratch"]["epochs_to_target"]
     checks.append(("transfer reaches 95% in fewer epochs than scratch",

@@ -9,12 +9,20 @@ Example:
     (20, 200)
 """
 
-from epochlab import callbacks, data, models, schedules
+# `el.sweep` is the package, and calling it runs a sweep: `el.sweep(spec, store)`.
+from epochlab import (
+    callbacks,
+    data,
+    models,
+    schedules,
+    sweep,  # noqa: E402  (after the core it builds on)
+)
 from epochlab.callbacks.base import Callback
 from epochlab.callbacks.checkpoint import ModelCheckpoint
 from epochlab.callbacks.csv_logger import CSVLogger
 from epochlab.callbacks.early_stopping import EarlyStopping
 from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
+from epochlab.sweep.spec import SweepSpec  # noqa: E402
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
@@ -31,6 +39,7 @@ __all__ = [
     "ModelCheckpoint",
     "ReduceLROnPlateau",
     "StepRecord",
+    "SweepSpec",
     "TrainState",
     "Trainer",
     "callbacks",
@@ -38,6 +47,7 @@ __all__ = [
     "evaluate",
     "fit",
     "iterations_per_epoch",
+    "sweep",
     "models",
     "schedules",
 ]

@@ -10,6 +10,10 @@
   task of a sweep.
 """
 
+import sys
+import types
+from typing import Any
+
 from epochlab.sweep.executors import Executor, InProcessExecutor, ProcessPoolExecutor
 from epochlab.sweep.fused import FusedResult, train_fused
 from epochlab.sweep.fused_ops import is_fusable
@@ -22,3 +26,13 @@ __all__ = [
     "SweepResult", "SweepSpec", "Task", "best_run", "is_fusable", "make_plan", "sweep",
     "train_fused",
 ]
+
+
+class _SweepModule(types.ModuleType):
+    """Lets ``el.sweep(spec, store)`` call :func:`sweep` while ``el.sweep.fused`` stays a module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _SweepModule

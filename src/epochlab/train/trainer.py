@@ -176,6 +176,8 @@ class Trainer:
         self.metric_fns: dict[str, Callable] = {}
         self._targets_ready = False  # fit prepares all targets once; bare step() per batch
         self._lr_set: float | None = None
+        self._out_tail: tuple[int, ...] | None = None  # model output shape per row, probed once
+        self._target_dtype = torch.float32
         self.begin_epoch()
 
     # -- shortcuts callbacks use -------------------------------------------------------
@@ -209,13 +211,16 @@ class Trainer:
         h.loss_name, h.task, h.loss_reason = spec.name, spec.task, spec.reason
 
     def _ensure_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # Probe the model once, not on every step: its output shape per row does not change.
+        if self._out_tail is None:
+            self._out_tail = out_features_of(self.model, x[:2])[1:]
+            self._target_dtype = self._params[0].dtype if self._params else torch.float32
         if self.spec is None:
-            out_shape = out_features_of(self.model, x[:2])
-            n_out = out_shape[1] if len(out_shape) == 2 else 1
+            n_out = self._out_tail[0] if len(self._out_tail) == 1 else 1
             self.attach_loss(resolve_loss(self._loss_arg, y, n_out), targets_ready=False)
         if not self._targets_ready:
-            dt = next(iter(self._params)).dtype if self._params else torch.float32
-            y = prepare_targets(self.spec, y, out_features_of(self.model, x[:2]), "batch", dt)
+            out_shape = (x.shape[0], *self._out_tail)
+            y = prepare_targets(self.spec, y, out_shape, "batch", self._target_dtype)
         return y
 
     # -- one iteration -----------------------------------------------------------------

@@ -28,6 +28,7 @@ from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
 from epochlab.train.state import TrainState
 from epochlab.train.trainer import StepRecord, Trainer
+from epochlab.validation import ParameterError
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "ModelCheckpoint",
+    "ParameterError",
     "ReduceLROnPlateau",
     "StepRecord",
     "SweepSpec",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from epochlab.validation import ParameterError
+
 
 def check_int(name: str, value: object, minimum: int) -> int:
     """Return ``value`` as an int, or raise naming ``name`` and the bound.
@@ -21,12 +23,12 @@ def check_int(name: str, value: object, minimum: int) -> int:
         10
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
+        raise ParameterError(
             f"The value of `{name}` is {value!r} ({type(value).__name__}), "
             f"but must be an integer `{name} >= {minimum}`."
         )
     if value < minimum:
-        raise ValueError(f"The value of `{name}` is {value}, but must be `{name} >= {minimum}`.")
+        raise ParameterError(f"The value of `{name}` is {value}, but must be `{name} >= {minimum}`.")
     return int(value)
 
 

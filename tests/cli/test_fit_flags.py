@@ -44,6 +44,10 @@ def test_fit_with_schedule_and_early_stopping_writes_history_and_lr_plot(tmp_pat
     assert h.weights_epoch == es["best_epoch"]
     assert f"best val_loss {es['best_value']:.4f} at epoch {es['best_epoch'] + 1}" in result.output
     assert "did not stop early" in result.output
+    # The advice is printed and kept in the History, with the numbers behind it.
+    advice = {a["topic"]: a for a in h.extra["advice"]}
+    assert advice["best_epoch"]["numbers"]["epoch"] == es["best_epoch"] + 1
+    assert "Advice" in result.output and advice["best_epoch"]["text"] in result.output
 
 
 def test_early_stopping_flag_stops_and_prints_the_stopped_epoch(tmp_path):

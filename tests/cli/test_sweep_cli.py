@@ -35,6 +35,7 @@ def test_sweep_prints_plan_table_and_best_then_report_writes_files(tmp_path, spe
     assert "read out at epochs 1,2" in res.output
     assert "trained 4 run(s)" in res.output and "8 completed" in res.output
     assert "Best parameters" in res.output
+    assert "best batch size: " in res.output and "best learning rate: " in res.output
     again = runner.invoke(main, ["sweep", "--spec", str(spec_file), "--lr", "1e-3,1e-2",
                                  "--study", "tiny", "--store", db, "--no-progress"])
     assert again.exit_code == 0 and "trained 0 run(s)" in again.output
@@ -45,7 +46,8 @@ def test_sweep_prints_plan_table_and_best_then_report_writes_files(tmp_path, spe
     assert rep.exit_code == 0, rep.output
     assert "Best run" in rep.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["curves_batch_size.png", "curves_lr.png", "heatmap.png", "results.csv"]
+    assert names == ["advice.txt", "curves_batch_size.png", "curves_lr.png", "heatmap.png",
+                     "results.csv"]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 8 and {r["status"] for r in rows} == {"completed"}
     assert sum(r["shared_from"] != "" for r in rows) == 4

@@ -56,8 +56,8 @@ def test_heatmap_cell_is_the_best_run_over_other_settings(study):
 
 def test_report_writes_heatmap_curves_csv_and_picks_the_best(study, tmp_path):
     out = write_report(study, "st", tmp_path)
-    assert sorted(out["files"]) == ["curves_batch_norm.png", "curves_batch_size.png",
-                                    "heatmap.png", "results.csv"]
+    assert sorted(out["files"]) == ["advice.txt", "curves_batch_norm.png",
+                                    "curves_batch_size.png", "heatmap.png", "results.csv"]
     assert out["axes"] == ("batch_size", "epochs")
     finals = [r["val_accuracy_final"] for r in out["rows"]]
     best = out["best"]
@@ -65,8 +65,12 @@ def test_report_writes_heatmap_curves_csv_and_picks_the_best(study, tmp_path):
     assert best_row["val_accuracy_final"] == max(finals)
     ties = [r for r in out["rows"] if r["val_accuracy_final"] == max(finals)]
     assert best_row["total_updates"] == min(r["total_updates"] for r in ties)
-    for f in out["files"].values():
-        assert f.stat().st_size > 1000
+    for name, f in out["files"].items():
+        assert f.stat().st_size > (100 if name == "advice.txt" else 1000)
+    # The advice names the best batch size, as the heatmap's axes are swept.
+    assert "best batch size: " in (tmp_path / "advice.txt").read_text()
+    assert {a.numbers["setting"] for a in out["advice"] if a.topic == "best_setting"} >= {
+        "batch_size", "epochs"}
 
 
 def test_heatmap_checks_shapes_and_draws_empty_cells():

@@ -11,6 +11,7 @@ from epochlab.callbacks.early_stopping import EarlyStopping
 from epochlab.callbacks.progress import ProgressBar
 from epochlab.cli.common import build_model, console, epoch_table, load_data, n_params, out_dir
 from epochlab.data.base import DataBundle
+from epochlab.diagnose.advice import advise_history, format_advice
 from epochlab.report.curves import plot_curves, plot_lr
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
@@ -52,7 +53,10 @@ from epochlab.train.loop import evaluate, fit
 def fit_command(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
                 validation_split_mode, optimizer, lr, schedule_text, early_stopping_text,
                 drop_last, seed, out, store_path, study, no_store, verbose) -> None:
-    """Train one model and print the accounting, a per-epoch table and test metrics.
+    """Train one model and print the accounting, a per-epoch table, advice and test metrics.
+
+    The advice names the epoch with the best validation loss, where
+    overfitting starts and whether training had converged, with the numbers.
 
     Writes history.json, loss.png (training and validation loss per epoch),
     accuracy.png for classification, lr.png and model.pt to the output folder.
@@ -88,6 +92,11 @@ def fit_command(data_name, model_name, batch_norm, epochs, batch_size, validatio
     console.print(epoch_table(history))
     if stopper is not None:
         console.print(_early_stopping_line(stopper, history))
+    advice = advise_history(history)
+    history.extra["advice"] = [a.to_dict() for a in advice]
+    if advice:
+        console.print("[bold]Advice[/]")
+        console.print(format_advice(advice), markup=False, highlight=False)
     if len(data.x_test):
         test = evaluate(model, data)
         history.extra["test"] = test

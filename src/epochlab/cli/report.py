@@ -51,4 +51,9 @@ def report_command(study, store_path, out, metric, mode, x, y, select) -> None:
         row = next(r for r in result["rows"] if r["run"] == best.id)
         console.print(f"[bold]Best run[/] {best.id} by {result['metric']} ({select}, "
                       f"{result['mode']}): {row[result['metric'] + '_' + select]:.4f}  {settings}")
+    if result["advice"]:
+        from epochlab.diagnose.advice import format_advice
+
+        console.print("[bold]Advice[/]")
+        console.print(format_advice(result["advice"]), markup=False, highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in result["files"].values()))

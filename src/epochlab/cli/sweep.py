@@ -126,6 +126,7 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))
     console.print(results_table(result, store))
     _print_best(result, store, select)
+    _print_advice(result, store, select)
 
 
 def results_table(result: Any, store: Any) -> Table:
@@ -156,6 +157,18 @@ def _cell(v: Any) -> str:
     if isinstance(v, bool):
         return "on" if v else "off"
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _print_advice(result: Any, store: Any, select: str) -> None:
+    """The best value of each swept setting, with every value's score (and seed spread)."""
+    from epochlab.diagnose.advice import advise_runs, format_advice, runs_from_store
+
+    spec = result.spec
+    advice = advise_runs(runs_from_store(store, result.runs), metric=spec.metric, mode=spec.mode,
+                         select=select)
+    if advice:
+        console.print("[bold]Advice[/]")
+        console.print(format_advice(advice), markup=False, highlight=False)
 
 
 def _print_best(result: Any, store: Any, select: str) -> None:

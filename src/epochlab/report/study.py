@@ -13,7 +13,9 @@ owns how a sweep is shown:
   configuration, coloured by one setting (slide 4: batch size, slide 5:
   learning rate, slide 9: batch norm on/off).
 - :func:`write_report`: all of it into one folder, axes chosen
-  automatically (the swept settings with more than one value).
+  automatically (the swept settings with more than one value), with
+  ``advice.txt`` (:func:`epochlab.diagnose.advice.advise_runs`: the best
+  value of each swept setting and the numbers behind it).
 
 Both "final" (at the weights a run ends with) and "best" (max or min over
 its epochs, slide 13's ``max(history['val_accuracy'])``) are recorded;
@@ -36,6 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from epochlab.diagnose.advice import advise_runs, format_advice, runs_from_store  # noqa: E402
 from epochlab.report.heatmap import plot_heatmap, save_figure  # noqa: E402
 from epochlab.store.base import DONE, RunRecord, Store  # noqa: E402
 from epochlab.sweep.runner import best_run, metric_values  # noqa: E402
@@ -228,7 +231,9 @@ def write_report(
     store: Store, study: str, out: str | os.PathLike, *, metric: str | None = None,
     mode: str | None = None, x: str | None = None, y: str | None = None, select: str = "final",
 ) -> dict[str, Any]:
-    """Write ``heatmap.png``, ``curves_<setting>.png``, ``results.csv``; return paths and the best.
+    """Write ``heatmap.png``, ``curves_<setting>.png``, ``results.csv``, ``advice.txt``.
+
+    Returns the paths, the best run and the advice items (``"advice"``).
 
     ``metric`` and ``mode`` default to the study's spec (else ``val_accuracy``, max).
 
@@ -240,7 +245,7 @@ def write_report(
         ...                    batch_size=[16, 32], name="r"), s, progress=False)
         >>> import tempfile; out = write_report(s, "r", tempfile.mkdtemp())
         >>> sorted(out["files"])
-        ['curves_batch_size.png', 'heatmap.png', 'results.csv']
+        ['advice.txt', 'curves_batch_size.png', 'heatmap.png', 'results.csv']
     """
     info = store.study(study)
     if info is None:
@@ -267,5 +272,8 @@ def write_report(
         plot_validation_curves(store, study, by, metric, out / name)
         files[name] = out / name
     best = best_run(store, runs, metric, mode, select)
+    advice = advise_runs(runs_from_store(store, runs), metric=metric, mode=mode, select=select)
+    files["advice.txt"] = out / "advice.txt"
+    files["advice.txt"].write_text(format_advice(advice) + "\n")
     return {"files": files, "best": best, "metric": metric, "mode": mode, "axes": (x, y),
-            "rows": rows}
+            "rows": rows, "advice": advice}

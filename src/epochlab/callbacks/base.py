@@ -34,7 +34,7 @@ callbacks that override them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
@@ -56,7 +56,14 @@ class Callback:
         >>> class PrintLR(Callback):
         ...     def on_epoch_end(self, trainer, logs):
         ...         print(f"epoch {trainer.state.epoch}: lr {logs['lr']:.4g}")
+
+    A callback that writes files or prints sets ``rank_zero_only = True``:
+    training data-parallel, ``fit`` then runs it in rank 0's process only.
+    Callbacks that steer training (early stopping) run on every rank and see
+    the same metrics there, so every rank makes the same decision.
     """
+
+    rank_zero_only: ClassVar[bool] = False
 
     def on_train_begin(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         """Called once before the first epoch; reset per-run state here."""

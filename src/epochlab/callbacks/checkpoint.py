@@ -119,6 +119,8 @@ class ModelCheckpoint(MonitorCallback):
         True
     """
 
+    rank_zero_only = True  # one writer when training data-parallel
+
     def __init__(
         self,
         path: str | os.PathLike,

@@ -40,6 +40,8 @@ class CSVLogger(Callback):
         (2, '1', True)
     """
 
+    rank_zero_only = True  # one writer when training data-parallel
+
     def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise TypeError(f"The value of `path` is {path!r}, but must be a file path.")

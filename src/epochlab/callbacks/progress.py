@@ -39,6 +39,8 @@ class EpochLogger(Callback):
         Epoch 1/1 · 25 it · ...
     """
 
+    rank_zero_only = True  # one display when training data-parallel
+
     def __init__(self, console: Console | None = None) -> None:
         self.console = console
 

@@ -27,7 +27,8 @@ _STATUS_OF = {
 _NOT_METRICS = ("epoch", "updates", "samples_seen", "time", "lr")
 _ACCOUNTING = ("n_train", "n_val", "batch_size", "iterations_per_epoch", "epochs_planned",
                "epochs_run", "total_updates", "samples_seen", "stop_reason", "stop_message",
-               "weights_epoch", "loss_name", "task", "validation_split")
+               "weights_epoch", "loss_name", "task", "validation_split", "world_size", "backend",
+               "global_batch_size", "samples_repeated")
 
 
 def package_versions() -> dict[str, str | None]:

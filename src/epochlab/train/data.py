@@ -143,8 +143,11 @@ class ArraySource:
     def batches(
         self, order: torch.Tensor | None, batch_size: int, drop_last: bool, start: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield batches ``start, start+1, ...`` of the epoch given by ``order``."""
-        n = len(self)
+        """Yield batches ``start, start+1, ...`` of the epoch given by ``order``.
+
+        ``order`` may be shorter than the data: a rank's shard of the permutation.
+        """
+        n = len(self) if order is None else order.shape[0]
         nb = iterations_per_epoch(n, batch_size, drop_last)
         if order is None:
             x, y = self.x, self.y

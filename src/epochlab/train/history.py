@@ -51,6 +51,11 @@ class History:
     epochs_planned: int = 0
     total_updates: int = 0
     samples_seen: int = 0
+    # Data-parallel runs: processes, backend, batch over all processes, padded duplicates.
+    world_size: int = 1
+    backend: str = ""
+    global_batch_size: int = 0
+    samples_repeated: int = 0
     stop_reason: str = "completed"
     stop_message: str = ""
     loss_name: str = ""
@@ -163,15 +168,31 @@ class History:
 
     def summary(self) -> str:
         """The accounting in one paragraph, as the CLI prints it."""
+        rnd = "floor" if self.params.get("drop_last") else "ceil"
         lines = [
             f"training rows: {self.n_train}   validation rows: {self.n_val} ({self.validation_split})",
             f"batch size: {self.batch_size}   iterations per epoch: {self.iterations_per_epoch}"
-            f" = {'floor' if self.params.get('drop_last') else 'ceil'}"
-            f"({self.n_train} / {self.batch_size})",
+            f" = {rnd}({self.n_train} / {self.batch_size})",
             f"epochs run: {self.epochs_run} of {self.epochs_planned}   total updates: "
             f"{self.total_updates}   samples seen: {self.samples_seen}",
             f"loss: {self.loss_name} ({self.loss_reason})   stop: {self.stop_reason}",
         ]
+        if self.world_size > 1:  # per-process batches over each process's shard of the rows
+            w = self.world_size
+            lines[1:3] = [
+                f"processes: {w} ({self.backend})   batch size: {self.batch_size} per process, "
+                f"{self.global_batch_size} global",
+                f"iterations per epoch: {self.iterations_per_epoch} = {rnd}({rnd}"
+                f"({self.n_train} / {w}) / {self.batch_size})   rows repeated to even the "
+                f"shards: {0 if rnd == 'floor' else -self.n_train % w} per epoch",
+                f"epochs run: {self.epochs_run} of {self.epochs_planned}   total updates: "
+                f"{self.total_updates}   samples seen: {self.samples_seen} (+ "
+                f"{self.samples_repeated} repeated)",
+            ]
+        if "lr_scaling" in self.params:
+            r = self.params["lr_scaling"]
+            lines.append(f"lr scaling: {r['rule']}: {r['lr']:.4g} x {r['factor']:g} = "
+                         f"{r['scaled_lr']:.4g}, reached over {r['warmup_steps']} warmup updates")
         if self.stop_message:
             lines.append(self.stop_message)
         return "\n".join(lines)

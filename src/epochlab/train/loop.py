@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from epochlab.callbacks.base import Callback
+from epochlab.train import distributed as _dist
 from epochlab.train.accounting import check_int, iterations_per_epoch
 from epochlab.train.data import (
     ArraySource,
@@ -158,6 +159,9 @@ def fit(
     callbacks: Sequence[Callback] = (),
     seed: int = 0,
     verbose: int = 1,
+    distributed: bool | None = None,
+    lr_scaling: str | None = None,
+    lr_warmup_epochs: float = 5.0,
 ) -> History:
     """Train ``model`` on ``data`` for ``epochs`` passes and return the History.
 
@@ -166,6 +170,14 @@ def fit(
     follow a seeded permutation per epoch; ``iterations_per_epoch`` is
     ``ceil(n_train / batch_size)`` (``floor`` with ``drop_last``), where
     ``n_train`` is what the validation split leaves.
+
+    Data-parallel (``distributed=True``, or ``None`` when launched by
+    ``torchrun``): ``batch_size`` is per process, each process trains on its
+    shard of every epoch's permutation (padded as DistributedSampler pads,
+    or cut with ``drop_last``), and every count in the History is global;
+    see :mod:`epochlab.train.distributed`. ``lr_scaling="linear"`` multiplies
+    the learning rate by the number of processes (global batch / batch),
+    reached by a linear warmup over ``lr_warmup_epochs`` (Goyal et al. 2017).
 
     Example:
         >>> import epochlab as el
@@ -179,6 +191,10 @@ def fit(
     batch_size = check_int("batch_size", batch_size, 1)
     if verbose not in (0, 1, 2):
         raise ValueError(f"The value of `verbose` is {verbose!r}, but must be 0, 1 or 2.")
+    _dist.check_lr_scaling(lr_scaling, lr_warmup_epochs)
+    ctx = _dist.setup(model) if _dist.wanted(distributed) else None
+    if ctx is not None and not ctx.is_main:  # only rank 0 reports and writes files
+        callbacks, verbose = [cb for cb in callbacks if not cb.rank_zero_only], 0
     trainer = Trainer(
         model, optimizer=optimizer, lr=lr, schedule=schedule, loss=loss, metrics=metrics,
         weight_decay=weight_decay, momentum=momentum, callbacks=list(callbacks) + _progress(verbose),
@@ -188,7 +204,8 @@ def fit(
         model, data, validation_split=validation_split, validation_data=validation_data,
         validation_split_mode=validation_split_mode, loss=loss, seed=seed,
     )
-    ipe = iterations_per_epoch(prepared.n_train, batch_size, drop_last)
+    rows = prepared.n_train if ctx is None else _dist.distribute(trainer, prepared, ctx, batch_size, drop_last)
+    ipe = iterations_per_epoch(rows, batch_size, drop_last)
     if ipe == 0:
         raise ValueError(
             f"`drop_last=True` with batch_size={batch_size} and {prepared.n_train} training rows "
@@ -205,6 +222,7 @@ def fit(
         lr=trainer.state.base_lr, weight_decay=weight_decay, momentum=momentum, seed=seed,
         schedule=trainer.state.schedule.to_config() if trainer.state.schedule is not None else None,
     )
+    _dist.record(trainer, ctx, batch_size, lr_scaling, lr_warmup_epochs)
     if trainer.state.schedule is not None:
         trainer.state.schedule = trainer.state.schedule.with_total_steps(epochs * ipe)
     return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
@@ -237,8 +255,8 @@ def run(
     want_begin, want_end = cbs.wants("on_batch_begin"), cbs.wants("on_batch_end")
     n_train = data.n_train
     with torch.random.fork_rng(devices=[]):  # dropout draws from torch's RNG: seed it, leave the caller's alone
-        if s.global_step == 0:
-            torch.manual_seed(_dropout_seed(seed))
+        if s.global_step == 0:  # each rank its own dropout stream
+            torch.manual_seed(_dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)))
         trainer.model.train()
         cbs.call("on_train_begin", trainer, {"epochs": epochs, "iterations_per_epoch": h.iterations_per_epoch})
         try:
@@ -294,6 +312,7 @@ def _finish(trainer: Trainer) -> None:
     if s.batch_in_epoch:  # the weights are from the middle of an epoch
         h.weights_epoch = None
     h.total_updates, h.samples_seen = s.global_step, s.samples_seen
+    h.samples_repeated = s.samples_repeated
     h.stop_reason = trainer.stop_reason or "completed"
     trainer.callbacks.call("on_train_end", trainer, {"stop_reason": h.stop_reason})
     return h

@@ -33,6 +33,7 @@ class TrainState:
     global_step: int = 0  # optimizer updates done
     batch_in_epoch: int = 0  # batches done in the current epoch
     samples_seen: int = 0
+    samples_repeated: int = 0  # padded duplicates trained on (data-parallel runs)
     epoch_order: torch.Tensor | None = None  # the current epoch's permutation
 
     def lr_at(self, step: int, epoch: int) -> float:
@@ -52,6 +53,7 @@ class TrainState:
             "global_step": self.global_step,
             "batch_in_epoch": self.batch_in_epoch,
             "samples_seen": self.samples_seen,
+            "samples_repeated": self.samples_repeated,
             "epoch_order": self.epoch_order,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -65,6 +67,7 @@ class TrainState:
         self.optimizer.load_state_dict(d["optimizer"])
         for k in ("base_lr", "lr_scale", "epoch", "global_step", "batch_in_epoch", "samples_seen"):
             setattr(self, k, d[k])
+        self.samples_repeated = d.get("samples_repeated", 0)
         self.epoch_order = d["epoch_order"]
         self.generator.set_state(d["generator"])
         torch.set_rng_state(d["torch_rng"])

@@ -157,6 +157,10 @@ class Trainer:
                 )
             schedule = schedule.with_initial(float(lr))
         self.model = model
+        # What the forward pass runs: the model, or fit's DistributedDataParallel wrapper of it.
+        self.net: nn.Module = model
+        self.dist: Any = None  # a train.distributed.DistContext when training data-parallel
+        self.lr_factor: Callable[[int], float] | None = None  # the linear scaling rule's warmup
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(optimizer, model, float(lr), weight_decay, momentum)
         self.callbacks = CallbackList(list(callbacks))
@@ -246,37 +250,47 @@ class Trainer:
             y = self._ensure_loss(x, y)
         s = self.state
         lr = s.lr_at(s.global_step, s.epoch)
+        if self.lr_factor is not None:
+            lr *= self.lr_factor(s.global_step)
         if lr != self._lr_set:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self._lr_set = lr
 
-        out = self.model(x)
+        out = self.net(x)
         loss = self.spec.fn(out, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = _grad_norm([p.grad for p in self._params if p.grad is not None])
-        loss_v, gnorm_v = loss.item(), gnorm.item()
         n = x.shape[0]
+        if self.dist is None:
+            loss.backward()
+            loss_v, repeated = loss.item(), 0
+        else:  # the global batch's mean loss and counts, the same on every rank
+            mean_loss = self.dist.start_mean(loss)
+            loss.backward()
+            loss_v = mean_loss()
+            n, repeated = self.dist.rows_of_batch(s.batch_in_epoch, n)
+        gnorm_v = _grad_norm([p.grad for p in self._params if p.grad is not None]).item()
         if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
-            return self._diverged(loss_v, gnorm_v, lr, n)
+            return self._diverged(loss_v, gnorm_v, lr, n + repeated)
         self.optimizer.step()
 
         if self.metric_fns:
             self._outs.append(out.detach())
             self._ys.append(y)
-        self._loss_sum += loss_v * n
-        self._rows += n
-        rec = StepRecord(s.global_step, s.epoch, loss_v, lr, gnorm_v, n)
+        self._loss_sum += loss_v * (n + repeated)
+        self._rows += n + repeated
+        rec = StepRecord(s.global_step, s.epoch, loss_v, lr, gnorm_v, n + repeated)
         it = s.history.iterations
         it["step"].append(rec.step)
         it["epoch"].append(rec.epoch)
         it["loss"].append(loss_v)
         it["lr"].append(lr)
         it["grad_norm"].append(gnorm_v)
-        it["batch_size"].append(n)
+        it["batch_size"].append(n + repeated)
         s.global_step += 1
         s.samples_seen += n
+        if repeated:
+            s.samples_repeated += repeated
         return rec
 
     def _diverged(self, loss_v: float, gnorm_v: float, lr: float, n: int) -> StepRecord:
@@ -303,14 +317,26 @@ class Trainer:
         logs = {"loss": self._loss_sum / rows}
         if self._outs:
             out, y = torch.cat(self._outs), torch.cat(self._ys)
-            for name, fn in self.metric_fns.items():
-                logs[name] = float(fn(out, y)) / rows
+            sums = [float(fn(out, y)) for fn in self.metric_fns.values()]
+            if self.dist is not None:  # each rank holds its own rows' outputs
+                sums = self.dist.all_sum(sums)
+            for name, v in zip(self.metric_fns, sums, strict=True):
+                logs[name] = v / rows
         return logs
 
     # -- evaluation --------------------------------------------------------------------
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
-        """Loss and metrics over ``(x, y)`` in eval mode, in chunks (targets prepared)."""
-        return evaluate_tensors(self.model, self.spec, self.metric_fns, x, y, batch_size)
+        """Loss and metrics over ``(x, y)`` in eval mode, in chunks (targets prepared).
+
+        Training data-parallel, ``(x, y)`` is this rank's share and the result
+        is over every rank's rows together.
+        """
+        out = evaluate_tensors(self.model, self.spec, self.metric_fns, x, y, batch_size)
+        if self.dist is None:
+            return out
+        n = x.shape[0]
+        sums = self.dist.all_sum([n] + [v * n for v in out.values()])
+        return {k: v / sums[0] for k, v in zip(out, sums[1:], strict=True)}
 
 
 @torch.no_grad()

@@ -1,0 +1,53 @@
+"""Run under ``torchrun --nproc_per_node 2`` by test_distributed.py; not a test itself.
+
+Trains the cases the test checks (padding, drop_last, SGD and Adam on float64)
+data-parallel, and saves each rank's History and final weights to OUT.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import epochlab as el
+
+
+def data(n: int, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 6)).astype(dtype)
+    return x, (x[:, 0] - x[:, 2] > 0).astype(np.int64)
+
+
+def net(dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).to(dtype)
+
+
+def case(out: Path, name: str, model: nn.Module, xy, **kw) -> None:
+    h = el.fit(model, xy, verbose=0, distributed=True, **kw)
+    rank = torch.distributed.get_rank()
+    h.save(out / f"{name}.rank{rank}.json")
+    torch.save(model.state_dict(), out / f"{name}.rank{rank}.pt")
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    xv, yv = data(27)
+    # 101 training rows over 2 ranks: 51 each, one padded duplicate per epoch.
+    common = dict(epochs=2, batch_size=16, validation_data=(xv, yv), optimizer="sgd", lr=0.1)
+    case(out, "pad", net(torch.float32), data(101), **common)
+    case(out, "drop", net(torch.float32), data(101), drop_last=True, **common)
+    # 100 rows (no padding), float64: the same updates as one process with batch 32.
+    for opt in ("sgd", "adam"):
+        case(out, f"same_{opt}", net(torch.float64), data(100, np.float64), epochs=1,
+             batch_size=16, optimizer=opt, lr=0.05)
+    case(out, "scaled", net(torch.float32), data(101), epochs=2, batch_size=16, lr=0.01,
+         lr_scaling="linear", lr_warmup_epochs=1)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -11,6 +11,14 @@
   ``total_updates``, ``samples_seen``, ``epochs_run``, ``stop_reason``.
 
 Everything is plain Python data, saved as JSON; ``History.load`` rebuilds it.
+
+The History is also the one place where a run is written down, whoever
+trains it (``fit``'s loop, or a fused sweep training many configurations at
+once): :meth:`History.start` (the accounting known before training),
+:meth:`History.append_step`, :meth:`History.add_epoch`,
+:meth:`History.record_divergence` (the one divergence message) and
+:meth:`History.end`. So a fused member's History equals ``fit``'s by
+construction, not by a copy of its code.
 """
 
 from __future__ import annotations
@@ -87,6 +95,97 @@ class History:
 
     def append_epoch(self, row: dict[str, float]) -> None:
         self.epochs.append(row)
+
+    # -- writing a run down (the training loop and fused sweeps both use these) ---------
+    def start(
+        self,
+        *,
+        n_train: int,
+        n_val: int,
+        batch_size: int,
+        iterations_per_epoch: int,
+        epochs_planned: int,
+        validation_split: str,
+        params: dict[str, Any],
+    ) -> None:
+        """Record the accounting a run knows before its first step."""
+        self.n_train, self.n_val, self.batch_size = n_train, n_val, batch_size
+        self.iterations_per_epoch, self.epochs_planned = iterations_per_epoch, epochs_planned
+        self.validation_split = validation_split
+        self.params.update(params)
+
+    def append_step(
+        self, step: int, epoch: int, loss: float, lr: float, grad_norm: float, batch_size: int
+    ) -> None:
+        """Record one optimizer update (``loss`` and ``grad_norm`` from before it)."""
+        it = self.iterations
+        it["step"].append(step)
+        it["epoch"].append(epoch)
+        it["loss"].append(loss)
+        it["lr"].append(lr)
+        it["grad_norm"].append(grad_norm)
+        it["batch_size"].append(batch_size)
+
+    def add_epoch(
+        self,
+        epoch: int,
+        train: dict[str, float],
+        val: dict[str, float] | None,
+        *,
+        lr: float | None,
+        updates: int,
+        samples_seen: int,
+        seconds: float,
+    ) -> dict[str, float]:
+        """Record a completed epoch (0-based) and return its row.
+
+        The row holds the training metrics, ``val_<name>`` for each
+        validation metric, the learning rate of the epoch's last update, the
+        updates and samples so far and the epoch's seconds. The model now
+        holds this epoch's end-of-epoch weights (:attr:`weights_epoch`).
+
+        Example:
+            >>> h = History()
+            >>> h.add_epoch(0, {"loss": 0.5}, {"loss": 0.6}, lr=0.1, updates=20,
+            ...             samples_seen=640, seconds=0.1)["val_loss"], h.weights_epoch
+            (0.6, 0)
+        """
+        row: dict[str, Any] = {"epoch": epoch, **train}
+        if val is not None:
+            row.update({f"val_{k}": v for k, v in val.items()})
+        row.update(lr=lr, updates=updates, samples_seen=samples_seen, time=seconds)
+        self.epochs.append(row)
+        self.weights_epoch = epoch
+        return row
+
+    def record_divergence(
+        self, *, epoch: int, iteration: int, step: int, lr: float, loss: float, grad_norm: float
+    ) -> str:
+        """Record a non-finite loss or gradient (no update made) and return the message.
+
+        ``epoch`` is 0-based, ``iteration`` the 1-based batch in the epoch,
+        ``step`` the updates made before it.
+        """
+        what = "loss" if not math.isfinite(loss) else "gradient norm"
+        value = loss if what == "loss" else grad_norm
+        self.stop_message = (
+            f"Diverged: the {what} became {value} at epoch {epoch + 1}, iteration "
+            f"{iteration} (update {step + 1}) with learning rate {lr:.4g}. "
+            "The model keeps the weights of the last finite step; try a lower learning rate."
+        )
+        self.extra["divergence"] = {
+            "epoch": epoch, "iteration": iteration, "step": step,
+            "lr": lr, "loss": loss, "grad_norm": grad_norm,
+        }
+        return self.stop_message
+
+    def end(self, *, total_updates: int, samples_seen: int, stop_reason: str,
+            mid_epoch: bool) -> None:
+        """Record how training ended; ``mid_epoch``: the weights are from inside an epoch."""
+        if mid_epoch:
+            self.weights_epoch = None
+        self.total_updates, self.samples_seen = total_updates, samples_seen
+        self.stop_reason = stop_reason
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, JSON-ready (NaN and inf written as JSON's NaN/Infinity)."""

@@ -212,21 +212,55 @@ def fit(
             "leaves no full batch; use a smaller batch or drop_last=False."
         )
     trainer.attach_loss(spec, targets_ready=True)
-    h = trainer.state.history
-    h.n_train, h.n_val, h.batch_size = prepared.n_train, prepared.n_val, batch_size
-    h.iterations_per_epoch, h.epochs_planned, h.validation_split = ipe, epochs, prepared.split
-    h.params.update(
-        epochs=epochs, batch_size=batch_size, validation_split=validation_split,
-        validation_split_mode=validation_split_mode, shuffle=shuffle, drop_last=drop_last,
-        optimizer=optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
-        lr=trainer.state.base_lr, weight_decay=weight_decay, momentum=momentum, seed=seed,
-        schedule=trainer.state.schedule.to_config() if trainer.state.schedule is not None else None,
+    trainer.state.history.start(
+        n_train=prepared.n_train, n_val=prepared.n_val, batch_size=batch_size,
+        iterations_per_epoch=ipe, epochs_planned=epochs, validation_split=prepared.split,
+        params=run_params(
+            epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+            validation_split_mode=validation_split_mode, shuffle=shuffle, drop_last=drop_last,
+            optimizer=optimizer, lr=trainer.state.base_lr, weight_decay=weight_decay,
+            momentum=momentum, seed=seed, schedule=trainer.state.schedule,
+        ),
     )
     _dist.record(trainer, ctx, batch_size, lr_scaling, lr_warmup_epochs)
     if trainer.state.schedule is not None:
         trainer.state.schedule = trainer.state.schedule.with_total_steps(epochs * ipe)
     return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                drop_last=drop_last, seed=seed)
+
+
+def run_params(
+    *,
+    epochs: int,
+    batch_size: int,
+    validation_split: float,
+    validation_split_mode: str,
+    shuffle: bool,
+    drop_last: bool,
+    optimizer: OptimizerLike,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    seed: int,
+    schedule: Any,
+) -> dict[str, Any]:
+    """``history.params`` of a run: the settings ``fit`` was called with, as plain data.
+
+    Example:
+        >>> p = run_params(epochs=2, batch_size=32, validation_split=0.2,
+        ...                validation_split_mode="random", shuffle=True, drop_last=False,
+        ...                optimizer="adam", lr=1e-3, weight_decay=0.0, momentum=0.0, seed=0,
+        ...                schedule=None)
+        >>> p["optimizer"], p["lr"], p["schedule"]
+        ('adam', 0.001, None)
+    """
+    return dict(
+        epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+        validation_split_mode=validation_split_mode, shuffle=shuffle, drop_last=drop_last,
+        optimizer=optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
+        lr=float(lr), weight_decay=weight_decay, momentum=momentum, seed=seed,
+        schedule=schedule.to_config() if schedule is not None else None,
+    )
 
 
 def _progress(verbose: int) -> list[Callback]:
@@ -279,15 +313,13 @@ def run(
                         break
                 if s.batch_in_epoch < h.iterations_per_epoch:  # stopped mid-epoch
                     break
-                row = {"epoch": s.epoch, **trainer.epoch_logs()}
+                val = None
                 if data.val is not None:
                     val = trainer.evaluate(*data.val, batch_size=max(batch_size, EVAL_CHUNK))
-                    row.update({f"val_{k}": v for k, v in val.items()})
-                row.update(lr=trainer._lr_set, updates=s.global_step, samples_seen=s.samples_seen,
-                           time=time.perf_counter() - t0)
-                h.append_epoch(row)
+                row = h.add_epoch(s.epoch, trainer.epoch_logs(), val, lr=trainer._lr_set,
+                                  updates=s.global_step, samples_seen=s.samples_seen,
+                                  seconds=time.perf_counter() - t0)
                 s.epoch, s.batch_in_epoch, s.epoch_order = s.epoch + 1, 0, None
-                h.weights_epoch = s.epoch - 1
                 cbs.call("on_epoch_end", trainer, row)
         except KeyboardInterrupt:
             trainer.stop(
@@ -309,11 +341,9 @@ def run(
 
 def _finish(trainer: Trainer) -> None:
     s, h = trainer.state, trainer.state.history
-    if s.batch_in_epoch:  # the weights are from the middle of an epoch
-        h.weights_epoch = None
-    h.total_updates, h.samples_seen = s.global_step, s.samples_seen
+    h.end(total_updates=s.global_step, samples_seen=s.samples_seen,
+          stop_reason=trainer.stop_reason or "completed", mid_epoch=s.batch_in_epoch > 0)
     h.samples_repeated = s.samples_repeated
-    h.stop_reason = trainer.stop_reason or "completed"
     trainer.callbacks.call("on_train_end", trainer, {"stop_reason": h.stop_reason})
     return h
 

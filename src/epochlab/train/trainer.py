@@ -280,13 +280,7 @@ class Trainer:
         self._loss_sum += loss_v * (n + repeated)
         self._rows += n + repeated
         rec = StepRecord(s.global_step, s.epoch, loss_v, lr, gnorm_v, n + repeated)
-        it = s.history.iterations
-        it["step"].append(rec.step)
-        it["epoch"].append(rec.epoch)
-        it["loss"].append(loss_v)
-        it["lr"].append(lr)
-        it["grad_norm"].append(gnorm_v)
-        it["batch_size"].append(n + repeated)
+        s.history.append_step(rec.step, rec.epoch, loss_v, lr, gnorm_v, n + repeated)
         s.global_step += 1
         s.samples_seen += n
         if repeated:
@@ -296,19 +290,11 @@ class Trainer:
     def _diverged(self, loss_v: float, gnorm_v: float, lr: float, n: int) -> StepRecord:
         s = self.state
         self.optimizer.zero_grad(set_to_none=True)
-        it_in_epoch = s.batch_in_epoch + 1
-        what = "loss" if not math.isfinite(loss_v) else "gradient norm"
-        value = loss_v if what == "loss" else gnorm_v
-        self.stop(
-            "diverged",
-            f"Diverged: the {what} became {value} at epoch {s.epoch + 1}, iteration "
-            f"{it_in_epoch} (update {s.global_step + 1}) with learning rate {lr:.4g}. "
-            "The model keeps the weights of the last finite step; try a lower learning rate.",
+        message = s.history.record_divergence(
+            epoch=s.epoch, iteration=s.batch_in_epoch + 1, step=s.global_step, lr=lr,
+            loss=loss_v, grad_norm=gnorm_v,
         )
-        s.history.extra["divergence"] = {
-            "epoch": s.epoch, "iteration": it_in_epoch, "step": s.global_step,
-            "lr": lr, "loss": loss_v, "grad_norm": gnorm_v,
-        }
+        self.stop("diverged", message)
         return StepRecord(s.global_step, s.epoch, loss_v, lr, gnorm_v, n, diverged=True)
 
     def epoch_logs(self) -> dict[str, float]:

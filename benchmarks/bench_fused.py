@@ -34,7 +34,7 @@ from torch import nn
 
 from epochlab.data import synthetic
 from epochlab.models import mlp
-from epochlab.sweep import train_fused
+from epochlab.sweeps import train_fused
 
 HIDDEN = (64, 32)
 BATCH = 32

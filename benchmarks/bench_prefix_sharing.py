@@ -4,7 +4,7 @@ Workload: ``digits`` (1437 training rows upsampled to 28x28, ``validation_split=
 leaves 1149), the slide-13 CNN (``cnn_small``), Adam lr 1e-3, seed 0; the grid
 epochs {5, 10, 15} x batch size {32, 64, 128}. With sharing, the plan trains
 3 runs (15 epochs each, read out at 5, 10 and 15); without, 9 runs (90 epochs).
-Both go through :func:`epochlab.sweep.runner.sweep` into fresh in-memory stores,
+Both go through :func:`epochlab.sweeps.driver.sweep` into fresh in-memory stores,
 and the results are checked to be equal (everything but wall time).
 
 ``--quick``: epochs {1, 2, 3} x batch size {64, 128}.
@@ -24,8 +24,8 @@ import time
 import torch
 
 from epochlab.store import MemoryStore
-from epochlab.sweep.runner import sweep
-from epochlab.sweep.spec import SweepSpec
+from epochlab.sweeps.driver import sweep
+from epochlab.sweeps.spec import SweepSpec
 
 
 def _strip(rows):

@@ -9,20 +9,14 @@ Example:
     (20, 200)
 """
 
-# `el.sweep` is the package, and calling it runs a sweep: `el.sweep(spec, store)`.
-from epochlab import (
-    callbacks,
-    data,
-    models,
-    schedules,
-    sweep,  # noqa: E402  (after the core it builds on)
-)
+from epochlab import callbacks, data, models, schedules, sweeps
 from epochlab.callbacks.base import Callback
 from epochlab.callbacks.checkpoint import ModelCheckpoint
 from epochlab.callbacks.csv_logger import CSVLogger
 from epochlab.callbacks.early_stopping import EarlyStopping
 from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
-from epochlab.sweep.spec import SweepSpec  # noqa: E402
+from epochlab.sweeps.driver import SweepResult, sweep
+from epochlab.sweeps.spec import SweepSpec
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
@@ -41,6 +35,7 @@ __all__ = [
     "ParameterError",
     "ReduceLROnPlateau",
     "StepRecord",
+    "SweepResult",
     "SweepSpec",
     "TrainState",
     "Trainer",
@@ -50,6 +45,7 @@ __all__ = [
     "fit",
     "iterations_per_epoch",
     "sweep",
+    "sweeps",
     "models",
     "schedules",
 ]

@@ -10,8 +10,8 @@ import pytest
 from epochlab.report.heatmap import plot_heatmap
 from epochlab.report.study import choose_axes, heatmap_grid, study_rows, write_report
 from epochlab.store import MemoryStore
-from epochlab.sweep.runner import sweep
-from epochlab.sweep.spec import SweepSpec
+from epochlab.sweeps.driver import sweep
+from epochlab.sweeps.spec import SweepSpec
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,10 @@ import click
 from rich.table import Table
 
 from epochlab.cli.common import console
-from epochlab.sweep.spec import SweepSpec, parse_cli_lists
+from epochlab.store import SQLiteStore, default_store_path
+from epochlab.sweeps.driver import best_run, metric_values, sweep
+from epochlab.sweeps.plan import make_plan
+from epochlab.sweeps.spec import SweepSpec, parse_cli_lists
 
 
 def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
@@ -86,9 +89,6 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
     Example: epochlab sweep --data digits --model cnn_small --epochs 5,10,15
     --batch-size 32,64,128
     """
-    from epochlab.store import SQLiteStore, default_store_path
-    from epochlab.sweep.runner import sweep
-
     texts = dict(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                  batch_norm=batch_norm, seed=seed, optimizer=optimizer,
                  weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
@@ -103,8 +103,6 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
         raise click.UsageError(str(e)) from None
     store = SQLiteStore(store_path or default_store_path())
     console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in {store.path}")
-    from epochlab.sweep.plan import make_plan
-
     try:
         plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse)
     except ValueError as e:
@@ -131,8 +129,6 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
 
 def results_table(result: Any, store: Any) -> Table:
     """One row per configuration: swept settings, status, metric (final / best), test, updates."""
-    from epochlab.sweep.runner import metric_values
-
     spec = result.spec
     swept = spec.swept() or ["epochs"]
     table = Table(show_edge=False, pad_edge=False,
@@ -172,8 +168,6 @@ def _print_advice(result: Any, store: Any, select: str) -> None:
 
 
 def _print_best(result: Any, store: Any, select: str) -> None:
-    from epochlab.sweep.runner import best_run, metric_values
-
     spec, best = result.spec, result.best
     if best is None:
         console.print(f"[red]No finished run has a finite {spec.metric}.[/]")

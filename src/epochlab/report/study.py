@@ -41,8 +41,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from epochlab.diagnose.advice import advise_runs, format_advice, runs_from_store  # noqa: E402
 from epochlab.report.heatmap import plot_heatmap, save_figure  # noqa: E402
 from epochlab.store.base import DONE, RunRecord, Store  # noqa: E402
-from epochlab.sweep.runner import best_run, metric_values  # noqa: E402
-from epochlab.sweep.spec import SWEPT  # noqa: E402
+from epochlab.sweeps.driver import best_run, metric_values  # noqa: E402
+from epochlab.sweeps.spec import SWEPT  # noqa: E402
 
 __all__ = [
     "choose_axes", "heatmap_grid", "plot_validation_curves", "study_rows", "swept_settings",
@@ -239,10 +239,10 @@ def write_report(
 
     Example:
         >>> from epochlab.store import MemoryStore
-        >>> from epochlab.sweep import runner, spec
+        >>> from epochlab.sweeps import SweepSpec, sweep
         >>> s = MemoryStore()
-        >>> res = runner.sweep(spec.SweepSpec(data_options={"n_samples": 100}, epochs=[1, 2],
-        ...                    batch_size=[16, 32], name="r"), s, progress=False)
+        >>> res = sweep(SweepSpec(data_options={"n_samples": 100}, epochs=[1, 2],
+        ...             batch_size=[16, 32], name="r"), s, progress=False)
         >>> import tempfile; out = write_report(s, "r", tempfile.mkdtemp())
         >>> sorted(out["files"])
         ['advice.txt', 'curves_batch_size.png', 'heatmap.png', 'results.csv']

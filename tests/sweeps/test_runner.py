@@ -7,8 +7,8 @@ import math
 import pytest
 
 from epochlab.store.memory import MemoryStore
-from epochlab.sweep.runner import best_run, metric_values, sweep
-from epochlab.sweep.spec import SweepSpec
+from epochlab.sweeps.driver import best_run, metric_values, sweep
+from epochlab.sweeps.spec import SweepSpec
 
 SMALL = {"data": "synthetic", "data_options": {"n_samples": 200}, "model": "mlp"}
 
@@ -51,18 +51,16 @@ def test_shared_results_equal_separate_runs_bit_for_bit():
 
 
 def test_a_failing_run_is_recorded_failed_and_the_sweep_goes_on(monkeypatch):
-    import epochlab.sweep.runner as runner
+    import epochlab.sweeps.worker as worker
 
-    real = runner.build_model
-    calls = {"n": 0}
+    real = worker.build_model
 
     def flaky(config, data):
-        calls["n"] += 1
-        if config.batch_size == 16 and calls["n"] > 1:  # the first call is the preflight
+        if config.batch_size == 16:
             raise RuntimeError("boom in batch 16")
         return real(config, data)
 
-    monkeypatch.setattr(runner, "build_model", flaky)
+    monkeypatch.setattr(worker, "build_model", flaky)
     store = MemoryStore()
     result = sweep(SweepSpec(**SMALL, epochs=[1, 2], batch_size=[16, 32]), store, progress=False)
     status = {(r.settings["batch_size"], r.settings["epochs"]): r.status for r in result.runs}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from epochlab.sweep.spec import SweepSpec, canonical_schedule, parse_cli_lists
+from epochlab.sweeps.spec import SweepSpec, canonical_schedule, parse_cli_lists
 
 
 def test_product_of_lists_is_the_set_of_configurations():

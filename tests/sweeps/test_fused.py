@@ -1,4 +1,4 @@
-"""Fused training equals training each member alone (epochlab.sweep.fused).
+"""Fused training equals training each member alone (epochlab.sweeps.fused).
 
 The reference is a plain one-by-one PyTorch loop written here from the
 contract (seeded split, seeded randperm per epoch, torch.optim, per-epoch
@@ -18,9 +18,9 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from epochlab.models import mlp
-from epochlab.sweep import is_fusable, train_fused
-from epochlab.sweep.fused import chunk_sizes
-from epochlab.sweep.fused_ops import FlatLayout, backward, forward, loss_and_grad, parse_sequential
+from epochlab.sweeps import is_fusable, train_fused
+from epochlab.sweeps.fused import chunk_sizes
+from epochlab.sweeps.fused_ops import FlatLayout, backward, forward, loss_and_grad, parse_sequential
 
 N_FEATURES = 8
 HIDDEN = (16, 8)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from epochlab.store.memory import MemoryStore
-from epochlab.sweep import SweepSpec, make_plan, sweep
+from epochlab.sweeps import SweepSpec, make_plan, sweep
 
 SMALL = {"data": "synthetic", "data_options": {"n_samples": 200}, "model": "mlp"}
 TOL = 1e-4  # float32, a few epochs at lr <= 0.01: rounding, not chaos
@@ -136,7 +136,7 @@ def test_a_diverging_member_is_recorded_diverged_and_the_others_complete():
 
 
 def test_interrupted_fused_sweep_resumes_without_redoing_finished_tasks(monkeypatch):
-    import epochlab.sweep.fused_runs as fr
+    import epochlab.sweeps.fused_runs as fr
 
     spec = SweepSpec(**SMALL, epochs=[1], lr=[1e-2, 1e-3], batch_size=[16, 32], name="resume")
     store = MemoryStore()

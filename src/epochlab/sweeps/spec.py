@@ -38,6 +38,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from epochlab import schedules
+from epochlab.callbacks.early_stopping import parse as parse_early_stopping
 from epochlab.train.trainer import OPTIMIZERS
 
 __all__ = ["FIXED", "MODES", "SWEPT", "Config", "SweepSpec", "canonical_schedule"]
@@ -386,9 +387,5 @@ def _word(name: str, word: str, text: str) -> Any:
 
 
 def _check_early_stopping(text: str) -> None:
-    """Parse the text now (fail before any training) when the callback is available."""
-    try:
-        from epochlab.callbacks.early_stopping import parse
-    except ImportError:  # pragma: no cover - the callback ships with epochlab
-        return
-    parse(text)
+    """Parse the text now, so a bad setting fails before any training."""
+    parse_early_stopping(text)

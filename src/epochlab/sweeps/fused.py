@@ -1,7 +1,7 @@
 """Fused training: K configurations of one MLP trained together as one model.
 
 This module owns the epoch loop of fused training and its accounting;
-the tensor arithmetic lives in :mod:`epochlab.sweep.fused_ops`.
+the tensor arithmetic lives in :mod:`epochlab.sweeps.fused_ops`.
 
 Contract: every member ends exactly where training it alone with
 ``epochlab.fit``'s semantics would (within float rounding): its own
@@ -31,10 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
-from epochlab.sweep.fused_ops import (
+from epochlab.sweeps.fused_ops import (
     FlatLayout,
     FusedAdam,
     FusedSGD,
@@ -48,6 +47,9 @@ from epochlab.sweep.fused_ops import (
     parse_sequential,
     prepare_forward,
 )
+from epochlab.train.accounting import iterations_per_epoch
+from epochlab.train.data import split_indices
+from epochlab.train.history import History
 
 Schedule = Callable[[int, int], float]
 EpochHook = Callable[[int, dict[str, np.ndarray]], Any]
@@ -127,47 +129,45 @@ class FusedResult:
     (seconds per epoch of the chunk the member trained in, shared by all
     its members)."""
 
-    def to_history(self, batch_size: int | None = None) -> Any:
+    def to_history(self, history: History | None = None) -> History:
         """This member's run as an :class:`epochlab.History`, as ``epochlab.fit`` returns it.
 
-        Epoch rows carry the metrics, ``lr`` at the epoch's last update,
-        ``updates`` and ``samples_seen`` so far and ``time`` (the chunk's
-        epoch time, shared by its members); iterations carry ``step``,
-        ``epoch``, ``loss``, ``lr``, ``grad_norm`` and ``batch_size``.
-        ``stop_reason`` is ``"completed"``, ``"diverged"``, or
-        ``"early_stopping"`` for a member the hook stopped.
+        Written with the History's own recording methods, the ones ``fit``'s
+        loop uses: a step per update, an epoch row per completed epoch (the
+        metrics, ``lr`` at the epoch's last update, ``updates`` and
+        ``samples_seen`` so far and ``time``, the chunk's epoch time shared by
+        its members), the divergence record and the end. ``history``: one
+        already :meth:`~epochlab.History.start`-ed with the run's settings;
+        by default a new one with the accounting known here. ``stop_reason``
+        is ``"completed"``, ``"diverged"``, or ``"early_stopping"`` for a
+        member the hook stopped.
         """
-        from epochlab.train.history import History
-
         ipe = self.iterations_per_epoch
-        h = History(
-            n_train=self.n_train, n_val=self.n_val,
-            batch_size=batch_size or (self.batch_sizes[0] if self.batch_sizes else 0),
-            iterations_per_epoch=ipe, total_updates=self.updates,
-            samples_seen=self.samples_seen,
-            stop_reason={"stopped": "early_stopping"}.get(self.status, self.status),
-            weights_epoch=(
-                self.epochs_done - 1
-                if self.epochs_done and self.updates == self.epochs_done * ipe else None
-            ),
-            params={"seed": self.seed, "fused": True},
-        )
+        h = history
+        if h is None:
+            h = History()
+            h.start(n_train=self.n_train, n_val=self.n_val,
+                    batch_size=self.batch_sizes[0] if self.batch_sizes else 0,
+                    iterations_per_epoch=ipe, epochs_planned=self.epochs_done,
+                    validation_split="random" if self.n_val else "none",
+                    params={"seed": self.seed, "fused": True})
+        for i in range(self.updates):
+            h.append_step(i, i // ipe, self.step_loss[i], self.lr[i], self.grad_norm[i],
+                          self.batch_sizes[i])
         sizes = np.cumsum([0, *self.batch_sizes])
         times = self.info.get("epoch_time", [])
         for e in range(self.epochs_done):
-            row: dict[str, float] = {"epoch": e}
-            row.update({name: vals[e] for name, vals in self.metrics.items()})
+            train = {k: v[e] for k, v in self.metrics.items() if not k.startswith("val_")}
+            val = {k[4:]: v[e] for k, v in self.metrics.items() if k.startswith("val_")}
             last = (e + 1) * ipe
-            row.update(lr=self.lr[last - 1], updates=last, samples_seen=int(sizes[last]),
-                       time=times[e] if e < len(times) else math.nan)
-            h.append_epoch(row)
-        it = h.iterations
-        it["step"] = list(range(self.updates))
-        it["epoch"] = [i // ipe for i in range(self.updates)]
-        it["loss"], it["lr"] = list(self.step_loss), list(self.lr)
-        it["grad_norm"], it["batch_size"] = list(self.grad_norm), list(self.batch_sizes)
+            h.add_epoch(e, train, val or None, lr=self.lr[last - 1], updates=last,
+                        samples_seen=int(sizes[last]),
+                        seconds=times[e] if e < len(times) else math.nan)
         if "divergence" in self.info:
-            h.extra["divergence"] = dict(self.info["divergence"])
+            h.record_divergence(**self.info["divergence"])
+        h.end(total_updates=self.updates, samples_seen=self.samples_seen,
+              stop_reason={"stopped": "early_stopping"}.get(self.status, self.status),
+              mid_epoch=self.updates != self.epochs_done * ipe)
         return h
 
 
@@ -232,7 +232,7 @@ def estimate_member_bytes(
 
     Example:
         >>> from epochlab.models import mlp
-        >>> from epochlab.sweep.fused_ops import parse_sequential
+        >>> from epochlab.sweeps.fused_ops import parse_sequential
         >>> estimate_member_bytes(parse_sequential(mlp(20)), 640, 160, 20, 32) > 0
         True
     """
@@ -425,9 +425,14 @@ def train_fused(
     y_all = _targets(y_raw, task, out, dtype)
 
     n = x_all.shape[0]
+    # The split fit makes for each seed (the same function: stratified by class labels).
+    labels = None
+    if task != "regression":
+        labels = y_raw.numpy().reshape(n, -1)[:, 0]
     splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for s in set(seeds_k):
-        splits[s] = _split(n, validation_split, s, y_raw.numpy() if task != "regression" else None)
+        tr, va, _ = split_indices(n, validation_split, seed=s, stratify=labels)
+        splits[s] = (tr, va)
     n_train = len(splits[seeds_k[0]][0])
     shared_val: tuple[Tensor, Tensor] | None = None
     if validation_data is not None:
@@ -437,7 +442,7 @@ def train_fused(
         n_val = xv.shape[0]
     else:
         n_val = len(splits[seeds_k[0]][1])
-    ipe = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
+    ipe = iterations_per_epoch(n_train, batch_size, drop_last)
     if ipe < 1:
         raise ValueError(
             f"The value of `batch_size` is {batch_size}, but with drop_last=True it must be "
@@ -472,33 +477,6 @@ def train_fused(
         for res in run.train(epochs):
             results[res.member] = res
     return [r for r in results if r is not None]
-
-
-def _split(
-    n: int, fraction: float, seed: int, labels: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation rows of one member, as ``epochlab.fit`` splits with ``seed``.
-
-    ``ceil(fraction * n)`` validation rows by ``train_test_split`` with
-    ``random_state=seed``, stratified when every class has two rows or more
-    and both sides can hold every class (else a plain random split).
-    """
-    n_val = math.ceil(fraction * n) if fraction > 0 else 0
-    if n_val == 0:
-        return np.arange(n), np.arange(0)
-    if n_val >= n:
-        raise ValueError(
-            f"`validation_split={fraction}` of {n} rows leaves no training rows; "
-            "use a smaller fraction or pass `validation_data`."
-        )
-    if labels is not None:
-        _, counts = np.unique(labels, return_counts=True)
-        if not (counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts)):
-            labels = None
-    tr, va = train_test_split(
-        np.arange(n), test_size=n_val, random_state=seed, shuffle=True, stratify=labels
-    )
-    return tr, va
 
 
 def _targets(y: Tensor, task: str, out: int, dtype: torch.dtype) -> Tensor:

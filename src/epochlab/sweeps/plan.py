@@ -13,8 +13,8 @@ This module owns the grouping, and says why it grouped as it did:
 - **Fusion.** Trainings that share the model, its architecture, the data,
   the batch size, the optimizer, the validation split, early stopping and
   the epochs (and read-outs) train together as one vectorized model
-  (:mod:`epochlab.sweep.fused`) when the model is fusable
-  (:func:`epochlab.sweep.fused_ops.is_fusable`): members may differ in
+  (:mod:`epochlab.sweeps.fused`) when the model is fusable
+  (:func:`epochlab.sweeps.fused_ops.is_fusable`): members may differ in
   learning rate, seed (split and shuffle), weight decay and schedule. A
   :class:`Task` is ``(members, epochs, read_outs)``: every member is trained
   to ``epochs`` and read out at every count of ``read_outs``, so fusion and
@@ -33,7 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from epochlab import schedules
-from epochlab.sweep.spec import Config
+from epochlab.sweeps.fused_ops import is_fusable
+from epochlab.sweeps.spec import Config
+from epochlab.sweeps.workload import build_model, load_data
 
 __all__ = ["FUSED_OPTIMIZERS", "Plan", "PlanEntry", "Task", "fusion_reason", "make_plan"]
 
@@ -50,7 +52,7 @@ class Task:
     read off it.
 
     Example:
-        >>> from epochlab.sweep.spec import SweepSpec
+        >>> from epochlab.sweeps.spec import SweepSpec
         >>> c = SweepSpec(epochs=[15]).configs()[0]
         >>> t = Task(label="t1", members=(c,), epochs=15, read_outs=(5, 10, 15))
         >>> [r.epochs for r in t.runs()], t.trained(c).epochs
@@ -219,10 +221,10 @@ def fusion_reason(config: Config) -> str | None:
     """Why ``config`` cannot train fused, or None when it can.
 
     Builds the configuration's model on its data (both cached per process)
-    and asks :func:`epochlab.sweep.fused_ops.is_fusable`.
+    and asks :func:`epochlab.sweeps.fused_ops.is_fusable`.
 
     Example:
-        >>> from epochlab.sweep.spec import SweepSpec
+        >>> from epochlab.sweeps.spec import SweepSpec
         >>> c = SweepSpec(data_options={"n_samples": 100}, batch_norm=[True]).configs()[0]
         >>> fusion_reason(c)[:34]
         'model mlp (batch norm): layer 1 is'
@@ -239,9 +241,6 @@ _MODEL_REASONS: dict[tuple, str | None] = {}
 def _model_reason(data: str, options: tuple, model: str, batch_norm: bool) -> str | None:
     key = (data, options, model, batch_norm)
     if key not in _MODEL_REASONS:
-        from epochlab.sweep.fused_ops import is_fusable
-        from epochlab.sweep.runner import build_model, load_data
-
         probe = Config(data=data, model=model, epochs=1, batch_size=1, lr=1.0,
                        batch_norm=batch_norm, seed=0, optimizer="adam", weight_decay=0.0,
                        schedule=None, validation_split=0.0, early_stopping=None,
@@ -292,7 +291,7 @@ def make_plan(
             budget itself).
 
     Example:
-        >>> from epochlab.sweep.spec import SweepSpec
+        >>> from epochlab.sweeps.spec import SweepSpec
         >>> plan = make_plan(SweepSpec(epochs=[5, 10, 15], batch_size=[32, 64]).configs())
         >>> plan.n_configs, len(plan.tasks), plan.tasks[0].read_outs
         (6, 2, (5, 10, 15))

@@ -1,14 +1,15 @@
-"""A fused task of a sweep: its members trained together, each recorded as ``fit`` would.
+"""The worker side of a fused task: its members trained together, each recorded as ``fit`` would.
 
-:func:`train_task_fused` is what :func:`epochlab.sweep.runner.execute_task`
+:func:`train_task_fused` is what :func:`epochlab.sweeps.worker.execute_task`
 runs for a task with several members. It builds every member's model (seeded
 with its seed, as one-by-one training does), trains them all at once with
-:func:`epochlab.sweep.fused.train_fused` and turns each member's result into
+:func:`epochlab.sweeps.fused.train_fused` and turns each member's result into
 the :class:`~epochlab.train.history.History` that
 ``epochlab.fit(model, data.train, ...)`` returns for that configuration
-alone: the same loss name, split description, params, accounting, stop
-reason and message, early-stopping record and (with ``restore=true``) the
-best epoch's weights. Test metrics are those of
+alone, written by the same code: ``fit``'s data preparation (split, loss),
+:func:`epochlab.train.loop.run_params` and the History's own recording
+methods (steps, epochs, divergence, end); the early-stopping record and
+(with ``restore=true``) the best epoch's weights. Test metrics are those of
 :func:`epochlab.evaluate` on the member's weights, at every read-out epoch
 and at the end.
 
@@ -26,12 +27,14 @@ import numpy as np
 import torch
 
 from epochlab import schedules
-from epochlab.sweep.fused import EpochEnd, FusedResult, train_fused
-from epochlab.sweep.plan import Task
-from epochlab.sweep.runner import _test_metrics, build_model, load_data
-from epochlab.sweep.spec import Config
+from epochlab.callbacks.early_stopping import parse as parse_early_stopping
+from epochlab.sweeps.fused import EpochEnd, FusedResult, train_fused
+from epochlab.sweeps.plan import Task
+from epochlab.sweeps.spec import Config
+from epochlab.sweeps.workload import build_model, load_data, test_metrics
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.history import History
+from epochlab.train.loop import prepare_data, run_params
 
 __all__ = ["train_task_fused"]
 
@@ -77,25 +80,13 @@ def _params(member: Config, epochs: int) -> dict[str, Any]:
     """``history.params`` as ``fit`` records them for this configuration."""
     sched = None
     if member.schedule is not None:
-        sched = schedules.parse(member.schedule).with_initial(float(member.lr)).to_config()
-    return dict(
+        sched = schedules.parse(member.schedule).with_initial(float(member.lr))
+    return run_params(
         epochs=epochs, batch_size=member.batch_size, validation_split=member.validation_split,
         validation_split_mode="random", shuffle=True, drop_last=False,
-        optimizer=member.optimizer, lr=float(member.lr), weight_decay=member.weight_decay,
+        optimizer=member.optimizer, lr=member.lr, weight_decay=member.weight_decay,
         momentum=0.0, seed=member.seed, schedule=sched,
     )
-
-
-def _divergence_message(info: dict[str, Any]) -> str:
-    """The message ``fit``'s trainer writes when a member diverges (same words)."""
-    import math
-
-    what = "loss" if not math.isfinite(info["loss"]) else "gradient norm"
-    value = info["loss"] if what == "loss" else info["grad_norm"]
-    return (f"Diverged: the {what} became {value} at epoch {info['epoch'] + 1}, iteration "
-            f"{info['iteration']} (update {info['step'] + 1}) with learning rate "
-            f"{info['lr']:.4g}. The model keeps the weights of the last finite step; "
-            "try a lower learning rate.")
 
 
 def train_task_fused(
@@ -105,20 +96,17 @@ def train_task_fused(
 
     ``test`` holds the test metrics of the weights the member ends with,
     ``read_outs`` those at each shorter read-out epoch, as
-    :class:`epochlab.sweep.runner.ReadOut` gives them one by one.
+    :class:`epochlab.sweeps.worker.ReadOut` gives them one by one.
 
     Example:
-        >>> from epochlab.sweep.spec import SweepSpec
-        >>> from epochlab.sweep.plan import make_plan
+        >>> from epochlab.sweeps.spec import SweepSpec
+        >>> from epochlab.sweeps.plan import make_plan
         >>> spec = SweepSpec(data_options={"n_samples": 100}, epochs=[1, 2], lr=[1e-2, 1e-3])
         >>> task = make_plan(spec.configs()).tasks[0]
         >>> out = train_task_fused(task)
         >>> len(out), out[0][1].total_updates, sorted(out[0][3])
         (2, 4, [1])
     """
-    from epochlab.callbacks.early_stopping import parse as parse_es
-    from epochlab.train.loop import prepare_data
-
     members = task.members
     data = load_data(members[0])
     models = [build_model(m, data) for m in members]
@@ -130,7 +118,7 @@ def train_task_fused(
         prepared.append((prep, spec))
     n_train = prepared[0][0].n_train
     ipe = iterations_per_epoch(n_train, members[0].batch_size, False)
-    stoppers = [parse_es(m.early_stopping) if m.early_stopping else None for m in members]
+    stoppers = [parse_early_stopping(m.early_stopping) if m.early_stopping else None for m in members]
     trainers = [_MemberTrainer() for _ in members]
     read_at = {e for e in task.read_outs if e < task.epochs}
     tests: list[dict[int, dict[str, float]]] = [{} for _ in members]
@@ -138,7 +126,7 @@ def train_task_fused(
 
     def evaluate_weights(state: dict[str, torch.Tensor]) -> dict[str, float]:
         template.load_state_dict(state)
-        return _test_metrics(template, data)
+        return test_metrics(template, data)
 
     def hook(epoch: int, metrics: EpochEnd) -> np.ndarray | None:
         stop = np.zeros(len(members), dtype=bool)
@@ -182,16 +170,9 @@ def train_task_fused(
 
 def _history(member: Config, task: Task, res: FusedResult, prep: Any, spec: Any) -> History:
     """``res`` as the History ``fit`` returns for ``member`` trained alone to ``task.epochs``."""
-    if res.n_train != prep.n_train or res.n_val != prep.n_val:
-        raise RuntimeError(
-            f"Fused split of {res.n_train}/{res.n_val} rows differs from fit's "
-            f"{prep.n_train}/{prep.n_val} for seed {member.seed}; train with fuse=False."
-        )
-    h = res.to_history(member.batch_size)
-    h.epochs_planned = task.epochs
+    h = History()
     h.loss_name, h.task, h.loss_reason = spec.name, spec.task, spec.reason
-    h.validation_split = prep.split
-    h.params = _params(member, task.epochs)
-    if res.status == "diverged":
-        h.stop_message = _divergence_message(res.info["divergence"])
-    return h
+    h.start(n_train=prep.n_train, n_val=prep.n_val, batch_size=member.batch_size,
+            iterations_per_epoch=res.iterations_per_epoch, epochs_planned=task.epochs,
+            validation_split=prep.split, params=_params(member, task.epochs))
+    return res.to_history(h)

@@ -1,6 +1,6 @@
 """The arithmetic of fused training: K stacked MLPs, by hand.
 
-This module owns the parts of :mod:`epochlab.sweep.fused` that are pure
+This module owns the parts of :mod:`epochlab.sweeps.fused` that are pure
 tensor code with no notion of epochs or data:
 
 - which ``nn.Sequential`` models can be fused (:func:`is_fusable`) and the

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from epochlab.sweep.plan import Task, make_plan
-from epochlab.sweep.spec import SweepSpec
+from epochlab.sweeps.plan import Task, make_plan
+from epochlab.sweeps.spec import SweepSpec
 
 
 def test_slide13_grid_is_three_trainings_read_out_at_5_10_15():

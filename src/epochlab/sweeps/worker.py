@@ -1,0 +1,216 @@
+"""The worker side of a sweep: train one task, return plain data per configuration.
+
+:func:`execute_task` is what a worker runs (in this process, in a worker
+process, or on a Ray node): load the data (cached per process), seed torch
+with the configuration's seed, build the model, call :func:`epochlab.fit` to
+the task's epoch count with a :class:`ReadOut` callback that evaluates the
+test set at every shorter read-out, and return a :class:`TaskOutcome`: one
+:class:`RunOutcome` per configuration, plain data the driver stores. The
+loop knows nothing of this. A task of several members (fused, see
+:mod:`epochlab.sweeps.plan`) trains them all at once
+(:mod:`epochlab.sweeps.fused_runs`) and returns the same plain data per
+configuration, plus ``summary["fused"]`` (the task and its member count).
+
+Outcomes: ``completed``, ``early_stopped``, ``diverged`` (fit does not raise
+on divergence; the sweep goes on), ``interrupted`` (Ctrl-C) and ``failed``
+(the run raised; the message is kept and the sweep goes on).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from epochlab import schedules
+from epochlab.callbacks.base import Callback
+from epochlab.callbacks.early_stopping import parse as parse_early_stopping
+from epochlab.data.base import DataBundle
+from epochlab.store.record import status_of, summarize
+from epochlab.sweeps.fused_runs import train_task_fused
+from epochlab.sweeps.plan import Task
+from epochlab.sweeps.spec import Config
+from epochlab.sweeps.workload import build_model, load_data, test_metrics
+from epochlab.train.history import History
+from epochlab.train.loop import fit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from epochlab.train.trainer import Trainer
+
+__all__ = ["ReadOut", "RunOutcome", "TaskOutcome", "execute_task", "read_off"]
+
+
+@dataclass
+class RunOutcome:
+    """One configuration's result, as plain data the driver stores."""
+
+    key: str
+    status: str
+    summary: dict[str, Any]
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    iterations: dict[str, list] = field(default_factory=dict)
+    trained_key: str | None = None  # the run this one was read off; None when trained itself
+
+
+@dataclass
+class TaskOutcome:
+    """Every configuration a task produced, the trained ones first."""
+
+    label: str
+    runs: list[RunOutcome]
+    seconds: float
+    interrupted: bool = False
+
+
+class ReadOut(Callback):
+    """Test metrics of the model as it is at the end of the given epochs (1-based counts).
+
+    Example:
+        >>> import epochlab as el
+        >>> d = el.data.synthetic(n_samples=100)
+        >>> ro = ReadOut([1], d)
+        >>> _ = el.fit(el.models.mlp(20), d.train, epochs=2, batch_size=32, callbacks=[ro],
+        ...            verbose=0)
+        >>> sorted(ro.test[1])
+        ['accuracy', 'loss']
+    """
+
+    def __init__(self, epochs: Sequence[int], data: DataBundle) -> None:
+        self.at = set(epochs)
+        self.data = data
+        self.test: dict[int, dict[str, float]] = {}
+
+    def on_train_begin(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        self.test = {}
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        done = int(logs["epoch"]) + 1
+        if done in self.at:
+            self.test[done] = test_metrics(trainer.model, self.data)
+
+
+def _train(member: Config, task: Task) -> tuple[History, dict[str, float], dict[int, dict]]:
+    data = load_data(member)
+    model = build_model(member, data)
+    read_out = ReadOut([e for e in task.read_outs if e < task.epochs], data)
+    callbacks: list[Callback] = [read_out]
+    if member.early_stopping is not None:
+        callbacks.append(parse_early_stopping(member.early_stopping))
+    history = fit(
+        model, data.train, epochs=task.epochs, batch_size=member.batch_size,
+        validation_split=member.validation_split, optimizer=member.optimizer, lr=member.lr,
+        schedule=schedules.parse(member.schedule) if member.schedule else None,
+        weight_decay=member.weight_decay, callbacks=callbacks, seed=member.seed, verbose=0,
+    )
+    return history, test_metrics(model, data), read_out.test
+
+
+def read_off(h: History, e: int) -> History:
+    """The History a separate ``e``-epoch run has: the first ``e`` epochs of ``h``."""
+    rows = [dict(r) for r in h.epochs[:e]]
+    n = int(rows[-1]["updates"])
+    return History(
+        n_train=h.n_train, n_val=h.n_val, batch_size=h.batch_size,
+        iterations_per_epoch=h.iterations_per_epoch, epochs_planned=e, total_updates=n,
+        samples_seen=int(rows[-1]["samples_seen"]), stop_reason="completed",
+        loss_name=h.loss_name, task=h.task, loss_reason=h.loss_reason,
+        validation_split=h.validation_split, weights_epoch=e - 1,
+        params={**h.params, "epochs": e}, epochs=rows,
+        iterations={k: list(v[:n]) for k, v in h.iterations.items()},
+    )
+
+
+def _relabel(h: History, e: int) -> History:
+    """``h`` as a run planned for ``e`` epochs (it stopped before ``e``: identical otherwise)."""
+    d = h.to_dict()
+    d.update(epochs_planned=e, params={**h.params, "epochs": e})
+    return History.from_dict(d)
+
+
+def _summary(h: History, test: dict[str, float]) -> dict[str, Any]:
+    """The store's summary (:func:`epochlab.store.summarize`) plus the test metrics."""
+    summary = summarize(h)
+    summary.update(test=test, n_train=h.n_train, n_val=h.n_val, batch_size=h.batch_size,
+                   epochs_planned=h.epochs_planned, weights_epoch=h.weights_epoch,
+                   stop_message=h.stop_message)
+    return summary
+
+
+def _outcome(config: Config, h: History, test: dict, trained_key: str | None) -> RunOutcome:
+    return RunOutcome(config.key, status_of(h), _summary(h, test),
+                      [dict(r) for r in h.epochs], {k: list(v) for k, v in h.iterations.items()},
+                      trained_key)
+
+
+def execute_task(task: Task) -> TaskOutcome:
+    """Train every member of ``task`` and read it out at every requested epoch count.
+
+    A task of several members trains them together (fused, see
+    :mod:`epochlab.sweeps.fused_runs`); one member trains with ``fit``. A run
+    that raises becomes ``failed`` outcomes (with the message) for all of
+    that member's configurations (for a fused task: all members'); Ctrl-C
+    inside training gives ``interrupted`` for what was not reached, and exact
+    results for read-outs already passed (a fused task: all ``interrupted``).
+    """
+    t0 = time.perf_counter()
+    if task.fused:
+        return _execute_fused(task, t0)
+    outcomes: list[RunOutcome] = []
+    interrupted = False
+    for member in task.members:
+        try:
+            h, test_end, tests = _train(member, task)
+        except Exception as e:
+            outcomes += _failed(task, member, e)
+            continue
+        outcomes += _member_outcomes(task, member, h, test_end, tests)
+        interrupted |= h.stop_reason == "interrupted"
+    return TaskOutcome(task.label, outcomes, time.perf_counter() - t0, interrupted)
+
+
+def _failed(task: Task, member: Config, e: Exception) -> list[RunOutcome]:
+    msg = f"{type(e).__name__}: {e}"
+    tb = traceback.format_exc(limit=-3)
+    return [RunOutcome(c.key, "failed", {"error": msg, "traceback": tb})
+            for c in _member_runs(task, member)]
+
+
+def _execute_fused(task: Task, t0: float) -> TaskOutcome:
+    try:
+        trained = train_task_fused(task)
+    except KeyboardInterrupt:
+        outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})
+                    for m in task.members for c in _member_runs(task, m)]
+        return TaskOutcome(task.label, outcomes, time.perf_counter() - t0, True)
+    except Exception as e:
+        outcomes = [o for m in task.members for o in _failed(task, m, e)]
+        return TaskOutcome(task.label, outcomes, time.perf_counter() - t0)
+    outcomes = []
+    fused = {"task": task.label, "members": len(task.members)}
+    for member, h, test_end, tests in trained:
+        for o in _member_outcomes(task, member, h, test_end, tests):
+            o.summary["fused"] = fused
+            outcomes.append(o)
+    return TaskOutcome(task.label, outcomes, time.perf_counter() - t0)
+
+
+def _member_outcomes(task: Task, member: Config, h: History, test_end: dict,
+                     tests: dict[int, dict]) -> list[RunOutcome]:
+    """The trained run of ``member``, then every shorter read-out, as outcomes."""
+    trained = task.trained(member)
+    outcomes = [_outcome(trained, h, test_end, None)]
+    for e in sorted(task.read_outs, reverse=True)[1:]:
+        c = member.with_epochs(e)
+        if len(h.epochs) >= e:
+            outcomes.append(_outcome(c, read_off(h, e), tests.get(e, {}), trained.key))
+        elif h.stop_reason == "diverged":  # a separate e-epoch run diverges at the same step
+            outcomes.append(_outcome(c, _relabel(h, e), test_end, trained.key))
+        else:  # interrupted before epoch e: nothing known about it
+            outcomes.append(RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"}))
+    return outcomes
+
+
+def _member_runs(task: Task, member: Config) -> list[Config]:
+    return [member.with_epochs(e) for e in sorted(task.read_outs, reverse=True)]

@@ -9,12 +9,13 @@ Example:
     (20, 200)
 """
 
-from epochlab import callbacks, data, models, schedules, sweeps
+from epochlab import callbacks, data, diagnose, models, schedules, sweeps
 from epochlab.callbacks.base import Callback
 from epochlab.callbacks.checkpoint import ModelCheckpoint
 from epochlab.callbacks.csv_logger import CSVLogger
 from epochlab.callbacks.early_stopping import EarlyStopping
 from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
+from epochlab.diagnose.lr_find import lr_find
 from epochlab.sweeps.driver import SweepResult, sweep
 from epochlab.sweeps.spec import SweepSpec
 from epochlab.train.accounting import iterations_per_epoch
@@ -41,9 +42,11 @@ __all__ = [
     "Trainer",
     "callbacks",
     "data",
+    "diagnose",
     "evaluate",
     "fit",
     "iterations_per_epoch",
+    "lr_find",
     "sweep",
     "sweeps",
     "models",

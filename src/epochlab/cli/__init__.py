@@ -9,7 +9,9 @@ from __future__ import annotations
 import click
 
 from epochlab import __version__
+from epochlab.cli.batch_size import batch_size_command
 from epochlab.cli.fit import fit_command
+from epochlab.cli.lr_find import lr_find_command
 from epochlab.cli.report import report_command
 from epochlab.cli.runs import runs_command
 from epochlab.cli.sweep import sweep_command
@@ -29,5 +31,7 @@ main.add_command(fit_command)
 main.add_command(runs_command)
 main.add_command(sweep_command)
 main.add_command(report_command)
+main.add_command(lr_find_command)
+main.add_command(batch_size_command)
 
 __all__ = ["main"]

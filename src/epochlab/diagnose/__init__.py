@@ -2,6 +2,9 @@
 
 - :mod:`epochlab.diagnose.advice`: best epoch, overfitting onset, convergence
   (one run); best batch size and learning rate (a sweep). Pure functions.
+- :mod:`epochlab.diagnose.lr_find`: the learning-rate range test over several
+  seeds (fused where the model allows), its suggestion rules, and
+  :func:`~epochlab.diagnose.lr_find.lr_sweep`, the short sweep that checks it.
 """
 
 from epochlab.diagnose.advice import (
@@ -12,6 +15,7 @@ from epochlab.diagnose.advice import (
     format_advice,
     runs_from_store,
 )
+from epochlab.diagnose.lr_find import RULES, LRFindResult, LRSweep, lr_find, lr_sweep
 
-__all__ = ["Advice", "RunResult", "advise_history", "advise_runs", "format_advice",
-           "runs_from_store"]
+__all__ = ["RULES", "Advice", "LRFindResult", "LRSweep", "RunResult", "advise_history",
+           "advise_runs", "format_advice", "lr_find", "lr_sweep", "runs_from_store"]

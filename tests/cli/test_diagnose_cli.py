@@ -1,0 +1,48 @@
+"""``epochlab lr-find`` and ``epochlab batch-size``: the suggestion line, the figures, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from click.testing import CliRunner
+
+from epochlab.cli import main
+
+
+def test_lr_find_prints_the_suggestion_and_writes_the_figure(tmp_path):
+    res = CliRunner().invoke(main, ["lr-find", "--data", "synthetic", "--seeds", "3",
+                                    "--num-iter", "80", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    m = re.search(r"suggested learning rate: (\S+) \((\S+) to (\S+) over 3 seeds\)", res.output)
+    assert m, res.output
+    s, lo, hi = (float(v) for v in m.groups())
+    assert lo <= s <= hi
+    for rule in ("steepest *", "minimum", "valley"):
+        assert rule in res.output
+    assert "fused" in res.output
+    assert (tmp_path / "lr_find.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "lr_find.json").read_text())
+    assert saved["rule"] == "steepest" and len(saved["losses"]) == 3
+    assert f"{saved['suggestion']:.1e}" == m.group(1)
+
+
+def test_lr_find_bad_input_is_a_usage_error():
+    res = CliRunner().invoke(main, ["lr-find", "--start-lr", "1", "--end-lr", "0.5"])
+    assert res.exit_code == 2 and "end_lr" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["lr-find", "--model", "nope"])
+    assert res.exit_code == 2 and "--model" in res.output
+
+
+def test_batch_size_prints_noise_per_epoch_and_advice_and_writes_the_figure(tmp_path):
+    res = CliRunner().invoke(main, ["batch-size", "--data", "synthetic", "--epochs", "3",
+                                    "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "gradient noise scale per epoch" in res.output
+    m = re.search(r"batches beyond about (\d+) give diminishing returns; with batch (\d+), "
+                  r"about ([\d.]+) epochs", res.output)
+    assert m, res.output
+    assert (tmp_path / "gns.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "batch_size.json").read_text())
+    assert f"{saved['noise_scale']:.0f}" == m.group(1)
+    assert len(saved["records"]) > 0

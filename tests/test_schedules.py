@@ -264,7 +264,7 @@ def test_with_initial_does_not_override_a_given_rate():
     s = exponential_decay(0.1)
     assert s.with_initial(0.5) is s
     assert one_cycle(total_steps=10).with_initial(0.5).max_lr == 0.5
-    with pytest.raises(ValueError, match="`lr >= 0`"):
+    with pytest.raises(ValueError, match="`lr > 0`"):
         constant().with_initial(-1.0)
 
 
@@ -387,11 +387,13 @@ def test_parse_unknown_parameter_lists_that_schedules_parameters():
         ("exponential:decay_steps=1.5", "The value of `decay_steps` is 1.5, but must be an integer with `decay_steps >= 1`."),
         ("exponential:decay_steps=many", "The value of `decay_steps` is 'many', but must be an integer with `decay_steps >= 1`."),
         ("exponential:decay_rate=0", "The value of `decay_rate` is 0.0, but must be `decay_rate > 0`."),
-        ("exponential:initial=-0.1", "The value of `initial` is -0.1, but must be `initial >= 0`."),
-        ("exponential:initial=nan", "The value of `initial` is nan, but must be a finite number with `initial >= 0`."),
+        ("exponential:initial=-0.1", "The value of `initial` is -0.1, but must be `initial > 0`."),
+        ("exponential:initial=nan", "The value of `initial` is nan, but must be a finite number with `initial > 0`."),
         ("exponential:staircase=maybe", "The value of `staircase` is 'maybe', but must be a boolean (true/false/yes/no/1/0)."),
         ("exponential:decay_rate=none", "The value of `decay_rate` is 'none', but must be a finite number with `decay_rate > 0`."),
-        ("constant:lr=-1", "The value of `lr` is -1.0, but must be `lr >= 0`."),
+        ("constant:lr=-1", "The value of `lr` is -1.0, but must be `lr > 0`."),
+        ("exponential:initial=0", "The value of `initial` is 0.0, but must be `initial > 0`."),
+        ("one_cycle:max_lr=inf", "The value of `max_lr` is inf, but must be a finite number with `max_lr > 0`."),
         ("step:factor=-0.5", "The value of `factor` is -0.5, but must be `factor > 0`."),
         ("step:every_epochs=0", "The value of `every_epochs` is 0, but must be `every_epochs >= 1`."),
         ("cosine:total_steps=0", "The value of `total_steps` is 0, but must be `total_steps >= 1`."),

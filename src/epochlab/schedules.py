@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from epochlab.validation import ParameterError
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -110,7 +112,7 @@ class _Param:
         return f"{what} with `{self.rule()}`"
 
     def _fail(self, value: Any, allowed: str) -> ValueError:
-        return ValueError(f"The value of `{self.name}` is {value!r}, but must be {allowed}.")
+        return ParameterError(f"The value of `{self.name}` is {value!r}, but must be {allowed}.")
 
     def check(self, value: Any) -> Any:
         """Return ``value`` converted to this parameter's type, or raise ValueError."""
@@ -161,7 +163,8 @@ class _Param:
 
 
 def _lr_param(name: str) -> _Param:
-    return _Param(name, "float", low=0.0, optional=True)
+    # A learning rate of 0 trains nothing and is always a mistake; inf/NaN never parse.
+    return _Param(name, "float", low=0.0, low_open=True, optional=True)
 
 
 _TOTAL = _Param("total_steps", "int", low=1, optional=True)
@@ -202,10 +205,10 @@ class Schedule:
         names = [p.name for p in self._PARAMS]
         unknown = sorted(set(params) - set(names))
         if unknown:
-            raise ValueError(_unknown_params_message(self.name, unknown[0], names))
+            raise ParameterError(_unknown_params_message(self.name, unknown[0], names))
         missing = [n for n in names if n not in params]
         if missing:
-            raise ValueError(f"Schedule {self.name!r} is missing parameters {missing}.")
+            raise ParameterError(f"Schedule {self.name!r} is missing parameters {missing}.")
         self._config: dict[str, Any] = {p.name: p.check(params[p.name]) for p in self._PARAMS}
         for key, value in self._config.items():
             setattr(self, key, value)
@@ -255,7 +258,7 @@ class Schedule:
                 f"schedule.with_total_steps(n) (fit binds total_steps = epochs * "
                 f"iterations_per_epoch automatically)"
             )
-        return ValueError(
+        return ParameterError(
             f"The {self.name!r} schedule cannot be evaluated yet: " + "; ".join(missing) + "."
         )
 
@@ -279,6 +282,21 @@ class Schedule:
             return self._replace(total_steps=total_steps)
         return self
 
+    @property
+    def initial_lr(self) -> float | None:
+        """The schedule's own initial (or max) learning rate; None when it takes fit's ``lr``.
+
+        Example:
+            >>> exponential_decay(0.01).initial_lr, cosine().initial_lr
+            (0.01, None)
+        """
+        return self._config[self._initial_param]
+
+    @property
+    def initial_param(self) -> str:
+        """The name of the initial-rate parameter (``initial``, ``lr`` or ``max_lr``)."""
+        return self._initial_param
+
     def with_initial(self, lr: float) -> Schedule:
         """Return a copy whose initial (or max) learning rate is ``lr`` if it was None.
 
@@ -288,7 +306,7 @@ class Schedule:
             >>> constant(0.1).with_initial(0.5)(0)
             0.1
         """
-        _Param("lr", "float", low=0.0).check(lr)
+        _Param("lr", "float", low=0.0, low_open=True).check(lr)
         if self._config[self._initial_param] is None:
             return self._replace(**{self._initial_param: lr})
         return self
@@ -334,7 +352,7 @@ class Schedule:
         _Param("steps", "int", low=0).check(steps)
         if iterations_per_epoch is None:
             if self.uses_epoch:
-                raise ValueError(
+                raise ParameterError(
                     f"The value of `iterations_per_epoch` is None, but the {self.name!r} schedule "
                     f"changes per epoch, so it must be an integer with "
                     f"`iterations_per_epoch >= 1`."
@@ -447,7 +465,7 @@ class StepDecay(Schedule):
 
 def _check_warmup_within_total(warmup_steps: int, total_steps: int | None) -> None:
     if total_steps is not None and warmup_steps > total_steps:
-        raise ValueError(
+        raise ParameterError(
             f"The value of `warmup_steps` is {warmup_steps!r}, but must be "
             f"`warmup_steps <= total_steps` (total_steps is {total_steps!r})."
         )
@@ -473,7 +491,7 @@ class Cosine(Schedule):
     def _check_together(self) -> None:
         _check_warmup_within_total(self.warmup_steps, self.total_steps)
         if self.initial is not None and self.min_lr > self.initial:
-            raise ValueError(
+            raise ParameterError(
                 f"The value of `min_lr` is {self.min_lr!r}, but must be `min_lr <= initial` "
                 f"(initial is {self.initial!r})."
             )
@@ -739,7 +757,7 @@ def _resolve(name: Any) -> type[Schedule]:
         spelled = ", ".join(
             n + "".join(f" (or {a})" for a, c in _ALIASES.items() if c == n) for n in _FACTORIES
         )
-        raise ValueError(f"Unknown schedule {name!r}. Valid names: {spelled}.")
+        raise ParameterError(f"Unknown schedule {name!r}. Valid names: {spelled}.")
     return _CLASSES[key]
 
 
@@ -747,7 +765,7 @@ def _build(cls: type[Schedule], params: dict[str, Any]) -> Schedule:
     valid = [p.name for p in cls._PARAMS]
     for key in params:
         if key not in valid:
-            raise ValueError(_unknown_params_message(cls.name, key, valid))
+            raise ParameterError(_unknown_params_message(cls.name, key, valid))
     return _FACTORIES[cls.name](**params)
 
 
@@ -761,7 +779,7 @@ def from_config(config: dict[str, Any]) -> Schedule:
         cosine(initial=0.1, total_steps=50, warmup_steps=0, min_lr=0.0)
     """
     if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(
+        raise ParameterError(
             f"The value of `config` is {config!r}, but must be a dict with a 'name' key "
             f"(one of {', '.join(NAMES)})."
         )
@@ -792,7 +810,7 @@ def parse(text: str, default_lr: float | None = None) -> Schedule:
         step_decay(initial=0.1, factor=0.1, every_epochs=30)
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(
+        raise ParameterError(
             f"The value of `schedule` is {text!r}, but must be 'name' or "
             f"'name:key=value,...' with a name in: {', '.join(NAMES)}."
         )
@@ -806,14 +824,14 @@ def parse(text: str, default_lr: float | None = None) -> Schedule:
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq:
-            raise ValueError(
+            raise ParameterError(
                 f"Cannot parse {item.strip()!r} in schedule {text!r}: expected key=value. "
                 f"Valid parameters of {cls.name!r}: {', '.join(specs)}."
             )
         if key not in specs:
-            raise ValueError(_unknown_params_message(cls.name, key, list(specs)))
+            raise ParameterError(_unknown_params_message(cls.name, key, list(specs)))
         if key in params:
-            raise ValueError(f"Parameter {key!r} is given twice in schedule {text!r}.")
+            raise ParameterError(f"Parameter {key!r} is given twice in schedule {text!r}.")
         params[key] = specs[key].parse(raw)
     schedule = _build(cls, params)
     if default_lr is not None:

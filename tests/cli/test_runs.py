@@ -103,7 +103,7 @@ def test_runs_show_json_has_the_run_epochs_and_optionally_iterations(store_path)
 
 def test_runs_show_an_unknown_id_is_an_error_naming_it(store_path):
     result = CliRunner().invoke(main, ["runs", "show", "99", "--store", str(store_path)])
-    assert result.exit_code == 1 and "There is no run with id 99" in result.output
+    assert result.exit_code == 2 and "There is no run with id 99" in result.output
 
 
 def test_runs_studies_counts_runs_per_status(store_path):
@@ -118,7 +118,7 @@ def test_runs_studies_counts_runs_per_status(store_path):
 def test_a_missing_store_is_a_clear_error_and_is_not_created(tmp_path, args):
     path = tmp_path / "none.db"
     result = CliRunner().invoke(main, ["runs", "--store", str(path), *args])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad --store is a usage error
     assert f"No runs stored yet at {path}" in result.output
     assert not path.exists()
 

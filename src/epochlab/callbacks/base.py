@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from epochlab.validation import ParameterError
+
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
 
@@ -102,7 +104,7 @@ class CallbackList:
     def __init__(self, callbacks: list[Callback]) -> None:
         for cb in callbacks:
             if not isinstance(cb, Callback):
-                raise TypeError(
+                raise ParameterError(
                     f"callbacks must be epochlab.Callback instances, got {type(cb).__name__}"
                 )
         self.callbacks = list(callbacks)

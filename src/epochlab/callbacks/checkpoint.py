@@ -28,6 +28,7 @@ import torch
 
 from epochlab._atomic import atomic_write
 from epochlab.callbacks.monitor import MonitorCallback, check_bool
+from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
@@ -133,12 +134,12 @@ class ModelCheckpoint(MonitorCallback):
         self.save_best_only = check_bool("save_best_only", save_best_only)
         self.save_full_state = check_bool("save_full_state", save_full_state)
         if not isinstance(path, (str, os.PathLike)) or not str(path):
-            raise TypeError(f"The value of `path` is {path!r}, but must be a file path.")
+            raise ParameterError(f"The value of `path` is {path!r}, but must be a file path.")
         self.path = str(path)
         try:
             self._fields = sorted({f for _, f, _, _ in string.Formatter().parse(self.path) if f})
         except ValueError as e:
-            raise ValueError(
+            raise ParameterError(
                 f"The value of `path` is {self.path!r}, but must be a valid format string "
                 f"(placeholders like {{epoch}} or {{val_loss:.4f}}; double literal braces): {e}"
             ) from None

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from epochlab.callbacks.base import Callback
 from epochlab.callbacks.monitor import check_bool
+from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
@@ -44,7 +45,7 @@ class CSVLogger(Callback):
 
     def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
-            raise TypeError(f"The value of `path` is {path!r}, but must be a file path.")
+            raise ParameterError(f"The value of `path` is {path!r}, but must be a file path.")
         self.path = Path(path)
         self.append = check_bool("append", append)
         self._file: IO[str] | None = None

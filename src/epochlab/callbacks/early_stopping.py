@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from epochlab.callbacks.monitor import MonitorCallback, check_bool, check_float, check_int
+from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
@@ -198,7 +199,7 @@ def _value(key: str, raw: str, text: str) -> Any:
             return number
     except ValueError:
         what = {"bool": "true or false", "int": "an integer", "float": "a finite number"}[kind]
-        raise ValueError(
+        raise ParameterError(
             f"The value of `{key}` is {word!r} in early stopping {text!r}, but must be {what}."
         ) from None
     return word
@@ -222,7 +223,7 @@ def parse(text: str, **overrides: Any) -> EarlyStopping:
         ('val_loss', 5, True)
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(
+        raise ParameterError(
             f"The value of `early_stopping` is {text!r}, but must be 'monitor' or "
             f"'monitor:key=value,...' with keys in: {', '.join(PARAMS)}."
         )
@@ -236,15 +237,15 @@ def parse(text: str, **overrides: Any) -> EarlyStopping:
         key, eq, raw = item.partition("=")
         key = key.strip()
         if key not in PARAMS:
-            raise ValueError(
+            raise ParameterError(
                 f"Unknown parameter {key!r} in early stopping {text!r}. "
                 f"Valid parameters: {', '.join(PARAMS)}."
             )
         if not eq:
-            raise ValueError(f"Cannot parse {item.strip()!r} in early stopping {text!r}: "
+            raise ParameterError(f"Cannot parse {item.strip()!r} in early stopping {text!r}: "
                              f"expected {key}=value.")
         name = _RENAME.get(key, key)
         if name in kwargs:
-            raise ValueError(f"Parameter {key!r} is given twice in early stopping {text!r}.")
+            raise ParameterError(f"Parameter {key!r} is given twice in early stopping {text!r}.")
         kwargs[name] = _value(key, raw, text)
     return EarlyStopping(**{**kwargs, **overrides})

@@ -19,97 +19,27 @@ It also holds the argument checks the callbacks share, so every message reads
 from __future__ import annotations
 
 import math
-import numbers
 from typing import TYPE_CHECKING, Any
 
 from epochlab.callbacks.base import Callback
-from epochlab.train.accounting import check_int
+from epochlab.validation import (
+    MODES,
+    ParameterError,
+    check_bool,
+    check_float,
+    check_int,
+    resolve_mode,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
 
-MODES = ("auto", "min", "max")
-_MIN_WORDS = ("loss", "error", "mse", "mae", "perplexity")
-_MAX_WORDS = ("accuracy", "acc", "auc", "f1", "precision", "recall")
 # Bookkeeping columns of the epoch row: present, but not metrics anyone monitors.
 _NOT_METRICS = ("epoch", "updates", "samples_seen", "time")
 
 __all__ = [
     "MODES", "MonitorCallback", "check_bool", "check_float", "check_int", "resolve_mode",
 ]
-
-
-def check_bool(name: str, value: object) -> bool:
-    """Return ``value`` if it is a bool, or raise naming ``name``.
-
-    Example:
-        >>> check_bool("save_best_only", True)
-        True
-    """
-    if not isinstance(value, bool):
-        raise TypeError(f"The value of `{name}` is {value!r}, but must be True or False.")
-    return value
-
-
-def check_float(
-    name: str,
-    value: object,
-    *,
-    low: float | None = None,
-    low_open: bool = False,
-    high: float | None = None,
-    high_open: bool = False,
-) -> float:
-    """Return ``value`` as a finite float within the bounds, or raise naming ``name``.
-
-    Example:
-        >>> check_float("factor", 0.5, low=0.0, low_open=True, high=1.0, high_open=True)
-        0.5
-    """
-    lo = "" if low is None else f"{low:g} {'<' if low_open else '<='} "
-    hi = "" if high is None else f" {'<' if high_open else '<='} {high:g}"
-    if lo and not hi:
-        rule = f"{name} {'>' if low_open else '>='} {low:g}"
-    else:
-        rule = f"{lo}{name}{hi}" if (lo or hi) else f"{name} finite"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"The value of `{name}` is {value!r} ({type(value).__name__}), "
-            f"but must be a number `{rule}`."
-        )
-    v = float(value)
-    bad = not math.isfinite(v)
-    if low is not None:
-        bad = bad or (v <= low if low_open else v < low)
-    if high is not None:
-        bad = bad or (v >= high if high_open else v > high)
-    if bad:
-        raise ValueError(f"The value of `{name}` is {value!r}, but must be `{rule}`.")
-    return v
-
-
-def resolve_mode(monitor: str, mode: str) -> str:
-    """``"min"`` or ``"max"`` for ``monitor``; ``"auto"`` decides from the name or raises.
-
-    Example:
-        >>> resolve_mode("val_loss", "auto"), resolve_mode("val_accuracy", "auto")
-        ('min', 'max')
-        >>> resolve_mode("val_score", "max")
-        'max'
-    """
-    if mode not in MODES:
-        raise ValueError(f"The value of `mode` is {mode!r}, but must be one of {MODES}.")
-    if mode != "auto":
-        return mode
-    name = monitor.lower()
-    if any(w in name for w in _MIN_WORDS):
-        return "min"
-    if any(w in name for w in _MAX_WORDS):
-        return "max"
-    raise ValueError(
-        f"`mode='auto'` cannot tell whether {monitor!r} should go down or up (it names no "
-        f"loss/error nor accuracy-like metric); set `mode='min'` or `mode='max'`."
-    )
 
 
 class MonitorCallback(Callback):
@@ -128,7 +58,7 @@ class MonitorCallback(Callback):
         self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0
     ) -> None:
         if not isinstance(monitor, str) or not monitor.strip():
-            raise ValueError(
+            raise ParameterError(
                 f"The value of `monitor` is {monitor!r}, but must be a metric name such as "
                 "'val_loss', 'val_accuracy' or 'loss'."
             )

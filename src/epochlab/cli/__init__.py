@@ -1,10 +1,25 @@
-"""The ``epochlab`` command: one click group, one module per subcommand.
+"""The ``epochlab`` command: one click group, one module per subcommand, one error policy.
 
-Each subcommand module defines a click command; this package only gathers
-them, so commands can be written and tested independently.
+Each subcommand module defines a click command; this package gathers them
+and owns how every command ends when something goes wrong, so a new command
+gets the same behaviour for free:
+
+- a bad parameter (:class:`~epochlab.validation.ParameterError`, or a click
+  usage error such as an unknown option) is one line on stderr and exit 2;
+- Ctrl-C is one line and exit 130 (commands record what was in flight as
+  interrupted before that);
+- any other failure is one line saying what happened and what to do, exit 1.
+
+No traceback is printed unless ``EPOCHLAB_DEBUG=1`` is set, in which case
+the original exception is raised as it is.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -15,15 +30,99 @@ from epochlab.cli.lr_find import lr_find_command
 from epochlab.cli.report import report_command
 from epochlab.cli.runs import runs_command
 from epochlab.cli.sweep import sweep_command
+from epochlab.validation import ParameterError
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def debug_enabled() -> bool:
+    """True when ``EPOCHLAB_DEBUG`` asks for tracebacks (any value but '', '0', 'false', 'no')."""
+    return os.environ.get("EPOCHLAB_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: its lines joined with spaces, blank ones dropped.
+
+    Example:
+        >>> one_line("Could not download x:\\n  mirror 1: refused\\n")
+        'Could not download x: mirror 1: refused'
+    """
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def failure_message(exc: BaseException) -> str:
+    """What happened and what to do, for an exception that is not the user's bad parameter."""
+    from epochlab.store import StoreError
+
+    text = one_line(str(exc))
+    if isinstance(exc, StoreError):
+        return text
+    if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        return (f"{exc.strerror or type(exc).__name__}:{where}. Check that the path exists and "
+                "that you may write there, or choose another one.")
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror}:{where}. Free space or fix the path, then run the command again."
+    if isinstance(exc, MemoryError):
+        return ("Out of memory. Use a smaller --batch-size or model, fewer --workers, "
+                "or a smaller dataset.")
+    if type(exc).__name__ in ("DownloadError", "ChecksumError"):
+        return text
+    return (f"{type(exc).__name__}: {text or '(no message)'}. This is a failure, not a mistake in "
+            "the command: if it comes from your own model or data code, fix it there; otherwise "
+            "it is a bug in epochlab. Run again with EPOCHLAB_DEBUG=1 to see the traceback.")
+
+
+class EpochlabGroup(click.Group):
+    """A click group that applies the package's error policy around every command."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        name = "epochlab"  # in messages, whatever name the process was started under
+        if not standalone_mode or debug_enabled():
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except ParameterError as e:
+            self._usage(argv, name, str(e))
+        except click.UsageError as e:
+            self._usage(argv, name, e.format_message())
+        except click.exceptions.Abort:  # click's form of KeyboardInterrupt / EOF
+            click.echo("Interrupted (Ctrl-C).", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt:
+            click.echo("Interrupted (Ctrl-C).", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.ClickException as e:
+            click.echo(f"Error: {one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except (SystemExit, click.exceptions.Exit):
+            raise
+        except Exception as e:  # noqa: BLE001 - every other failure: one line, exit 1
+            click.echo(f"Error: {failure_message(e)}", err=True)
+            sys.exit(EXIT_FAILURE)
+        # With standalone_mode=False click returns the exit code of --help/--version.
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+    def _usage(self, argv: list[str], prog: str, message: str) -> None:
+        command = next((a for a in argv if a in self.commands), None)
+        where = f"{prog} {command}" if command else prog
+        click.echo(f"Error: {one_line(message)} (see '{where} --help')", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@click.group(cls=EpochlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="epochlab")
 def main() -> None:
     """epochlab: how many epochs, which batch size, which learning rate.
 
     Every command trains PyTorch models with exact epoch and iteration
     accounting and writes what it found to files you can open.
+    Bad options exit 2 with one line saying which; other failures exit 1;
+    Ctrl-C exits 130. Set EPOCHLAB_DEBUG=1 to see tracebacks.
     """
 
 
@@ -34,4 +133,4 @@ main.add_command(report_command)
 main.add_command(lr_find_command)
 main.add_command(batch_size_command)
 
-__all__ = ["main"]
+__all__ = ["EpochlabGroup", "failure_message", "main", "one_line"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,18 @@ from typing import Any
 import click
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from epochlab.data.base import DataBundle
 from epochlab.train.history import History
+from epochlab.validation import check_out_dir
 
 # Piped or captured output (CI logs, files) gets 120 columns rather than
 # rich's 80, so the result tables are not squeezed into ellipses.
 _probe = Console()
 console = Console(highlight=False, width=None if _probe.is_terminal else max(_probe.width, 120))
+err_console = Console(stderr=True, highlight=False)
 
 
 def load_data(name: str) -> DataBundle:
@@ -41,11 +45,32 @@ def build_model(name: str, data: DataBundle, seed: int, **kwargs: Any) -> torch.
         raise click.BadParameter(str(e), param_hint="--model") from None
 
 
-def out_dir(path: str | None, prefix: str) -> Path:
-    """The output folder: ``--out`` or ``runs/<prefix>-<timestamp>``, created."""
-    p = Path(path) if path else Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+def out_dir(path: str | None, prefix: str, *, overwrite: bool = False) -> Path:
+    """The output folder, created: ``--out`` (checked), or a new ``runs/<prefix>-<time>-<suffix>``.
+
+    The default folder is claimed with an exclusive ``mkdir``, so two runs
+    started in the same second never share one. An explicit ``--out`` that
+    already holds a run is refused unless ``overwrite``.
+    """
+    if path:
+        p = check_out_dir(path, overwrite=overwrite)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+    root = Path("runs")
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    while True:
+        p = root / f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+        try:
+            p.mkdir()
+        except FileExistsError:  # another run took this name: draw again
+            continue
+        return p
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (yellow on a terminal): the command goes on."""
+    err_console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def n_params(model: torch.nn.Module) -> tuple[int, int]:

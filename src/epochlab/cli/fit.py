@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+from typing import Any
+
 import click
 import torch
 
@@ -9,12 +14,30 @@ from epochlab import schedules
 from epochlab.callbacks import early_stopping
 from epochlab.callbacks.early_stopping import EarlyStopping
 from epochlab.callbacks.progress import ProgressBar
-from epochlab.cli.common import build_model, console, epoch_table, load_data, n_params, out_dir
+from epochlab.cli.common import (
+    build_model,
+    console,
+    epoch_table,
+    load_data,
+    n_params,
+    out_dir,
+    warn,
+)
 from epochlab.data.base import DataBundle
 from epochlab.diagnose.advice import advise_history, format_advice
 from epochlab.report.curves import plot_curves, plot_lr
+from epochlab.store import check_study, open_store, record_history, run_key
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
+from epochlab.validation import (
+    ParameterError,
+    check_float,
+    check_int,
+    check_lr,
+    check_name,
+    check_out_dir,
+    data_warnings,
+)
 
 
 @click.command("fit")
@@ -43,97 +66,200 @@ from epochlab.train.loop import evaluate, fit
 @click.option("--drop-last", is_flag=True, help="Drop the last partial batch of every epoch.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the initial weights, the split and the shuffling.")
-@click.option("--out", "out", default=None, help="Output folder [default: runs/fit-<time>].")
+@click.option("--out", "out", default=None,
+              help="Output folder, new or empty [default: runs/fit-<time>-<unique suffix>].")
+@click.option("--overwrite", is_flag=True,
+              help="Let --out be a folder that already holds a run (its files are replaced).")
 @click.option("--store", "store_path", default=None, metavar="PATH",
               help="Record the run in this store [default: $EPOCHLAB_STORE or ./epochlab.db].")
 @click.option("--study", default="fit", show_default=True, help="Study the run is stored under.")
 @click.option("--no-store", is_flag=True, help="Do not record the run in a store.")
 @click.option("--verbose", type=click.IntRange(0, 2), default=1, show_default=True,
               help="0 silent, 1 progress bar, 2 a line per epoch.")
-def fit_command(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
+@click.pass_context
+def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, validation_split,
                 validation_split_mode, optimizer, lr, schedule_text, early_stopping_text,
-                drop_last, seed, out, store_path, study, no_store, verbose) -> None:
+                drop_last, seed, out, overwrite, store_path, study, no_store, verbose) -> None:
     """Train one model and print the accounting, a per-epoch table, advice and test metrics.
 
     The advice names the epoch with the best validation loss, where
     overfitting starts and whether training had converged, with the numbers.
 
-    Writes history.json, loss.png (training and validation loss per epoch),
-    accuracy.png for classification, lr.png and model.pt to the output folder.
+    Everything is checked before the first iteration. The run is then
+    stored first (also when it diverged or was interrupted), then
+    history.json and model.pt are written, then the figures: loss.png
+    (training and validation loss per epoch), accuracy.png for
+    classification and lr.png. An --out folder that holds a run is refused
+    unless --overwrite is given; the default folder is new for every run.
 
     Example: epochlab fit --data synthetic --model mlp --epochs 10 --batch-size 32
     --schedule exponential:decay_steps=100,decay_rate=0.9 --early-stopping val_loss:patience=5
     """
-    schedule = _parse_schedule(schedule_text, lr)
+    given = _given(ctx)
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("seed", seed, 0)
+    check_float("validation_split", validation_split, low=0.0, high=1.0, high_open=True)
+    check_lr("lr", lr)
+    schedule, lr = _parse_schedule(schedule_text, lr, "lr" in given)
     stopper = _parse_early_stopping(early_stopping_text)
+    if not no_store:
+        check_name("study", study)
+    folder = check_out_dir(out, overwrite=overwrite) if out else None
+    _warn_no_effect(given, model_name, validation_split, no_store, overwrite, out)
+    store = None if no_store else open_store(store_path)
+    try:
+        _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
+             validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
+             store, study, verbose)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
+         validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
+         store, study, verbose) -> None:
     data = load_data(data_name)
     if stopper is not None:
         _check_monitor(stopper.monitor, data, validation_split)
+    # The default study holds every fit; a named one keeps the data and model it began with.
+    study_spec = {} if study == "fit" else {"kind": "fit", "data": data.name, "model": model_name}
+    if store is not None:
+        check_study(store, study, study_spec)
+    for line in data_warnings(data, batch_size, validation_split):
+        warn(line)
     kwargs = {"batch_norm": True} if batch_norm else {}
     model = build_model(model_name, data, seed, **kwargs)
     trainable, frozen = n_params(model)
+    # Claim the output folder before training: a unique new one, so that two
+    # runs started at the same second never share it.
+    folder = folder if folder is not None else out_dir(None, "fit")
+    folder.mkdir(parents=True, exist_ok=True)
     console.print(
         f"[bold]epochlab fit[/]: data [cyan]{data.name}[/] ({len(data.x_train)} train / "
         f"{len(data.x_test)} test rows, {data.task}) · model [cyan]{model_name}[/] "
         f"({trainable:,} trainable parameters{f', {frozen:,} frozen' if frozen else ''})"
     )
-    try:
-        history = fit(
-            model, data.train, epochs=epochs, batch_size=batch_size,
-            validation_split=validation_split, validation_split_mode=validation_split_mode,
-            optimizer=optimizer, lr=lr, schedule=schedule, drop_last=drop_last, seed=seed,
-            callbacks=([stopper] if stopper else []) + ([ProgressBar(lines=verbose == 2)]
-                                                        if verbose else []),
-            verbose=0,
-        )
-    except (ValueError, TypeError) as e:
-        raise click.UsageError(str(e)) from None
+    history = fit(
+        model, data.train, epochs=epochs, batch_size=batch_size,
+        validation_split=validation_split, validation_split_mode=validation_split_mode,
+        optimizer=optimizer, lr=lr, schedule=schedule, drop_last=drop_last, seed=seed,
+        callbacks=([stopper] if stopper else []) + ([ProgressBar(lines=verbose == 2)]
+                                                    if verbose else []),
+        verbose=0,
+    )
+    _keep(history, model, data, model_name, batch_norm, stopper, folder, store, study, study_spec)
+
+
+def _keep(history: History, model: torch.nn.Module, data: DataBundle, model_name: str,
+          batch_norm: bool, stopper: EarlyStopping | None, folder: Path, store: Any,
+          study: str, study_spec: dict[str, Any]) -> None:
+    """A run that trained is kept: stored first, then its files, then its figures."""
     console.print(history.summary())
-    console.print(epoch_table(history))
+    if history.epochs:
+        console.print(epoch_table(history))
     if stopper is not None:
         console.print(_early_stopping_line(stopper, history))
-    advice = advise_history(history)
-    history.extra["advice"] = [a.to_dict() for a in advice]
-    if advice:
-        console.print("[bold]Advice[/]")
-        console.print(format_advice(advice), markup=False, highlight=False)
-    if len(data.x_test):
-        test = evaluate(model, data)
-        history.extra["test"] = test
-        console.print("test: " + " · ".join(f"{k} {v:.4f}" for k, v in test.items()))
-    folder = out_dir(out, "fit")
+    try:  # advice is a reading of the run: if it fails, the run is still kept
+        advice = advise_history(history)
+        history.extra["advice"] = [a.to_dict() for a in advice]
+        if advice:
+            console.print("[bold]Advice[/]")
+            console.print(format_advice(advice), markup=False, highlight=False)
+    except Exception as e:  # noqa: BLE001
+        warn(f"no advice for this run ({type(e).__name__}: {e}).")
+    interrupted = history.stop_reason == "interrupted"
+    if len(data.x_test) and not interrupted:
+        try:
+            test = evaluate(model, data)
+            history.extra["test"] = test
+            console.print("test: " + " · ".join(f"{k} {v:.4f}" for k, v in test.items()))
+        except Exception as e:  # noqa: BLE001 - the trained run is kept whatever happens here
+            warn(f"the test set could not be evaluated ({type(e).__name__}: {e}).")
     history.params.update(data=data.name, model=model_name, batch_norm=batch_norm)
-    written = [history.save(folder / "history.json"),
-               plot_curves(history, "loss", folder / "loss.png") and folder / "loss.png"]
-    if "accuracy" in history.history:
-        plot_curves(history, "accuracy", folder / "accuracy.png")
-        written.append(folder / "accuracy.png")
-    plot_lr(history, folder / "lr.png")
+    stored = None
+    if store is not None:
+        stored = _record(store, study, study_spec, history, folder)
+    written = [history.save(folder / "history.json")]
     torch.save(model.state_dict(), folder / "model.pt")
-    written += [folder / "lr.png", folder / "model.pt"]
+    written.append(folder / "model.pt")
+    written += _figures(history, folder)
     console.print("wrote " + ", ".join(str(p) for p in written))
-    if not no_store:
-        _record(store_path, study, history, folder)
+    if stored is not None:
+        console.print(f"stored as run {stored} in {store.path} (study {study!r}; "
+                      "see `epochlab runs`)")
+    if interrupted:
+        raise KeyboardInterrupt  # the CLI exits 130, after the run was kept
 
 
-def _record(store_path: str | None, study: str, history: History, folder) -> None:
-    """Store the run; the key carries the output folder, so each invocation is its own run."""
-    from epochlab.store import SQLiteStore, default_store_path, record_history, run_key
+def _figures(history: History, folder: Path) -> list[Path]:
+    """Draw what the run has; a figure that fails is a warning, never a lost run."""
+    wanted = []
+    if history.epochs:
+        wanted.append(("loss.png", lambda p: plot_curves(history, "loss", p)))
+        if "accuracy" in history.history:
+            wanted.append(("accuracy.png", lambda p: plot_curves(history, "accuracy", p)))
+    else:
+        warn("no epoch finished, so there are no loss or accuracy curves to draw.")
+    if history.iterations.get("step"):
+        wanted.append(("lr.png", lambda p: plot_lr(history, p)))
+    written = []
+    for name, draw in wanted:
+        try:
+            draw(folder / name)
+            written.append(folder / name)
+        except Exception as e:  # noqa: BLE001
+            warn(f"{name} was not drawn ({type(e).__name__}: {e}); the run and its other "
+                 "files are kept.")
+    return written
 
-    path = store_path or default_store_path()
-    settings = {k: v for k, v in history.params.items()}
-    with SQLiteStore(path) as store:
-        run_id = record_history(store, study, f"{run_key(settings)}@{folder}", settings, history)
-    console.print(f"stored as run {run_id} in {path} (study {study!r}; see `epochlab runs`)")
+
+def _record(store: Any, study: str, study_spec: dict[str, Any], history: History,
+            folder: Path) -> int:
+    """Store the run under a key no other invocation has (settings, folder, time, process)."""
+    settings = dict(history.params)
+    key = f"{run_key(settings)}@{folder}@{time.time():.6f}-{os.getpid()}"
+    return record_history(store, study, key, settings, history, study_spec=study_spec)
 
 
-def _parse_schedule(text: str | None, lr: float) -> schedules.Schedule | None:
+def _given(ctx: click.Context) -> set[str]:
+    """The options the user typed (not left at their defaults)."""
+    return {name for name in ctx.params
+            if (src := ctx.get_parameter_source(name)) is not None and src.name != "DEFAULT"}
+
+
+def _warn_no_effect(given: set[str], model_name: str, validation_split: float, no_store: bool,
+                    overwrite: bool, out: str | None) -> None:
+    if "batch_norm" in given and model_name != "mlp":
+        warn(f"--batch-norm/--no-batch-norm has no effect with --model {model_name} (mlp only).")
+    if "validation_split_mode" in given and validation_split == 0:
+        warn("--validation-split-mode has no effect with --validation-split 0.")
+    if no_store and given & {"store_path", "study"}:
+        warn("--store and --study have no effect with --no-store.")
+    if overwrite and not out:
+        warn("--overwrite has no effect without --out (the default folder is always new).")
+
+
+def _parse_schedule(text: str | None, lr: float,
+                    lr_given: bool) -> tuple[schedules.Schedule | None, float]:
+    """The schedule and the one learning rate of the run (--lr or the schedule's own)."""
     if text is None:
-        return None
+        return None, lr
     try:
-        return schedules.parse(text, default_lr=lr)
-    except ValueError as e:
+        schedule = schedules.parse(text)
+    except ParameterError as e:
         raise click.BadParameter(str(e), param_hint="--schedule") from None
+    own = schedule.initial_lr
+    if own is None:
+        return schedule.with_initial(lr), lr
+    if lr_given and own != lr:
+        raise ParameterError(
+            f"Both --lr ({lr:g}) and the schedule's own initial learning rate "
+            f"{schedule.initial_param}={own:g} (--schedule {text!r}) were given; give one "
+            f"of them: drop --lr, or drop {schedule.initial_param}= from --schedule."
+        )
+    return schedule, own
 
 
 def _parse_early_stopping(text: str | None) -> EarlyStopping | None:
@@ -141,7 +267,7 @@ def _parse_early_stopping(text: str | None) -> EarlyStopping | None:
         return None
     try:
         return early_stopping.parse(text)
-    except (ValueError, TypeError) as e:
+    except ParameterError as e:
         raise click.BadParameter(str(e), param_hint="--early-stopping") from None
 
 

@@ -13,7 +13,8 @@ from epochlab.cli.common import console
 @click.option("--out", default=None, help="Output folder [default: runs/report-<study>].")
 @click.option("--metric", default=None, help="Epoch metric [default: the study's, val_accuracy].")
 @click.option("--mode", type=click.Choice(["max", "min"]), default=None,
-              help="Which way the metric is better [default: the study's].")
+              help="Which way the metric is better [default: the study's for its metric; "
+                   "min for loss/error names, max for accuracy/auc/f1/precision/recall].")
 @click.option("--x", "x", default=None, help="Setting on the heatmap's x axis [default: auto].")
 @click.option("--y", "y", default=None, help="Setting on the heatmap's y axis [default: auto].")
 @click.option("--select", type=click.Choice(["final", "best"]), default="final", show_default=True,
@@ -26,21 +27,14 @@ def report_command(study, store_path, out, metric, mode, x, y, select) -> None:
     from pathlib import Path
 
     from epochlab.report.study import write_report
-    from epochlab.store import SQLiteStore, StoreError, default_store_path
+    from epochlab.store import open_store
+    from epochlab.validation import check_name, check_out_dir
 
-    path = Path(store_path) if store_path else default_store_path()
-    try:
-        store = SQLiteStore(path, create=False)
-    except (StoreError, FileNotFoundError, ValueError) as e:
-        raise click.UsageError(f"Cannot open the store {str(path)!r}: {e}") from None
-    folder = Path(out) if out else Path("runs") / f"report-{study}"
-    try:
+    check_name("study", study)
+    folder = check_out_dir(out, overwrite=True) if out else Path("runs") / f"report-{study}"
+    with open_store(store_path, create=False) as store:
         result = write_report(store, study, folder, metric=metric, mode=mode, x=x, y=y,
                               select=select)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    finally:
-        store.close()
     best = result["best"]
     if best is None:
         console.print(f"[red]No finished run has a finite {result['metric']}.[/]")

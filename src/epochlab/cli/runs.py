@@ -19,7 +19,8 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from epochlab.cli.common import console
-from epochlab.store import STATUSES, RunRecord, SQLiteStore, StoreError, default_store_path
+from epochlab.store import STATUSES, RunRecord, SQLiteStore, open_store
+from epochlab.validation import ParameterError
 
 # Settings shown first when runs have them; others appear when they vary between runs.
 _PREFERRED = ("data", "model", "optimizer", "schedule", "epochs", "batch_size", "lr",
@@ -83,7 +84,7 @@ def show_command(ctx: click.Context, run_id: int, store_path: str | None, as_jso
         try:
             record = store.run(run_id)
         except KeyError as e:
-            raise click.ClickException(e.args[0]) from None
+            raise ParameterError(f"{e.args[0]} See `epochlab runs` for the run ids.") from None
         epochs = store.epochs(run_id)
         iterations = store.iterations(run_id)
     n_iter = len(next(iter(iterations.values()), []))
@@ -153,11 +154,7 @@ def _print_table(table: Table) -> None:
 
 
 def _open(store_path: str | None) -> SQLiteStore:
-    path = store_path or default_store_path()
-    try:
-        return SQLiteStore(path, create=False)
-    except StoreError as e:
-        raise click.ClickException(str(e)) from None
+    return open_store(store_path, create=False)
 
 
 def _runs_table(records: list[RunRecord]) -> Table:

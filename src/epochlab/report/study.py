@@ -43,6 +43,7 @@ from epochlab.report.heatmap import plot_heatmap, save_figure  # noqa: E402
 from epochlab.store.base import DONE, RunRecord, Store  # noqa: E402
 from epochlab.sweeps.driver import best_run, metric_values  # noqa: E402
 from epochlab.sweeps.spec import SWEPT  # noqa: E402
+from epochlab.validation import ParameterError, resolve_mode  # noqa: E402
 
 __all__ = [
     "choose_axes", "heatmap_grid", "plot_validation_curves", "study_rows", "swept_settings",
@@ -53,10 +54,31 @@ __all__ = [
 def _runs(store: Store, study: str) -> list[RunRecord]:
     if store.study(study) is None:
         names = [s["name"] for s in store.studies()]
-        raise ValueError(
+        raise ParameterError(
             f"There is no study {study!r} in this store; it has: {', '.join(names) or '(none)'}."
         )
     return store.runs(study)
+
+
+def _check_metric(store: Store, runs: Sequence[RunRecord], metric: str) -> None:
+    """Refuse a metric that no run of the study logged, listing the ones they did."""
+    have: list[str] = []
+    for r in runs:
+        if r.status not in DONE:
+            continue
+        rows = store.epochs(r.id)
+        if any(metric in row for row in rows):
+            return
+        for row in rows:
+            have += [k for k in row if k not in have and k not in _BOOKKEEPING]
+    if have:
+        raise ParameterError(
+            f"The value of `metric` is {metric!r}, but no run of this study logged it; "
+            f"the runs have: {', '.join(have)}."
+        )
+
+
+_BOOKKEEPING = ("epoch", "updates", "samples_seen", "time", "lr")
 
 
 def swept_settings(runs: Sequence[RunRecord]) -> list[str]:
@@ -80,7 +102,7 @@ def choose_axes(swept: Sequence[str], x: str | None = None, y: str | None = None
     """
     for name, v in (("x", x), ("y", y)):
         if v is not None and v not in SWEPT:
-            raise ValueError(f"The value of `{name}` is {v!r}, but must be one of {SWEPT}.")
+            raise ParameterError(f"The value of `{name}` is {v!r}, but must be one of {SWEPT}.")
     fallback = [s for s in ("epochs", "batch_size", *SWEPT)]
     if x is None and y is None:
         if "epochs" in swept and len(swept) >= 2:
@@ -98,7 +120,7 @@ def choose_axes(swept: Sequence[str], x: str | None = None, y: str | None = None
         y = next(s for s in [*(["epochs"] if "epochs" in swept else []), *swept, *fallback]
                  if s != x)
     if x == y:
-        raise ValueError(f"The heatmap's axes must differ; both are {x!r}.")
+        raise ParameterError(f"The heatmap's axes must differ; both are {x!r}.")
     return x, y
 
 
@@ -252,10 +274,15 @@ def write_report(
         _runs(store, study)  # raises, listing the studies there are
     spec = (info or {}).get("spec") or {}
     metric = metric or spec.get("metric", "val_accuracy")
-    mode = mode or spec.get("mode", "max")
+    if mode is None:
+        # The study's mode belongs to the study's metric; another metric's comes from its name.
+        mode = spec["mode"] if metric == spec.get("metric") and "mode" in spec else (
+            resolve_mode(metric))
+    mode = resolve_mode(metric, mode)
+    runs = _runs(store, study)
+    _check_metric(store, runs, metric)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = _runs(store, study)
     rows = study_rows(store, study, metric, mode)
     files: dict[str, Path] = {"results.csv": write_csv(rows, out / "results.csv")}
     swept = swept_settings(runs)

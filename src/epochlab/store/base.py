@@ -57,6 +57,8 @@ from typing import Any
 
 import numpy as np
 
+from epochlab.validation import ParameterError
+
 DONE = ("completed", "early_stopped", "diverged")  # outcomes a resumed sweep keeps
 FINISHED = (*DONE, "interrupted", "failed")
 STATUSES = ("pending", "running", *FINISHED)
@@ -192,13 +194,13 @@ def loads(text: str | None) -> Any:
 def check_status(status: str, allowed: tuple[str, ...] = FINISHED) -> None:
     """ValueError unless ``status`` is one of ``allowed``."""
     if status not in allowed:
-        raise ValueError(f"The value of `status` is {status!r}, but must be one of {allowed}.")
+        raise ParameterError(f"The value of `status` is {status!r}, but must be one of {allowed}.")
 
 
 def check_text(value: Any, param: str) -> None:
     """ValueError unless ``value`` is a non-empty string (study names, run keys)."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"The value of `{param}` is {value!r}, but must be a non-empty string.")
+        raise ParameterError(f"The value of `{param}` is {value!r}, but must be a non-empty string.")
 
 
 def pack_columns(columns: dict[str, list] | None) -> list[tuple[str, str, bytes]]:

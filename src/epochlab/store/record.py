@@ -15,6 +15,10 @@ from typing import Any
 
 from epochlab.store.base import Store, run_key
 from epochlab.train.history import History
+from epochlab.validation import ParameterError, check_name
+
+# What a study is "about": rerunning it with other values mixes runs that cannot be compared.
+IDENTITY = ("data", "model", "data_options")
 
 # Stop reasons of a History and the run status each is stored as.
 _STATUS_OF = {
@@ -109,6 +113,7 @@ def record_history(
     settings: dict[str, Any],
     history: History,
     status: str | None = None,
+    study_spec: dict[str, Any] | None = None,
 ) -> int:
     """Store a finished ``fit`` run (summary, epochs, iterations) in one transaction.
 
@@ -120,6 +125,8 @@ def record_history(
         settings: the run's settings (JSON-serializable).
         history: what ``fit`` returned.
         status: the final status; by default from ``history.stop_reason``.
+        study_spec: what a new study records about itself (its ``data`` and
+            ``model``: an existing study with others is refused).
 
     Returns:
         The run's id.
@@ -138,10 +145,71 @@ def record_history(
     """
     status = status or status_of(history)
     summary = summarize(history)
-    study_id = store.create_study(study)
+    study_id = ensure_study(store, study, study_spec)
     run_id = store.add_run(study_id, key or run_key(settings), settings)
     store.finish_run(run_id, status, summary, history.epochs, history.iterations)
     return run_id
+
+
+def study_conflict(store: Store, name: str, spec: dict[str, Any],
+                   keys: tuple[str, ...] = IDENTITY) -> str | None:
+    """What differs between the stored study ``name`` and ``spec`` in ``keys``; None if nothing.
+
+    Only keys present in both are compared (a study created without them,
+    such as the default ``fit`` study, holds runs of any data and model).
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> store = MemoryStore(); _ = store.create_study("s", {"data": "digits", "model": "cnn"})
+        >>> study_conflict(store, "s", {"data": "synthetic", "model": "cnn"})
+        "data 'digits' (this run: 'synthetic')"
+    """
+    study = store.study(name)
+    if study is None:
+        return None
+    stored = study.get("spec") or {}
+    diffs = [f"{k} {stored[k]!r} (this run: {spec[k]!r})"
+             for k in keys if k in stored and k in spec and stored[k] != spec[k]]
+    return ", ".join(diffs) or None
+
+
+def check_study(store: Store, name: str, spec: dict[str, Any] | None = None,
+                keys: tuple[str, ...] = IDENTITY) -> None:
+    """Refuse a study name that is empty, or whose stored study has other ``keys`` than ``spec``.
+
+    Raises:
+        ParameterError: naming the study and every difference.
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> store = MemoryStore(); _ = store.create_study("s", {"data": "digits"})
+        >>> check_study(store, "s", {"data": "digits"})  # the same data: fine
+    """
+    check_name("study", name)
+    conflict = study_conflict(store, name, dict(spec or {}), keys)
+    if conflict:
+        raise ParameterError(
+            f"The study {name!r} was created with {conflict}; a study keeps the data and "
+            "model it was created with, so its runs stay comparable. Choose another study "
+            "name (--study) or rerun with the study's own settings."
+        )
+
+
+def ensure_study(store: Store, name: str, spec: dict[str, Any] | None = None,
+                 keys: tuple[str, ...] = IDENTITY) -> int:
+    """Create the study ``name`` with ``spec``, or find it; refuse one made with other data/model.
+
+    Raises:
+        ParameterError: see :func:`check_study`.
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> store = MemoryStore()
+        >>> ensure_study(store, "s", {"data": "digits"}) == ensure_study(store, "s", {"data": "digits"})
+        True
+    """
+    check_study(store, name, spec, keys)
+    return store.create_study(name, dict(spec or {}))
 
 
 def _metrics(row: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from epochlab.store.base import (
     pack_columns,
     unpack_columns,
 )
+from epochlab.validation import ParameterError
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x45504C42  # "EPLB": tells an epochlab store from any other SQLite file
@@ -117,8 +118,8 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str | os.PathLike = "epochlab.db", *, create: bool = True,
                  timeout: float = 60.0) -> None:
-        if timeout <= 0:
-            raise ValueError(f"The value of `timeout` is {timeout}, but must be `timeout > 0`.")
+        if not timeout > 0:
+            raise ParameterError(f"The value of `timeout` is {timeout}, but must be `timeout > 0`.")
         self.path = Path(path)
         self.create = create
         self.timeout = float(timeout)
@@ -158,8 +159,13 @@ class SQLiteStore(Store):
             self._conn = None
         if not self.create and not self.path.exists():
             raise StoreError(f"No runs stored yet at {self.path}: the file does not exist.")
-        conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,
-                               check_same_thread=False)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a store file.")
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.OperationalError as e:  # e.g. a missing folder
+            raise StoreError(f"Cannot open the store {self.path}: {e}.") from None
         try:
             self._prepare(conn)
         except BaseException:

@@ -10,26 +10,10 @@ batch 32) has 640 training rows and 20 iterations per epoch, not the
 from __future__ import annotations
 
 import math
-import numbers
 
-from epochlab.validation import ParameterError
+from epochlab.validation import check_int
 
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an int, or raise naming ``name`` and the bound.
-
-    Example:
-        >>> check_int("epochs", 10, 1)
-        10
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParameterError(
-            f"The value of `{name}` is {value!r} ({type(value).__name__}), "
-            f"but must be an integer `{name} >= {minimum}`."
-        )
-    if value < minimum:
-        raise ParameterError(f"The value of `{name}` is {value}, but must be `{name} >= {minimum}`.")
-    return int(value)
+__all__ = ["check_int", "iterations_per_epoch", "validation_count"]
 
 
 def iterations_per_epoch(n_train: int, batch_size: int, drop_last: bool = False) -> int:

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from epochlab.train.accounting import iterations_per_epoch, validation_count
+from epochlab.validation import ParameterError
 
 # Above this size the epoch's rows are gathered batch by batch instead of at once.
 _EPOCH_GATHER_BYTES = 256 * 2**20
@@ -31,7 +32,7 @@ def as_tensor(name: str, a: Any, device: torch.device | None = None) -> torch.Te
         try:
             t = torch.as_tensor(np.asarray(a))
         except (TypeError, ValueError) as e:
-            raise TypeError(
+            raise ParameterError(
                 f"`{name}` must be a NumPy array, a tensor or a list of numbers; "
                 f"got {type(a).__name__} ({e})."
             ) from None
@@ -49,7 +50,7 @@ def check_finite(name: str, t: torch.Tensor) -> None:
     rows = torch.nonzero(flat.any(dim=1)).flatten().tolist()
     cols = torch.nonzero(flat.any(dim=0)).flatten().tolist()
     show = lambda xs: ", ".join(map(str, xs[:10])) + (", ..." if len(xs) > 10 else "")  # noqa: E731
-    raise ValueError(
+    raise ParameterError(
         f"`{name}` contains {int(bad.sum())} non-finite values (NaN or inf) in "
         f"{len(rows)} rows [{show(rows)}] and columns [{show(cols)}]. "
         "Remove or impute them before training."
@@ -59,15 +60,15 @@ def check_finite(name: str, t: torch.Tensor) -> None:
 def check_pair(x: torch.Tensor, y: torch.Tensor, where: str) -> None:
     """Same number of rows, at least one row, all values finite."""
     if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"{where}: X and y must have a row dimension; got shapes "
+        raise ParameterError(f"{where}: X and y must have a row dimension; got shapes "
                          f"{tuple(x.shape)} and {tuple(y.shape)}.")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(
+        raise ParameterError(
             f"{where}: X has {x.shape[0]} rows but y has {y.shape[0]}; "
             "they must have the same number of rows."
         )
     if x.shape[0] == 0:
-        raise ValueError(f"{where}: the data has 0 rows; training needs at least one row.")
+        raise ParameterError(f"{where}: the data has 0 rows; training needs at least one row.")
     check_finite(f"{where} X", x)
     check_finite(f"{where} y", y)
 
@@ -93,20 +94,20 @@ def split_indices(
         (640, 160, 'random')
     """
     if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)):
-        raise TypeError(
+        raise ParameterError(
             f"The value of `validation_split` is {validation_split!r}, but must be a float in [0, 1)."
         )
     if not 0.0 <= validation_split < 1.0:
-        raise ValueError(
+        raise ParameterError(
             f"The value of `validation_split` is {validation_split}, but must be in [0, 1)."
         )
     if mode not in ("random", "tail"):
-        raise ValueError(
+        raise ParameterError(
             f"The value of `validation_split_mode` is {mode!r}, but must be 'random' or 'tail'."
         )
     n_val = validation_count(n, validation_split)
     if validation_split > 0 and n_val >= n:
-        raise ValueError(
+        raise ParameterError(
             f"`validation_split={validation_split}` of {n} rows leaves no training rows; "
             "use a smaller fraction or pass `validation_data`."
         )

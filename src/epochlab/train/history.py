@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from epochlab._atomic import atomic_write
+from epochlab.validation import ParameterError
 
 ITERATION_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "batch_size")
 STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted", "error")
@@ -235,7 +236,7 @@ class History:
             return pd.DataFrame(self.epochs)
         if level == "iteration":
             return pd.DataFrame(self.iterations)
-        raise ValueError(f"The value of `level` is {level!r}, but must be 'epoch' or 'iteration'.")
+        raise ParameterError(f"The value of `level` is {level!r}, but must be 'epoch' or 'iteration'.")
 
     def plot(self, metric: str = "loss", path: str | os.PathLike | None = None):
         """Training and validation ``metric`` per epoch (:func:`epochlab.report.curves.plot_curves`).

@@ -37,8 +37,13 @@ from epochlab.train.losses import (
     resolve_metrics,
 )
 from epochlab.train.trainer import OptimizerLike, Trainer, evaluate_tensors
+from epochlab.validation import ParameterError, check_bool
 
 EVAL_CHUNK = 1024
+
+
+class TrainingError(RuntimeError):
+    """A failure inside the training loop (not a bad parameter: those are refused before)."""
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -51,7 +56,7 @@ def _split_xy(data: Any, where: str) -> tuple[Any, Any]:
         return data.x_train, data.y_train
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return data[0], data[1]
-    raise TypeError(
+    raise ParameterError(
         f"`{where}` must be (X, y) arrays or tensors, a DataBundle, or a torch Dataset; "
         f"got {type(data).__name__}."
     )
@@ -84,13 +89,13 @@ def prepare_data(
     """Tensors on the model's device, the split, and the loss fitted to the targets."""
     device, dt = _device_of(model), float_dtype(model)
     if validation_data is not None and validation_split:
-        raise ValueError(
+        raise ParameterError(
             "Both `validation_split` and `validation_data` were given; pass one of them."
         )
     if isinstance(data, Dataset) and not isinstance(data, (tuple, list)):
         n = len(data)
         if n == 0:
-            raise ValueError("The dataset has 0 rows; training needs at least one row.")
+            raise ParameterError("The dataset has 0 rows; training needs at least one row.")
         tr, va, how = split_indices(n, validation_split, mode=validation_split_mode, seed=seed)
         x0, y0 = data[int(tr[0])]
         x0 = as_tensor("x", x0, device).unsqueeze(0)
@@ -150,7 +155,7 @@ def fit(
     shuffle: bool = True,
     drop_last: bool = False,
     optimizer: OptimizerLike = "adam",
-    lr: float = 1e-3,
+    lr: float | None = None,
     schedule: Any = None,
     weight_decay: float = 0.0,
     momentum: float = 0.0,
@@ -179,6 +184,11 @@ def fit(
     the learning rate by the number of processes (global batch / batch),
     reached by a linear warmup over ``lr_warmup_epochs`` (Goyal et al. 2017).
 
+    The learning rate has one source: ``lr``, or a ``schedule``'s own
+    initial rate (giving both, different, is an error), else 1e-3. Every
+    argument is checked before the first iteration and a wrong one raises
+    :class:`~epochlab.validation.ParameterError`.
+
     Example:
         >>> import epochlab as el
         >>> d = el.data.synthetic()           # 800 training rows
@@ -187,10 +197,20 @@ def fit(
         >>> h.n_train, h.iterations_per_epoch, h.total_updates
         (640, 20, 200)
     """
+    # Every parameter is checked here, before the first iteration: a ParameterError
+    # means the call was wrong; anything raised once training runs is a failure.
     epochs = check_int("epochs", epochs, 1)
     batch_size = check_int("batch_size", batch_size, 1)
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"The value of `verbose` is {verbose!r}, but must be 0, 1 or 2.")
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ParameterError(f"The value of `verbose` is {verbose!r}, but must be 0, 1 or 2.")
+    check_bool("shuffle", shuffle)
+    check_bool("drop_last", drop_last)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise ParameterError(
+                f"The value of `callbacks` holds a {type(cb).__name__}, but must hold "
+                "epochlab.callbacks.Callback instances."
+            )
     _dist.check_lr_scaling(lr_scaling, lr_warmup_epochs)
     ctx = _dist.setup(model) if _dist.wanted(distributed) else None
     if ctx is not None and not ctx.is_main:  # only rank 0 reports and writes files
@@ -207,7 +227,7 @@ def fit(
     rows = prepared.n_train if ctx is None else _dist.distribute(trainer, prepared, ctx, batch_size, drop_last)
     ipe = iterations_per_epoch(rows, batch_size, drop_last)
     if ipe == 0:
-        raise ValueError(
+        raise ParameterError(
             f"`drop_last=True` with batch_size={batch_size} and {prepared.n_train} training rows "
             "leaves no full batch; use a smaller batch or drop_last=False."
         )
@@ -334,6 +354,14 @@ def run(
                 _finish(trainer)
             except Exception:  # never hide the original error behind a cleanup error
                 pass
+            if isinstance(e, ParameterError):
+                # Parameters were all checked before the first iteration: one raised in
+                # here is a failure of the code running (a callback, a model, a bug),
+                # never the user's bad input, so it must not read as a usage error.
+                raise TrainingError(
+                    f"Training failed in epoch {s.epoch + 1} after {s.global_step} updates: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
             raise
         _finish(trainer)
     return h

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from epochlab.validation import ParameterError
+
 LOSS_ALIASES = {
     "bce": "bce",
     "binary_crossentropy": "bce",
@@ -62,7 +64,7 @@ def resolve_loss(loss: object, y: torch.Tensor, out_features: int) -> LossSpec:
     if loss is not None:
         key = LOSS_ALIASES.get(str(loss).lower())
         if key is None:
-            raise ValueError(
+            raise ParameterError(
                 f"Unknown loss {loss!r}; choose one of {sorted(set(LOSS_ALIASES))} or pass a callable."
             )
         reason = "given"
@@ -103,19 +105,19 @@ def prepare_targets(
         if _is_one_hot(y):
             y = y.argmax(dim=1)
         if not _is_integral(y) or y.ndim != 1:
-            raise ValueError(
+            raise ParameterError(
                 f"{where}: cross-entropy needs one integer class label per row; got y of shape "
                 f"{tuple(y.shape)} and dtype {y.dtype}."
             )
         n_out = out_shape[1] if len(out_shape) == 2 else None
         if n_out is None:
-            raise ValueError(
+            raise ParameterError(
                 f"{where}: for multiclass labels the model must output (rows, classes); "
                 f"it outputs shape {out_shape}."
             )
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= n_out:
-            raise ValueError(
+            raise ParameterError(
                 f"{where}: y has labels {lo}..{hi} ({hi + 1} classes) but the model outputs "
                 f"{n_out} values per row; labels must lie in 0..{n_out - 1}. "
                 f"Build the model with out_features={hi + 1}."
@@ -124,14 +126,14 @@ def prepare_targets(
     if spec.name == "bce":
         y = y.reshape(-1, 1) if y.ndim == 1 else y
         if tuple(out_shape[1:]) != tuple(y.shape[1:]):
-            raise ValueError(
+            raise ParameterError(
                 f"{where}: the model outputs shape {out_shape} but binary targets need "
                 f"(rows, {', '.join(map(str, y.shape[1:]))})."
             )
         vals = torch.unique(y)
         if not bool(((vals == 0) | (vals == 1)).all()):
             shown = vals[:10].tolist()
-            raise ValueError(
+            raise ParameterError(
                 f"{where}: a model with 1 output is trained as binary classification, but y has "
                 f"values {shown}{'...' if len(vals) > 10 else ''}, not only 0 and 1. "
                 f"For {len(vals)} classes build the model with out_features={len(vals)}; "
@@ -143,7 +145,7 @@ def prepare_targets(
     if y.ndim == 1 and len(out_shape) == 2 and out_shape[1] == 1:
         y = y.reshape(-1, 1)
     if tuple(out_shape[1:]) != tuple(y.shape[1:]):
-        raise ValueError(
+        raise ParameterError(
             f"{where}: the model outputs shape {out_shape} but the regression targets "
             f"have shape (rows, {', '.join(map(str, y.shape[1:]))})."
         )
@@ -167,7 +169,7 @@ def _accuracy_sum(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
         return lambda out, y: ((out > 0) == (y > 0.5)).sum()
     if task == "multiclass":
         return lambda out, y: (out.argmax(dim=1) == y).sum()
-    raise ValueError(f"The metric 'accuracy' needs a classification task; this one is {task}.")
+    raise ParameterError(f"The metric 'accuracy' needs a classification task; this one is {task}.")
 
 
 def _mae_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -184,7 +186,7 @@ def resolve_metrics(
     out = {}
     for m in names:
         if m not in METRICS:
-            raise ValueError(f"Unknown metric {m!r}; choose from {sorted(METRICS)}.")
+            raise ParameterError(f"Unknown metric {m!r}; choose from {sorted(METRICS)}.")
         if m == "accuracy" and task in ("regression", "custom"):
             continue  # the default metric list includes accuracy; it does not apply here
         out[m] = METRICS[m](task)
@@ -199,6 +201,7 @@ def out_features_of(model: nn.Module, x_probe: torch.Tensor) -> tuple[int, ...]:
         with torch.no_grad():
             out = model(x_probe)
     except Exception as e:  # a shape error deep in the model: say where it came from
+        # Not a ParameterError: the model's own code failed, which may be a bug in it.
         raise ValueError(
             f"The model failed on a batch of input shape {tuple(x_probe.shape)}: {e}"
         ) from e

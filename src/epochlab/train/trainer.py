@@ -30,6 +30,12 @@ from epochlab.train.losses import (
     resolve_metrics,
 )
 from epochlab.train.state import TrainState
+from epochlab.validation import (
+    ParameterError,
+    check_float,
+    check_int,
+    check_lr,
+)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 OptimizerLike = str | torch.optim.Optimizer | Callable[..., torch.optim.Optimizer]
@@ -53,7 +59,7 @@ def make_optimizer(
         return optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("The model has no trainable parameters (all frozen?); nothing to train.")
+        raise ParameterError("The model has no trainable parameters (all frozen?); nothing to train.")
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(params, lr=lr)
     name = str(optimizer).lower()
@@ -68,18 +74,56 @@ def make_optimizer(
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fused)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(
+    raise ParameterError(
         f"Unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}, "
         "or pass a torch.optim.Optimizer or a factory."
     )
 
 
-def _bound_initial(schedule: Schedule) -> bool:
-    try:
-        schedule(0, 0)
-    except ValueError:
-        return False
-    return True
+DEFAULT_LR = 1e-3
+
+
+def resolve_lr(lr: Any, schedule: Any) -> tuple[float, Schedule | None]:
+    """The one learning rate of a run, and its schedule bound to it.
+
+    The initial rate has one source of truth: ``lr``, or the schedule's own
+    initial (or max) rate, or 1e-3 when neither is given. Both given and
+    different is a :class:`ParameterError` naming both; 0, negative, inf and
+    NaN are refused. A Schedule passed as ``lr`` (Keras style) is the schedule.
+
+    Example:
+        >>> from epochlab import schedules
+        >>> resolve_lr(None, schedules.exponential_decay(0.01))[0]
+        0.01
+        >>> resolve_lr(0.5, schedules.exponential_decay(0.01))
+        Traceback (most recent call last):
+        ...
+        epochlab.validation.ParameterError: Both `lr` (0.5) and the schedule's own initial learning rate `initial` (0.01) were given; give one of them ...
+    """
+    if isinstance(lr, Schedule):  # Keras style: the schedule given as the learning rate
+        if schedule is not None:
+            raise ParameterError("A Schedule was given as `lr` and another as `schedule`; give one.")
+        schedule, lr = lr, None
+    if lr is not None:
+        lr = check_lr("lr", lr)
+    if schedule is None:
+        return (DEFAULT_LR if lr is None else lr), None
+    if not isinstance(schedule, Schedule):
+        raise ParameterError(
+            f"The value of `schedule` is a {type(schedule).__name__}, but must be an "
+            "epochlab.schedules.Schedule (e.g. el.schedules.exponential_decay(...))."
+        )
+    own = schedule.initial_lr
+    if own is not None and lr is not None and own != lr:
+        raise ParameterError(
+            f"Both `lr` ({lr:g}) and the schedule's own initial learning rate "
+            f"`{schedule.initial_param}` ({own:g}) were given; give one of them (the "
+            f"schedule's {schedule.initial_param} is the rate it starts from), so that the "
+            "rate recorded is the rate trained with."
+        )
+    if own is None:
+        schedule = schedule.with_initial(DEFAULT_LR if lr is None else lr)
+    return float(schedule.initial_lr), schedule
 
 
 def _grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -134,7 +178,7 @@ class Trainer:
         model: nn.Module,
         *,
         optimizer: OptimizerLike = "adam",
-        lr: float = 1e-3,
+        lr: float | None = None,
         schedule: Any = None,
         loss: str | Callable | None = None,
         metrics: Sequence[str] = ("accuracy",),
@@ -144,18 +188,13 @@ class Trainer:
         seed: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-        if isinstance(lr, Schedule):  # Keras style: the schedule given as the learning rate
-            schedule, lr = lr, lr(0, 0) if _bound_initial(lr) else 1e-3
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-            raise ValueError(f"The value of `lr` is {lr!r}, but must be a number `lr > 0`.")
-        if schedule is not None:
-            if not isinstance(schedule, Schedule):
-                raise TypeError(
-                    f"`schedule` must be an epochlab.schedules.Schedule (e.g. "
-                    f"el.schedules.exponential_decay(...)), got {type(schedule).__name__}."
-                )
-            schedule = schedule.with_initial(float(lr))
+            raise ParameterError(
+                f"The value of `model` is a {type(model).__name__}, but must be a torch.nn.Module."
+            )
+        lr, schedule = resolve_lr(lr, schedule)
+        weight_decay = check_float("weight_decay", weight_decay, low=0.0)
+        momentum = check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        seed = check_int("seed", seed, 0)
         self.model = model
         # What the forward pass runs: the model, or fit's DistributedDataParallel wrapper of it.
         self.net: nn.Module = model

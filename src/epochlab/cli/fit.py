@@ -134,6 +134,7 @@ def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split
     trainable, frozen = n_params(model)
     # Claim the output folder before training: a unique new one, so that two
     # runs started at the same second never share it.
+    created = folder is None or not folder.exists()
     folder = folder if folder is not None else out_dir(None, "fit")
     folder.mkdir(parents=True, exist_ok=True)
     console.print(
@@ -141,14 +142,19 @@ def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split
         f"{len(data.x_test)} test rows, {data.task}) · model [cyan]{model_name}[/] "
         f"({trainable:,} trainable parameters{f', {frozen:,} frozen' if frozen else ''})"
     )
-    history = fit(
-        model, data.train, epochs=epochs, batch_size=batch_size,
-        validation_split=validation_split, validation_split_mode=validation_split_mode,
-        optimizer=optimizer, lr=lr, schedule=schedule, drop_last=drop_last, seed=seed,
-        callbacks=([stopper] if stopper else []) + ([ProgressBar(lines=verbose == 2)]
-                                                    if verbose else []),
-        verbose=0,
-    )
+    try:
+        history = fit(
+            model, data.train, epochs=epochs, batch_size=batch_size,
+            validation_split=validation_split, validation_split_mode=validation_split_mode,
+            optimizer=optimizer, lr=lr, schedule=schedule, drop_last=drop_last, seed=seed,
+            callbacks=([stopper] if stopper else []) + ([ProgressBar(lines=verbose == 2)]
+                                                        if verbose else []),
+            verbose=0,
+        )
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # nothing trained: leave no empty folder behind
+        raise
     _keep(history, model, data, model_name, batch_norm, stopper, folder, store, study, study_spec)
 
 

@@ -274,13 +274,14 @@ def write_report(
         _runs(store, study)  # raises, listing the studies there are
     spec = (info or {}).get("spec") or {}
     metric = metric or spec.get("metric", "val_accuracy")
+    runs = _runs(store, study)
+    _check_metric(store, runs, metric)
     if mode is None:
         # The study's mode belongs to the study's metric; another metric's comes from its name.
         mode = spec["mode"] if metric == spec.get("metric") and "mode" in spec else (
             resolve_mode(metric))
     mode = resolve_mode(metric, mode)
-    runs = _runs(store, study)
-    _check_metric(store, runs, metric)
+    x, y = choose_axes(swept_settings(runs), x, y)  # checked before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = study_rows(store, study, metric, mode)

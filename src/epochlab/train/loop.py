@@ -359,7 +359,7 @@ def run(
                 # here is a failure of the code running (a callback, a model, a bug),
                 # never the user's bad input, so it must not read as a usage error.
                 raise TrainingError(
-                    f"Training failed in epoch {s.epoch + 1} after {s.global_step} updates: "
+                    f"Training failed after {s.global_step} updates ({s.epoch} epochs done): "
                     f"{type(e).__name__}: {e}"
                 ) from e
             raise

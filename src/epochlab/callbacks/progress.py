@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from epochlab.callbacks.base import Callback
+from epochlab.train.runtime import describe_runtime
 
 _SKIP = {"epoch", "updates", "samples_seen", "time"}
 
@@ -36,6 +37,7 @@ class EpochLogger(Callback):
         >>> d = el.data.synthetic()
         >>> _ = el.fit(el.models.mlp(20), d.train, epochs=1, batch_size=32,
         ...            callbacks=[EpochLogger()], verbose=0)  # doctest: +ELLIPSIS
+        runtime: 1 thread (...) · float32 (...)
         Epoch 1/1 · 25 it · ...
     """
 
@@ -47,6 +49,9 @@ class EpochLogger(Callback):
     def on_train_begin(self, trainer, logs):
         self._console = self.console or Console(highlight=False)
         self._epochs = logs.get("epochs", 0)
+        runtime = trainer.state.history.extra.get("runtime")
+        if runtime and trainer.state.global_step == 0:
+            self._console.print(f"runtime: {describe_runtime(runtime)}", markup=False)
 
     def on_epoch_end(self, trainer, logs):
         n = trainer.state.history.iterations_per_epoch

@@ -24,6 +24,39 @@ console = Console(highlight=False, width=None if _probe.is_terminal else max(_pr
 err_console = Console(stderr=True, highlight=False)
 
 
+class ThreadsType(click.ParamType):
+    """``auto`` or a positive int, for ``--threads``."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int) or value == "auto":
+            if isinstance(value, int) and value < 1:
+                self.fail(f"{value!r} is not 'auto' or an int >= 1.", param, ctx)
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not 'auto' or an int >= 1.", param, ctx)
+        if n < 1:
+            self.fail(f"{value!r} is not 'auto' or an int >= 1.", param, ctx)
+        return n
+
+
+def runtime_options(f: Any) -> Any:
+    """``--threads`` and ``--precision``, shared by the training commands."""
+    f = click.option(
+        "--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+        help="bf16: bfloat16 mixed precision (autocast; loss, metrics and optimizer state stay "
+             "float32). auto: bf16 where the CPU/GPU has it natively and the model has "
+             "convolutions, recurrent or large linear layers; else fp32.")(f)
+    f = click.option(
+        "--threads", type=ThreadsType(), default="auto", show_default=True,
+        help="torch intra-op threads for training. auto: one for small models, more where the "
+             "work pays and cores are idle (never more than OMP_NUM_THREADS).")(f)
+    return f
+
+
 def load_data(name: str) -> DataBundle:
     """A dataset by name, with CLI-style errors."""
     from epochlab.data import load

@@ -21,6 +21,7 @@ from epochlab.cli.common import (
     load_data,
     n_params,
     out_dir,
+    runtime_options,
     warn,
 )
 from epochlab.data.base import DataBundle
@@ -76,10 +77,12 @@ from epochlab.validation import (
 @click.option("--no-store", is_flag=True, help="Do not record the run in a store.")
 @click.option("--verbose", type=click.IntRange(0, 2), default=1, show_default=True,
               help="0 silent, 1 progress bar, 2 a line per epoch.")
+@runtime_options
 @click.pass_context
 def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, validation_split,
                 validation_split_mode, optimizer, lr, schedule_text, early_stopping_text,
-                drop_last, seed, out, overwrite, store_path, study, no_store, verbose) -> None:
+                drop_last, seed, out, overwrite, store_path, study, no_store, verbose, threads,
+                precision) -> None:
     """Train one model and print the accounting, a per-epoch table, advice and test metrics.
 
     The advice names the epoch with the best validation loss, where
@@ -111,7 +114,7 @@ def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, vali
     try:
         _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
              validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
-             store, study, verbose)
+             store, study, verbose, threads, precision)
     finally:
         if store is not None:
             store.close()
@@ -119,7 +122,7 @@ def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, vali
 
 def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
          validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
-         store, study, verbose) -> None:
+         store, study, verbose, threads, precision) -> None:
     data = load_data(data_name)
     if stopper is not None:
         _check_monitor(stopper.monitor, data, validation_split)
@@ -149,7 +152,7 @@ def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split
             optimizer=optimizer, lr=lr, schedule=schedule, drop_last=drop_last, seed=seed,
             callbacks=([stopper] if stopper else []) + ([ProgressBar(lines=verbose == 2)]
                                                         if verbose else []),
-            verbose=0,
+            verbose=0, threads=threads, precision=precision,
         )
     except BaseException:
         if created and folder.is_dir() and not any(folder.iterdir()):
@@ -183,7 +186,8 @@ def _keep(history: History, model: torch.nn.Module, data: DataBundle, model_name
             console.print("test: " + " · ".join(f"{k} {v:.4f}" for k, v in test.items()))
         except Exception as e:  # noqa: BLE001 - the trained run is kept whatever happens here
             warn(f"the test set could not be evaluated ({type(e).__name__}: {e}).")
-    history.params.update(data=data.name, model=model_name, batch_norm=batch_norm)
+    history.params.update(data=data.name, model=model_name, batch_norm=batch_norm,
+                          precision=history.extra.get("runtime", {}).get("precision"))
     stored = None
     if store is not None:
         stored = _record(store, study, study_spec, history, folder)

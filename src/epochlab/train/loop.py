@@ -8,6 +8,7 @@ the order). It knows nothing of sweeps, stores or plots.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from epochlab.train.losses import (
     resolve_loss,
     resolve_metrics,
 )
+from epochlab.train.runtime import check_precision, check_threads, resolve, using_threads
 from epochlab.train.trainer import OptimizerLike, Trainer, evaluate_tensors
 from epochlab.validation import ParameterError, check_bool
 
@@ -167,6 +169,8 @@ def fit(
     distributed: bool | None = None,
     lr_scaling: str | None = None,
     lr_warmup_epochs: float = 5.0,
+    threads: int | str | None = "auto",
+    precision: str = "auto",
 ) -> History:
     """Train ``model`` on ``data`` for ``epochs`` passes and return the History.
 
@@ -188,6 +192,16 @@ def fit(
     initial rate (giving both, different, is an error), else 1e-3. Every
     argument is checked before the first iteration and a wrong one raises
     :class:`~epochlab.validation.ParameterError`.
+
+    ``threads`` (``"auto"`` or an int) sets torch's intra-op threads for this
+    training only (the caller's count is restored after); ``"auto"`` uses one
+    thread for small models and more only where the arithmetic pays and cores
+    are idle. ``precision`` is ``"auto"``, ``"fp32"`` or ``"bf16"`` (bfloat16
+    autocast for the forward pass; loss, metrics and optimizer state stay
+    float32); ``"auto"`` uses bf16 where the hardware has it natively and the
+    model has convolutions, recurrent or large linear layers. Both choices and
+    their reasons are recorded in ``history.extra["runtime"]`` (see
+    :mod:`epochlab.train.runtime`).
 
     Example:
         >>> import epochlab as el
@@ -211,6 +225,8 @@ def fit(
                 f"The value of `callbacks` holds a {type(cb).__name__}, but must hold "
                 "epochlab.callbacks.Callback instances."
             )
+    check_threads(threads)
+    check_precision(precision)
     _dist.check_lr_scaling(lr_scaling, lr_warmup_epochs)
     ctx = _dist.setup(model) if _dist.wanted(distributed) else None
     if ctx is not None and not ctx.is_main:  # only rank 0 reports and writes files
@@ -224,6 +240,15 @@ def fit(
         model, data, validation_split=validation_split, validation_data=validation_data,
         validation_split_mode=validation_split_mode, loss=loss, seed=seed,
     )
+    # Processes sharing the machine share its cores: each takes its part at most.
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)) if ctx is not None else 1
+    ceiling = max(1, torch.get_num_threads() // local)
+    choice = resolve(model, _probe_rows(prepared), batch_size, threads=threads,
+                     precision=precision, ceiling=ceiling)
+    trainer.use_precision(choice.autocast_dtype, channels_last=choice.channels_last)
+    if choice.channels_last:
+        _to_channels_last(prepared)
+    trainer.state.history.extra["runtime"] = choice.as_dict()
     rows = prepared.n_train if ctx is None else _dist.distribute(trainer, prepared, ctx, batch_size, drop_last)
     ipe = iterations_per_epoch(rows, batch_size, drop_last)
     if ipe == 0:
@@ -245,8 +270,28 @@ def fit(
     _dist.record(trainer, ctx, batch_size, lr_scaling, lr_warmup_epochs)
     if trainer.state.schedule is not None:
         trainer.state.schedule = trainer.state.schedule.with_total_steps(epochs * ipe)
-    return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-               drop_last=drop_last, seed=seed)
+    with using_threads(choice.threads):
+        return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                   drop_last=drop_last, seed=seed)
+
+
+def _probe_rows(prepared: PreparedData) -> torch.Tensor:
+    """A row or two of training input, to size the workload."""
+    src = prepared.train
+    if isinstance(src, ArraySource):
+        return src.x[:2]
+    x0 = src.dataset[int(src.indices[0])][0]
+    return as_tensor("x", x0, src.device).unsqueeze(0)
+
+
+def _to_channels_last(prepared: PreparedData) -> None:
+    # Once for the whole training set: gathers and slices keep the layout, so
+    # no batch is converted on the hot path.
+    cl = torch.channels_last
+    if isinstance(prepared.train, ArraySource) and prepared.train.x.dim() == 4:
+        prepared.train.x = prepared.train.x.contiguous(memory_format=cl)
+    if prepared.val is not None and prepared.val[0].dim() == 4:
+        prepared.val = (prepared.val[0].contiguous(memory_format=cl), prepared.val[1])
 
 
 def run_params(

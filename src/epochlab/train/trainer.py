@@ -221,6 +221,8 @@ class Trainer:
         self._lr_set: float | None = None
         self._out_tail: tuple[int, ...] | None = None  # model output shape per row, probed once
         self._target_dtype = torch.float32
+        self._amp: torch.dtype | None = None  # autocast dtype of the forward pass (None: as is)
+        self._channels_last = False
         self.begin_epoch()
 
     # -- shortcuts callbacks use -------------------------------------------------------
@@ -266,6 +268,30 @@ class Trainer:
             y = prepare_targets(self.spec, y, out_shape, "batch", self._target_dtype)
         return y
 
+    def use_precision(self, dtype: torch.dtype | None, *, channels_last: bool = False) -> None:
+        """Run forward passes under ``torch.autocast(dtype)`` (``None``: the model's own dtype).
+
+        The loss and metrics are computed from the output cast to float32; the
+        parameters, their gradients and the optimizer state stay float32. With
+        ``channels_last`` the model (and each 4-d input) takes the channels-last
+        layout, which bf16 convolutions on the CPU need to be fast.
+        """
+        self._amp = dtype
+        self._channels_last = bool(channels_last and dtype is not None)
+        if self._channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on ``x``, in the trainer's precision (float32 out under bf16)."""
+        if self._amp is None:
+            return self.model(x)
+        if self._channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # no copy when it already is
+        p = self._params[0] if self._params else None
+        with torch.autocast(p.device.type if p is not None else "cpu", dtype=self._amp):
+            out = self.net(x) if self.model.training else self.model(x)
+        return out.float()
+
     # -- one iteration -----------------------------------------------------------------
     def begin_epoch(self) -> None:
         """Reset the running sums behind the epoch's train loss and metrics."""
@@ -296,7 +322,7 @@ class Trainer:
                 group["lr"] = lr
             self._lr_set = lr
 
-        out = self.net(x)
+        out = self.net(x) if self._amp is None else self.forward(x)
         loss = self.spec.fn(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         n = x.shape[0]
@@ -356,7 +382,11 @@ class Trainer:
         Training data-parallel, ``(x, y)`` is this rank's share and the result
         is over every rank's rows together.
         """
-        out = evaluate_tensors(self.model, self.spec, self.metric_fns, x, y, batch_size)
+        if self._amp is None:
+            out = evaluate_tensors(self.model, self.spec, self.metric_fns, x, y, batch_size)
+        else:
+            out = evaluate_tensors(self.forward, self.spec, self.metric_fns, x, y, batch_size,
+                                   module=self.model)
         if self.dist is None:
             return out
         n = x.shape[0]
@@ -366,16 +396,23 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate_tensors(
-    model: nn.Module,
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     spec: LossSpec,
     metric_fns: dict[str, Callable],
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int = 1024,
+    *,
+    module: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Row-weighted mean loss and metrics of ``model`` on prepared ``(x, y)``, in eval mode."""
-    was_training = model.training
-    model.eval()
+    """Row-weighted mean loss and metrics of ``model`` on prepared ``(x, y)``, in eval mode.
+
+    ``model`` may be any callable (a trainer's mixed-precision forward); then
+    ``module`` is the ``nn.Module`` put in eval mode meanwhile.
+    """
+    module = model if module is None else module
+    was_training = module.training
+    module.eval()
     try:
         n = x.shape[0]
         loss_sum = 0.0
@@ -387,5 +424,5 @@ def evaluate_tensors(
             for name, fn in metric_fns.items():
                 sums[name] += float(fn(out, yb))
     finally:
-        model.train(was_training)
+        module.train(was_training)
     return {"loss": loss_sum / n, **{k: v / n for k, v in sums.items()}}

@@ -1,0 +1,362 @@
+"""How epochlab uses the machine: intra-op threads and numeric precision, chosen per workload.
+
+This module owns two decisions that ``fit`` and sweeps make before training
+and record in the History:
+
+- **Threads.** torch's default (one thread per core) is the wrong choice for
+  the seed's tiny models: a 20-64-32-1 MLP step is ~0.1 M multiply-adds, there
+  is nothing to split, and as soon as another process uses a core the threads
+  wait for each other (slide 5 ran 4x to 60x slower on a 2-core machine with
+  one busy core). :func:`choose_threads` gives one thread below
+  :data:`MACS_PER_THREAD` * 2 multiply-adds a step, and above it one thread per
+  :data:`MACS_PER_THREAD`, never more than the cores idle when training starts
+  nor more than the caller's own ``torch.get_num_threads()`` (so
+  ``OMP_NUM_THREADS`` stays a ceiling). :func:`using_threads` sets the count for
+  epochlab's work and restores the caller's afterwards. Results are
+  bit-identical for the same thread count; pass ``threads=N`` to pin it.
+- **Precision.** ``"bf16"`` trains the forward pass under
+  ``torch.autocast(dtype=torch.bfloat16)`` (and convolutions in channels-last
+  memory layout); the loss, the metrics, the gradients' master copies and the
+  optimizer state stay float32. ``"auto"`` picks bf16 only where the hardware
+  has native bf16 arithmetic (CPU: AMX or AVX-512 BF16; CUDA:
+  ``torch.cuda.is_bf16_supported()``) *and* the model has convolutions,
+  recurrent layers or large linear layers; without native support bf16 is
+  slower than float32, and on small linear layers the casts cost more than
+  they save.
+
+Example:
+    >>> import torch, epochlab as el
+    >>> choice = resolve(el.models.mlp(20), torch.zeros(2, 20), batch_size=32)
+    >>> choice.threads, choice.precision
+    (1, 'fp32')
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from epochlab.validation import ParameterError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# Forward multiply-adds per step each extra thread needs before it pays.
+# Measured on a 2-core AMD EPYC (Zen 5): below ~64 M a step (the seed's MLP,
+# cnn_small at batch 64) a second thread was slower even on a quiet machine
+# and 3x-60x slower with another process on a core; the seed CNN at batch 128
+# (360 M) ran 1.7x faster on two.
+MACS_PER_THREAD = 32_000_000
+
+# A Linear layer counts as large for bf16 from this many weights (256 x 256):
+# on AVX-512 BF16 bf16 autocast ran a 256-wide MLP 1.16x, a 512-wide 1.4x
+# faster, and a 64- or 128-wide one slower than float32.
+LARGE_LINEAR = 256 * 256
+
+_RECURRENT = (nn.RNNBase,)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What epochlab uses for one training: threads and precision, and why."""
+
+    threads: int
+    threads_reason: str
+    precision: str  # "fp32" or "bf16"
+    precision_reason: str
+    channels_last: bool = False  # convolutions in channels-last layout (bf16 with convs)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def describe_runtime(runtime: dict[str, object]) -> str:
+    """``1 thread (why) · float32 (why)`` from a History's ``extra["runtime"]``.
+
+    Example:
+        >>> describe_runtime(RuntimeChoice(1, "pinned", "bf16", "asked").as_dict())
+        '1 thread (pinned) · bfloat16 mixed precision (asked)'
+    """
+    n = runtime["threads"]
+    p = "bfloat16 mixed precision" if runtime["precision"] == "bf16" else "float32"
+    return (f"{n} thread{'s' if n != 1 else ''} ({runtime['threads_reason']}) · "
+            f"{p} ({runtime['precision_reason']})")
+
+
+# -- hardware ----------------------------------------------------------------------------
+def native_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
+    """Whether ``device`` has native bfloat16 arithmetic, and what says so.
+
+    Example:
+        >>> ok, why = native_bf16("cpu")
+        >>> isinstance(ok, bool) and isinstance(why, str)
+        True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        ok = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        return ok, "the GPU supports bf16" if ok else "the GPU has no native bf16"
+    if device.type != "cpu":
+        return False, f"no bf16 policy for device {device.type!r}"
+    flags = _cpu_flags()
+    if flags is not None:
+        for flag in ("amx_bf16", "avx512_bf16"):
+            if flag in flags:
+                return True, f"the CPU has {flag.upper().replace('_', '-', 1)}"
+        return False, "the CPU has no AMX or AVX-512 BF16"
+    try:  # not Linux: ask torch what it was built to detect
+        if torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported():
+            return True, "the CPU has AMX or AVX-512 BF16"
+    except AttributeError:
+        pass
+    return False, "no native bf16 detected on this CPU"
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity set), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def idle_cores(window: float = 0.1) -> float:
+    """Cores left idle by every process on the machine over the next ``window`` seconds.
+
+    Read from ``/proc/stat`` (so a busy process that started a moment ago
+    counts, unlike the load average); elsewhere from the 1-minute load average.
+    """
+    cores = usable_cores()
+    a = _proc_stat()
+    if a is None:
+        try:
+            return max(0.0, cores - os.getloadavg()[0])
+        except (AttributeError, OSError):
+            return float(cores)
+    time.sleep(window)
+    b = _proc_stat()
+    if b is None:
+        return float(cores)
+    total, idle = b[0] - a[0], b[1] - a[1]
+    if total <= 0:
+        return float(cores)
+    n_cpus = os.cpu_count() or cores
+    return min(float(cores), n_cpus * idle / total)
+
+
+def _proc_stat() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(values), values[3] + values[4]
+
+
+# -- workload ----------------------------------------------------------------------------
+def macs_per_step(model: nn.Module, x_rows: torch.Tensor, batch_size: int) -> int:
+    """Forward multiply-adds of one batch of ``batch_size`` rows (from a probe on ``x_rows``).
+
+    Counts Linear, convolution and recurrent layers, the ones that hold the
+    arithmetic; elementwise layers are noise beside them. A model of Linear
+    layers on flat rows is counted from its weights, without running it.
+
+    Example:
+        >>> import torch, epochlab as el
+        >>> macs_per_step(el.models.mlp(20), torch.zeros(2, 20), 32)  # (20*64 + 64*32 + 32) * 32
+        107520
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, *_CONV, *_RECURRENT))]
+    if x_rows.dim() == 2 and all(isinstance(m, nn.Linear) for m in layers):
+        return sum(m.weight.numel() for m in layers) * batch_size
+    total = [0]
+
+    def hook(mod: nn.Module, inp: object, out: object) -> None:
+        if isinstance(out, tuple):  # recurrent layers: (output, state)
+            out = out[0]
+        if isinstance(out, nn.utils.rnn.PackedSequence):
+            out = out.data
+        if not isinstance(out, torch.Tensor):
+            return
+        if isinstance(mod, nn.Linear):
+            total[0] += mod.weight.numel() * (out.numel() // max(out.shape[-1], 1))
+        elif isinstance(mod, _CONV):
+            total[0] += mod.weight.numel() * (out.numel() // max(out.shape[1], 1))
+        elif isinstance(mod, _RECURRENT):
+            weights = sum(p.numel() for n, p in mod.named_parameters() if n.startswith("weight"))
+            total[0] += weights * (out.numel() // max(out.shape[-1], 1))
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x_rows)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return int(total[0] * batch_size / max(x_rows.shape[0], 1))
+
+
+def bf16_layers(model: nn.Module) -> str | None:
+    """The kind of layer that makes bf16 pay in ``model`` (None when nothing does)."""
+    for m in model.modules():
+        if isinstance(m, _CONV):
+            return "convolutions"
+    for m in model.modules():
+        if isinstance(m, _RECURRENT):
+            return "recurrent layers"
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and m.weight.numel() >= LARGE_LINEAR:
+            return "large linear layers"
+    return None
+
+
+# -- the two choices ---------------------------------------------------------------------
+def check_threads(threads: object) -> int | None:
+    """``None`` or ``"auto"`` -> None (choose per workload); a positive int passes."""
+    if threads is None or threads == "auto":
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ParameterError(
+            f"The value of `threads` is {threads!r}, but must be 'auto', None or an int >= 1."
+        )
+    return threads
+
+
+def check_precision(precision: object) -> str:
+    if precision not in PRECISIONS:
+        raise ParameterError(
+            f"The value of `precision` is {precision!r}, but must be one of {PRECISIONS}."
+        )
+    return str(precision)
+
+
+def choose_threads(macs: int, threads: object = None, *, ceiling: int | None = None) -> tuple[int, str]:
+    """Intra-op threads for a workload of ``macs`` forward multiply-adds a step, and why.
+
+    ``ceiling`` is the most to use (default: the caller's ``torch.get_num_threads()``).
+
+    Example:
+        >>> choose_threads(107_520, ceiling=2)
+        (1, 'small workload: 0.1 M multiply-adds a step; a 2nd thread pays from 64 M')
+        >>> choose_threads(10**9, threads=3)
+        (3, 'set by threads=3')
+    """
+    pinned = check_threads(threads)
+    if pinned is not None:
+        return pinned, f"set by threads={pinned}"
+    ceiling = torch.get_num_threads() if ceiling is None else ceiling
+    if ceiling <= 1:
+        return 1, "torch.get_num_threads() (or this process's share of the cores) is 1"
+    want = max(1, macs // MACS_PER_THREAD)
+    m = f"{macs / 1e6:.1f} M multiply-adds a step"
+    if want == 1:
+        return 1, f"small workload: {m}; a 2nd thread pays from {2 * MACS_PER_THREAD // 10**6} M"
+    want = min(want, ceiling, usable_cores())
+    free = idle_cores()
+    n = max(1, min(want, int(free + 0.25)))
+    if n < want:
+        return n, f"{m} would use {want} threads, but {free:.1f} of {usable_cores()} cores are idle"
+    return n, f"{m}; {free:.1f} of {usable_cores()} cores idle"
+
+
+def choose_precision(model: nn.Module, precision: object = "auto") -> tuple[str, str, bool]:
+    """``("fp32" | "bf16", why, channels_last)`` for training ``model`` on its device.
+
+    Example:
+        >>> import epochlab as el
+        >>> choose_precision(el.models.mlp(20))[:2]
+        ('fp32', 'auto: only small linear layers')
+    """
+    precision = check_precision(precision)
+    has_conv = any(isinstance(m, _CONV) for m in model.modules())
+    if precision == "fp32":
+        return "fp32", "set by precision='fp32'", False
+    if precision == "bf16":
+        return "bf16", "set by precision='bf16'", has_conv
+    layers = bf16_layers(model)
+    if layers is None:
+        return "fp32", "auto: only small linear layers", False
+    p = next(model.parameters(), None)
+    if p is not None and p.dtype != torch.float32:
+        return "fp32", f"auto: the model is {str(p.dtype).replace('torch.', '')}", False
+    ok, why = native_bf16(p.device if p is not None else "cpu")
+    if not ok:
+        return "fp32", f"auto: {why}", False
+    return "bf16", f"auto: {why}, the model has {layers}", has_conv
+
+
+def resolve(
+    model: nn.Module,
+    x_rows: torch.Tensor,
+    batch_size: int,
+    *,
+    threads: object = None,
+    precision: object = "auto",
+    ceiling: int | None = None,
+) -> RuntimeChoice:
+    """Threads and precision for training ``model`` on batches of ``batch_size`` rows like ``x_rows``.
+
+    ``ceiling`` caps the threads (default: the caller's ``torch.get_num_threads()``).
+
+    Example:
+        >>> import torch, epochlab as el
+        >>> resolve(el.models.mlp(20), torch.zeros(2, 20), 32, threads=2).threads
+        2
+    """
+    pinned = check_threads(threads)
+    prec, prec_why, channels_last = choose_precision(model, precision)
+    ceiling = torch.get_num_threads() if ceiling is None else ceiling
+    sized = pinned is None and ceiling > 1  # else the count is known already
+    macs = macs_per_step(model, x_rows[:2], batch_size) if sized else 0
+    n, why = choose_threads(macs, threads, ceiling=ceiling)
+    return RuntimeChoice(n, why, prec, prec_why, channels_last)
+
+
+@contextmanager
+def using_threads(n: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)``; restore the caller's count after.
+
+    Example:
+        >>> import torch
+        >>> before = torch.get_num_threads()
+        >>> with using_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

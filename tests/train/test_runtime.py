@@ -1,0 +1,164 @@
+"""Threads and precision chosen per workload: the choice, its record, and the caller's setting kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import epochlab as el
+from epochlab.cli import main
+from epochlab.train import runtime
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 1, 12, 12, generator=g)
+    y = torch.randint(0, 3, (96,), generator=g)
+    return x, y
+
+
+def small_cnn(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return el.models.cnn("small", n_classes=3, input_size=12, hidden=8)
+
+
+def params(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_fit_restores_the_callers_thread_count_and_records_its_own(slide1):
+    torch.set_num_threads(2)
+    h = el.fit(el.models.mlp(20), slide1.train, epochs=1, batch_size=32, verbose=0)
+    assert torch.get_num_threads() == 2
+    rt = h.extra["runtime"]
+    assert rt["threads"] == 1 and "small workload" in rt["threads_reason"]
+    assert rt["precision"] == "fp32"
+
+
+def test_threads_override_is_used_during_training_and_restored_after(slide1):
+    seen = []
+
+    class Spy(el.Callback):
+        def on_epoch_end(self, trainer, logs):
+            seen.append(torch.get_num_threads())
+
+    torch.set_num_threads(1)
+    h = el.fit(el.models.mlp(20), slide1.train, epochs=2, batch_size=32, threads=2,
+               callbacks=[Spy()], verbose=0)
+    assert seen == [2, 2] and torch.get_num_threads() == 1
+    assert h.extra["runtime"]["threads"] == 2
+    assert h.extra["runtime"]["threads_reason"] == "set by threads=2"
+
+
+def test_thread_count_is_restored_when_training_fails(slide1):
+    class Boom(el.Callback):
+        def on_epoch_end(self, trainer, logs):
+            raise RuntimeError("boom")
+
+    torch.set_num_threads(1)
+    with pytest.raises(RuntimeError, match="boom"):
+        el.fit(el.models.mlp(20), slide1.train, epochs=2, batch_size=32, threads=2,
+               callbacks=[Boom()], verbose=0)
+    assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])
+def test_bad_threads_are_a_parameter_error_naming_threads(slide1, bad):
+    with pytest.raises(el.ParameterError, match="`threads`"):
+        el.fit(el.models.mlp(20), slide1.train, epochs=1, batch_size=32, threads=bad, verbose=0)
+
+
+def test_bad_precision_is_a_parameter_error_naming_precision(slide1):
+    with pytest.raises(el.ParameterError, match="`precision`.*'fp16'"):
+        el.fit(el.models.mlp(20), slide1.train, epochs=1, batch_size=32, precision="fp16",
+               verbose=0)
+
+
+def test_auto_threads_one_for_small_work_more_only_where_cores_are_idle(monkeypatch):
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+    assert runtime.choose_threads(200_000, ceiling=4)[0] == 1
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.1: 4.0)
+    n, why = runtime.choose_threads(10 * runtime.MACS_PER_THREAD, ceiling=4)
+    assert n == 4 and "4.0 of 4 cores idle" in why
+    assert runtime.choose_threads(2 * runtime.MACS_PER_THREAD, ceiling=4)[0] == 2
+    # a busy process on one core: do not put a thread there
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.1: 1.0)
+    n, why = runtime.choose_threads(10 * runtime.MACS_PER_THREAD, ceiling=4)
+    assert n == 1 and "1.0 of 4 cores are idle" in why
+    # the caller's count (OMP_NUM_THREADS) is a ceiling
+    assert runtime.choose_threads(10 * runtime.MACS_PER_THREAD, ceiling=1)[0] == 1
+
+
+def test_macs_per_step_counts_convolutions_and_linear_layers():
+    model = el.models.cnn("small")  # conv 32x1x3x3 on 26x26, Linear 5408->64, Linear 64->10
+    per_row = 288 * 26 * 26 + 5408 * 64 + 64 * 10
+    assert runtime.macs_per_step(model, torch.zeros(2, 1, 28, 28), 64) == per_row * 64
+    assert runtime.macs_per_step(el.models.mlp(20), torch.zeros(2, 20), 32) == (
+        (20 * 64 + 64 * 32 + 32) * 32)
+
+
+def test_auto_precision_needs_native_bf16_and_layers_where_it_pays(monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": (True, "the CPU has X"))
+    assert runtime.choose_precision(small_cnn()) == (
+        "bf16", "auto: the CPU has X, the model has convolutions", True)
+    assert runtime.choose_precision(el.models.mlp(20))[0] == "fp32"
+    assert runtime.choose_precision(el.models.mlp(512, hidden=(512,)))[0] == "bf16"
+    assert runtime.choose_precision(el.models.lstm_classifier(50))[:2] == (
+        "bf16", "auto: the CPU has X, the model has recurrent layers")
+    assert runtime.choose_precision(small_cnn().double())[0] == "fp32"
+    assert runtime.choose_precision(small_cnn(), "fp32")[0] == "fp32"
+    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": (False, "no bf16 here"))
+    assert runtime.choose_precision(small_cnn()) == ("fp32", "auto: no bf16 here", False)
+    assert runtime.choose_precision(small_cnn(), "bf16")[0] == "bf16"  # asked for: done
+
+
+def test_bf16_trains_with_float32_loss_parameters_and_optimizer_state(images):
+    model = small_cnn()
+    trainer_seen = {}
+
+    class Spy(el.Callback):
+        def on_train_end(self, trainer, logs):
+            trainer_seen["opt"] = trainer.optimizer
+
+    h = el.fit(model, images, epochs=2, batch_size=16, precision="bf16", validation_split=0.25,
+               callbacks=[Spy()], verbose=0)
+    assert h.extra["runtime"]["precision"] == "bf16" and h.extra["runtime"]["channels_last"]
+    assert all(np.isfinite(h.history["loss"])) and all(np.isfinite(h.history["val_loss"]))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    for state in trainer_seen["opt"].state.values():
+        assert state["exp_avg"].dtype == torch.float32
+    # the model still computes the same function in its own dtype after training
+    assert model(images[0][:4]).dtype == torch.float32
+
+
+def test_bf16_is_deterministic_and_differs_from_fp32(images):
+    runs = []
+    for precision in ("bf16", "bf16", "fp32"):
+        model = small_cnn()
+        h = el.fit(model, images, epochs=2, batch_size=16, precision=precision, verbose=0)
+        runs.append((params(model), h.iterations["loss"]))
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    assert not torch.equal(runs[0][0], runs[2][0])
+    # ...but it trains the same model: close to float32 after a few steps
+    assert torch.allclose(runs[0][0], runs[2][0], atol=0.05)
+
+
+def test_cli_fit_takes_threads_and_precision_and_records_them(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["fit", "--verbose", "0", "--epochs", "1", "--threads", "1",
+                                  "--precision", "fp32", "--out", str(out), "--no-store"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "runtime: 1 thread (set by threads=1) · float32 (set by precision='fp32')" in r.output
+    h = el.History.load(out / "history.json")
+    assert h.extra["runtime"]["threads"] == 1 and h.params["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("args", [["--threads", "0"], ["--threads", "many"], ["--precision", "fp16"]])
+def test_cli_fit_rejects_bad_runtime_options_without_a_traceback(args):
+    r = CliRunner().invoke(main, ["fit", "--verbose", "0", "--epochs", "1", *args])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert args[0] in r.output

@@ -18,6 +18,7 @@ from epochlab.cli.common import (
     build_model,
     console,
     epoch_table,
+    err_console,
     load_data,
     n_params,
     out_dir,
@@ -28,6 +29,8 @@ from epochlab.data.base import DataBundle
 from epochlab.diagnose.advice import advise_history, format_advice
 from epochlab.report.curves import plot_curves, plot_lr
 from epochlab.store import check_study, open_store, record_history, run_key
+from epochlab.train.accounting import validation_count
+from epochlab.train.distributed import check_split, launch, launched_by_torchrun
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
 from epochlab.validation import (
@@ -77,12 +80,20 @@ from epochlab.validation import (
 @click.option("--no-store", is_flag=True, help="Do not record the run in a store.")
 @click.option("--verbose", type=click.IntRange(0, 2), default=1, show_default=True,
               help="0 silent, 1 progress bar, 2 a line per epoch.")
+@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+              help="Train data-parallel in N processes on this machine (torchrun; gloo on the "
+                   "CPU, NCCL on GPUs). --batch-size is per process.")
+@click.option("--lr-scaling", type=click.Choice(["none", "linear"]), default="none",
+              show_default=True, help="'linear': multiply --lr by the number of processes, "
+                                      "reached by a linear warmup (Goyal et al. 2017).")
+@click.option("--lr-warmup-epochs", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Warmup length for --lr-scaling linear.")
 @runtime_options
 @click.pass_context
 def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, validation_split,
                 validation_split_mode, optimizer, lr, schedule_text, early_stopping_text,
                 drop_last, seed, out, overwrite, store_path, study, no_store, verbose, threads,
-                precision) -> None:
+                precision, nproc, lr_scaling, lr_warmup_epochs) -> None:
     """Train one model and print the accounting, a per-epoch table, advice and test metrics.
 
     The advice names the epoch with the best validation loss, where
@@ -97,7 +108,13 @@ def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, vali
 
     Example: epochlab fit --data synthetic --model mlp --epochs 10 --batch-size 32
     --schedule exponential:decay_steps=100,decay_rate=0.9 --early-stopping val_loss:patience=5
+
+    With --nproc N it runs itself in N processes under torchrun; only
+    process 0 prints, writes and stores. Across machines, start it with
+    torchrun: torchrun --nnodes 2 --nproc_per_node 4 --rdzv-endpoint HOST:29500
+    -m epochlab.cli fit ...
     """
+    rank0 = _as_rank(nproc)
     given = _given(ctx)
     check_int("epochs", epochs, 1)
     check_int("batch_size", batch_size, 1)
@@ -110,11 +127,12 @@ def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, vali
         check_name("study", study)
     folder = check_out_dir(out, overwrite=overwrite) if out else None
     _warn_no_effect(given, model_name, validation_split, no_store, overwrite, out)
-    store = None if no_store else open_store(store_path)
+    store = None if no_store or not rank0 else open_store(store_path)
     try:
         _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
              validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
-             store, study, verbose, threads, precision)
+             store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
+             rank0)
     finally:
         if store is not None:
             store.close()
@@ -122,7 +140,8 @@ def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, vali
 
 def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
          validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
-         store, study, verbose, threads, precision) -> None:
+         store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
+         rank0) -> None:
     data = load_data(data_name)
     if stopper is not None:
         _check_monitor(stopper.monitor, data, validation_split)
@@ -130,16 +149,23 @@ def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split
     study_spec = {} if study == "fit" else {"kind": "fit", "data": data.name, "model": model_name}
     if store is not None:
         check_study(store, study, study_spec)
+    if nproc > 1 and not launched_by_torchrun():
+        if store is not None:
+            store.close()  # process 0 opens it again to store the run
+        _launch(data, nproc, validation_split, batch_size, drop_last, folder)
     for line in data_warnings(data, batch_size, validation_split):
         warn(line)
     kwargs = {"batch_norm": True} if batch_norm else {}
     model = build_model(model_name, data, seed, **kwargs)
+    if launched_by_torchrun() and torch.cuda.is_available():  # one GPU per process: NCCL
+        model = model.to(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
     trainable, frozen = n_params(model)
     # Claim the output folder before training: a unique new one, so that two
-    # runs started at the same second never share it.
+    # runs started at the same second never share it. Only process 0 writes.
     created = folder is None or not folder.exists()
-    folder = folder if folder is not None else out_dir(None, "fit")
-    folder.mkdir(parents=True, exist_ok=True)
+    if rank0:
+        folder = folder if folder is not None else out_dir(None, "fit")
+        folder.mkdir(parents=True, exist_ok=True)
     console.print(
         f"[bold]epochlab fit[/]: data [cyan]{data.name}[/] ({len(data.x_train)} train / "
         f"{len(data.x_test)} test rows, {data.task}) · model [cyan]{model_name}[/] "
@@ -152,12 +178,15 @@ def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split
             optimizer=optimizer, lr=lr, schedule=schedule, drop_last=drop_last, seed=seed,
             callbacks=([stopper] if stopper else []) + ([ProgressBar(lines=verbose == 2)]
                                                         if verbose else []),
-            verbose=0, threads=threads, precision=precision,
+            verbose=0, threads=threads, precision=precision, lr_scaling=lr_scaling,
+            lr_warmup_epochs=lr_warmup_epochs,
         )
     except BaseException:
-        if created and folder.is_dir() and not any(folder.iterdir()):
+        if rank0 and created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # nothing trained: leave no empty folder behind
         raise
+    if not rank0:  # process 0 reports, writes the files and stores the run
+        return
     _keep(history, model, data, model_name, batch_norm, stopper, folder, store, study, study_spec)
 
 
@@ -223,6 +252,51 @@ def _figures(history: History, folder: Path) -> list[Path]:
             warn(f"{name} was not drawn ({type(e).__name__}: {e}); the run and its other "
                  "files are kept.")
     return written
+
+
+def _launch(data: DataBundle, nproc: int, validation_split: float, batch_size: int,
+            drop_last: bool, folder: Path | None) -> None:
+    """Check that the rows can be shared, then run this command under torchrun; exit with it."""
+    n = len(data.x_train)
+    n_val = validation_count(n, validation_split)
+    try:
+        check_split(n - n_val, n_val, nproc, batch_size, drop_last)
+    except ParameterError as e:
+        raise click.BadParameter(str(e), param_hint="--nproc") from None
+    ctx = click.get_current_context()
+    # Every process must write to the same folder: fix it here, not from each one's clock.
+    folder = folder if folder is not None else out_dir(None, "fit")
+    folder.mkdir(parents=True, exist_ok=True)
+    params = {**ctx.params, "out": str(folder)}
+    args = ["fit"]
+    for p in ctx.command.params:
+        value = params.get(p.name)
+        if not isinstance(p, click.Option) or value is None or p.name == "help":
+            continue
+        if p.is_flag and p.secondary_opts:
+            args.append(p.opts[0] if value else p.secondary_opts[0])
+        elif p.is_flag:
+            args += [p.opts[0]] if value else []
+        else:
+            args += [p.opts[0], str(value)]
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    console.print(f"epochlab fit: launching {nproc} processes with torchrun on 127.0.0.1 "
+                  f"({backend}); process 0 reports")
+    ctx.exit(launch(nproc, ["-m", "epochlab.cli", *args]))
+
+
+def _as_rank(nproc: int) -> bool:
+    """Under torchrun: check --nproc against it and silence all but process 0; True on rank 0."""
+    if not launched_by_torchrun():
+        return True
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    if nproc not in (1, local):
+        raise click.BadParameter(
+            f"--nproc is {nproc}, but torchrun started {local} processes on this machine; "
+            "leave --nproc out when launching with torchrun.", param_hint="--nproc")
+    rank0 = os.environ["RANK"] == "0"
+    console.quiet = err_console.quiet = not rank0
+    return rank0
 
 
 def _record(store: Any, study: str, study_spec: dict[str, Any], history: History,

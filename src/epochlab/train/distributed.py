@@ -39,6 +39,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -356,23 +357,29 @@ def launch_command(nproc: int, program: Sequence[str], port: int) -> list[str]:
     """The torchrun command line that runs ``python PROGRAM`` in ``nproc`` processes.
 
     ``program`` is what follows ``python``: ``["-m", "epochlab.cli", "fit", ...]``
-    or ``["script.py", ...]``. The rendezvous is on 127.0.0.1 only.
+    or ``["script.py", ...]``. The rendezvous is on 127.0.0.1 only. A ``--``
+    ends torchrun's own options, so that the program's (``--nproc``) are not
+    taken for abbreviations of torchrun's (``--nproc-per-node``).
 
     Example:
-        >>> launch_command(2, ["-m", "epochlab.cli", "fit"], 29500)[-5:]
-        ['--master_port', '29500', '-m', 'epochlab.cli', 'fit']
+        >>> launch_command(2, ["-m", "epochlab.cli", "fit"], 29500)[-6:]
+        ['--master_port', '29500', '-m', '--', 'epochlab.cli', 'fit']
     """
+    head = ["-m", "--", *program[1:]] if program[0] == "-m" else ["--", *program]
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
             "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-            "--master_port", str(port), *program]
+            "--master_port", str(port), *head]
 
 
 def launch(nproc: int, program: Sequence[str]) -> int:
     """Run ``python PROGRAM`` under torchrun in ``nproc`` local processes; the exit code.
 
     Each process gets ``OMP_NUM_THREADS`` = cores / nproc unless it is set:
-    ranks that each take every core slow each other down.
+    ranks that each take every core slow each other down. The processes
+    import the same epochlab as this one (its folder leads ``PYTHONPATH``).
     """
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    here = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     return subprocess.call(launch_command(nproc, program, free_port()), env=env)

@@ -55,10 +55,10 @@ def test_a_failing_run_is_recorded_failed_and_the_sweep_goes_on(monkeypatch):
 
     real = worker.build_model
 
-    def flaky(config, data):
+    def flaky(config, data, sources):
         if config.batch_size == 16:
             raise RuntimeError("boom in batch 16")
-        return real(config, data)
+        return real(config, data, sources)
 
     monkeypatch.setattr(worker, "build_model", flaky)
     store = MemoryStore()

@@ -17,11 +17,16 @@ others (:data:`DONE`). Ctrl-C stops the sweep after recording what finished.
 
 from __future__ import annotations
 
+import functools
 import math
+import pickle
+import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from torch import nn
 
 from epochlab.store.base import DONE, RunRecord, Store
 from epochlab.store.memory import MemoryStore
@@ -29,12 +34,20 @@ from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
 from epochlab.sweeps.spec import SweepSpec
 from epochlab.sweeps.worker import TaskOutcome, execute_task
-from epochlab.sweeps.workload import build_model, load_data
+from epochlab.sweeps.workload import (
+    NO_SOURCES,
+    Sources,
+    build_model,
+    load_data,
+    user_inputs,
+)
+from epochlab.train.history import History
+from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-__all__ = ["DONE", "SweepResult", "best_run", "metric_values", "sweep"]
+__all__ = ["DONE", "SweepResult", "best_run", "check_picklable", "metric_values", "sweep"]
 
 SELECT = ("final", "best")
 
@@ -75,6 +88,7 @@ class SweepResult:
         skipped: runs already done before this call.
         seconds: wall time of this call.
         best: the best run (see :func:`best_run`), or None.
+        store: the store the runs are in.
     """
 
     study: str
@@ -86,6 +100,31 @@ class SweepResult:
     skipped: int
     seconds: float
     best: RunRecord | None
+    store: Store | None = field(default=None, repr=False)
+
+    def history(self, run: RunRecord | int) -> History:
+        """The History of ``run`` (a record of :attr:`runs` or its id), rebuilt from the store.
+
+        Its epochs, iterations, accounting, params and callbacks' findings are
+        those the run recorded; a run that failed or was interrupted before
+        finishing has none, which raises ``ValueError``.
+        """
+        if self.store is None:
+            raise ValueError("This SweepResult has no store to read runs from.")
+        rid = run if isinstance(run, int) else run.id
+        rec = self.store.run(rid)
+        s = rec.summary
+        if rec.status not in DONE or "total_updates" not in s:
+            raise ValueError(
+                f"Run {rid} is {rec.status}: it has no History (its summary: {s.get('error', s)})."
+            )
+        known = {f for f in History.__dataclass_fields__}
+        h = History(**{k: v for k, v in s.items() if k in known and k not in (
+            "params", "extra", "epochs", "iterations")})
+        h.params, h.extra = dict(s.get("params", {})), dict(s.get("extra", {}))
+        h.epochs = self.store.epochs(rid)
+        h.iterations.update(self.store.iterations(rid))
+        return h
 
     @property
     def trained(self) -> int:
@@ -121,7 +160,7 @@ def best_run(
     return min(scored, key=lambda t: t[:3])[3] if scored else None
 
 
-def _preflight(spec: SweepSpec) -> None:
+def _preflight(spec: SweepSpec, sources: Sources) -> None:
     """Load the data and build each distinct model once, so bad names fail before training."""
     seen = set()
     for c in spec.configs():
@@ -129,32 +168,110 @@ def _preflight(spec: SweepSpec) -> None:
             continue
         seen.add((c.model, c.batch_norm))
         try:
-            build_model(c, load_data(c))
+            build_model(c, load_data(c, sources), sources)
         except (ValueError, TypeError) as e:
-            raise ValueError(f"Cannot build model {c.model!r} on data {c.data!r}: {e}") from None
+            raise ParameterError(f"Cannot build model {c.model!r} on data {c.data!r}: {e}") from None
+
+
+def check_picklable(sources: Sources, workers: int) -> None:
+    """With worker processes, ``make_model`` and the data must pickle; say how to fix it if not.
+
+    Example:
+        >>> from epochlab.sweeps.workload import Sources
+        >>> check_picklable(Sources(models={"m": lambda: None}), workers=2)
+        Traceback (most recent call last):
+        ...
+        epochlab.validation.ParameterError: `make_model` (<lambda>) cannot be sent to worker processes ...
+    """
+    if workers == 0:
+        return
+    for make_model in sources.models.values():
+        name = getattr(make_model, "__qualname__", type(make_model).__name__)
+        module = getattr(make_model, "__module__", None)
+        why = None
+        try:
+            pickle.loads(pickle.dumps(make_model))
+        except Exception as e:  # pickling raises many types (PicklingError, AttributeError, ...)
+            why = f"{type(e).__name__}: {e}"
+        else:
+            main = sys.modules.get("__main__")
+            if module == "__main__" and not getattr(main, "__file__", None):
+                why = "it is defined in an interactive session, which worker processes cannot import"
+        if why is not None:
+            raise ParameterError(
+                f"`make_model` ({name}) cannot be sent to worker processes ({why}). Define it "
+                "with `def` at the top level of a module (a .py file the workers can import), "
+                "not as a lambda or a function inside another function; or use workers=0."
+            )
+    for fp, data in sources.data.items():
+        try:
+            pickle.dumps(data)
+        except Exception as e:
+            raise ParameterError(
+                f"The data ({fp}) cannot be sent to worker processes ({type(e).__name__}: {e}); "
+                "pass arrays or a Dataset defined at module level, or use workers=0."
+            ) from None
 
 
 def sweep(
-    spec: SweepSpec,
-    store: Store | None = None,
+    spec_or_make_model: SweepSpec | Callable[[], nn.Module] | str,
+    data_or_store: Any = None,
+    /,
     *,
+    epochs: int | Sequence[int] | None = None,
+    batch_size: int | Sequence[int] | None = None,
+    lr: float | Sequence[float] | None = None,
+    seed: int | Sequence[int] | None = None,
+    weight_decay: float | Sequence[float] | None = None,
+    schedule: str | Sequence[str | None] | None = None,
+    optimizer: str | Sequence[str] | None = None,
+    validation_split: float = 0.2,
+    early_stopping: str | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    store: Store | None = None,
+    name: str | None = None,
     workers: int = 0,
     progress: bool = True,
     share_prefixes: bool = True,
     fuse: bool = True,
     select: str = "final",
     console: Console | None = None,
+    sources: Sources | None = None,
 ) -> SweepResult:
-    """Run every configuration of ``spec`` that the store does not already hold as done.
+    """Train every configuration of a grid (those not already done in the store).
+
+    Two forms:
+
+    - ``sweep(make_model, data, epochs=..., batch_size=..., lr=..., seed=...)``:
+      your own model and data. Each configuration is exactly
+      ``torch.manual_seed(seed); model = make_model()`` then
+      ``epochlab.fit(model, data, epochs=..., batch_size=..., lr=...,
+      validation_split=..., seed=seed, ...)``, so any run can be reproduced
+      by hand. ``make_model`` is a zero-argument callable returning an
+      ``nn.Module`` (a registry model name also works); ``data`` is
+      ``(X, y)``, a DataBundle, a map-style Dataset or a registry name.
+      Swept settings take a value or a list; run keys carry a fingerprint of
+      the data and the model, so a rerun finds its finished runs.
+    - ``sweep(spec, store)``: a :class:`SweepSpec` of registry names (with
+      ``sources`` for user data or models it names by fingerprint, as the
+      CLI's files and ``module:function`` models).
 
     Args:
-        spec: the grid.
+        epochs, batch_size, lr, seed, weight_decay, schedule, optimizer: the
+            swept settings (defaults 10, 32, 1e-3, 0, 0.0, none, "adam").
+        validation_split: fraction of the rows held out (seeded, stratified).
+        early_stopping: e.g. ``"val_loss:patience=5,restore=true"``.
+        metric, mode: what picks the best run; default ``val_accuracy``/max
+            for classification, ``val_loss``/min for regression.
         store: where runs are recorded; None uses a fresh in-memory store.
-        workers: 0 trains in this process; N uses N spawned worker processes.
+        name: the study's name; None makes one from the settings.
+        workers: 0 trains in this process; N uses N spawned worker processes
+            (``make_model`` must then be a module-level function).
         progress: show a progress bar (runs done / total, ETA).
         share_prefixes: read shorter epoch counts off one longer training where exact.
         fuse: train runs that differ only in lr, seed, weight decay or schedule together
-            (fused) where the model allows; False trains them one by one.
+            (fused) where the model's structure allows; False trains them one by one.
         select: ``"final"`` or ``"best"``: how :func:`best_run` ranks (see there).
         console: the rich Console for the progress bar.
 
@@ -162,18 +279,70 @@ def sweep(
         KeyboardInterrupt: after recording what finished, when training was interrupted.
 
     Example:
+        >>> import numpy as np, torch
+        >>> from torch import nn
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(100, 4)).astype(np.float32); y = (X[:, 0] > 0).astype(np.int64)
+        >>> def make_model():
+        ...     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        >>> result = sweep(make_model, (X, y), epochs=2, lr=[1e-3, 1e-2], progress=False)
+        >>> len(result.runs), result.plan.tasks[0].fused, len(result.history(result.best).epochs)
+        (2, True, 2)
         >>> spec = SweepSpec(data="synthetic", data_options={"n_samples": 100},
         ...                  epochs=[1, 2], batch_size=[16, 32], name="doc")
         >>> result = sweep(spec, progress=False)
         >>> len(result.runs), result.trained, sorted(result.statuses().items())
         (4, 2, [('completed', 4)])
     """
-    if not isinstance(spec, SweepSpec):
-        raise TypeError(f"`spec` must be a SweepSpec, got {type(spec).__name__}.")
+    if isinstance(spec_or_make_model, SweepSpec):
+        swept = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                     weight_decay=weight_decay, schedule=schedule, optimizer=optimizer)
+        given = [n for n, v in swept.items() if v is not None]
+        if given:
+            raise ParameterError(
+                f"With a SweepSpec, {', '.join(given)} belong in the spec, not in sweep()."
+            )
+        if data_or_store is not None and store is not None:
+            raise ParameterError("The store was given twice (second argument and `store=`).")
+        return _run(spec_or_make_model, store if store is not None else data_or_store,
+                    sources or NO_SOURCES, workers=workers, progress=progress,
+                    share_prefixes=share_prefixes, fuse=fuse, select=select, console=console)
+    if data_or_store is None:
+        raise ParameterError(
+            "The value of `data` is missing: sweep(make_model, data, ...) needs (X, y), a "
+            "DataBundle, a Dataset or a dataset name."
+        )
+    user = user_inputs(spec_or_make_model, data_or_store)
+    if metric is None:
+        metric = "val_loss" if user.task == "regression" else "val_accuracy"
+    if mode is None:
+        mode = "min" if metric.endswith("loss") else "max"
+    spec = SweepSpec(
+        data=user.data, model=user.model, data_fingerprint=user.data_fingerprint,
+        model_fingerprint=user.model_fingerprint,
+        epochs=10 if epochs is None else epochs, batch_size=32 if batch_size is None else batch_size,
+        lr=1e-3 if lr is None else lr, seed=0 if seed is None else seed,
+        weight_decay=0.0 if weight_decay is None else weight_decay,
+        schedule=(None,) if schedule is None else (
+            (schedule,) if isinstance(schedule, str) else schedule),
+        optimizer="adam" if optimizer is None else optimizer,
+        validation_split=validation_split, early_stopping=early_stopping,
+        metric=metric, mode=mode,
+        name=name,
+    )
+    return _run(spec, store, user.sources, workers=workers, progress=progress,
+                share_prefixes=share_prefixes, fuse=fuse, select=select, console=console)
+
+
+def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int,
+         progress: bool, share_prefixes: bool, fuse: bool, select: str,
+         console: Console | None) -> SweepResult:
+    """Plan what the store does not hold as done, execute it, record it, pick the best."""
     if store is None:
         store = MemoryStore()
     t0 = time.perf_counter()
-    _preflight(spec)
+    check_picklable(sources, workers)
+    _preflight(spec, sources)
     name = spec.study_name()
     sid = store.create_study(name, spec.to_dict())
     store.reset_stale(sid)
@@ -183,7 +352,9 @@ def sweep(
     todo = [c for c in configs if status[c.key] not in DONE]
     # With several workers, fused groups are split so that every worker gets some.
     per_task = None if workers <= 1 else max(2, math.ceil(len(todo) / workers))
-    executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse, max_members=per_task)
+    executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse, max_members=per_task,
+                         sources=sources)
+    work = functools.partial(execute_task, sources=sources)
     with make_executor(workers) as executor, _progress(progress, console) as bar:
         job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
 
@@ -191,7 +362,7 @@ def sweep(
             for c in executed.tasks[i].runs():
                 store.start_run(ids[c.key])
 
-        for i, out in executor.run(execute_task, executed.tasks, on_start=start):
+        for i, out in executor.run(work, executed.tasks, on_start=start):
             _record(store, ids, executed.tasks[i], out)
             bar.advance(job, len(executed.tasks[i].runs()))
             if isinstance(out, TaskOutcome) and out.interrupted:
@@ -199,10 +370,11 @@ def sweep(
     by_key = {r.key: r for r in store.runs(name)}
     runs = [by_key[c.key] for c in configs]
     return SweepResult(
-        study=name, study_id=sid, spec=spec, plan=make_plan(configs, share_prefixes=share_prefixes, fuse=fuse),
+        study=name, study_id=sid, spec=spec,
+        plan=make_plan(configs, share_prefixes=share_prefixes, fuse=fuse, sources=sources),
         executed=executed, runs=runs, skipped=len(configs) - len(todo),
         seconds=time.perf_counter() - t0,
-        best=best_run(store, runs, spec.metric, spec.mode, select),
+        best=best_run(store, runs, spec.metric, spec.mode, select), store=store,
     )
 
 

@@ -31,7 +31,7 @@ from epochlab.callbacks.early_stopping import parse as parse_early_stopping
 from epochlab.sweeps.fused import EpochEnd, FusedResult, train_fused
 from epochlab.sweeps.plan import Task
 from epochlab.sweeps.spec import Config
-from epochlab.sweeps.workload import build_model, load_data, test_metrics
+from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data, test_metrics
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.history import History
 from epochlab.train.loop import prepare_data, run_params
@@ -90,7 +90,7 @@ def _params(member: Config, epochs: int) -> dict[str, Any]:
 
 
 def train_task_fused(
-    task: Task,
+    task: Task, sources: Sources = NO_SOURCES,
 ) -> list[tuple[Config, History, dict[str, float], dict[int, dict[str, float]]]]:
     """Train every member of ``task`` at once; per member ``(member, history, test, read_outs)``.
 
@@ -108,8 +108,8 @@ def train_task_fused(
         (2, 4, [1])
     """
     members = task.members
-    data = load_data(members[0])
-    models = [build_model(m, data) for m in members]
+    data = load_data(members[0], sources)
+    models = [build_model(m, data, sources) for m in members]
     prepared = []
     for m, model in zip(members, models, strict=True):
         prep, spec = prepare_data(model, data.train, validation_split=m.validation_split,
@@ -122,7 +122,7 @@ def train_task_fused(
     trainers = [_MemberTrainer() for _ in members]
     read_at = {e for e in task.read_outs if e < task.epochs}
     tests: list[dict[int, dict[str, float]]] = [{} for _ in members]
-    template = build_model(members[0], data)
+    template = build_model(members[0], data, sources)
 
     def evaluate_weights(state: dict[str, torch.Tensor]) -> dict[str, float]:
         template.load_state_dict(state)
@@ -151,6 +151,7 @@ def train_task_fused(
         optimizer=members[0].optimizer,  # type: ignore[arg-type]
         weight_decay=[m.weight_decay for m in members],
         validation_split=members[0].validation_split, on_epoch_end=hook,
+        task=prepared[0][1].task,  # the loss fit infers for these targets
     )
     out = []
     for i, (m, res) in enumerate(zip(members, results, strict=True)):

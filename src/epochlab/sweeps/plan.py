@@ -18,8 +18,10 @@ This module owns the grouping, and says why it grouped as it did:
   learning rate, seed (split and shuffle), weight decay and schedule. A
   :class:`Task` is ``(members, epochs, read_outs)``: every member is trained
   to ``epochs`` and read out at every count of ``read_outs``, so fusion and
-  epoch-prefix sharing combine. Models that cannot be fused (batch norm,
-  dropout, CNN, LSTM) and optimizers without a fused update (rmsprop) train
+  epoch-prefix sharing combine. Whether a model fuses is decided by its
+  structure (:func:`epochlab.sweeps.fused_ops.is_fusable`), not its name;
+  models that cannot be fused (batch norm, CNN, LSTM), data the engine does
+  not take (a Dataset) and optimizers without a fused update (rmsprop) train
   one by one, and the plan says why.
 
 :class:`Plan` keeps one :class:`PlanEntry` per configuration: which task
@@ -32,10 +34,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from epochlab import schedules
+from epochlab.data.base import DataBundle
 from epochlab.sweeps.fused_ops import is_fusable
 from epochlab.sweeps.spec import Config
-from epochlab.sweeps.workload import build_model, load_data
+from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data
 
 __all__ = ["FUSED_OPTIMIZERS", "Plan", "PlanEntry", "Task", "fusion_reason", "make_plan"]
 
@@ -217,11 +222,12 @@ def _no_share_reason(config: Config) -> str | None:
     return None
 
 
-def fusion_reason(config: Config) -> str | None:
+def fusion_reason(config: Config, sources: Sources = NO_SOURCES) -> str | None:
     """Why ``config`` cannot train fused, or None when it can.
 
     Builds the configuration's model on its data (both cached per process)
-    and asks :func:`epochlab.sweeps.fused_ops.is_fusable`.
+    and asks :func:`epochlab.sweeps.fused_ops.is_fusable`: fusion is decided
+    by the model's structure, whatever its name.
 
     Example:
         >>> from epochlab.sweeps.spec import SweepSpec
@@ -232,29 +238,30 @@ def fusion_reason(config: Config) -> str | None:
     if config.optimizer not in FUSED_OPTIMIZERS:
         return (f"optimizer {config.optimizer} has no fused update "
                 f"(fused: {', '.join(FUSED_OPTIMIZERS)})")
-    return _model_reason(config.data, config.data_options, config.model, config.batch_norm)
+    probe = replace(config, epochs=1, batch_size=1, lr=1.0, seed=0, optimizer="adam",
+                    weight_decay=0.0, schedule=None, validation_split=0.0, early_stopping=None)
+    if probe not in _MODEL_REASONS:
+        _MODEL_REASONS[probe] = _model_reason(probe, sources)
+    return _MODEL_REASONS[probe]
 
 
-_MODEL_REASONS: dict[tuple, str | None] = {}
+_MODEL_REASONS: dict[Config, str | None] = {}
 
 
-def _model_reason(data: str, options: tuple, model: str, batch_norm: bool) -> str | None:
-    key = (data, options, model, batch_norm)
-    if key not in _MODEL_REASONS:
-        probe = Config(data=data, model=model, epochs=1, batch_size=1, lr=1.0,
-                       batch_norm=batch_norm, seed=0, optimizer="adam", weight_decay=0.0,
-                       schedule=None, validation_split=0.0, early_stopping=None,
-                       data_options=options)
-        try:
-            check = is_fusable(build_model(probe, load_data(probe)))
-        except (ValueError, TypeError) as e:  # the sweep's preflight reports bad names
-            check = None
-            reason: str | None = f"the model cannot be built ({e})"
-        else:
-            reason = None if check else check.reason
-        name = model + (" (batch norm)" if batch_norm else "")
-        _MODEL_REASONS[key] = None if reason is None else f"model {name}: {reason}"
-    return _MODEL_REASONS[key]
+def _model_reason(probe: Config, sources: Sources) -> str | None:
+    name = probe.model + (" (batch norm)" if probe.batch_norm else "")
+    try:
+        data = load_data(probe, sources)
+        model = build_model(probe, data, sources)
+    except (ValueError, TypeError) as e:  # the sweep's preflight reports bad names
+        return f"model {name}: it cannot be built ({e})"
+    if not isinstance(data, DataBundle):
+        return f"the data is a {type(data).__name__}; fused training takes arrays"
+    y = np.asarray(data.y_train)
+    if y.ndim > 1 and y.shape[1] > 1 and data.task != "regression":
+        return "the targets are one-hot rows; fused training takes class labels"
+    check = is_fusable(model)
+    return None if check else f"model {name}: {check.reason}"
 
 
 def _fusion_key(c: Config) -> Config:
@@ -269,6 +276,7 @@ def make_plan(
     fuse: bool = True,
     fusable: Callable[[Config], str | None] | None = None,
     max_members: int | None = None,
+    sources: Sources = NO_SOURCES,
 ) -> Plan:
     """Group ``configs`` into training tasks: epoch prefixes shared, fusable runs fused.
 
@@ -284,11 +292,13 @@ def make_plan(
         share_prefixes: False trains every configuration separately (for comparisons).
         fuse: False trains every training one by one (for comparisons).
         fusable: ``config -> reason it cannot be fused, or None``; default
-            :func:`fusion_reason`.
+            :func:`fusion_reason` (with ``sources``).
         max_members: at most this many trainings in one fused task (a larger
             group is split into near-equal tasks, e.g. to keep several worker
             processes busy); None: no limit (the engine chunks to its memory
             budget itself).
+        sources: the data and model factories a user brought (see
+            :class:`~epochlab.sweeps.workload.Sources`).
 
     Example:
         >>> from epochlab.sweeps.spec import SweepSpec
@@ -326,7 +336,7 @@ def make_plan(
         for c in members:
             units.append((c, c.epochs, (c.epochs,),
                           [(c, False, reason if len(counts) > 1 else "")]))
-    check = fusion_reason if fusable is None else fusable
+    check = (lambda c: fusion_reason(c, sources)) if fusable is None else fusable
     batches: dict[tuple, list[int]] = {}
     why_not: dict[int, str] = {}
     for i, (member, epochs, outs, _) in enumerate(units):

@@ -16,6 +16,14 @@ This module owns *what* a sweep asks for, not how it is trained:
 - :meth:`SweepSpec.from_cli` reads comma-separated CLI lists (``"5,10,15"``);
   :meth:`SweepSpec.from_toml` reads a TOML file with the same names.
 
+Data and models a user brings (arrays, a Dataset, a model factory; see
+:func:`epochlab.sweep`) are named by a label and identified by a
+*fingerprint* (``data_fingerprint``: shapes, dtypes and a hash of the bytes;
+``model_fingerprint``: a hash of the structure and the parameter count),
+both part of every run's key: a rerun finds its finished runs, other data or
+another model never matches them. Registry names carry no fingerprint (the
+name and its options determine the data), so their keys are as before.
+
 Schedules are kept as canonical text (``"step:every_epochs=10,factor=0.5"``),
 so two spellings of one schedule give one key.
 """
@@ -47,10 +55,12 @@ SWEPT = ("epochs", "batch_size", "lr", "batch_norm", "seed", "optimizer", "weigh
          "schedule")
 """Settings a sweep takes as lists; the product of the lists is the set of configurations."""
 
-FIXED = ("data", "data_options", "model", "validation_split", "early_stopping")
+FIXED = ("data", "data_options", "model", "validation_split", "early_stopping",
+         "data_fingerprint", "model_fingerprint")
 """Settings every configuration of one sweep shares (part of each run's key)."""
 
 MODES = ("max", "min")
+_FINGERPRINTS = ("data_fingerprint", "model_fingerprint")
 _ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
 
@@ -77,12 +87,17 @@ class Config:
     validation_split: float
     early_stopping: str | None
     data_options: tuple[tuple[str, Any], ...] = ()
+    data_fingerprint: str | None = None  # user data: shapes, dtypes, hash of the bytes
+    model_fingerprint: str | None = None  # user model: hash of its structure, parameter count
 
     @property
     def settings(self) -> dict[str, Any]:
-        """Plain, JSON-able settings (``data_options`` as a dict)."""
+        """Plain, JSON-able settings (``data_options`` as a dict; no fingerprint when None)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["data_options"] = dict(self.data_options)
+        for k in _FINGERPRINTS:
+            if d[k] is None:
+                del d[k]
         return d
 
     @property
@@ -213,6 +228,8 @@ class SweepSpec:
         mode: ``"max"`` or ``"min"``: which way ``metric`` is better.
         data_options: keyword arguments of the dataset's loader (``{"n_samples": 200}``).
         name: the study's name; None makes one from the spec's content.
+        data_fingerprint, model_fingerprint: set for data and models a user
+            brings (``data`` and ``model`` are then labels); None for registry names.
 
     Example:
         >>> spec = SweepSpec(data="digits", model="cnn_small", epochs=[5, 10, 15],
@@ -237,6 +254,8 @@ class SweepSpec:
     mode: str = "max"
     data_options: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+    data_fingerprint: str | None = None
+    model_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         for n in SWEPT:
@@ -263,6 +282,10 @@ class SweepSpec:
         object.__setattr__(self, "data_options", dict(self.data_options))
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
             raise _fail("name", self.name, "a non-empty study name or None")
+        for n in _FINGERPRINTS:
+            v = getattr(self, n)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise _fail(n, v, "a non-empty text or None")
 
     # -- the grid ----------------------------------------------------------------------------
     def configs(self) -> list[Config]:
@@ -279,7 +302,9 @@ class SweepSpec:
             out.append(Config(
                 data=self.data, model=self.model, validation_split=self.validation_split,
                 early_stopping=self.early_stopping,
-                data_options=tuple(sorted(self.data_options.items())), **kw))
+                data_options=tuple(sorted(self.data_options.items())),
+                data_fingerprint=self.data_fingerprint, model_fingerprint=self.model_fingerprint,
+                **kw))
         return out
 
     def swept(self) -> list[str]:
@@ -302,6 +327,9 @@ class SweepSpec:
         for n in SWEPT:
             d[n] = list(d[n])
         d["data_options"] = dict(self.data_options)
+        for k in _FINGERPRINTS:
+            if d[k] is None:
+                del d[k]
         return d
 
     @classmethod

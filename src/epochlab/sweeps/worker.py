@@ -32,7 +32,14 @@ from epochlab.store.record import status_of, summarize
 from epochlab.sweeps.fused_runs import train_task_fused
 from epochlab.sweeps.plan import Task
 from epochlab.sweeps.spec import Config
-from epochlab.sweeps.workload import build_model, load_data, test_metrics
+from epochlab.sweeps.workload import (
+    NO_SOURCES,
+    Sources,
+    build_model,
+    load_data,
+    test_metrics,
+    train_data,
+)
 from epochlab.train.history import History
 from epochlab.train.loop import fit
 
@@ -91,15 +98,16 @@ class ReadOut(Callback):
             self.test[done] = test_metrics(trainer.model, self.data)
 
 
-def _train(member: Config, task: Task) -> tuple[History, dict[str, float], dict[int, dict]]:
-    data = load_data(member)
-    model = build_model(member, data)
+def _train(member: Config, task: Task,
+           sources: Sources) -> tuple[History, dict[str, float], dict[int, dict]]:
+    data = load_data(member, sources)
+    model = build_model(member, data, sources)
     read_out = ReadOut([e for e in task.read_outs if e < task.epochs], data)
     callbacks: list[Callback] = [read_out]
     if member.early_stopping is not None:
         callbacks.append(parse_early_stopping(member.early_stopping))
     history = fit(
-        model, data.train, epochs=task.epochs, batch_size=member.batch_size,
+        model, train_data(data), epochs=task.epochs, batch_size=member.batch_size,
         validation_split=member.validation_split, optimizer=member.optimizer, lr=member.lr,
         schedule=schedules.parse(member.schedule) if member.schedule else None,
         weight_decay=member.weight_decay, callbacks=callbacks, seed=member.seed, verbose=0,
@@ -144,7 +152,7 @@ def _outcome(config: Config, h: History, test: dict, trained_key: str | None) ->
                       trained_key)
 
 
-def execute_task(task: Task) -> TaskOutcome:
+def execute_task(task: Task, sources: Sources = NO_SOURCES) -> TaskOutcome:
     """Train every member of ``task`` and read it out at every requested epoch count.
 
     A task of several members trains them together (fused, see
@@ -156,12 +164,12 @@ def execute_task(task: Task) -> TaskOutcome:
     """
     t0 = time.perf_counter()
     if task.fused:
-        return _execute_fused(task, t0)
+        return _execute_fused(task, t0, sources)
     outcomes: list[RunOutcome] = []
     interrupted = False
     for member in task.members:
         try:
-            h, test_end, tests = _train(member, task)
+            h, test_end, tests = _train(member, task, sources)
         except Exception as e:
             outcomes += _failed(task, member, e)
             continue
@@ -177,9 +185,9 @@ def _failed(task: Task, member: Config, e: Exception) -> list[RunOutcome]:
             for c in _member_runs(task, member)]
 
 
-def _execute_fused(task: Task, t0: float) -> TaskOutcome:
+def _execute_fused(task: Task, t0: float, sources: Sources) -> TaskOutcome:
     try:
-        trained = train_task_fused(task)
+        trained = train_task_fused(task, sources)
     except KeyboardInterrupt:
         outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})
                     for m in task.members for c in _member_runs(task, m)]

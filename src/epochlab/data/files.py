@@ -1,0 +1,154 @@
+"""A user's own data as a :class:`DataBundle`: arrays, ``.npz`` files, CSV files.
+
+- :func:`from_arrays`: ``(X, y)`` (and optionally a test split) with the task
+  read off the labels as ``fit`` reads it: float targets with non-integer
+  values are regression; integer labels are classes (binary for two).
+- :func:`load_npz`: arrays ``X``/``y``, or ``x_train``/``y_train`` with
+  optional ``x_test``/``y_test``.
+- :func:`load_csv`: a header row; every column but ``target`` is a feature
+  and must be numeric (a non-numeric one is an error naming it).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from epochlab.data.base import DataBundle
+from epochlab.validation import ParameterError
+
+__all__ = ["from_arrays", "load_csv", "load_file", "load_npz"]
+
+
+def _task(y: np.ndarray) -> tuple[str, tuple[str, ...]]:
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
+        return "regression", ()
+    if y.dtype.kind not in "fiub":
+        return "regression", ()
+    if y.ndim > 1:
+        return ("multiclass", tuple(str(i) for i in range(y.shape[1]))) if y.shape[1] > 1 \
+            else ("binary", ("0", "1"))
+    labels = np.unique(y)
+    n = int(labels.max()) + 1 if len(labels) else 0
+    if n <= 2:
+        return "binary", ("0", "1")
+    return "multiclass", tuple(str(i) for i in range(n))
+
+
+def from_arrays(
+    x: Any, y: Any, *, name: str = "arrays", x_test: Any = None, y_test: Any = None,
+) -> DataBundle:
+    """A DataBundle of the user's arrays (an empty test split when none is given).
+
+    Example:
+        >>> import numpy as np
+        >>> d = from_arrays(np.zeros((6, 3), np.float32), np.array([0, 1, 2, 0, 1, 2]))
+        >>> d.task, d.n_classes, d.input_shape, d.x_test.shape
+        ('multiclass', 3, (3,), (0, 3))
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise ParameterError(
+            f"The value of `data` is arrays of shapes {x.shape} and {y.shape}, but must be "
+            "(X, y) with one row per example in both."
+        )
+    if x_test is None:
+        x_test, y_test = x[:0], y[:0]
+    task, classes = _task(y)
+    return DataBundle(name=name, x_train=x, y_train=y, x_test=np.asarray(x_test),
+                      y_test=np.asarray(y_test), task=task,  # type: ignore[arg-type]
+                      classes=classes, input_shape=tuple(x.shape[1:]))
+
+
+def load_npz(path: str | Path) -> DataBundle:
+    """Arrays ``X``/``y``, or ``x_train``/``y_train`` (+ optional ``x_test``/``y_test``).
+
+    Example:
+        >>> import numpy as np, tempfile
+        >>> p = tempfile.mkdtemp() + "/d.npz"
+        >>> np.savez(p, X=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]))
+        >>> load_npz(p).x_train.shape
+        (4, 2)
+    """
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as f:
+        names = set(f.files)
+        if {"X", "y"} <= names:
+            return from_arrays(f["X"], f["y"], name=path.name)
+        if {"x_train", "y_train"} <= names:
+            test = {"x_test": f["x_test"], "y_test": f["y_test"]} \
+                if {"x_test", "y_test"} <= names else {}
+            return from_arrays(f["x_train"], f["y_train"], name=path.name, **test)
+    raise ParameterError(
+        f"The file {str(path)!r} holds arrays {sorted(names)}, but must hold X and y, or "
+        "x_train and y_train (with optional x_test and y_test)."
+    )
+
+
+def load_csv(path: str | Path, target: str | None) -> DataBundle:
+    """A CSV file with a header row: ``target`` is the label column, the others features.
+
+    Example:
+        >>> import tempfile
+        >>> p = tempfile.mkdtemp() + "/d.csv"
+        >>> _ = open(p, "w").write("a,b,label\\n1,2,0\\n3,4,1\\n")
+        >>> d = load_csv(p, "label")
+        >>> d.x_train.tolist(), d.y_train.tolist(), d.task
+        ([[1.0, 2.0], [3.0, 4.0]], [0, 1], 'binary')
+    """
+    path = Path(path)
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ParameterError(f"The file {str(path)!r} is empty, but must have a header row.")
+    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    if target is None:
+        raise ParameterError(
+            f"The value of `--target` is missing, but a CSV file needs it: one of {header}."
+        )
+    if target not in header:
+        raise ParameterError(
+            f"The value of `--target` is {target!r}, but must be a column of {str(path)!r}: "
+            f"{', '.join(header)}."
+        )
+    if not body:
+        raise ParameterError(f"The file {str(path)!r} has a header but no rows.")
+    cols: dict[str, np.ndarray] = {}
+    for j, name in enumerate(header):
+        values = []
+        for i, r in enumerate(body, start=2):
+            cell = r[j].strip() if j < len(r) else ""
+            try:
+                values.append(float(cell))
+            except ValueError:
+                raise ParameterError(
+                    f"Column {name!r} of {str(path)!r} is not numeric (line {i}: {cell!r}); "
+                    "every feature column and the target must hold numbers."
+                ) from None
+        cols[name] = np.array(values)
+    y = cols.pop(target)
+    if all(math.isfinite(v) and v == round(v) for v in y):
+        y = y.astype(np.int64)  # whole numbers: class labels
+    x = np.stack(list(cols.values()), axis=1).astype(np.float32) if cols else None
+    if x is None:
+        raise ParameterError(f"The file {str(path)!r} has no feature columns besides {target!r}.")
+    return from_arrays(x, y, name=path.name)
+
+
+def load_file(path: str | Path, target: str | None = None) -> DataBundle:
+    """A ``.npz`` or ``.csv`` file by its suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"The data file {str(path)!r} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return load_npz(path)
+    if suffix == ".csv":
+        return load_csv(path, target)
+    raise ParameterError(
+        f"The data file {str(path)!r} has suffix {suffix!r}, but must be .npz or .csv."
+    )

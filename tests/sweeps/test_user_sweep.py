@@ -1,0 +1,120 @@
+"""el.sweep(make_model, data, ...): a user's own model and data, each run exactly as fit by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import epochlab as el
+from epochlab.store import MemoryStore
+
+REL = 1e-9  # float64: fused and one by one agree to rounding
+
+
+def _xy(n=120, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = (x[:, 0] - 0.5 * x[:, 2] + 0.3 * rng.normal(size=n) > 0).astype(np.int64)
+    return x, y
+
+
+def make_relu():
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 1)).double()
+
+
+def _by_hand(make_model, data, seed, **kw):
+    torch.manual_seed(seed)
+    model = make_model()
+    return el.fit(model, data, seed=seed, verbose=0, **kw)
+
+
+def _assert_runs_equal_fit(result, make_model, data, *, epochs, batch_size, validation_split=0.2):
+    assert result.statuses() == {"completed": len(result.runs)}
+    for r in result.runs:
+        s = r.settings
+        h = _by_hand(make_model, data, s["seed"], epochs=epochs, batch_size=batch_size,
+                     lr=s["lr"], validation_split=validation_split)
+        got = result.history(r)
+        assert len(got.epochs) == len(h.epochs) == epochs
+        for mine, ref in zip(got.epochs, h.epochs, strict=True):
+            for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                assert mine[k] == pytest.approx(ref[k], rel=REL, abs=1e-12), (s, k)
+        assert got.total_updates == h.total_updates and got.n_train == h.n_train
+        assert got.validation_split == h.validation_split and got.params == h.params
+
+
+def test_user_model_on_arrays_equals_fit_by_hand_and_fuses():
+    x, y = _xy()
+    result = el.sweep(make_relu, (x, y), epochs=3, batch_size=16, lr=[1e-2, 3e-3],
+                      seed=[0, 1], progress=False)
+    assert len(result.plan.tasks) == 1 and result.plan.tasks[0].fused
+    assert all("fused" in r.summary for r in result.runs)
+    _assert_runs_equal_fit(result, make_relu, (x, y), epochs=3, batch_size=16)
+    assert result.spec.data == "arrays" and result.spec.model.endswith(":make_relu")
+
+
+def test_a_rerun_finds_its_runs_and_other_data_or_another_model_never_matches():
+    x, y = _xy()
+    store = MemoryStore()
+    kw = dict(epochs=1, batch_size=32, lr=[1e-2, 1e-3], store=store, progress=False, name="s")
+    first = el.sweep(make_relu, (x, y), **kw)
+    assert first.trained == 2
+    again = el.sweep(make_relu, (x, y), **kw)
+    assert again.skipped == 2 and again.trained == 0
+    x2 = x.copy()
+    x2[0, 0] += 1.0  # one value changed: other data
+    other = el.sweep(make_relu, (x2, y), **kw)
+    assert other.skipped == 0 and other.trained == 2
+
+    def wider():
+        return nn.Sequential(nn.Linear(5, 32), nn.ReLU(), nn.Linear(32, 1)).double()
+
+    assert el.sweep(wider, (x, y), **kw).skipped == 0
+    keys = {r.key for r in store.runs("s")}
+    assert len(keys) == 6
+    fp = first.runs[0].settings["data_fingerprint"]
+    assert fp.startswith("train 120x5:float64/120:int64") and "sha256" in fp
+    assert first.runs[0].settings["model_fingerprint"].startswith("Sequential 113 params")
+
+
+def test_workers_need_a_module_level_make_model_and_say_how_to_fix_it():
+    x, y = _xy()
+    with pytest.raises(el.ParameterError, match="top level of a module"):
+        el.sweep(lambda: make_relu(), (x, y), epochs=1, workers=1, progress=False)
+
+    def nested():
+        return make_relu()
+
+    with pytest.raises(el.ParameterError, match="nested|local|top level"):
+        el.sweep(nested, (x, y), epochs=1, workers=1, progress=False)
+
+
+def test_a_dataset_trains_one_by_one_and_the_plan_says_why():
+    x, y = _xy(n=60)
+    ds = TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
+    result = el.sweep(make_relu, ds, epochs=1, batch_size=16, lr=[1e-2, 1e-3], progress=False)
+    assert not any(t.fused for t in result.plan.tasks)
+    assert "TensorDataset" in result.plan.entries[0].fuse_reason
+    h = _by_hand(make_relu, ds, 0, epochs=1, batch_size=16, lr=1e-2, validation_split=0.2)
+    got = result.history(result.runs[0])
+    assert got.epochs[0]["val_loss"] == pytest.approx(h.epochs[0]["val_loss"], rel=REL)
+
+
+def test_regression_defaults_to_val_loss_and_bad_inputs_are_named():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 5))
+    y = x @ rng.normal(size=5) + 0.1
+    result = el.sweep(make_relu, (x, y), epochs=1, lr=[1e-2, 1e-3], progress=False)
+    assert (result.spec.metric, result.spec.mode) == ("val_loss", "min")
+    assert result.best is not None and math.isfinite(result.best.summary["final"]["val_loss"])
+    with pytest.raises(el.ParameterError, match="must return a torch.nn.Module"):
+        el.sweep(lambda: 3, (x, y), epochs=1, progress=False)
+    with pytest.raises(el.ParameterError, match="`data`"):
+        el.sweep(make_relu, 42, epochs=1, progress=False)
+    with pytest.raises(el.ParameterError, match="belong in the spec"):
+        el.sweep(el.SweepSpec(), lr=[1e-3], progress=False)

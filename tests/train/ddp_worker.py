@@ -27,6 +27,15 @@ def net(dtype: torch.dtype) -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2)).to(dtype)
 
 
+class Marker(el.Callback):
+    """Writes nothing, but says where it ran: only rank 0 runs a rank_zero_only callback."""
+
+    rank_zero_only = True
+
+    def on_train_end(self, trainer, logs):
+        trainer.history.extra["marker_rank"] = torch.distributed.get_rank()
+
+
 def case(out: Path, name: str, model: nn.Module, xy, **kw) -> None:
     h = el.fit(model, xy, verbose=0, distributed=True, **kw)
     rank = torch.distributed.get_rank()
@@ -45,6 +54,10 @@ def main(out: Path) -> None:
     for opt in ("sgd", "adam"):
         case(out, f"same_{opt}", net(torch.float64), data(100, np.float64), epochs=1,
              batch_size=16, optimizer=opt, lr=0.05)
+    # min_delta 10 cannot be met: every rank stops after epoch 2, on the same reduced val_loss.
+    stop = el.EarlyStopping(monitor="val_loss", patience=0, min_delta=10.0)
+    case(out, "early", net(torch.float32), data(101), epochs=5, batch_size=16,
+         validation_split=0.2, callbacks=[stop, Marker()])
     case(out, "scaled", net(torch.float32), data(101), epochs=2, batch_size=16, lr=0.01,
          lr_scaling="linear", lr_warmup_epochs=1)
 

@@ -71,6 +71,14 @@ def test_ranks_end_with_the_same_weights_and_history(runs):
             "time": h0.history["time"]}
 
 
+def test_early_stopping_stops_every_rank_at_the_same_epoch_and_writers_run_on_rank_0(runs):
+    h0, _ = load(runs, "early", 0)
+    h1, _ = load(runs, "early", 1)
+    for h in (h0, h1):
+        assert (h.stop_reason, h.epochs_run, h.total_updates) == ("early_stopping", 2, 2 * 3)
+    assert h0.extra["marker_rank"] == 0 and "marker_rank" not in h1.extra
+
+
 def test_validation_metrics_cover_every_validation_row(runs):
     h, weights = load(runs, "pad")
     model = net(torch.float32)

@@ -30,7 +30,12 @@ from epochlab.diagnose.advice import advise_history, format_advice
 from epochlab.report.curves import plot_curves, plot_lr
 from epochlab.store import check_study, open_store, record_history, run_key
 from epochlab.train.accounting import validation_count
-from epochlab.train.distributed import check_split, launch, launched_by_torchrun
+from epochlab.train.distributed import (
+    check_split,
+    gpu_per_process,
+    launch,
+    launched_by_torchrun,
+)
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
 from epochlab.validation import (
@@ -157,7 +162,7 @@ def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split
         warn(line)
     kwargs = {"batch_norm": True} if batch_norm else {}
     model = build_model(model_name, data, seed, **kwargs)
-    if launched_by_torchrun() and torch.cuda.is_available():  # one GPU per process: NCCL
+    if launched_by_torchrun() and gpu_per_process():  # one GPU per process: NCCL
         model = model.to(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
     trainable, frozen = n_params(model)
     # Claim the output folder before training: a unique new one, so that two
@@ -279,7 +284,7 @@ def _launch(data: DataBundle, nproc: int, validation_split: float, batch_size: i
             args += [p.opts[0]] if value else []
         else:
             args += [p.opts[0], str(value)]
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if gpu_per_process(nproc) else "gloo"
     console.print(f"epochlab fit: launching {nproc} processes with torchrun on 127.0.0.1 "
                   f"({backend}); process 0 reports")
     ctx.exit(launch(nproc, ["-m", "epochlab.cli", *args]))

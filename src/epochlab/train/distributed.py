@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import math
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -57,14 +58,30 @@ _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def launched_by_torchrun() -> bool:
-    """True when this process was started by ``torchrun`` (its environment is set).
+    """True when ``torchrun`` started this very process (its environment is set).
+
+    A process that a torchrun worker starts itself (a sweep's process pool)
+    inherits the environment but is no rank: it trains on its own.
 
     Example:
         >>> import os
         >>> launched_by_torchrun() == all(k in os.environ for k in _TORCHRUN_ENV)
         True
     """
-    return all(k in os.environ for k in _TORCHRUN_ENV)
+    return (all(k in os.environ for k in _TORCHRUN_ENV)
+            and multiprocessing.parent_process() is None)
+
+
+def gpu_per_process(nproc: int | None = None) -> bool:
+    """Whether each of ``nproc`` local processes (torchrun's count by default) can have a GPU.
+
+    Example:
+        >>> import torch
+        >>> gpu_per_process(2) == (torch.cuda.is_available() and torch.cuda.device_count() >= 2)
+        True
+    """
+    n = nproc if nproc is not None else int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return torch.cuda.is_available() and torch.cuda.device_count() >= n
 
 
 def wanted(distributed: bool | None) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from epochlab.cli.common import console
+from epochlab.cli.common import console, runtime_options
 from epochlab.store import SQLiteStore, default_store_path
 from epochlab.sweeps.driver import best_run, metric_values, sweep
 from epochlab.sweeps.plan import make_plan
@@ -73,11 +73,12 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
               help="Train runs that differ only in lr, seed, weight decay or schedule together "
                    "as one vectorized model (MLPs without batch norm or dropout).")
 @click.option("--no-progress", "no_progress", is_flag=True, help="No progress bar.")
+@runtime_options
 @click.pass_context
 def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size, lr, batch_norm,
                   seed, optimizer, weight_decay, schedule, early_stopping, validation_split,
                   metric, mode, select, name, store_path, workers, no_share, fuse,
-                  no_progress) -> None:
+                  no_progress, threads, precision) -> None:
     """Train every combination of the given settings and report the best.
 
     Configurations that differ only in --epochs train once, to the largest
@@ -108,9 +109,11 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     console.print(plan.describe(), markup=False, highlight=False)
+    console.print(_runtime_line(spec, threads, precision, workers), markup=False, highlight=False)
     try:
         result = sweep(spec, store, workers=workers, progress=not no_progress,
-                       share_prefixes=not no_share, fuse=fuse, select=select, console=console)
+                       share_prefixes=not no_share, fuse=fuse, select=select, console=console,
+                       threads=threads, precision=precision)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     except KeyboardInterrupt:
@@ -125,6 +128,26 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
     console.print(results_table(result, store))
     _print_best(result, store, select)
     _print_advice(result, store, select)
+
+
+def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int) -> str:
+    """The header's runtime line: the precision the model gets here, and the threads policy."""
+    from epochlab.sweeps.workload import build_model, load_data
+    from epochlab.train.runtime import choose_precision
+
+    config = spec.configs()[0]
+    try:
+        prec, why, _ = choose_precision(build_model(config, load_data(config)), precision)
+    except (ValueError, TypeError):  # the sweep's own checks say what is wrong, next
+        prec, why = precision, "the model could not be built"
+    name = {"bf16": "bfloat16 mixed precision", "fp32": "float32"}.get(prec, prec)
+    if workers:
+        t = "1 thread per worker process"
+    elif threads == "auto":
+        t = "threads auto (per task from its work: one for small models; history says which)"
+    else:
+        t = f"{threads} thread{'s' if threads != 1 else ''} (set by --threads)"
+    return f"runtime: {t} · {name} ({why})"
 
 
 def results_table(result: Any, store: Any) -> Table:

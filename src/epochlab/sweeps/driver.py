@@ -42,6 +42,7 @@ from epochlab.sweeps.workload import (
     user_inputs,
 )
 from epochlab.train.history import History
+from epochlab.train.runtime import check_precision, check_threads
 from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -238,6 +239,8 @@ def sweep(
     select: str = "final",
     console: Console | None = None,
     sources: Sources | None = None,
+    threads: int | str | None = "auto",
+    precision: str = "auto",
 ) -> SweepResult:
     """Train every configuration of a grid (those not already done in the store).
 
@@ -274,6 +277,9 @@ def sweep(
             (fused) where the model's structure allows; False trains them one by one.
         select: ``"final"`` or ``"best"``: how :func:`best_run` ranks (see there).
         console: the rich Console for the progress bar.
+        threads, precision: as :func:`epochlab.fit` takes them, for every run; a
+            fused group chooses threads from its members' work together.
+            Worker processes (``workers >= 1``) use one thread each.
 
     Raises:
         KeyboardInterrupt: after recording what finished, when training was interrupted.
@@ -294,6 +300,8 @@ def sweep(
         >>> len(result.runs), result.trained, sorted(result.statuses().items())
         (4, 2, [('completed', 4)])
     """
+    check_threads(threads)
+    check_precision(precision)
     if isinstance(spec_or_make_model, SweepSpec):
         swept = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                      weight_decay=weight_decay, schedule=schedule, optimizer=optimizer)
@@ -306,7 +314,8 @@ def sweep(
             raise ParameterError("The store was given twice (second argument and `store=`).")
         return _run(spec_or_make_model, store if store is not None else data_or_store,
                     sources or NO_SOURCES, workers=workers, progress=progress,
-                    share_prefixes=share_prefixes, fuse=fuse, select=select, console=console)
+                    share_prefixes=share_prefixes, fuse=fuse, select=select, console=console,
+                    threads=threads, precision=precision)
     if data_or_store is None:
         raise ParameterError(
             "The value of `data` is missing: sweep(make_model, data, ...) needs (X, y), a "
@@ -331,12 +340,14 @@ def sweep(
         name=name,
     )
     return _run(spec, store, user.sources, workers=workers, progress=progress,
-                share_prefixes=share_prefixes, fuse=fuse, select=select, console=console)
+                share_prefixes=share_prefixes, fuse=fuse, select=select, console=console,
+                threads=threads, precision=precision)
 
 
 def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int,
          progress: bool, share_prefixes: bool, fuse: bool, select: str,
-         console: Console | None) -> SweepResult:
+         console: Console | None, threads: object = "auto",
+         precision: str = "auto") -> SweepResult:
     """Plan what the store does not hold as done, execute it, record it, pick the best."""
     if store is None:
         store = MemoryStore()
@@ -354,7 +365,7 @@ def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int
     per_task = None if workers <= 1 else max(2, math.ceil(len(todo) / workers))
     executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse, max_members=per_task,
                          sources=sources)
-    work = functools.partial(execute_task, sources=sources)
+    work = functools.partial(execute_task, sources=sources, threads=threads, precision=precision)
     with make_executor(workers) as executor, _progress(progress, console) as bar:
         job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
 

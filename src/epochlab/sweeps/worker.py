@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,8 @@ from epochlab.sweeps.workload import (
     test_metrics,
     train_data,
 )
+from epochlab.train import runtime
+from epochlab.train.data import as_tensor
 from epochlab.train.history import History
 from epochlab.train.loop import fit
 
@@ -98,8 +101,8 @@ class ReadOut(Callback):
             self.test[done] = test_metrics(trainer.model, self.data)
 
 
-def _train(member: Config, task: Task,
-           sources: Sources) -> tuple[History, dict[str, float], dict[int, dict]]:
+def _train(member: Config, task: Task, sources: Sources, threads: object = "auto",
+           precision: str = "auto") -> tuple[History, dict[str, float], dict[int, dict]]:
     data = load_data(member, sources)
     model = build_model(member, data, sources)
     read_out = ReadOut([e for e in task.read_outs if e < task.epochs], data)
@@ -111,6 +114,7 @@ def _train(member: Config, task: Task,
         validation_split=member.validation_split, optimizer=member.optimizer, lr=member.lr,
         schedule=schedules.parse(member.schedule) if member.schedule else None,
         weight_decay=member.weight_decay, callbacks=callbacks, seed=member.seed, verbose=0,
+        threads=threads, precision=precision,
     )
     return history, test_metrics(model, data), read_out.test
 
@@ -142,7 +146,7 @@ def _summary(h: History, test: dict[str, float]) -> dict[str, Any]:
     summary = summarize(h)
     summary.update(test=test, n_train=h.n_train, n_val=h.n_val, batch_size=h.batch_size,
                    epochs_planned=h.epochs_planned, weights_epoch=h.weights_epoch,
-                   stop_message=h.stop_message)
+                   stop_message=h.stop_message, runtime=h.extra.get("runtime"))
     return summary
 
 
@@ -152,8 +156,14 @@ def _outcome(config: Config, h: History, test: dict, trained_key: str | None) ->
                       trained_key)
 
 
-def execute_task(task: Task, sources: Sources = NO_SOURCES) -> TaskOutcome:
+def execute_task(task: Task, sources: Sources = NO_SOURCES, threads: object = "auto",
+                 precision: str = "auto") -> TaskOutcome:
     """Train every member of ``task`` and read it out at every requested epoch count.
+
+    ``threads`` and ``precision`` are :func:`epochlab.fit`'s; a fused task
+    chooses its threads from the work of all its members together, and trains
+    its members one by one when they are to run in bf16 (the fused path
+    computes in float32).
 
     A task of several members trains them together (fused, see
     :mod:`epochlab.sweeps.fused_runs`); one member trains with ``fit``. A run
@@ -163,13 +173,14 @@ def execute_task(task: Task, sources: Sources = NO_SOURCES) -> TaskOutcome:
     results for read-outs already passed (a fused task: all ``interrupted``).
     """
     t0 = time.perf_counter()
-    if task.fused:
-        return _execute_fused(task, t0, sources)
+    choice = _fused_runtime(task, sources, threads, precision) if task.fused else None
+    if choice is not None and choice.precision == "fp32":
+        return _execute_fused(task, t0, sources, choice)
     outcomes: list[RunOutcome] = []
     interrupted = False
     for member in task.members:
         try:
-            h, test_end, tests = _train(member, task, sources)
+            h, test_end, tests = _train(member, task, sources, threads, precision)
         except Exception as e:
             outcomes += _failed(task, member, e)
             continue
@@ -185,9 +196,30 @@ def _failed(task: Task, member: Config, e: Exception) -> list[RunOutcome]:
             for c in _member_runs(task, member)]
 
 
-def _execute_fused(task: Task, t0: float, sources: Sources) -> TaskOutcome:
+def _fused_runtime(task: Task, sources: Sources, threads: object,
+                   precision: str) -> runtime.RuntimeChoice:
+    """Threads for all members' work together, and the precision the members would use."""
+    member = task.members[0]
+    data = load_data(member, sources)
+    model = build_model(member, data, sources)
+    prec, why, channels_last = runtime.choose_precision(model, precision)
+    pinned = runtime.check_threads(threads)
+    macs = 0
+    if pinned is None:
+        rows = (as_tensor("X", data.x_train[:2]) if isinstance(data, DataBundle)
+                else as_tensor("X", data[0][0]).unsqueeze(0))
+        macs = runtime.macs_per_step(model, rows, member.batch_size) * len(task.members)
+    n, n_why = runtime.choose_threads(macs, threads)
+    if pinned is None:
+        n_why = f"{len(task.members)} members trained together: {n_why}"
+    return runtime.RuntimeChoice(n, n_why, prec, why, channels_last)
+
+
+def _execute_fused(task: Task, t0: float, sources: Sources,
+                   choice: runtime.RuntimeChoice | None = None) -> TaskOutcome:
     try:
-        trained = train_task_fused(task, sources)
+        with runtime.using_threads(choice.threads) if choice is not None else nullcontext():
+            trained = train_task_fused(task, sources)
     except KeyboardInterrupt:
         outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})
                     for m in task.members for c in _member_runs(task, m)]
@@ -198,6 +230,8 @@ def _execute_fused(task: Task, t0: float, sources: Sources) -> TaskOutcome:
     outcomes = []
     fused = {"task": task.label, "members": len(task.members)}
     for member, h, test_end, tests in trained:
+        if choice is not None:
+            h.extra["runtime"] = choice.as_dict()
         for o in _member_outcomes(task, member, h, test_end, tests):
             o.summary["fused"] = fused
             outcomes.append(o)

@@ -1,0 +1,60 @@
+"""Sweeps take fit's ``threads`` and ``precision``; a fused group chooses threads for all members."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import epochlab as el
+from epochlab.cli import main
+from epochlab.store.memory import MemoryStore
+from epochlab.sweeps import SweepSpec, sweep
+
+SMALL = {"data": "synthetic", "data_options": {"n_samples": 200}, "model": "mlp"}
+
+
+def test_fused_group_records_its_thread_choice_and_restores_the_callers():
+    torch.set_num_threads(2)
+    spec = SweepSpec(**SMALL, epochs=[2], lr=[1e-2, 1e-3])
+    result = sweep(spec, MemoryStore(), progress=False)
+    assert torch.get_num_threads() == 2
+    for r in result.runs:
+        rt = r.summary["runtime"]
+        assert r.summary["fused"]["members"] == 2
+        assert rt["threads"] == 1 and rt["threads_reason"].startswith("2 members trained together")
+        assert rt["precision"] == "fp32"
+
+
+def test_unfused_runs_record_fits_choice_and_the_pinned_threads():
+    spec = SweepSpec(**SMALL, epochs=[1], lr=[1e-2, 1e-3])
+    result = sweep(spec, MemoryStore(), progress=False, fuse=False, threads=1)
+    assert all(r.summary["runtime"]["threads_reason"] == "set by threads=1" for r in result.runs)
+
+
+def test_bf16_asked_for_trains_a_fusable_group_one_by_one_in_bf16():
+    spec = SweepSpec(**SMALL, epochs=[1], lr=[1e-2, 1e-3])
+    bf = sweep(spec, MemoryStore(), progress=False, precision="bf16")
+    fp = sweep(spec, MemoryStore(), progress=False, precision="fp32")
+    for a, b in zip(bf.runs, fp.runs, strict=True):
+        assert a.summary["runtime"]["precision"] == "bf16" and "fused" not in a.summary
+        assert b.summary["runtime"]["precision"] == "fp32" and "fused" in b.summary
+        assert a.summary["total_updates"] == b.summary["total_updates"]
+
+
+def test_bad_runtime_options_fail_before_training():
+    spec = SweepSpec(**SMALL, epochs=[1])
+    with pytest.raises(el.ParameterError, match="`precision`"):
+        sweep(spec, MemoryStore(), progress=False, precision="half")
+    with pytest.raises(el.ParameterError, match="`threads`"):
+        sweep(spec, MemoryStore(), progress=False, threads=0)
+
+
+def test_cli_sweep_prints_the_runtime_and_takes_the_options(tmp_path):
+    r = CliRunner().invoke(main, ["sweep", "--data", "synthetic", "--epochs", "1", "--lr",
+                                  "1e-2,1e-3", "--threads", "1", "--precision", "fp32",
+                                  "--no-progress", "--store", str(tmp_path / "s.db")])
+    assert r.exit_code == 0, r.output
+    assert "runtime: 1 thread (set by --threads) · float32 (set by precision='fp32')" in r.output
+    bad = CliRunner().invoke(main, ["sweep", "--epochs", "1", "--threads", "none"])
+    assert bad.exit_code == 2 and "--threads" in bad.output and "Traceback" not in bad.output

@@ -319,16 +319,21 @@ def test_chunk_sizes_follow_the_memory_budget():
     assert chunk_sizes(3, member_bytes=10**12, memory_budget=1, max_members_per_chunk=None) == [1, 1, 1]
 
 
-def test_is_fusable_says_why_not():
+def test_is_fusable_decides_by_structure_and_says_why_not():
     assert is_fusable(mlp(4))
     assert is_fusable(mlp(4, activation="tanh"))
+    assert is_fusable(mlp(4, dropout=0.5))
+    assert is_fusable(mlp(4, activation="gelu"))
+    assert is_fusable(nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2)),
+                                    nn.SiLU(), nn.Linear(2, 1)))
     bn = is_fusable(mlp(4, batch_norm=True))
-    assert not bn and "BatchNorm1d" in bn.reason
-    drop = is_fusable(mlp(4, dropout=0.5))
-    assert not drop and "Dropout" in drop.reason
-    assert "GELU" in is_fusable(mlp(4, activation="gelu")).reason
+    assert not bn and "BatchNorm1d" in bn.reason and "epochlab.fit" in bn.reason
+    nested = is_fusable(nn.Sequential(nn.Linear(3, 2), nn.Sequential(nn.ReLU(), nn.Conv1d(1, 1, 1))))
+    assert not nested and "layer 1.1 is Conv1d" in nested.reason
     assert "nn.Sequential" in is_fusable(nn.Linear(3, 1)).reason
-    assert "last layer" in is_fusable(nn.Sequential(nn.Linear(3, 2), nn.ReLU())).reason
+    frozen = mlp(4)
+    frozen[0].weight.requires_grad_(False)
+    assert "frozen" in is_fusable(frozen).reason
     with pytest.raises(ValueError, match="cannot be fused: layer 1 is BatchNorm1d"):
         X, y = _data()
         train_fused([mlp(N_FEATURES, batch_norm=True)], X, y, epochs=1, batch_size=8,

@@ -13,7 +13,7 @@ What is done differently from fastai and Lightning, and why:
   factory its own initial weights. Their suggestions give the spread that a
   single curve hides (Lightning issues 1767 and 21141: one early spike or a
   noisy loss moves the steepest-slope suggestion by a decade). MLPs that the
-  fused engine takes (:func:`epochlab.sweeps.fused_ops.is_fusable`) train all
+  fused engine takes (:func:`epochlab.sweeps.fused_layers.is_fusable`) train all
   seeds at once, so five seeds cost about one run; other models train one
   seed after another with :func:`epochlab.fit`, with the same result.
 - The curve is smoothed *after* the run with a centred Gaussian window
@@ -56,7 +56,7 @@ from torch import nn
 from epochlab.callbacks.base import Callback
 from epochlab.schedules import exponential_decay
 from epochlab.sweeps.fused import train_fused
-from epochlab.sweeps.fused_ops import is_fusable
+from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.train.data import split_indices
 from epochlab.train.loop import evaluate, fit
 from epochlab.validation import ParameterError

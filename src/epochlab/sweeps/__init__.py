@@ -17,7 +17,7 @@ Imports run one way: ``spec -> workload -> plan -> worker -> driver``.
 from epochlab.sweeps.driver import SweepResult, best_run, metric_values, sweep
 from epochlab.sweeps.executors import Executor, InProcessExecutor, ProcessPoolExecutor
 from epochlab.sweeps.fused import FusedResult, train_fused
-from epochlab.sweeps.fused_ops import is_fusable
+from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.sweeps.plan import Plan, Task, make_plan
 from epochlab.sweeps.spec import Config, SweepSpec
 

@@ -290,7 +290,7 @@ def sweep(
         >>> rng = np.random.default_rng(0)
         >>> X = rng.normal(size=(100, 4)).astype(np.float32); y = (X[:, 0] > 0).astype(np.int64)
         >>> def make_model():
-        ...     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        ...     return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 1))
         >>> result = sweep(make_model, (X, y), epochs=2, lr=[1e-3, 1e-2], progress=False)
         >>> len(result.runs), result.plan.tasks[0].fused, len(result.history(result.best).epochs)
         (2, True, 2)

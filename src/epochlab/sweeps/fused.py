@@ -1,12 +1,14 @@
-"""Fused training: K configurations of one MLP trained together as one model.
+"""Fused training: K configurations of one model trained together as one model.
 
 This module owns the epoch loop of fused training and its accounting;
-the tensor arithmetic lives in :mod:`epochlab.sweeps.fused_ops`.
+which models fuse and how their layers run stacked live in
+:mod:`epochlab.sweeps.fused_layers`, the tensor arithmetic (hand-written
+Linear + ReLU/Tanh path, losses, optimizers) in :mod:`epochlab.sweeps.fused_ops`.
 
 Contract: every member ends exactly where training it alone with
 ``epochlab.fit``'s semantics would (within float rounding): its own
-seeded validation split (``train_test_split(..., random_state=seed,
-stratify=y)``), its own shuffle (``torch.randperm`` from
+seeded validation split (``fit``'s own ``split_indices``), its own
+dropout masks (a generator seeded as ``fit`` seeds torch's), its own shuffle (``torch.randperm`` from
 ``torch.Generator().manual_seed(seed)`` each epoch), one update per batch
 with its own learning rate, optimizer settings and schedule, and the same
 per-epoch metrics. Members that diverge (non-finite batch loss: that batch's
@@ -16,7 +18,8 @@ others go on unchanged.
 How it is fast (``shared/notes/fused-prototype.md``): every parameter of
 every member sits in one ``(K, P)`` buffer, so the optimizer is a handful
 of tensor calls per step whatever the depth; batched matmuls; a
-hand-written backward; one gather per epoch builds every member's batches;
+hand-written backward for Linear + ReLU/Tanh stacks (autograd over the
+stacked parameters for other layers); one gather per epoch builds every member's batches;
 validation runs all members in one pass. Large K is split into chunks that
 fit a memory budget and run one after another.
 """
@@ -33,19 +36,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from epochlab.sweeps.fused_layers import HandNet, StackedNet, make_net
 from epochlab.sweeps.fused_ops import (
-    FlatLayout,
     FusedAdam,
     FusedSGD,
-    LayerSpec,
-    backward,
     correct_counts,
-    forward,
-    forward_prepared,
-    is_fusable,
     loss_and_grad,
-    parse_sequential,
-    prepare_forward,
 )
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.data import split_indices
@@ -216,7 +212,8 @@ def _as_tensor(a: Any, dtype: torch.dtype | None = None) -> Tensor:
 
 
 def estimate_member_bytes(
-    specs: Sequence[LayerSpec],
+    n_params: int,
+    width: int,
     n_train: int,
     n_val: int,
     n_features: int,
@@ -229,15 +226,13 @@ def estimate_member_bytes(
     moments and about three parameter-sized temporaries; the member's
     gathered epoch rows (features, labels, indices); its validation rows and
     their activations; the activations and gradients of one batch.
+    ``width`` is the activation values one row produces across the layers.
 
     Example:
-        >>> from epochlab.models import mlp
-        >>> from epochlab.sweeps.fused_ops import parse_sequential
-        >>> estimate_member_bytes(parse_sequential(mlp(20)), 640, 160, 20, 32) > 0
+        >>> estimate_member_bytes(3457, 97, 640, 160, 20, 32) > 0
         True
     """
-    n_params = FlatLayout(list(specs)).n_params
-    widths = sum(s.out_features for s in specs)
+    widths = width
     return (
         7 * n_params * itemsize
         + n_train * (n_features * itemsize + 8 + 8)
@@ -292,7 +287,7 @@ def train_fused(
     memory_budget: int | None = None,
     template: nn.Module | None = None,
 ) -> list[FusedResult]:
-    """Train K copies of one MLP architecture together, each as if trained alone.
+    """Train K copies of one architecture together, each as if trained alone.
 
     Args:
         models: K fusable ``nn.Sequential`` models of one architecture and
@@ -361,11 +356,11 @@ def train_fused(
     else:
         arch = models[0]  # type: ignore[assignment]
         state_dicts = [m.state_dict() for m in models]  # type: ignore[union-attr]
-    check = is_fusable(arch)
-    if not check:
-        raise ValueError(f"The model in `models` cannot be fused: {check.reason}.")
-    specs = parse_sequential(arch)
-    layout = FlatLayout(specs)
+    try:
+        net = make_net(arch)
+    except ValueError as e:
+        raise ValueError(f"The model in `models` cannot be fused: {e}.") from None
+    layout = net.layout
     dtype = next(arch.parameters()).dtype
     for i, sd in enumerate(state_dicts):
         shapes = {key: tuple(v.shape) for key, v in sd.items()}
@@ -414,13 +409,11 @@ def train_fused(
 
     x_all = _as_tensor(X, dtype)
     y_raw = _as_tensor(y)
-    if x_all.ndim != 2 or x_all.shape[1] != specs[0].in_features:
-        raise ValueError(
-            f"The shape of `X` is {tuple(x_all.shape)}, but must be (n, {specs[0].in_features})."
-        )
     if y_raw.shape[0] != x_all.shape[0]:
         raise ValueError(f"`X` has {x_all.shape[0]} rows but `y` has {y_raw.shape[0]}.")
-    out = specs[-1].out_features
+    if net.flatten_input:  # leading nn.Flatten layers: one reshape of the data
+        x_all = x_all.reshape(x_all.shape[0], -1)
+    out = _out_features(net, arch, x_all)
     task = _infer_task(y_raw, out, task)
     y_all = _targets(y_raw, task, out, dtype)
 
@@ -450,7 +443,8 @@ def train_fused(
         )
 
     member_bytes = estimate_member_bytes(
-        specs, n_train, n_val, x_all.shape[1], batch_size, x_all.element_size()
+        layout.n_params, net.width(x_all[0]), n_train, n_val, x_all[0].numel(), batch_size,
+        x_all.element_size(),
     )
     results: list[FusedResult | None] = [None] * k
     # Members with equal constant learning rates side by side: the optimizer then updates
@@ -461,7 +455,7 @@ def train_fused(
         members = order[start : start + size]
         start += size
         run = _Chunk(
-            members=members, k_total=k, layout=layout, task=task, dtype=dtype,
+            members=members, k_total=k, net=net, task=task, dtype=dtype,
             state_dicts=[state_dicts[i] for i in members],
             seeds=[seeds_k[i] for i in members], lrs=[lrs_k[i] for i in members],
             x=x_all, y=y_all, splits=splits, shared_val=shared_val,
@@ -479,13 +473,36 @@ def train_fused(
     return [r for r in results if r is not None]
 
 
+def _out_features(net: Any, arch: nn.Module, x: Tensor) -> int:
+    """The model's logits per row, checking that ``x`` fits it (a 2-D output)."""
+    if isinstance(net, HandNet):
+        if x.ndim != 2 or x.shape[1] != net.specs[0].in_features:
+            raise ValueError(f"The shape of `X` is {tuple(x.shape)}, but must be "
+                             f"(n, {net.specs[0].in_features}).")
+        return net.specs[-1].out_features
+    was = arch.training
+    try:
+        with torch.no_grad():
+            z = arch.eval()(x[:2])
+    except RuntimeError as e:
+        raise ValueError(f"The shape of `X` is {tuple(x.shape)}, which the model does not take "
+                         f"({e}).") from None
+    finally:
+        arch.train(was)
+    if z.ndim != 2:
+        raise ValueError(f"The model returns outputs of shape {tuple(z.shape[1:])} per row, but "
+                         "fused training needs logits (one vector per row).")
+    return int(z.shape[1])
+
+
 def _targets(y: Tensor, task: str, out: int, dtype: torch.dtype) -> Tensor:
     """Targets in the layout :func:`loss_and_grad` wants, per row."""
     if task == "binary":
         return y.to(dtype).reshape(-1, 1)
     if task == "multiclass":
-        if y.dtype.is_floating_point:
-            raise ValueError(f"For a multiclass task `y` must hold int64 labels, got {y.dtype}.")
+        if y.dtype.is_floating_point and not bool((y == y.round()).all()):
+            raise ValueError(f"For a multiclass task `y` must hold class labels, got {y.dtype} "
+                             "values that are not whole numbers.")
         return y.to(torch.int64).reshape(-1)
     return y.to(dtype).reshape(y.shape[0], out)
 
@@ -500,7 +517,7 @@ class _Chunk:
 
     opt: FusedAdam | FusedSGD
 
-    def __init__(self, *, members: list[int], k_total: int, layout: FlatLayout, task: str,
+    def __init__(self, *, members: list[int], k_total: int, net: HandNet | StackedNet, task: str,
                  dtype: torch.dtype, state_dicts: list[dict[str, Tensor]], seeds: list[int],
                  lrs: list[Any], x: Tensor, y: Tensor,
                  splits: dict[int, tuple[np.ndarray, np.ndarray]],
@@ -508,14 +525,15 @@ class _Chunk:
                  n_train: int, n_val: int, shuffle: bool, on_epoch_end: EpochHook | None) -> None:
         size = len(members)
         self.members, self.local = np.array(members), np.arange(size)
-        self.k_total, self.layout, self.task = k_total, layout, task
+        self.k_total, self.net, self.layout, self.task = k_total, net, net.layout, task
         self.seeds, self.lrs = seeds, lrs
         self.x, self.y = x, y
         self.bs, self.ipe, self.n_train, self.n_val = batch_size, ipe, n_train, n_val
         self.shuffle, self.hook = shuffle, on_epoch_end
-        self.flat = layout.stack(state_dicts, dtype)
+        self.flat = self.layout.stack(state_dicts, dtype)
         self.grad = torch.zeros_like(self.flat)
-        self._views()
+        net.start(seeds)
+        net.bind(self.flat, self.grad)
         self.train_idx = torch.as_tensor(np.stack([splits[s][0] for s in seeds]))
         if shared_val is not None:
             self.xv = shared_val[0].unsqueeze(0).expand(size, *shared_val[0].shape)
@@ -542,11 +560,6 @@ class _Chunk:
         self.finished: list[FusedResult] = []
         # Per-step records of the current active set, moved to self.rec on a change.
         self._seg: list[tuple[np.ndarray, Tensor, Tensor, int]] = []
-
-    def _views(self) -> None:
-        self.views = self.layout.views(self.flat)
-        self.fwd_views = prepare_forward(self.views)
-        self.grad_views = self.layout.views(self.grad)
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -591,7 +604,8 @@ class _Chunk:
         rows = torch.as_tensor(keep, dtype=torch.int64)
         self.members, self.local = self.members[keep], self.local[keep]
         self.flat, self.grad = self.flat[rows], self.grad[rows]
-        self._views()
+        self.net.select(keep)
+        self.net.bind(self.flat, self.grad)
         self.opt.select(rows, self.flat)
         self.train_idx = self.train_idx[rows]
         self.gens = [self.gens[i] for i in keep]
@@ -612,7 +626,7 @@ class _Chunk:
     # -- the loop --------------------------------------------------------------------
 
     def train(self, epochs: int) -> list[FusedResult]:
-        bs, specs, task = self.bs, self.layout.specs, self.task
+        bs, net, task = self.bs, self.net, self.task
         for epoch in range(epochs):
             t0 = time.perf_counter()
             if self.shuffle:
@@ -634,10 +648,10 @@ class _Chunk:
                 xb, yb = xs[b], ys[b]
                 nb = xb.shape[1]
                 lr = self._lr(epoch)
-                z, cache = forward_prepared(self.fwd_views, specs, xb)
+                z = net.train_forward(xb)
                 loss, dz, _ = loss_and_grad(task, z, yb, need_correct=False, one_minus_y=omys[b])
-                backward(self.views, self.grad_views, specs, cache, dz)
-                gnorm = torch.linalg.vector_norm(self.grad, dim=1)
+                grad = net.backward(dz)
+                gnorm = torch.linalg.vector_norm(grad, dim=1)
                 # Losses and norms are >= 0: their dot product is finite when both are (one
                 # check a step); a non-finite product is then checked member by member.
                 if not math.isfinite(torch.dot(loss, gnorm).item()):
@@ -658,12 +672,12 @@ class _Chunk:
                         k_t = torch.as_tensor(keep)
                         ep_loss = [t[k_t] for t in ep_loss]
                         ep_z = [t[k_t] for t in ep_z]
-                        loss, gnorm, z = loss[k_t], gnorm[k_t], z[k_t]
+                        loss, gnorm, z, grad = loss[k_t], gnorm[k_t], z[k_t], grad[k_t]
                         ye, lr = ye[k_t], lr[keep]
                         xs = [t[k_t] for t in xs]
                         ys = [t[k_t] for t in ys]
                         omys = [t[k_t] if t is not None else None for t in omys]
-                self.opt.step(self.grad, lr)
+                self.opt.step(grad, lr)
                 self.updates += 1
                 seen += nb
                 ep_loss.append(loss)
@@ -687,7 +701,7 @@ class _Chunk:
         if correct is not None:
             values["accuracy"] = correct.to(torch.float64).numpy() / seen
         if self.n_val > 0:
-            zv, _ = forward(self.views, self.layout.specs, self.xv)
+            zv = self.net.predict(self.xv)
             vloss, _, vcorr = loss_and_grad(self.task, zv, self.yv, need_grad=False)
             values["val_loss"] = vloss.to(torch.float64).numpy()
             if vcorr is not None:

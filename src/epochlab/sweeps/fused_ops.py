@@ -3,9 +3,10 @@
 This module owns the parts of :mod:`epochlab.sweeps.fused` that are pure
 tensor code with no notion of epochs or data:
 
-- which ``nn.Sequential`` models can be fused (:func:`is_fusable`) and the
-  layout of all K members' parameters in one flat ``(K, P)`` buffer
-  (:class:`FlatLayout`), in the order of the model's ``state_dict``;
+- the layout of all K members' parameters in one flat ``(K, P)`` buffer
+  (:class:`FlatLayout`), in the order of the model's ``state_dict``; a
+  model's layers unrolled (:func:`sequential_leaves`) and the Linear +
+  ReLU/Tanh stacks the hand-written path takes (:func:`parse_sequential`);
 - a hand-written forward and backward for Linear + ReLU/Tanh stacks with
   batched matmuls (:func:`forward`, :func:`backward`), and the losses
   ``BCEWithLogits`` / cross-entropy / MSE with the gradient of their
@@ -16,7 +17,8 @@ tensor code with no notion of epochs or data:
   per-member scalars (learning rate, bias corrections) computed in float64.
 
 Why by hand: autograd over stacked parameters costs twice the hand-written
-backward at the sizes sweeps use (see ``shared/notes/fused-prototype.md``).
+backward at the sizes sweeps use (see ``shared/notes/fused-prototype.md``);
+every other supported layer runs by autograd (:mod:`epochlab.sweeps.fused_layers`).
 """
 
 from __future__ import annotations
@@ -32,65 +34,54 @@ ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
 
 
 @dataclass(frozen=True)
-class Fusability:
-    """Whether a model can be fused, and if not, why. Truthy when it can.
-
-    Example:
-        >>> from torch import nn
-        >>> check = is_fusable(nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.1)))
-        >>> bool(check), "Dropout" in check.reason
-        (False, True)
-    """
-
-    ok: bool
-    reason: str = ""
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-
-@dataclass(frozen=True)
 class LayerSpec:
-    """One Linear layer of the stack and the activation that follows it."""
+    """One Linear layer of a hand-written stack and the activation that follows it."""
 
-    index: int  # position in the nn.Sequential (names the state_dict keys)
+    index: int  # position among the model's layers (for messages)
     in_features: int
     out_features: int
     bias: bool
     activation: str | None  # "relu", "tanh" or None (the output layer)
+    prefix: str = ""  # its state_dict prefix, e.g. "0." or "1.2."
 
 
-def is_fusable(model: nn.Module) -> Fusability:
-    """Say whether ``model`` is a stack the fused engine can train, and why not.
-
-    Fusable: an ``nn.Sequential`` of ``nn.Linear`` layers, each hidden one
-    followed by exactly one ``nn.ReLU`` or ``nn.Tanh``, ending in a Linear
-    (logits out), floating point, without buffers.
+def sequential_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers of an ``nn.Sequential``, nested ones unrolled, with their state_dict prefixes.
 
     Example:
-        >>> from epochlab.models import mlp
-        >>> bool(is_fusable(mlp(20)))
-        True
-        >>> is_fusable(mlp(20, batch_norm=True)).reason[:40]
-        'layer 1 is BatchNorm1d: only nn.Linear, '
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 2), nn.ReLU()))
+        >>> [(p, type(l).__name__) for p, l in sequential_leaves(m)]
+        [('0.', 'Flatten'), ('1.0.', 'Linear'), ('1.1.', 'ReLU')]
     """
-    try:
-        parse_sequential(model)
-    except ValueError as err:
-        return Fusability(False, str(err))
-    return Fusability(True, "")
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(f"the model is a {type(model).__name__}, but must be an nn.Sequential")
+    out: list[tuple[str, nn.Module]] = []
+
+    def walk(seq: nn.Sequential, prefix: str) -> None:
+        for name, child in seq.named_children():
+            if type(child) is nn.Sequential:
+                walk(child, f"{prefix}{name}.")
+            else:
+                out.append((f"{prefix}{name}.", child))
+
+    walk(model, "")
+    if not out:
+        raise ValueError("the nn.Sequential is empty")
+    return out
 
 
 def parse_sequential(model: nn.Module) -> list[LayerSpec]:
-    """The Linear layers of a fusable model; raises ``ValueError`` saying why not."""
-    if not isinstance(model, nn.Sequential):
-        raise ValueError(f"the model is a {type(model).__name__}, but must be an nn.Sequential")
-    modules = list(model)
-    if not modules:
-        raise ValueError("the nn.Sequential is empty")
+    """The Linear layers of a Linear + ReLU/Tanh stack (the hand-written path); raises
+    ``ValueError`` saying why not."""
+    return hand_specs(sequential_leaves(model))
+
+
+def hand_specs(leaves: list[tuple[str, nn.Module]]) -> list[LayerSpec]:
+    """:func:`parse_sequential` on layers already unrolled."""
     specs: list[LayerSpec] = []
-    for i, module in enumerate(modules):
-        if isinstance(module, nn.Linear):
+    for i, (prefix, module) in enumerate(leaves):
+        if type(module) is nn.Linear:
             if specs and specs[-1].activation is None:
                 raise ValueError(
                     f"layer {i} is a Linear directly after the Linear at {specs[-1].index}: "
@@ -98,61 +89,71 @@ def parse_sequential(model: nn.Module) -> list[LayerSpec]:
                 )
             if not module.weight.dtype.is_floating_point:
                 raise ValueError(f"layer {i} has {module.weight.dtype} weights")
-            specs.append(
-                LayerSpec(i, module.in_features, module.out_features, module.bias is not None, None)
-            )
+            specs.append(LayerSpec(i, module.in_features, module.out_features,
+                                   module.bias is not None, None, prefix))
         elif type(module) in ACTIVATIONS:
             if not specs or specs[-1].activation is not None:
                 raise ValueError(f"layer {i} ({type(module).__name__}) must follow an nn.Linear")
             last = specs[-1]
-            specs[-1] = LayerSpec(
-                last.index, last.in_features, last.out_features, last.bias, ACTIVATIONS[type(module)]
-            )
+            specs[-1] = LayerSpec(last.index, last.in_features, last.out_features, last.bias,
+                                  ACTIVATIONS[type(module)], last.prefix)
         else:
             raise ValueError(
-                f"layer {i} is {type(module).__name__}: only nn.Linear, nn.ReLU and nn.Tanh "
-                "can be fused (BatchNorm and Dropout keep per-batch state or randomness that "
-                "the fused engine does not reproduce); train this model with epochlab.fit"
+                f"layer {i} is {type(module).__name__}: the hand-written path takes only "
+                "nn.Linear, nn.ReLU and nn.Tanh"
             )
+    if not specs:
+        raise ValueError("the model has no nn.Linear layer")
     if specs[-1].activation is not None:
         raise ValueError("the last layer must be an nn.Linear (the model returns logits)")
-    if any(True for _ in model.buffers()):
-        raise ValueError("the model has buffers; only parameters can be fused")
     return specs
 
 
 class FlatLayout:
-    """Offsets of every weight and bias of one member in a row of the ``(K, P)`` buffer.
+    """Offsets of every parameter of one member in a row of the ``(K, P)`` buffer.
 
     The order is the model's ``state_dict`` order, so one row is
     ``torch.cat([p.flatten() for p in model.state_dict().values()])``.
+    Built from the hand-written path's layers (``specs``) or, with
+    :meth:`of_params`, from any model's parameters.
     """
 
     def __init__(self, specs: list[LayerSpec]) -> None:
         self.specs = specs
+        entries: list[tuple[str, tuple[int, ...]]] = []
+        for s in specs:
+            entries.append((f"{s.prefix}weight", (s.out_features, s.in_features)))
+            if s.bias:
+                entries.append((f"{s.prefix}bias", (s.out_features,)))
+        self._set(entries)
+
+    @classmethod
+    def of_params(cls, entries: list[tuple[str, tuple[int, ...]]]) -> FlatLayout:
+        """A layout of the given ``(state_dict key, shape)`` pairs, in that order."""
+        layout = cls([])
+        layout._set(entries)
+        return layout
+
+    def _set(self, entries: list[tuple[str, tuple[int, ...]]]) -> None:
         self.entries: list[tuple[str, int, tuple[int, ...]]] = []  # key, offset, shape
         offset = 0
-        for s in specs:
-            self.entries.append((f"{s.index}.weight", offset, (s.out_features, s.in_features)))
-            offset += s.out_features * s.in_features
-            if s.bias:
-                self.entries.append((f"{s.index}.bias", offset, (s.out_features,)))
-                offset += s.out_features
+        for key, shape in entries:
+            self.entries.append((key, offset, tuple(shape)))
+            offset += math.prod(shape)
         self.n_params = offset
+
+    def named_views(self, flat: Tensor) -> dict[str, Tensor]:
+        """Every parameter as a ``(K, *shape)`` view of ``flat``, by state_dict key."""
+        k = flat.shape[0]
+        return {key: flat[:, off : off + math.prod(shape)].view(k, *shape)
+                for key, off, shape in self.entries}
 
     def views(self, flat: Tensor) -> list[tuple[Tensor, Tensor | None]]:
         """``(W, b)`` per layer as views of ``flat``: W is (K, out, in), b (K, out)."""
         out: list[tuple[Tensor, Tensor | None]] = []
-        k = flat.shape[0]
-        it = iter(self.entries)
+        named = self.named_views(flat)
         for s in self.specs:
-            _, off, shape = next(it)
-            w = flat[:, off : off + shape[0] * shape[1]].view(k, *shape)
-            b = None
-            if s.bias:
-                _, off, _ = next(it)
-                b = flat[:, off : off + s.out_features]
-            out.append((w, b))
+            out.append((named[f"{s.prefix}weight"], named.get(f"{s.prefix}bias")))
         return out
 
     def stack(self, state_dicts: list[dict[str, Tensor]], dtype: torch.dtype) -> Tensor:

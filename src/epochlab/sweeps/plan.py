@@ -38,7 +38,7 @@ import numpy as np
 
 from epochlab import schedules
 from epochlab.data.base import DataBundle
-from epochlab.sweeps.fused_ops import is_fusable
+from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.sweeps.spec import Config
 from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data
 

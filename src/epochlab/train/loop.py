@@ -334,7 +334,8 @@ def _progress(verbose: int) -> list[Callback]:
     return [ProgressBar()] if verbose == 1 else [EpochLogger()] if verbose == 2 else []
 
 
-def _dropout_seed(seed: int) -> int:
+def dropout_seed(seed: int) -> int:
+    """The seed of torch's RNG (dropout masks) in a run seeded with ``seed``."""
     # A stream distinct from the shuffling generator's, which uses `seed` itself.
     return (seed * 6364136223846793005 + 1442695040888963407) % 2**63
 
@@ -355,7 +356,7 @@ def run(
     n_train = data.n_train
     with torch.random.fork_rng(devices=[]):  # dropout draws from torch's RNG: seed it, leave the caller's alone
         if s.global_step == 0:  # each rank its own dropout stream
-            torch.manual_seed(_dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)))
+            torch.manual_seed(dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)))
         trainer.model.train()
         cbs.call("on_train_begin", trainer, {"epochs": epochs, "iterations_per_epoch": h.iterations_per_epoch})
         try:

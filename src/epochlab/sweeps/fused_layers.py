@@ -1,0 +1,335 @@
+"""Which models fuse, and the stacked network that trains K of them at once.
+
+Fusion is decided by structure: any ``nn.Sequential`` (nesting allowed)
+whose layers all have a *stacked form* in :data:`STACKED_LAYERS`, with no
+buffers and no frozen parameters (:func:`is_fusable` says why not).
+:func:`make_net` picks how to run it:
+
+- :class:`HandNet`: Linear + ReLU/Tanh stacks (after optional leading
+  ``nn.Flatten``), with the hand-written forward and backward of
+  :mod:`epochlab.sweeps.fused_ops` (the fast path: half autograd's cost);
+- :class:`StackedNet`: everything else, each layer's stacked form run
+  forward on the ``(K, P)`` parameter buffer and differentiated by autograd.
+
+A stacked form takes ``x`` of shape ``(K, B, *features)`` (member first,
+then the batch: what one member's layer sees is ``x[k]``), the layer's
+parameters as ``(K, *shape)`` views by their own names (``"weight"``,
+``"bias"``), and a :class:`Step` (training or not, one dropout generator per
+member); it returns ``(K, B, *out_features)`` equal, member by member, to
+the layer applied to ``x[k]`` with that member's parameters.
+
+**Adding a layer type** is one entry in :data:`STACKED_LAYERS`: its
+``nn.Module`` type mapped to a builder ``builder(module) -> forward``, where
+``forward(x, params, step) -> Tensor`` is the stacked form above (for
+example a grouped ``conv2d`` with ``groups=K`` for ``nn.Conv2d``). The
+parameter layout, the optimizer, the loss, autograd's backward and the
+equivalence tests' harness need no change.
+
+Dropout draws each member's masks from its own generator seeded as ``fit``
+seeds torch's (``epochlab.train.loop.dropout_seed``), one
+``bernoulli_(1 - p)`` per layer per step in forward order, exactly as
+``torch.nn.functional.dropout`` draws them for that member alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from epochlab.sweeps.fused_ops import (
+    FlatLayout,
+    backward,
+    forward,
+    forward_prepared,
+    hand_specs,
+    prepare_forward,
+    sequential_leaves,
+)
+from epochlab.train.loop import dropout_seed
+
+__all__ = [
+    "ELEMENTWISE", "STACKED_LAYERS", "Fusability", "HandNet", "StackedNet", "Step",
+    "is_fusable", "make_net",
+]
+
+
+@dataclass
+class Step:
+    """What a stacked layer needs besides its input and parameters, for one forward pass."""
+
+    training: bool
+    generators: list[torch.Generator] = field(default_factory=list)  # one per active member
+
+
+StackedForward = Callable[[Tensor, Mapping[str, Tensor], Step], Tensor]
+
+
+def _stacked_linear(m: nn.Linear) -> StackedForward:
+    def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
+        k, lead = x.shape[0], x.shape[1:-1]
+        xs = x.reshape(k, -1, x.shape[-1])
+        wt = p["weight"].transpose(1, 2)
+        b = p.get("bias")
+        z = torch.baddbmm(b.unsqueeze(1), xs, wt) if b is not None else torch.bmm(xs, wt)
+        return z.reshape(k, *lead, z.shape[-1])
+
+    return run
+
+
+def _elementwise(m: nn.Module) -> StackedForward:
+    # Elementwise activations do not care about the member axis: apply the module itself.
+    return lambda x, p, step: m(x)
+
+
+def _flatten(m: nn.Flatten) -> StackedForward:
+    # The module's dims count from one member's batch axis; the stacked tensor has K first.
+    start = m.start_dim + 1 if m.start_dim >= 0 else m.start_dim
+    end = m.end_dim + 1 if m.end_dim >= 0 else m.end_dim
+    return lambda x, p, step: x.flatten(start, end)
+
+
+def _dropout(m: nn.Dropout) -> StackedForward:
+    rate = float(m.p)
+
+    def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
+        if not step.training or rate == 0.0:
+            return x
+        if rate == 1.0:
+            return x * torch.zeros_like(x)
+        # As F.dropout: a Bernoulli(1 - p) mask divided by 1 - p, one draw per member.
+        masks = torch.stack([
+            torch.empty(x.shape[1:], dtype=x.dtype).bernoulli_(1.0 - rate, generator=g)
+            .div_(1.0 - rate) for g in step.generators
+        ])
+        return x * masks
+
+    return run
+
+
+def _layer_norm(m: nn.LayerNorm) -> StackedForward:
+    shape, eps = tuple(m.normalized_shape), m.eps
+
+    def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
+        y = F.layer_norm(x, shape, None, None, eps)
+        lead = (x.shape[0],) + (1,) * (x.ndim - 1 - len(shape))
+        if "weight" in p:
+            y = y * p["weight"].reshape(*lead, *shape)
+        if "bias" in p:
+            y = y + p["bias"].reshape(*lead, *shape)
+        return y
+
+    return run
+
+
+ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.Softplus,
+    nn.Identity,
+)
+"""Activations applied to each value on its own, so the member axis does not matter."""
+
+STACKED_LAYERS: dict[type[nn.Module], Callable[[nn.Module], StackedForward]] = {
+    nn.Linear: _stacked_linear,
+    nn.Flatten: _flatten,
+    nn.Dropout: _dropout,
+    nn.LayerNorm: _layer_norm,
+    **{t: _elementwise for t in ELEMENTWISE},
+}
+"""``nn.Module`` type -> builder of its stacked form (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Fusability:
+    """Whether a model can be fused, and if not, why. Truthy when it can.
+
+    Example:
+        >>> check = is_fusable(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)))
+        >>> bool(check), "BatchNorm1d" in check.reason
+        (False, True)
+    """
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _names() -> str:
+    return ", ".join(sorted(t.__name__ for t in STACKED_LAYERS))
+
+
+def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's layers when it can be fused; raises ``ValueError`` saying why not."""
+    leaves = sequential_leaves(model)
+    for i, (prefix, module) in enumerate(leaves):
+        if type(module) not in STACKED_LAYERS:
+            where = prefix.rstrip(".")
+            raise ValueError(
+                f"layer {where if '.' in where else i} is {type(module).__name__}: it has no "
+                f"fused form (fused layers: {_names()}); train this model with epochlab.fit"
+            )
+    if any(True for _ in model.buffers()):
+        raise ValueError("the model has buffers; only parameters can be fused")
+    params = list(model.parameters())
+    if not params:
+        raise ValueError("the model has no parameters")
+    if any(not p.requires_grad for p in params):
+        raise ValueError("the model has frozen parameters, which fused training would train")
+    dtypes = {p.dtype for p in params}
+    if len(dtypes) > 1 or not params[0].is_floating_point():
+        raise ValueError(f"the parameters must share one floating dtype, not {sorted(map(str, dtypes))}")
+    return leaves
+
+
+def is_fusable(model: nn.Module) -> Fusability:
+    """Say whether ``model`` can train fused, and why not.
+
+    Fusable: an ``nn.Sequential`` (nested ones too) of layers that have a
+    stacked form (:data:`STACKED_LAYERS`: ``nn.Linear``, ``nn.LayerNorm``,
+    ``nn.Flatten``, ``nn.Dropout`` and elementwise activations), all
+    parameters trainable and of one floating dtype, no buffers.
+
+    Example:
+        >>> from epochlab.models import mlp
+        >>> bool(is_fusable(mlp(20))), bool(is_fusable(mlp(20, activation="gelu", dropout=0.1)))
+        (True, True)
+        >>> is_fusable(mlp(20, batch_norm=True)).reason[:25]
+        'layer 1 is BatchNorm1d: i'
+    """
+    try:
+        _check(model)
+    except ValueError as err:
+        return Fusability(False, str(err))
+    return Fusability(True, "")
+
+
+class HandNet:
+    """Linear + ReLU/Tanh stacks with the hand-written forward and backward (the fast path).
+
+    Leading ``nn.Flatten`` layers become one reshape of the data
+    (:attr:`flatten_input`), so an MLP on images takes this path too.
+    """
+
+    def __init__(self, leaves: list[tuple[str, nn.Module]]) -> None:
+        n_flat = 0
+        while n_flat < len(leaves) and _plain_flatten(leaves[n_flat][1]):
+            n_flat += 1
+        self.flatten_input = n_flat > 0
+        self.specs = hand_specs(leaves[n_flat:])
+        self.layout = FlatLayout(self.specs)
+
+    def bind(self, flat: Tensor, grad: Tensor) -> None:
+        self.views = self.layout.views(flat)
+        self.fwd_views = prepare_forward(self.views)
+        self.grad = grad
+        self.grad_views = self.layout.views(grad)
+
+    def start(self, seeds: list[int]) -> None:
+        return None
+
+    def select(self, keep: np.ndarray) -> None:
+        return None
+
+    def train_forward(self, x: Tensor) -> Tensor:
+        z, self._cache = forward_prepared(self.fwd_views, self.specs, x)
+        return z
+
+    def backward(self, dz: Tensor) -> Tensor:
+        backward(self.views, self.grad_views, self.specs, self._cache, dz)
+        return self.grad
+
+    def predict(self, x: Tensor) -> Tensor:
+        return forward(self.views, self.specs, x)[0]
+
+    def width(self, x_row: Tensor) -> int:
+        """Activation values one row produces across the layers (for the memory plan)."""
+        return sum(s.out_features for s in self.specs)
+
+
+def _plain_flatten(m: nn.Module) -> bool:
+    return type(m) is nn.Flatten and m.start_dim == 1 and m.end_dim == -1
+
+
+class StackedNet:
+    """Any fusable model: stacked forms run on views of the buffer, autograd's backward."""
+
+    flatten_input = False
+
+    def __init__(self, leaves: list[tuple[str, nn.Module]], template: nn.Module) -> None:
+        self.template = template
+        self.layers: list[tuple[str, StackedForward, list[str]]] = []
+        for prefix, module in leaves:
+            names = [n for n, _ in module.named_parameters(recurse=False)]
+            self.layers.append((prefix, STACKED_LAYERS[type(module)](module), names))
+        self.layout = FlatLayout.of_params(
+            [(k, tuple(v.shape)) for k, v in template.state_dict().items()]
+        )
+        self.generators: list[torch.Generator] = []
+
+    def bind(self, flat: Tensor, grad: Tensor) -> None:
+        self.flat = flat
+
+    def start(self, seeds: list[int]) -> None:
+        """One dropout generator per member, seeded as ``fit`` seeds torch's RNG."""
+        self.generators = [torch.Generator().manual_seed(dropout_seed(s)) for s in seeds]
+
+    def select(self, keep: np.ndarray) -> None:
+        self.generators = [self.generators[i] for i in keep]
+
+    def _run(self, flat: Tensor, x: Tensor, step: Step) -> Tensor:
+        named = self.layout.named_views(flat)
+        h = x
+        for prefix, fwd, names in self.layers:
+            h = fwd(h, {n: named[prefix + n] for n in names}, step)
+        return h
+
+    def train_forward(self, x: Tensor) -> Tensor:
+        self._leaf = self.flat.detach().requires_grad_(True)
+        with torch.enable_grad():
+            self._z = self._run(self._leaf, x, Step(True, self.generators))
+        return self._z.detach()
+
+    def backward(self, dz: Tensor) -> Tensor:
+        (grad,) = torch.autograd.grad(self._z, self._leaf, dz)
+        self._z = self._leaf = None  # free the graph
+        return grad
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self._run(self.flat, x, Step(False))
+
+    def width(self, x_row: Tensor) -> int:
+        """Activation values one row produces across the layers, times 3 for what autograd
+        keeps (inputs of activations, normalization statistics)."""
+        total, h = 0, x_row.unsqueeze(0)
+        was = self.template.training
+        self.template.eval()  # no dropout draws from torch's RNG
+        try:
+            with torch.no_grad():
+                for _, module in sequential_leaves(self.template):
+                    h = module(h)
+                    total += h[0].numel()
+        finally:
+            self.template.train(was)
+        return 3 * total
+
+
+def make_net(model: nn.Module) -> HandNet | StackedNet:
+    """The fastest way to run ``model`` stacked: :class:`HandNet` when it is a Linear +
+    ReLU/Tanh stack, else :class:`StackedNet`; ``ValueError`` when it cannot be fused.
+
+    Example:
+        >>> from epochlab.models import mlp
+        >>> type(make_net(mlp(4))).__name__, type(make_net(mlp(4, activation="gelu"))).__name__
+        ('HandNet', 'StackedNet')
+    """
+    leaves = _check(model)
+    try:
+        return HandNet(leaves)
+    except ValueError:
+        return StackedNet(leaves, model)

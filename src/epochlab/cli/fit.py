@@ -32,6 +32,7 @@ from epochlab.store import check_study, open_store, record_history, run_key
 from epochlab.train.accounting import validation_count
 from epochlab.train.distributed import (
     check_split,
+    end_processes,
     gpu_per_process,
     launch,
     launched_by_torchrun,
@@ -138,6 +139,7 @@ def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, vali
              validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
              store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
              rank0)
+        end_processes()  # the others wait for process 0's files, then all end together
     finally:
         if store is not None:
             store.close()

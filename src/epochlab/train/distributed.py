@@ -32,6 +32,7 @@ in ``samples_repeated``, not in ``samples_seen``.
 from __future__ import annotations
 
 import atexit
+import gc
 import math
 import multiprocessing
 import os
@@ -269,7 +270,19 @@ def setup(model: nn.Module) -> DistContext:
 
 def _destroy() -> None:
     if dist.is_initialized():
+        gc.collect()  # DDP wrappers first: their reducers hold on to the group
         dist.destroy_process_group()
+
+
+def end_processes() -> None:
+    """Wait for every process, then end the process group in all of them together.
+
+    A process that ends the group (or exits) while another still uses it can
+    abort; a command's last step, so that rank 0 writes its files first.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        _destroy()
 
 
 def distribute(trainer: Trainer, prepared: PreparedData, ctx: DistContext, batch_size: int,

@@ -17,14 +17,16 @@ def invoke(*args):
 
 def test_two_processes_write_one_history_with_the_global_accounting(tmp_path):
     out = tmp_path / "run"
+    # The schedule's own initial rate: no --lr reaches the processes unless the user gave it.
     result = invoke("--data", "synthetic", "--model", "mlp", "--epochs", "2", "--batch-size",
                     "16", "--validation-split", "0.2", "--nproc", "2", "--out", str(out),
-                    "--store", str(tmp_path / "s.db"))
+                    "--store", str(tmp_path / "s.db"), "--schedule", "constant:lr=0.002")
     assert result.exit_code == 0, result.output
     h = el.History.load(out / "history.json")
     assert (h.world_size, h.backend, h.n_train, h.global_batch_size) == (2, "gloo", 640, 32)
     assert h.iterations_per_epoch == math.ceil(math.ceil(h.n_train / 2) / 16) == 20
     assert (h.total_updates, h.samples_seen, h.samples_repeated) == (40, 1280, 0)
+    assert h.iterations["lr"] == [0.002] * 40
     assert (out / "model.pt").is_file()
     with el.store.SQLiteStore(tmp_path / "s.db") as store:  # one run, stored by process 0
         runs = store.runs("fit")

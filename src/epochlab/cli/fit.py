@@ -274,7 +274,9 @@ def _launch(data: DataBundle, nproc: int, validation_split: float, batch_size: i
     # Every process must write to the same folder: fix it here, not from each one's clock.
     folder = folder if folder is not None else out_dir(None, "fit")
     folder.mkdir(parents=True, exist_ok=True)
-    params = {**ctx.params, "out": str(folder)}
+    # Pass on what the user gave, as given: a default passed explicitly could change its
+    # meaning (--lr beside a schedule's own initial rate is an error).
+    params = {k: ctx.params[k] for k in _given(ctx)} | {"out": str(folder)}
     args = ["fit"]
     for p in ctx.command.params:
         value = params.get(p.name)

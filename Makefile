@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test chromium lint bench clean
 
 # Reinstall when the project's dependency files change.
 $(STAMP): pyproject.toml constraints.txt
@@ -13,12 +13,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# The tour: every slide of the seed, reproduced and corrected, in runs/tour/index.html.
 demo: $(STAMP)
-	$(BIN)/epochlab fit --data synthetic --model mlp --epochs 10 --batch-size 32 \
-		--validation-split 0.2 --out runs/demo
+	$(BIN)/epochlab tour --out runs/tour
 
-test: $(STAMP)
+# The browser test renders the tour in headless Chromium. Install Debian's package
+# where it is missing and we can (root with apt-get); otherwise that one test skips.
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    || echo "Could not install chromium: the browser test will skip."; \
+	  else echo "chromium is not installed and cannot be (not root, or no apt-get):" \
+	    "the browser test will skip."; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

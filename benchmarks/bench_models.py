@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 import epochlab as el
 from epochlab.data.sequences import bag_of_words, sequences
 from epochlab.models import cnn, lstm_classifier, mlp
-from epochlab.models.transfer import transfer_study
+from epochlab.recipes.transfer import transfer_study
 
 
 def _train(model, data, epochs: int, batch_size: int, seed: int,

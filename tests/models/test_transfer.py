@@ -14,11 +14,9 @@ from epochlab.models.transfer import (
     TransferModel,
     backbone,
     count_parameters,
-    epochs_to_reach,
     freeze,
     mobilenet_v2_backbone,
     transfer_model,
-    transfer_study,
     unfreeze,
 )
 
@@ -88,26 +86,8 @@ def test_transfer_model_head_sizes_and_argument_errors():
         TransferModel(nn.Flatten(), n_classes=3)
 
 
-def test_epochs_to_reach_is_one_based_and_none_when_never_reached():
-    assert epochs_to_reach([0.9, 0.95], 0.95) == 2
-    assert epochs_to_reach([0.9, 0.94], 0.95) is None
-
-
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None,
                     reason="torchvision is installed")
 def test_mobilenet_without_torchvision_says_how_to_install_it(tmp_path):
     with pytest.raises(ImportError, match="pip install torchvision"):
         mobilenet_v2_backbone(tmp_path / "weights.pt")
-
-
-def test_small_transfer_study_reports_curves_counts_and_a_head_start():
-    r = transfer_study(epochs=2, pretrain_epochs=3, fine_tune_epochs=1, max_train=250,
-                       target_accuracy=0.5, seed=0)
-    transfer, scratch = r["transfer"], r["scratch"]
-    assert len(transfer["test_accuracy"]) == len(scratch["test_accuracy"]) == 3
-    assert len(r["pretrain"]["test_accuracy"]) == 3
-    assert (transfer["trainable"], transfer["frozen"]) == (37_253, 55_744)
-    assert scratch["frozen"] == 0 and transfer["fine_tune_from"] == 3
-    # Pretrained features on digits 0-4 give digits 5-9 a head start over random ones.
-    assert transfer["test_accuracy"][0] > scratch["test_accuracy"][0] + 0.1
-    assert transfer["epochs_to_target"] == epochs_to_reach(transfer["test_accuracy"], 0.5)

@@ -1,12 +1,12 @@
 """Early stopping (the seed's slide 6), with best weights restored whenever training ends.
 
 :class:`EarlyStopping` owns *when to stop* for lack of improvement and *which
-weights the model ends with*. Keras restores the best weights only when
-patience runs out; when the epoch limit comes first (or Ctrl-C, or a
-divergence) the model keeps its last weights, although the best epoch is
-known. Here ``restore_best_weights=True`` restores in ``on_train_end``,
-which the loop calls whatever the reason training ended, and
-``history.weights_epoch`` then names the best epoch.
+weights the model ends with*. ``restore_best_weights=True`` restores in
+``on_train_end``, which the loop calls whatever the reason training ended
+(patience, the epoch limit, Ctrl-C, a divergence), and
+``history.weights_epoch`` then names the best epoch. Keras 3 also restores
+in ``on_train_end`` (tf.keras 2 did only when patience ran out), but its
+``fit`` runs no ``on_train_end`` on Ctrl-C and trains on through NaN losses.
 
 :func:`parse` reads the CLI spelling ``val_loss:patience=5,restore=true``.
 """

@@ -1,4 +1,5 @@
-"""``epochlab report``: a stored study as a heatmap, validation curves and results.csv."""
+"""``epochlab report``: a stored study as a heatmap, validation curves and results.csv,
+or (``--html``) as one self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ from epochlab.cli.common import console
 @click.option("--y", "y", default=None, help="Setting on the heatmap's y axis [default: auto].")
 @click.option("--select", type=click.Choice(["final", "best"]), default="final", show_default=True,
               help="final: at the weights each run ends with; best: its best epoch (slide 13).")
-def report_command(study, store_path, out, metric, mode, x, y, select) -> None:
+@click.option("--html", "html", is_flag=True,
+              help="Also write OUT/index.html: the study on one self-contained page (the tour's "
+                   "parts: results, heatmap, curves, best run, advice).")
+def report_command(study, store_path, out, metric, mode, x, y, select, html) -> None:
     """Write heatmap.png, curves_<setting>.png and results.csv for a study; print the best run.
 
-    Example: epochlab report --study slide13 --x batch_size --y epochs
+    With --html, also index.html: one page, figures embedded, no network needed.
+
+    Example: epochlab report --study slide13 --x batch_size --y epochs --html
     """
     from pathlib import Path
 
@@ -35,6 +41,11 @@ def report_command(study, store_path, out, metric, mode, x, y, select) -> None:
     with open_store(store_path, create=False) as store:
         result = write_report(store, study, folder, metric=metric, mode=mode, x=x, y=y,
                               select=select)
+        if html:
+            from epochlab.report.study import write_html_report
+
+            result["files"]["index.html"] = write_html_report(
+                store, study, folder, metric=metric, mode=mode, select=select)
     best = result["best"]
     if best is None:
         console.print(f"[red]No finished run has a finite {result['metric']}.[/]")

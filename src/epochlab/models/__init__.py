@@ -3,6 +3,8 @@
 ``mlp`` (slide 1, batch norm optional), ``cnn`` (slides 11 and 13),
 ``lstm_classifier`` (slide 12, padding masked), the transfer-learning pieces
 (slide 10) and :func:`build`, which sizes any of them for a dataset by name.
+Models never import the training loop; the slide-10 experiment is
+:func:`epochlab.recipes.transfer_study`.
 """
 
 from epochlab.models.cnn import CNN, Backbone, cnn
@@ -16,7 +18,6 @@ from epochlab.models.transfer import (
     freeze,
     mobilenet_v2_backbone,
     transfer_model,
-    transfer_study,
     unfreeze,
 )
 
@@ -35,6 +36,5 @@ __all__ = [
     "mlp",
     "mobilenet_v2_backbone",
     "transfer_model",
-    "transfer_study",
     "unfreeze",
 ]

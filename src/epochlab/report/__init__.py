@@ -1,5 +1,14 @@
-"""Figures and reports: matplotlib (Agg backend), written as PNG files."""
+"""Figures and reports: matplotlib Figures (never pyplot), PNG files, one-page HTML reports.
+
+- :mod:`~epochlab.report.figures`: new figures, PNG bytes, the labelling check.
+- :mod:`~epochlab.report.curves`: a History's curves (loss, metrics, learning rate).
+- :mod:`~epochlab.report.heatmap`: a metric over two settings.
+- :mod:`~epochlab.report.study`: a stored study as files or HTML sections.
+- :mod:`~epochlab.report.html`: the self-contained page (advice on it comes from
+  :mod:`epochlab.diagnose.advice`).
+"""
 
 from epochlab.report.curves import plot_curves, plot_lr
+from epochlab.report.heatmap import plot_heatmap
 
-__all__ = ["plot_curves", "plot_lr"]
+__all__ = ["plot_curves", "plot_heatmap", "plot_lr"]

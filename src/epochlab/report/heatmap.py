@@ -10,26 +10,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+from epochlab.report.figures import new_figure, save_figure
 
 __all__ = ["plot_heatmap", "save_figure"]
-
-
-def save_figure(fig: Figure, path: str | os.PathLike | None) -> Figure:
-    """Write ``fig`` as a PNG at ``path`` (folders created) and close it; no-op for None."""
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-    return fig
 
 
 def plot_heatmap(
@@ -68,9 +57,9 @@ def plot_heatmap(
         raise ValueError(
             f"`values` has shape {v.shape}, but the labels make {(len(y_labels), len(x_labels))}."
         )
-    fig, ax = plt.subplots(figsize=(1.4 * len(x_labels) + 3, 0.9 * len(y_labels) + 2.2))
+    fig, (ax,) = new_figure(1.4 * len(x_labels) + 3.4, 0.9 * len(y_labels) + 2.6)
     masked = np.ma.masked_invalid(v)
-    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
     im = ax.imshow(masked, cmap=cmap, aspect="auto", origin="upper")
     finite = v[np.isfinite(v)]
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
@@ -91,11 +80,16 @@ def plot_heatmap(
                     fontweight="bold" if best == (i, j) else "normal")
     if best is not None:
         ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False,
-                               edgecolor="red", linewidth=2.5))
+                               edgecolor="red", linewidth=2.5,
+                               label=f"best cell ({mode}): {format(v[best], fmt)}"))
+    if finite.size < v.size:
+        ax.add_patch(Rectangle((0, 0), 0, 0, facecolor="#dddddd", label="grey, —: no finished run"))
     ax.set_xticks(range(len(x_labels)), [str(t) for t in x_labels])
     ax.set_yticks(range(len(y_labels)), [str(t) for t in y_labels])
     ax.set_xlabel(x_name)
     ax.set_ylabel(y_name)
     ax.set_title(title or f"{metric} by {y_name} and {x_name} (★ best, {mode})")
     fig.colorbar(im, ax=ax, label=metric)
+    if ax.patches:
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), fontsize=8, frameon=False)
     return save_figure(fig, path)

@@ -12,10 +12,15 @@ owns how a sweep is shown:
 - :func:`plot_validation_curves`: the metric per epoch, one line per
   configuration, coloured by one setting (slide 4: batch size, slide 5:
   learning rate, slide 9: batch norm on/off).
+- :func:`plot_metric_by`: the metric per epoch per value of one setting,
+  averaged over the others (seeds), with a min-max band.
 - :func:`write_report`: all of it into one folder, axes chosen
   automatically (the swept settings with more than one value), with
   ``advice.txt`` (:func:`epochlab.diagnose.advice.advise_runs`: the best
   value of each swept setting and the numbers behind it).
+- :func:`study_sections` / :func:`write_html_report`: the same as one
+  self-contained HTML page (``epochlab report --html``); the tour is built
+  from these parts.
 
 Both "final" (at the weights a run ends with) and "best" (max or min over
 its epochs, slide 13's ``max(history['val_accuracy'])``) are recorded;
@@ -27,27 +32,30 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from epochlab.diagnose.advice import advise_runs, format_advice, runs_from_store  # noqa: E402
-from epochlab.report.heatmap import plot_heatmap, save_figure  # noqa: E402
-from epochlab.store.base import DONE, RunRecord, Store  # noqa: E402
-from epochlab.sweeps.driver import best_run, metric_values  # noqa: E402
-from epochlab.sweeps.spec import SWEPT  # noqa: E402
-from epochlab.validation import ParameterError, resolve_mode  # noqa: E402
+from epochlab.diagnose.advice import advise_runs, format_advice, runs_from_store
+from epochlab.report.curves import metric_label
+from epochlab.report.figures import integer_ticks, new_figure, save_figure
+from epochlab.report.heatmap import plot_heatmap
+from epochlab.report.html import Section, Table
+from epochlab.store.base import DONE, RunRecord, Store
+from epochlab.sweeps.driver import best_run, metric_values
+from epochlab.sweeps.spec import SWEPT
+from epochlab.train.history import History
+from epochlab.validation import ParameterError, resolve_mode
 
 __all__ = [
-    "choose_axes", "heatmap_grid", "plot_validation_curves", "study_rows", "swept_settings",
-    "write_csv", "write_report",
+    "choose_axes", "heatmap_grid", "history_of", "plot_metric_by", "plot_validation_curves",
+    "advice_section", "study_rows", "study_sections", "swept_settings", "write_csv", "write_html_report",
+    "write_report",
 ]
 
 
@@ -222,10 +230,10 @@ def plot_validation_curves(
         if ident not in longest or r.settings["epochs"] > longest[ident].settings["epochs"]:
             longest[ident] = r
     values = sorted({r.settings.get(by) for r in longest.values()}, key=_sort_key)
-    colors = plt.get_cmap("viridis" if len(values) > 2 else "tab10")(
+    colors = matplotlib.colormaps["viridis" if len(values) > 2 else "tab10"](
         np.linspace(0.05, 0.9, len(values)) if len(values) > 2 else range(len(values)))
     others = [s for s in swept if s not in (by, "epochs")]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, (ax,) = new_figure(8, 4.5)
     styles = ["-", "--", ":", "-."]
     extras = sorted({" ".join(f"{o}={_show(r.settings[o])}" for o in others)
                      for r in longest.values()})
@@ -241,7 +249,8 @@ def plot_validation_curves(
                 label=None if label in seen_labels else label)
         seen_labels.add(label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    integer_ticks(ax)
+    ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{metric} per epoch, by {by}")
     ax.grid(alpha=0.3)
     if len(seen_labels) <= 16:
@@ -305,3 +314,219 @@ def write_report(
     files["advice.txt"].write_text(format_advice(advice) + "\n")
     return {"files": files, "best": best, "metric": metric, "mode": mode, "axes": (x, y),
             "rows": rows, "advice": advice}
+
+
+def history_of(store: Store, run: RunRecord | int) -> History:
+    """A stored run as a :class:`~epochlab.History` (epochs, iterations, accounting), for figures.
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> s = MemoryStore(); sid = s.create_study("x"); rid = s.add_run(sid, "k", {})
+        >>> s.finish_run(rid, "completed", {"total_updates": 4, "iterations_per_epoch": 2},
+        ...              [{"epoch": 0, "loss": 0.5}, {"epoch": 1, "loss": 0.4}])
+        >>> h = history_of(s, rid); h.total_updates, len(h.epochs)
+        (4, 2)
+    """
+    r = store.run(run) if isinstance(run, int) else run
+    s = r.summary
+    h = History(
+        n_train=int(s.get("n_train") or 0), n_val=int(s.get("n_val") or 0),
+        batch_size=int(s.get("batch_size") or r.settings.get("batch_size") or 0),
+        iterations_per_epoch=int(s.get("iterations_per_epoch") or 0),
+        epochs_planned=int(s.get("epochs_planned") or r.settings.get("epochs") or 0),
+        total_updates=int(s.get("total_updates") or 0), samples_seen=int(s.get("samples_seen") or 0),
+        stop_reason=s.get("stop_reason") or "completed", loss_name=s.get("loss_name") or "",
+        weights_epoch=s.get("weights_epoch"), params=dict(s.get("params") or r.settings),
+        epochs=store.epochs(r.id),
+    )
+    its = store.iterations(r.id)
+    if its:
+        h.iterations = its
+    return h
+
+
+def _longest_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    # A run read off a longer one is that run's prefix: draw each training once.
+    return [r for r in runs if r.status in DONE and r.shared_from is None]
+
+
+def plot_metric_by(
+    store: Store, study: str, by: str, metric: str = "val_accuracy", *,
+    runs: Sequence[RunRecord] | None = None, title: str | None = None,
+    names: dict[Any, str] | None = None, path: str | os.PathLike | None = None,
+) -> Figure:
+    """``metric`` per epoch, one line per value of ``by``: the mean over the runs with that
+    value (other seeds, other settings), a band from their minimum to their maximum.
+    ``names`` maps a value to its legend text (default ``"<by>=<value>"``).
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> from epochlab.sweeps import SweepSpec, sweep
+        >>> s = MemoryStore()
+        >>> _ = sweep(SweepSpec(data_options={"n_samples": 100}, epochs=[2],
+        ...                  lr=[1e-3, 1e-2], seed=[0, 1], name="m"), s, progress=False)
+        >>> fig = plot_metric_by(s, "m", "lr")
+        >>> sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+        ['band: min to max over those runs', 'lr=0.001 (mean of 2 runs)', 'lr=0.01 (mean of 2 runs)']
+    """
+    runs = _longest_runs(runs if runs is not None else _runs(store, study))
+    groups: dict[Any, list[list[float]]] = {}
+    for r in runs:
+        ys = [float(row.get(metric, math.nan)) for row in store.epochs(r.id)]
+        groups.setdefault(r.settings.get(by), []).append(ys)
+    values = sorted(groups, key=_sort_key)
+    cmap = matplotlib.colormaps["viridis" if len(values) > 3 else "tab10"]
+    colors = cmap(np.linspace(0.05, 0.85, len(values))) if len(values) > 3 else \
+        [cmap(i) for i in range(len(values))]
+    fig, (ax,) = new_figure(8, 4.3)
+    banded = False
+    for k, v in enumerate(values):
+        curves = groups[v]
+        n = max(len(c) for c in curves)
+        arr = np.full((len(curves), n), np.nan)
+        for i, c in enumerate(curves):
+            arr[i, : len(c)] = c
+        with warnings.catch_warnings():  # an epoch no run reached is NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, lo, hi = np.nanmean(arr, 0), np.nanmin(arr, 0), np.nanmax(arr, 0)
+        x = np.arange(1, n + 1)
+        label = (names or {}).get(v, f"{by}={_show(v)}") + (
+            f" (mean of {len(curves)} runs)" if len(curves) > 1 else "")
+        ax.plot(x, mean, color=colors[k], marker="o", ms=2.5, label=label)
+        if len(curves) > 1:
+            ax.fill_between(x, lo, hi, color=colors[k], alpha=0.15)
+            banded = True
+    if banded:  # one legend entry for all bands, after the lines
+        ax.fill_between([], [], [], color="grey", alpha=0.2, label="band: min to max over those runs")
+    ax.set_xlabel("epoch")
+    integer_ticks(ax)
+    ax.set_ylabel(metric_label(metric, next((r.summary.get("loss_name") for r in runs), None)))
+    ax.set_title(title or f"{metric} per epoch, by {by}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def study_sections(
+    store: Store, study: str, *, metric: str | None = None, mode: str | None = None,
+    select: str = "final",
+) -> list[Section]:
+    """The sections of a study's HTML page: overview and results, heatmap, curves, best run,
+    advice. ``epochlab report --html`` renders them; the tour uses the same parts.
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> from epochlab.sweeps import SweepSpec, sweep
+        >>> s = MemoryStore()
+        >>> _ = sweep(SweepSpec(data_options={"n_samples": 100}, epochs=[1, 2],
+        ...                  batch_size=[16, 32], name="h"), s, progress=False)
+        >>> [x.title for x in study_sections(s, "h")]
+        ['Study h', 'Heatmap: val_accuracy by epochs and batch_size', 'Curves by batch_size', 'The best run', 'Advice']
+    """
+    from epochlab.diagnose.advice import advise_history
+    from epochlab.report.curves import plot_curves
+
+    info = store.study(study)
+    if info is None:
+        _runs(store, study)  # raises, naming the studies there are
+    spec = (info or {}).get("spec") or {}
+    metric = metric or spec.get("metric", "val_accuracy")
+    if mode is None:  # the study's mode belongs to its metric; another's comes from the name
+        mode = spec["mode"] if metric == spec.get("metric") and "mode" in spec else (
+            resolve_mode(metric))
+    mode = resolve_mode(metric, mode)
+    runs = _runs(store, study)
+    rows = study_rows(store, study, metric, mode)
+    swept = swept_settings(runs)
+    statuses: dict[str, int] = {}
+    for r in runs:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    shared = sum(r.shared_from is not None for r in runs)
+    cols = ["run", *swept, "status", f"{metric}_final", f"{metric}_best", f"{metric}_best_epoch",
+            "total_updates", "shared_from"]
+    test_cols = sorted({k for row in rows for k in row if k.startswith("test_")})
+    cols += test_cols
+    overview = Section(
+        f"Study {study}",
+        f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}); "
+        f"swept: {', '.join(swept) or 'nothing'}. Ranked by {metric} ({select}, {mode}).",
+        facts=[("runs", len(runs)), ("read off a longer run (epoch-prefix sharing)", shared),
+               ("metric", f"{metric} ({mode})")] + [
+            (k, _show(v)) for k, v in spec.items() if k in ("data", "model", "validation_split",
+                                                             "early_stopping") and v is not None],
+        tables=[Table(cols, [[row.get(c) for c in cols] for row in rows],
+                      caption=f"every run of {study}")],
+    )
+    sections = [overview]
+    done = [r for r in runs if r.status in DONE]
+    if swept and done:
+        x, y = choose_axes(swept)
+        if all(x in row and y in row for row in rows):
+            grid, xs, ys = heatmap_grid(rows, x, y, metric, mode, select)
+            rest = [s for s in swept if s not in (x, y)]
+            fig = plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x,
+                               y_name=y, metric=metric, mode=mode,
+                               title=f"{metric} ({select}) by {y} and {x}"
+                               + (f"\neach cell: best over {', '.join(rest)}" if rest else ""))
+            sections.append(Section(
+                f"Heatmap: {metric} by {y} and {x}",
+                f"Each cell is the {select} {metric} of the best finished run with those two "
+                "settings; the framed cell is the best of all.",
+                figures=[(fig, f"{metric} by {y} and {x}")]))
+    # Averaging over seeds is the point of the bands, so seeds get no figure of their own
+    # unless nothing else was swept.
+    bys = [s for s in swept if s not in ("epochs", "seed")] or swept[:1]
+    curves = Section(f"Curves by {', '.join(bys) or 'run'}",
+                     f"{metric} per epoch: for each value of a swept setting, the mean over the "
+                     "runs that share it, with a band from their lowest to their highest value.")
+    for by in bys:
+        curves.figures.append((plot_metric_by(store, study, by, metric, runs=runs),
+                               f"{metric} per epoch by {by}"))
+    if not curves.figures and done:
+        fig, (ax,) = new_figure(8, 4.3)
+        for r in _longest_runs(runs)[:12]:
+            ys = [row.get(metric, math.nan) for row in store.epochs(r.id)]
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=2.5, label=f"run {r.id}")
+        ax.set(xlabel="epoch", ylabel=metric_label(metric), title=f"{metric} per epoch, per run")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        curves.figures.append((fig, f"{metric} per epoch, per run"))
+    if curves.figures:
+        sections.append(curves)
+    best = best_run(store, runs, metric, mode, select)
+    advice = advise_runs(runs_from_store(store, runs), metric=metric, mode=mode, select=select)
+    if best is not None:
+        h = history_of(store, best)
+        settings = {k: best.settings[k] for k in SWEPT if k in best.settings}
+        sec = Section("The best run",
+                      f"Run {best.id} ({', '.join(f'{k}={_show(v)}' for k, v in settings.items())}): "
+                      "its training and validation loss per epoch.",
+                      facts=[("iterations per epoch", h.iterations_per_epoch),
+                             ("total updates", h.total_updates), ("stop", h.stop_reason)])
+        if h.epochs and "loss" in h.history:
+            sec.figures.append((plot_curves(h, "loss"), f"loss per epoch of run {best.id}"))
+        sections.append(sec)
+        advice += advise_history(h)
+    if advice:
+        sections.append(advice_section(advice, "Advice"))
+    return sections
+
+
+def advice_section(items: Sequence[Any], title: str = "Advice", shows: str = "") -> Section:
+    """Advice items (:mod:`epochlab.diagnose.advice`) as a section: a table of topic and text."""
+    return Section(title, shows or "What these runs support, each with the numbers behind it "
+                   "(epochlab.diagnose.advice).",
+                   tables=[Table(["topic", "advice, with the numbers behind it"],
+                                 [[a.topic.replace("_", " "), a.text] for a in items])])
+
+
+def write_html_report(
+    store: Store, study: str, out: str | os.PathLike, *, metric: str | None = None,
+    mode: str | None = None, select: str = "final",
+) -> Path:
+    """``out/index.html``: the study's page (see :func:`study_sections`), one self-contained file."""
+    from epochlab.report.html import write_page
+
+    sections = study_sections(store, study, metric=metric, mode=mode, select=select)
+    return write_page(Path(out) / "index.html", f"epochlab report: {study}", sections,
+                      intro="Every run of the study as stored, its best run and what it supports.")

@@ -19,6 +19,10 @@ once): :meth:`History.start` (the accounting known before training),
 :meth:`History.record_divergence` (the one divergence message) and
 :meth:`History.end`. So a fused member's History equals ``fit``'s by
 construction, not by a copy of its code.
+
+Drawing a History is the report package's job
+(:func:`epochlab.report.plot_curves`, :func:`epochlab.report.plot_lr`): the
+History imports no plotting library.
 """
 
 from __future__ import annotations
@@ -238,34 +242,6 @@ class History:
         if level == "iteration":
             return pd.DataFrame(self.iterations)
         raise ParameterError(f"The value of `level` is {level!r}, but must be 'epoch' or 'iteration'.")
-
-    def plot(self, metric: str = "loss", path: str | os.PathLike | None = None):
-        """Training and validation ``metric`` per epoch (:func:`epochlab.report.curves.plot_curves`).
-
-        Returns the matplotlib Figure (closed and saved when ``path`` is given).
-
-        Example:
-            >>> import epochlab as el
-            >>> h = el.fit(el.models.mlp(20), el.data.synthetic().train, epochs=2,
-            ...            batch_size=32, validation_split=0.2, verbose=0)
-            >>> fig = h.plot("loss")
-        """
-        from epochlab.report.curves import plot_curves
-
-        return plot_curves(self, metric, path)
-
-    def plot_lr(self, path: str | os.PathLike | None = None):
-        """The learning rate used at every iteration (:func:`epochlab.report.curves.plot_lr`).
-
-        Example:
-            >>> import epochlab as el
-            >>> h = el.fit(el.models.mlp(20), el.data.synthetic().train, epochs=2,
-            ...            batch_size=32, verbose=0)
-            >>> fig = h.plot_lr()
-        """
-        from epochlab.report.curves import plot_lr
-
-        return plot_lr(self, path)
 
     def summary(self) -> str:
         """The accounting in one paragraph, as the CLI prints it."""

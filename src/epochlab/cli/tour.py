@@ -1,0 +1,58 @@
+"""``epochlab tour``: every slide of the seed reproduced and corrected, as one HTML page."""
+
+from __future__ import annotations
+
+import click
+
+from epochlab.cli.common import console
+
+
+@click.command("tour")
+@click.option("--out", default="runs/tour", show_default=True,
+              help="Folder of the page (index.html).")
+@click.option("--quick", is_flag=True,
+              help="Little data and few epochs: every section and figure in well under a minute.")
+@click.option("--store", "store_path", default=None,
+              help="SQLite file the runs are recorded in [default: ./epochlab.db].")
+@click.option("--study-prefix", default=None,
+              help="Prefix of the studies' names [default: tour-<date>-<time>].")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch threads: the seed's models are tiny, one thread is fastest on a "
+                   "shared CPU.")
+def tour_command(out, quick, store_path, study_prefix, threads) -> None:
+    """Run every slide of the seed (15 sections) and write OUT/index.html.
+
+    Every run is recorded in the store, one study per slide that trains
+    (`epochlab runs` lists them). The page is one file: figures embedded, no
+    network needed to open it.
+
+    Example: epochlab tour --quick --out /tmp/tour
+    """
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from epochlab.recipes import run_tour
+    from epochlab.store import SQLiteStore, StoreError, default_store_path
+
+    path = Path(store_path) if store_path else default_store_path()
+    try:
+        store = SQLiteStore(path)
+    except (StoreError, OSError, ValueError) as e:
+        raise click.UsageError(f"Cannot open the store {str(path)!r}: {e}") from None
+    torch.set_num_threads(threads)
+    console.print(f"[bold]epochlab tour[/] ({'quick' if quick else 'full'}): 15 slides of the "
+                  f"seed; runs recorded in {path}")
+    t0 = time.perf_counter()
+    try:
+        result = run_tour(out, quick=quick, store=store, prefix=study_prefix, console=console)
+    finally:
+        store.close()
+    console.print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, "
+                  f"{len(result.sections)} sections) in {time.perf_counter() - t0:.0f} s; "
+                  f"studies {result.studies[0]} ... {result.studies[-1]}"
+                  if result.studies else f"wrote {result.path}")
+    if result.failed:
+        raise click.ClickException(
+            f"slide(s) {', '.join(map(str, result.failed))} failed; the page says why.")

@@ -28,6 +28,7 @@ def tour_command(out, quick, store_path, study_prefix, threads) -> None:
 
     Example: epochlab tour --quick --out /tmp/tour
     """
+    import os
     import time
     from pathlib import Path
 
@@ -49,10 +50,11 @@ def tour_command(out, quick, store_path, study_prefix, threads) -> None:
         result = run_tour(out, quick=quick, store=store, prefix=study_prefix, console=console)
     finally:
         store.close()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     console.print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, "
-                  f"{len(result.sections)} sections) in {time.perf_counter() - t0:.0f} s; "
-                  f"studies {result.studies[0]} ... {result.studies[-1]}"
-                  if result.studies else f"wrote {result.path}")
+                  f"{len(result.sections)} sections) in {time.perf_counter() - t0:.0f} s "
+                  f"(CPU {result.cpu_seconds:.0f} s, load average {load:.1f}); studies "
+                  + (f"{result.studies[0]} ... {result.studies[-1]}" if result.studies else "none"))
     if result.failed:
         raise click.ClickException(
             f"slide(s) {', '.join(map(str, result.failed))} failed; the page says why.")

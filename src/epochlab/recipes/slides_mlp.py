@@ -183,7 +183,7 @@ def slide_06(t: Tour) -> Section:
         claim=("Early stopping stops training when the validation loss starts to increase; "
                "len(history['loss']) is how long to train."),
         truth=((f"It stops {patience} epochs after the last improvement: {len(h.epochs)} epochs "
-                if es.stopped_epoch is not None else
+                "ran; " if es.stopped_epoch is not None else
                 f"Patience never ran out within {len(h.epochs)} epochs; ")
                + f"the best validation loss ({vl[best]:.4f}) was at epoch {best + 1}, and "
                f"with restore_best_weights the model holds epoch {h.weights_epoch + 1}'s weights "

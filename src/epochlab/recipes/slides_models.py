@@ -122,7 +122,7 @@ def slide_11(t: Tour) -> Section:
     runs = [("the slide: 5 epochs, batch 64, constant lr 0.001", z.cnn_epochs, 64, None)]
     if z.cnn_one_cycle_epochs:
         runs.append((f"{z.cnn_one_cycle_epochs} epochs, batch 32, one-cycle to lr 0.003",
-                     z.cnn_one_cycle_epochs, 32, one_cycle(3e-3)))
+                     z.cnn_one_cycle_epochs, 32, one_cycle()))  # max_lr: fit's lr, 3e-3
     results = []
     for label, epochs, bs, sched in runs:
         torch.manual_seed(0)

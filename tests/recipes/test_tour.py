@@ -148,3 +148,17 @@ def test_chromium_renders_every_section_and_image(tour, tmp_path):
          page.as_uri()], capture_output=True, timeout=180, check=False)
     assert shot.is_file() and shot.read_bytes()[:4] == b"\x89PNG"
     print(f"screenshot: {shot}")
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--out", "{file}"], "a file"),
+    (["--store", "{dir}"], "a folder"),
+    (["--study-prefix", ""], "study_prefix"),
+])
+def test_bad_tour_options_are_one_usage_line_before_any_training(tmp_path, args, match):
+    (tmp_path / "f").write_text("x")
+    args = [a.format(file=tmp_path / "f", dir=tmp_path) for a in args]
+    result = CliRunner().invoke(main, ["tour", "--quick", *args], standalone_mode=True)
+    assert result.exit_code == 2
+    assert match in result.output and "Traceback" not in result.output
+    assert "slide" not in result.output  # nothing trained

@@ -35,13 +35,16 @@ def tour_command(out, quick, store_path, study_prefix, threads) -> None:
     import torch
 
     from epochlab.recipes import run_tour
-    from epochlab.store import SQLiteStore, StoreError, default_store_path
+    from epochlab.store import default_store_path, open_store
+    from epochlab.validation import check_name, check_out_dir
 
+    # Checked before any training: the page's folder (rewriting an earlier tour's page is
+    # what `make demo` twice should do), the prefix, the store.
+    check_out_dir(out, overwrite=True, marker="index.html")
+    if study_prefix is not None:
+        check_name("study_prefix", study_prefix)
     path = Path(store_path) if store_path else default_store_path()
-    try:
-        store = SQLiteStore(path)
-    except (StoreError, OSError, ValueError) as e:
-        raise click.UsageError(f"Cannot open the store {str(path)!r}: {e}") from None
+    store = open_store(path)
     torch.set_num_threads(threads)
     console.print(f"[bold]epochlab tour[/] ({'quick' if quick else 'full'}): 15 slides of the "
                   f"seed; runs recorded in {path}")

@@ -16,6 +16,7 @@ from epochlab.callbacks.csv_logger import CSVLogger
 from epochlab.callbacks.early_stopping import EarlyStopping
 from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
 from epochlab.diagnose.lr_find import lr_find
+from epochlab.diagnose.noise_scale import GradientNoiseScale
 from epochlab.sweeps.driver import SweepResult, sweep
 from epochlab.sweeps.spec import SweepSpec
 from epochlab.train.accounting import iterations_per_epoch
@@ -31,6 +32,7 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "EarlyStopping",
+    "GradientNoiseScale",
     "History",
     "ModelCheckpoint",
     "ParameterError",

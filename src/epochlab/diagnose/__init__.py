@@ -5,6 +5,8 @@
 - :mod:`epochlab.diagnose.lr_find`: the learning-rate range test over several
   seeds (fused where the model allows), its suggestion rules, and
   :func:`~epochlab.diagnose.lr_find.lr_sweep`, the short sweep that checks it.
+- :mod:`epochlab.diagnose.noise_scale`: the gradient noise scale
+  (McCandlish et al. 2018) as a callback, and batch-size advice from it.
 """
 
 from epochlab.diagnose.advice import (
@@ -16,6 +18,8 @@ from epochlab.diagnose.advice import (
     runs_from_store,
 )
 from epochlab.diagnose.lr_find import RULES, LRFindResult, LRSweep, lr_find, lr_sweep
+from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
 
-__all__ = ["RULES", "Advice", "LRFindResult", "LRSweep", "RunResult", "advise_history",
-           "advise_runs", "format_advice", "lr_find", "lr_sweep", "runs_from_store"]
+__all__ = ["RULES", "Advice", "GradientNoiseScale", "LRFindResult", "LRSweep", "RunResult",
+           "advise_history", "advise_runs", "batch_size_advice", "format_advice", "lr_find",
+           "lr_sweep", "runs_from_store"]

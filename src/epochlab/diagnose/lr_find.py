@@ -65,8 +65,8 @@ __all__ = ["RULES", "LRFindResult", "lr_find", "smooth_curve", "suggest"]
 
 RULES = ("steepest", "minimum", "valley")
 RULE_TEXT = {
-    "valley": "halfway along the longest decreasing stretch (fastai's valley)",
-    "steepest": "steepest descent of the loss against log10(lr), before the minimum",
+    "valley": "halfway along the longest descent (fastai)",
+    "steepest": "steepest descent vs log10(lr), before the minimum",
     "minimum": "a tenth of the rate at the lowest loss",
 }
 

@@ -49,6 +49,7 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
     from epochlab.train.data import split_indices
     from epochlab.train.loop import fit
 
+    folder = out_dir(out, "batch-size")  # checked before training, not after
     data = load_data(data_name)
     model = build_model(model_name, data, seed)
     trainable, _ = n_params(model)
@@ -58,20 +59,15 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
         f"{optimizer} lr {lr:g}, batch {batch_size}, {epochs} epochs"
     )
     stratify = data.y_train if data.task in ("binary", "multiclass") else None
-    try:
-        # The rows fit trains on (same seeded, stratified split), so the noise is the training set's.
-        tr, _, _ = split_indices(len(data.x_train), validation_split, seed=seed, stratify=stratify)
-        gns = GradientNoiseScale((data.x_train[tr], data.y_train[tr]), small=small, parts=parts,
-                                 every=every, seed=seed)
-        history = fit(model, data.train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                      lr=lr, validation_split=validation_split, seed=seed, callbacks=[gns],
-                      verbose=0)
-    except (ValueError, TypeError) as e:
-        raise click.UsageError(str(e)) from None
+    # The rows fit trains on (same seeded, stratified split), so the noise is the training set's.
+    tr, _, _ = split_indices(len(data.x_train), validation_split, seed=seed, stratify=stratify)
+    gns = GradientNoiseScale((data.x_train[tr], data.y_train[tr]), small=small, parts=parts,
+                             every=every, seed=seed)
+    history = fit(model, data.train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                  lr=lr, validation_split=validation_split, seed=seed, callbacks=[gns], verbose=0)
     console.print(noise_table(history))
     info = history.extra.get("gns", {})
     noise = info.get("last_smoothed", math.nan)
-    folder = out_dir(out, "batch-size")
     advice = None
     if not (noise > 0 and math.isfinite(noise)):
         console.print(f"[red]The noise scale could not be measured[/] (estimate {noise:.3g}): the "

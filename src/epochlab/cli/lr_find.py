@@ -45,6 +45,7 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
 
     Example: epochlab lr-find --data digits --model cnn_small --seeds 3
     """
+    folder = out_dir(out, "lr-find")  # checked before training, not after
     data = load_data(data_name)
     probe = build_model(model_name, data, 0)
     trainable, _ = n_params(probe)
@@ -54,20 +55,16 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
         f"{optimizer}, batch {batch_size}, {num_iter} updates from {start_lr:g} to {end_lr:g}, "
         f"{seeds} seeds"
     )
-    try:
-        # lr_find seeds torch before each call, so every seed gets its own initial weights.
-        res = lr_find(lambda: build(model_name, data), data, batch_size=batch_size,
-                      start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, seeds=seeds,
-                      optimizer=optimizer, momentum=momentum, validation_split=validation_split,
-                      rule=rule, fuse=fuse)
-    except (ValueError, TypeError) as e:
-        raise click.UsageError(str(e)) from None
+    # lr_find seeds torch before each call, so every seed gets its own initial weights.
+    res = lr_find(lambda: build(model_name, data), data, batch_size=batch_size,
+                  start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, seeds=seeds,
+                  optimizer=optimizer, momentum=momentum, validation_split=validation_split,
+                  rule=rule, fuse=fuse)
     console.print(f"trained {res.how} in {res.seconds:.1f}s (load {os.getloadavg()[0]:.1f}); "
                   f"curves kept {min(res.kept)}-{max(res.kept)} of {num_iter} updates "
                   "(stopped where the loss diverged)")
     console.print(rules_table(res))
     console.print(f"[bold]{res.line()}[/]")
-    folder = out_dir(out, "lr-find")
     res.plot(folder / "lr_find.png")
     (folder / "lr_find.json").write_text(json.dumps(res.to_dict()))
     console.print(f"wrote {folder / 'lr_find.png'}, {folder / 'lr_find.json'}")

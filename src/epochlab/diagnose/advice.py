@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from epochlab.validation import ParameterError
+from epochlab.validation import ParameterError, check_float, check_int
 
 __all__ = [
     "Advice", "RunResult", "advise_history", "advise_runs", "format_advice", "runs_from_store",
@@ -84,18 +84,6 @@ def _finite(values: Iterable[float]) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ParameterError(f"The value of `{name}` is {value!r}, but must be an int >= {low}.")
-    return value
-
-
-def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ParameterError(f"The value of `{name}` is {value!r}, but must be in [0, 1).")
-    return float(value)
-
-
 def advise_history(
     history: Any,
     *,
@@ -132,10 +120,10 @@ def advise_history(
         overfitting 3
         convergence True
     """
-    patience = _check_int("patience", patience, 1)
-    window = _check_int("window", window, 1)
-    tolerance = _check_fraction("tolerance", tolerance)
-    min_delta = _check_fraction("min_delta", min_delta)
+    patience = check_int("patience", patience, 1)
+    window = check_int("window", window, 1)
+    tolerance = check_float("tolerance", tolerance, low=0.0, high=1.0, high_open=True)
+    min_delta = check_float("min_delta", min_delta, low=0.0, high=1.0, high_open=True)
     rows = _rows(history)
     items: list[Advice] = []
     stop = getattr(history, "stop_reason", None)

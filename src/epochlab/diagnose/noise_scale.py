@@ -45,7 +45,7 @@ import torch
 
 from epochlab.callbacks.base import Callback
 from epochlab.train.losses import out_features_of, prepare_targets
-from epochlab.validation import ParameterError
+from epochlab.validation import ParameterError, check_float, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
@@ -127,9 +127,8 @@ class GradientNoiseScale(Callback):
         self.small = _opt_int("small", small, 1)
         self.parts = _opt_int("parts", parts, 2)
         self.every = _opt_int("every", every, 1)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:
-            raise ParameterError(f"The value of `beta` is {beta!r}, but must be in [0, 1).")
-        self.beta, self.seed = float(beta), int(seed)
+        self.beta = check_float("beta", beta, low=0.0, high=1.0, high_open=True)
+        self.seed = check_int("seed", seed, 0)
         self.records: list[dict[str, float]] = []
 
     # -- hooks ----------------------------------------------------------------------------
@@ -207,11 +206,7 @@ class GradientNoiseScale(Callback):
 
 
 def _opt_int(name: str, value: Any, low: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ParameterError(f"The value of `{name}` is {value!r}, but must be an int >= {low}.")
-    return int(value)
+    return None if value is None else check_int(name, value, low)
 
 
 def batch_size_advice(
@@ -236,8 +231,7 @@ def batch_size_advice(
         >>> a["text"].split(";")[0]
         'batches beyond about 100 give diminishing returns'
     """
-    if not (noise > 0 and math.isfinite(noise)):
-        raise ParameterError(f"The value of `noise` is {noise!r}, but must be a finite number > 0.")
+    noise = check_float("noise", noise, low=0.0, low_open=True)
     e_min = epochs_reached / (1 + batch_size / noise)  # epochs at a vanishing batch
     rows = []
     for b in sorted({*batch_sizes, batch_size}):

@@ -34,7 +34,7 @@ def test_suggestion_for_the_cnn_on_digits_lies_in_the_range_a_sweep_finds_good()
 
     res = lr_find(make, small, seeds=3, start_lr=1e-5, end_lr=1.0, num_iter=100,
                   validation_split=0.2)
-    assert not res.fused and "flat features" in res.how
+    assert not res.fused and "one seed at a time" in res.how
     # 5 epochs of 20 updates: fewer, and only rates above the suggestion have time to train.
     sw = lr_sweep(make, small, [3e-4, 1e-3, 1e-2, 1e-1], epochs=5)
     assert sw.contains(res.suggestion, slack=0.25), (res.line(), sw)

@@ -307,8 +307,6 @@ def _fusable(models: list[nn.Module], data: Any, optimizer: str, loss: Any) -> t
     xy = _arrays(data)
     if xy is None:
         return False, "the data is not (X, y) arrays"
-    if np.ndim(xy[0]) != 2:
-        return False, f"the inputs have shape {tuple(np.shape(xy[0]))[1:]}, not flat features"
     p = next(models[0].parameters(), None)
     if p is None or p.device.type != "cpu":
         return False, "the model is not on the CPU"

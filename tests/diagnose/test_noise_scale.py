@@ -114,3 +114,14 @@ def test_batch_size_advice_follows_the_papers_tradeoff():
     assert rows[256]["epochs"] / rows[16]["epochs"] == pytest.approx((1 + 256 / 200) / (1 + 16 / 200))
     assert a["e_min_epochs"] == pytest.approx(5 / 1.25)
     assert "batches beyond about 200 give diminishing returns" in a["text"]
+
+
+def test_figure_with_advice_passes_the_report_figure_check():
+    from epochlab.report.figures import check_figure
+    from epochlab.report.noise_scale import plot_noise_scale
+
+    d = el.data.synthetic(n_samples=200)
+    h = el.fit(el.models.mlp(20), d.train, epochs=2, batch_size=16, verbose=0,
+               callbacks=[GradientNoiseScale(d.train, parts=4)])
+    advice = batch_size_advice(50.0, n_train=h.n_train, batch_size=16, epochs_reached=2)
+    check_figure(plot_noise_scale(h, advice))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from epochlab.report.heatmap import save_figure
+from epochlab.report.figures import new_figure, save_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.diagnose.lr_find import LRFindResult
@@ -28,12 +28,12 @@ def plot_lr_find(result: LRFindResult, path: str | os.PathLike | None = None) ->
         >>> import epochlab as el
         >>> res = el.lr_find(lambda: el.models.mlp(20), el.data.synthetic(n_samples=300),
         ...                  num_iter=40, seeds=2)
-        >>> fig = plot_lr_find(res)
+        >>> from epochlab.report.figures import check_figure
+        >>> check_figure(plot_lr_find(res))
     """
     from epochlab.diagnose.lr_find import RULES
 
-    fig = Figure(figsize=(7.5, 4.5))
-    ax = fig.add_subplot()
+    fig, (ax,) = new_figure(7.5, 4.5)
     lrs = result.lrs
     for row in result.losses:
         ax.plot(lrs, row, ".", ms=1.5, color="tab:blue", alpha=0.15)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from epochlab.report.heatmap import save_figure
+from epochlab.report.figures import integer_ticks, new_figure, save_figure
 from epochlab.train.history import History
 
 
@@ -24,41 +24,41 @@ def plot_noise_scale(history: History, advice: dict[str, Any] | None = None,
         >>> d = el.data.synthetic(n_samples=200)
         >>> h = el.fit(el.models.mlp(20), d.train, epochs=2, batch_size=16, verbose=0,
         ...            callbacks=[GradientNoiseScale(d.train, parts=4)])
-        >>> fig = plot_noise_scale(h)
+        >>> from epochlab.report.figures import check_figure
+        >>> check_figure(plot_noise_scale(h))
     """
     hist = history.history
     if "gns" not in hist:
         raise ValueError("This History has no `gns` column: train with a GradientNoiseScale "
                          "callback (epochlab.diagnose.noise_scale).")
-    fig = Figure(figsize=(11 if advice else 6, 4))
-    ax = fig.add_subplot(1, 2 if advice else 1, 1)
+    fig, axes = new_figure(11 if advice else 6, 4, ncols=2 if advice else 1)
+    ax = axes[0]
     ep = np.arange(1, len(hist["gns"]) + 1)
     ax.errorbar(ep, hist["gns"], yerr=hist["gns_err"], fmt="o", capsize=3,
                 label="per epoch (jackknife standard error)")
     ax.plot(ep, hist["gns_smoothed"], "-", label="running average")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("B_simple = tr(Sigma) / |G|^2 (rows)")
+    integer_ticks(ax)
+    ax.set_ylabel("B_simple = tr(Sigma) / |G|^2 [rows]")
     info = history.extra.get("gns", {})
     ax.set_title(f"gradient noise scale (batches of {info.get('small', '?')} vs "
                  f"{info.get('big', '?')} rows)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if advice:
-        ax2 = fig.add_subplot(1, 2, 2)
+        ax2 = axes[1]
         rows = advice["rows"]
         bs = [r["batch_size"] for r in rows]
-        ax2.plot(bs, [r["epochs"] for r in rows], "o-", color="tab:blue", label="epochs")
+        # Both on one log axis: epochs and updates differ by the batch size, not in kind.
+        ax2.plot(bs, [r["epochs"] for r in rows], "o-", label="epochs")
+        ax2.plot(bs, [r["updates"] for r in rows], "s--", label="updates")
         ax2.set_xscale("log", base=2)
+        ax2.set_yscale("log")
         ax2.set_xticks(bs, [str(b) for b in bs])
-        ax2.set_xlabel("batch size")
-        ax2.set_ylabel("epochs to the run's loss", color="tab:blue")
-        ax3 = ax2.twinx()
-        ax3.plot(bs, [r["updates"] for r in rows], "s--", color="tab:orange", label="updates")
-        ax3.set_yscale("log")
-        ax3.set_ylabel("updates", color="tab:orange")
+        ax2.set_xlabel("batch size [rows]")
+        ax2.set_ylabel("epochs, updates to the run's loss")
         ax2.axvline(advice["noise"], color="grey", ls=":", label=f"B_simple {advice['noise']:.0f}")
-        ax2.set_title("E(B) = E_min (1 + B / B_noise), S(B) = S_min (1 + B_noise / B)")
-        ax2.grid(alpha=0.3)
-        ax2.legend(loc="upper center", fontsize=8)
-    fig.tight_layout()
+        ax2.set_title("epochs E_min (1 + B/B_noise), updates S_min (1 + B_noise/B)", fontsize=10)
+        ax2.grid(alpha=0.3, which="both")
+        ax2.legend(fontsize=8)
     return save_figure(fig, path)

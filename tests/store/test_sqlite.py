@@ -26,7 +26,49 @@ def test_file_is_in_wal_mode_with_schema_version_and_application_id(tmp_path):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x45504C42
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"studies", "runs", "epochs", "iterations"}
+    assert tables == {"epochlab_studies", "epochlab_runs", "epochlab_epochs", "epochlab_iterations"}
+
+
+def test_a_version_1_store_is_upgraded_in_place_keeping_its_runs(tmp_path):
+    # Version 1's schema, as epochlab 0.1 wrote it (unprefixed tables).
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE studies (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                              spec TEXT NOT NULL, created_at REAL NOT NULL);
+        CREATE TABLE runs (id INTEGER PRIMARY KEY,
+            study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+            key TEXT NOT NULL, settings TEXT NOT NULL, status TEXT NOT NULL,
+            summary TEXT NOT NULL DEFAULT '{}',
+            shared_from INTEGER REFERENCES runs(id) ON DELETE SET NULL, grp TEXT,
+            created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+            UNIQUE (study_id, key));
+        CREATE INDEX runs_by_status ON runs(status);
+        CREATE TABLE epochs (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            epoch INTEGER NOT NULL, metrics TEXT NOT NULL, PRIMARY KEY (run_id, epoch));
+        CREATE TABLE iterations (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            pos INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
+            PRIMARY KEY (run_id, pos), UNIQUE (run_id, name));
+        INSERT INTO studies VALUES (1, 'old', '{}', 0);
+        INSERT INTO runs (id, study_id, key, settings, status, summary, created_at)
+            VALUES (1, 1, 'k', '{"lr":0.1}', 'completed', '{"total_updates":20}', 0);
+        INSERT INTO epochs VALUES (1, 0, '{"epoch":0,"loss":0.5}');
+        PRAGMA application_id=1162890306;
+        PRAGMA user_version=1;
+    """)
+    conn.close()
+    store = SQLiteStore(path, create=False)
+    [run] = store.runs("old")
+    assert (run.settings, run.status, run.summary) == ({"lr": 0.1}, "completed", {"total_updates": 20})
+    assert store.epochs(run.id) == [{"epoch": 0, "loss": 0.5}]
+    with pytest.raises(ValueError, match="not overwritten"):  # the constraints came along
+        store.finish_run(run.id, "failed", {}, [])
+    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert names == {"epochlab_studies", "epochlab_runs", "epochlab_epochs", "epochlab_iterations"}
+    assert conn.execute("SELECT count(*) FROM pragma_foreign_key_check").fetchone()[0] == 0
 
 
 def test_iterations_are_stored_as_one_blob_per_column(tmp_path):
@@ -35,7 +77,7 @@ def test_iterations_are_stored_as_one_blob_per_column(tmp_path):
     store.finish_run(rid, "completed", {}, [], {"step": list(range(5000)),
                                                "loss": [0.5] * 5000})
     conn = sqlite3.connect(tmp_path / "runs.db")
-    rows = conn.execute("SELECT name, kind, length(data) FROM iterations").fetchall()
+    rows = conn.execute("SELECT name, kind, length(data) FROM epochlab_iterations").fetchall()
     assert rows == [("step", "i8", 40000), ("loss", "f8", 40000)]
 
 

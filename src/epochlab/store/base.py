@@ -15,7 +15,8 @@ against every backend):
   key is already in the study; it never creates a second row for one key
   (also when several processes add the same key at once).
 - Status moves ``pending -> running -> {completed, early_stopped, diverged,
-  interrupted, failed}``. ``start_run`` sets running and the start time. It
+  pruned, interrupted, failed}``. ``pruned``: a tuning trial that its pruner
+  stopped early; its metrics are the epochs it ran. ``start_run`` sets running and the start time. It
   claims the run: it raises ``ValueError`` when the run is already
   ``running`` (another worker has it) or :data:`DONE`. A run that ended
   ``interrupted`` or ``failed`` may be started again (a resumed sweep reruns
@@ -59,7 +60,8 @@ import numpy as np
 
 from epochlab.validation import ParameterError
 
-DONE = ("completed", "early_stopped", "diverged")  # outcomes a resumed sweep keeps
+# Outcomes a resumed sweep or tune keeps, and never overwrites.
+DONE = ("completed", "early_stopped", "diverged", "pruned")
 FINISHED = (*DONE, "interrupted", "failed")
 STATUSES = ("pending", "running", *FINISHED)
 

@@ -25,6 +25,7 @@ _STATUS_OF = {
     "completed": "completed",
     "early_stopping": "early_stopped",
     "diverged": "diverged",
+    "pruned": "pruned",
     "interrupted": "interrupted",
 }
 # Epoch-row entries that are bookkeeping, not metrics.

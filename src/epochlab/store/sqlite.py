@@ -1,11 +1,18 @@
 """The SQLite :class:`~epochlab.store.base.Store`: one file, safe for many processes.
 
-This module owns the file format. Tables: ``studies``, ``runs`` (unique
-``(study_id, key)``), ``epochs`` (one JSON row per epoch) and ``iterations``
-(one row per run and column: a packed int64/float64 array, or JSON), so
-thousands of iterations cost one small BLOB per column, not thousands of
-rows. ``PRAGMA application_id`` marks the file as an epochlab store and
-``PRAGMA user_version`` holds the schema version.
+This module owns the file format. Tables: ``epochlab_studies``,
+``epochlab_runs`` (unique ``(study_id, key)``), ``epochlab_epochs`` (one JSON
+row per epoch) and ``epochlab_iterations`` (one row per run and column: a
+packed int64/float64 array, or JSON), so thousands of iterations cost one
+small BLOB per column, not thousands of rows. ``PRAGMA application_id`` marks
+the file as an epochlab store and ``PRAGMA user_version`` holds the schema
+version.
+
+The tables carry a prefix so that other tools can keep their own tables in
+the same file: ``epochlab tune`` puts Optuna's study there (Optuna has a
+``studies`` table of its own), so ``optuna-dashboard sqlite:///epochlab.db``
+shows the tuning while ``epochlab runs`` shows its runs. Version 1 files
+(unprefixed names) are renamed in place, in one transaction, when opened.
 
 Concurrency: each process opens its own connection (a store pickled to a
 worker, or inherited across ``fork``, reconnects there). The file is in WAL
@@ -41,39 +48,40 @@ from epochlab.store.base import (
 )
 from epochlab.validation import ParameterError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_TABLES = ("studies", "runs", "epochs", "iterations")
 APPLICATION_ID = 0x45504C42  # "EPLB": tells an epochlab store from any other SQLite file
 
 _SCHEMA = """
-CREATE TABLE studies (
+CREATE TABLE epochlab_studies (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     spec TEXT NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE TABLE runs (
+CREATE TABLE epochlab_runs (
     id INTEGER PRIMARY KEY,
-    study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    study_id INTEGER NOT NULL REFERENCES epochlab_studies(id) ON DELETE CASCADE,
     key TEXT NOT NULL,
     settings TEXT NOT NULL,
     status TEXT NOT NULL,
     summary TEXT NOT NULL DEFAULT '{}',
-    shared_from INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    shared_from INTEGER REFERENCES epochlab_runs(id) ON DELETE SET NULL,
     grp TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
     UNIQUE (study_id, key)
 );
-CREATE INDEX runs_by_status ON runs(status);
-CREATE TABLE epochs (
-    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+CREATE INDEX epochlab_runs_by_status ON epochlab_runs(status);
+CREATE TABLE epochlab_epochs (
+    run_id INTEGER NOT NULL REFERENCES epochlab_runs(id) ON DELETE CASCADE,
     epoch INTEGER NOT NULL,
     metrics TEXT NOT NULL,
     PRIMARY KEY (run_id, epoch)
 );
-CREATE TABLE iterations (
-    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+CREATE TABLE epochlab_iterations (
+    run_id INTEGER NOT NULL REFERENCES epochlab_runs(id) ON DELETE CASCADE,
     pos INTEGER NOT NULL,
     name TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -193,6 +201,8 @@ class SQLiteStore(Store):
                 )
             if version < 1:
                 raise StoreError(f"{self.path} has unknown store schema version {version}.")
+            if version == 1:
+                self._transaction(conn, self._upgrade_from_1)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
@@ -208,6 +218,18 @@ class SQLiteStore(Store):
     @staticmethod
     def _has_tables(conn: sqlite3.Connection) -> bool:
         return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+
+    @staticmethod
+    def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+        # Version 1 named its tables without a prefix; SQLite (>= 3.26) rewrites the foreign
+        # keys that point at a renamed table. Another process may have upgraded meanwhile.
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:
+            return
+        for table in _TABLES:
+            conn.execute(f"ALTER TABLE {table} RENAME TO epochlab_{table}")
+        conn.execute("DROP INDEX IF EXISTS runs_by_status")
+        conn.execute("CREATE INDEX epochlab_runs_by_status ON epochlab_runs(status)")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _initialize(self, conn: sqlite3.Connection) -> None:
         # Another process may have created the schema while this one waited for the lock.
@@ -270,15 +292,15 @@ class SQLiteStore(Store):
         spec_json = dumps(spec or {})
 
         def write(conn: sqlite3.Connection) -> int:
-            conn.execute("INSERT INTO studies (name, spec, created_at) VALUES (?, ?, ?) "
+            conn.execute("INSERT INTO epochlab_studies (name, spec, created_at) VALUES (?, ?, ?) "
                          "ON CONFLICT (name) DO NOTHING", (name, spec_json, time.time()))
-            return conn.execute("SELECT id FROM studies WHERE name = ?", (name,)).fetchone()[0]
+            return conn.execute("SELECT id FROM epochlab_studies WHERE name = ?", (name,)).fetchone()[0]
 
         return self._write(write)
 
     def study(self, name: str) -> dict[str, Any] | None:
         with self._read() as conn:
-            row = conn.execute("SELECT id, name, spec, created_at FROM studies WHERE name = ?",
+            row = conn.execute("SELECT id, name, spec, created_at FROM epochlab_studies WHERE name = ?",
                                (name,)).fetchone()
         if row is None:
             return None
@@ -286,8 +308,8 @@ class SQLiteStore(Store):
 
     def studies(self) -> list[dict[str, Any]]:
         with self._read() as conn:
-            rows = conn.execute("SELECT id, name, spec, created_at FROM studies ORDER BY id").fetchall()
-            counts = conn.execute("SELECT study_id, status, count(*) FROM runs "
+            rows = conn.execute("SELECT id, name, spec, created_at FROM epochlab_studies ORDER BY id").fetchall()
+            counts = conn.execute("SELECT study_id, status, count(*) FROM epochlab_runs "
                                   "GROUP BY study_id, status").fetchall()
         by_study: dict[int, dict[str, int]] = {}
         for sid, status, n in counts:
@@ -301,14 +323,14 @@ class SQLiteStore(Store):
         settings_json = dumps(settings)
 
         def write(conn: sqlite3.Connection) -> int:
-            if conn.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone() is None:
+            if conn.execute("SELECT 1 FROM epochlab_studies WHERE id = ?", (study_id,)).fetchone() is None:
                 raise KeyError(f"There is no study with id {study_id} in {self.path}.")
             conn.execute(
-                "INSERT INTO runs (study_id, key, settings, status, created_at) "
+                "INSERT INTO epochlab_runs (study_id, key, settings, status, created_at) "
                 "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (study_id, key) DO NOTHING",
                 (study_id, key, settings_json, time.time()),
             )
-            return conn.execute("SELECT id FROM runs WHERE study_id = ? AND key = ?",
+            return conn.execute("SELECT id FROM epochlab_runs WHERE study_id = ? AND key = ?",
                                 (study_id, key)).fetchone()[0]
 
         return self._write(write)
@@ -320,7 +342,7 @@ class SQLiteStore(Store):
                 raise ValueError(f"Run {run_id} is {status}; only a pending, interrupted or "
                                  "failed run can be started.")
             self._delete_metrics(conn, [run_id])
-            conn.execute("UPDATE runs SET status = 'running', summary = '{}', started_at = ?, "
+            conn.execute("UPDATE epochlab_runs SET status = 'running', summary = '{}', started_at = ?, "
                          "finished_at = NULL WHERE id = ?", (time.time(), run_id))
 
         self._write(write)
@@ -349,10 +371,10 @@ class SQLiteStore(Store):
             if shared_from is not None:
                 self._status(conn, shared_from)
             self._delete_metrics(conn, [run_id])
-            conn.execute("UPDATE runs SET status = ?, summary = ?, shared_from = ?, grp = ?, "
+            conn.execute("UPDATE epochlab_runs SET status = ?, summary = ?, shared_from = ?, grp = ?, "
                          "finished_at = ? WHERE id = ?",
                          (status, summary_json, shared_from, group, time.time(), run_id))
-            conn.executemany("INSERT INTO epochs (run_id, epoch, metrics) VALUES (?, ?, ?)", rows)
+            conn.executemany("INSERT INTO epochlab_epochs (run_id, epoch, metrics) VALUES (?, ?, ?)", rows)
             self._insert_iterations(conn, run_id, packed)
 
         self._write(write)
@@ -360,10 +382,10 @@ class SQLiteStore(Store):
     def reset_stale(self, study_id: int) -> int:
         def write(conn: sqlite3.Connection) -> int:
             stale = [r[0] for r in conn.execute(
-                "SELECT id FROM runs WHERE study_id = ? AND status = 'running'", (study_id,))]
+                "SELECT id FROM epochlab_runs WHERE study_id = ? AND status = 'running'", (study_id,))]
             self._delete_metrics(conn, stale)
             conn.executemany(
-                "UPDATE runs SET status = 'interrupted', summary = ?, finished_at = NULL "
+                "UPDATE epochlab_runs SET status = 'interrupted', summary = ?, finished_at = NULL "
                 "WHERE id = ?", [(dumps({"reset_stale_at": time.time()}), rid) for rid in stale])
             return len(stale)
 
@@ -371,7 +393,7 @@ class SQLiteStore(Store):
 
     def run(self, run_id: int) -> RunRecord:
         with self._read() as conn:
-            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs r JOIN studies s "
+            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM epochlab_runs r JOIN epochlab_studies s "
                                "ON s.id = r.study_id WHERE r.id = ?", (run_id,)).fetchone()
         if row is None:
             raise KeyError(f"There is no run with id {run_id} in {self.path}.")
@@ -380,7 +402,7 @@ class SQLiteStore(Store):
     def runs(self, study: str | None = None, status: str | None = None) -> list[RunRecord]:
         if status is not None:
             check_status(status, STATUSES)
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs r JOIN studies s ON s.id = r.study_id"
+        sql = f"SELECT {_RUN_COLUMNS} FROM epochlab_runs r JOIN epochlab_studies s ON s.id = r.study_id"
         where, args = [], []
         if study is not None:
             where.append("s.name = ?")
@@ -397,35 +419,35 @@ class SQLiteStore(Store):
     def epochs(self, run_id: int) -> list[dict[str, float]]:
         with self._read() as conn:
             self._status(conn, run_id)
-            rows = conn.execute("SELECT metrics FROM epochs WHERE run_id = ? ORDER BY epoch",
+            rows = conn.execute("SELECT metrics FROM epochlab_epochs WHERE run_id = ? ORDER BY epoch",
                                 (run_id,)).fetchall()
         return [loads(r[0]) for r in rows]
 
     def iterations(self, run_id: int) -> dict[str, list]:
         with self._read() as conn:
             self._status(conn, run_id)
-            rows = conn.execute("SELECT name, kind, data FROM iterations WHERE run_id = ? "
+            rows = conn.execute("SELECT name, kind, data FROM epochlab_iterations WHERE run_id = ? "
                                 "ORDER BY pos", (run_id,)).fetchall()
         return unpack_columns(rows)
 
     # --- helpers used inside transactions ------------------------------------------------------
 
     def _status(self, conn: sqlite3.Connection, run_id: int) -> str:
-        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        row = conn.execute("SELECT status FROM epochlab_runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise KeyError(f"There is no run with id {run_id} in {self.path}.")
         return row[0]
 
     @staticmethod
     def _delete_metrics(conn: sqlite3.Connection, run_ids: list[int]) -> None:
-        conn.executemany("DELETE FROM epochs WHERE run_id = ?", [(r,) for r in run_ids])
-        conn.executemany("DELETE FROM iterations WHERE run_id = ?", [(r,) for r in run_ids])
+        conn.executemany("DELETE FROM epochlab_epochs WHERE run_id = ?", [(r,) for r in run_ids])
+        conn.executemany("DELETE FROM epochlab_iterations WHERE run_id = ?", [(r,) for r in run_ids])
 
     @staticmethod
     def _insert_iterations(conn: sqlite3.Connection, run_id: int,
                            packed: list[tuple[str, str, bytes]]) -> None:
         conn.executemany(
-            "INSERT INTO iterations (run_id, pos, name, kind, data) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO epochlab_iterations (run_id, pos, name, kind, data) VALUES (?, ?, ?, ?, ?)",
             [(run_id, i, name, kind, data) for i, (name, kind, data) in enumerate(packed)],
         )
 

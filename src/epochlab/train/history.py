@@ -39,7 +39,7 @@ from epochlab.train.runtime import describe_runtime
 from epochlab.validation import ParameterError
 
 ITERATION_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "batch_size")
-STOP_REASONS = ("completed", "early_stopping", "diverged", "interrupted", "error")
+STOP_REASONS = ("completed", "early_stopping", "diverged", "pruned", "interrupted", "error")
 _FORMAT = "epochlab.history/1"
 
 

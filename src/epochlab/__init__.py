@@ -24,6 +24,7 @@ from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
 from epochlab.train.state import TrainState
 from epochlab.train.trainer import StepRecord, Trainer
+from epochlab.tuning import tune
 from epochlab.validation import ParameterError
 
 __version__ = "0.1.0"
@@ -51,6 +52,7 @@ __all__ = [
     "lr_find",
     "sweep",
     "sweeps",
+    "tune",
     "models",
     "schedules",
 ]

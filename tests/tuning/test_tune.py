@@ -1,0 +1,171 @@
+"""el.tune: trials are epochlab runs, pruned by flag, stored with the epochs they ran, resumable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+import torch
+
+import epochlab as el
+from epochlab.store import MemoryStore, SQLiteStore
+from epochlab.tuning import TrialPruning, make_budget
+from epochlab.validation import ParameterError
+
+SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs=int(3,12)"
+
+
+@pytest.fixture(scope="module")
+def small():
+    return el.data.synthetic(n_samples=300)
+
+
+def test_hyperband_prunes_and_stores_pruned_runs_with_the_epochs_they_ran(small):
+    store = MemoryStore()
+    r = el.tune("mlp", small, space=SPACE, trials=12, pruner="hyperband", store=store)
+    runs = {x.id: x for x in store.runs(r.study)}
+    assert len(runs) == 12 == len(r.trials)
+    pruned = [t for t in r.trials if t.state == "PRUNED"]
+    assert pruned, "hyperband pruned nothing"
+    for t in r.trials:
+        run = runs[t.run_id]
+        epochs = store.epochs(run.id)
+        assert run.settings["trial"] == t.number and run.settings["lr"] == t.params["lr"]
+        assert len(epochs) == t.epochs_run == run.summary["epochs_run"]
+        assert epochs[-1]["updates"] == t.updates == run.summary["total_updates"]
+        if t.state == "PRUNED":
+            assert run.status == "pruned" and t.epochs_run < t.epochs_planned
+            assert "Pruned after epoch" in run.summary["stop_message"]
+        else:
+            assert run.status == "completed" and t.epochs_run == t.epochs_planned
+    assert r.total_updates < r.full_updates
+    assert r.update_ratio == r.total_updates / r.full_updates
+    assert r.best is not None and r.best.state == "COMPLETE"
+    assert r.best_value == max(t.value for t in r.trials if t.state == "COMPLETE")
+
+
+def test_pruning_stops_by_flag_after_the_epoch_it_was_told():
+    class PruneAtTwo(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return trial.last_step >= 2
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=PruneAtTwo())
+    trial = study.ask()
+    cb = TrialPruning(trial, "val_accuracy", make_budget("epochs", batch_sizes=[32],
+                                                         max_epochs=5, n_train=640))
+    h = el.fit(el.models.mlp(20), el.data.synthetic().train, epochs=5, batch_size=32,
+               validation_split=0.2, callbacks=[cb], verbose=0)
+    assert h.stop_reason == "pruned" and len(h.epochs) == 2 and h.total_updates == 40
+    assert cb.pruned_at == 2 and [s for s, _ in cb.reported] == [1, 2]
+    assert study.trials[0].intermediate_values == dict(cb.reported)
+
+
+def test_updates_axis_reports_at_updates_so_batch_sizes_meet_at_equal_steps():
+    b = make_budget("auto", batch_sizes=[16, 128], max_epochs=10, n_train=640)
+    assert (b.by, b.min_resource, b.max_resource) == ("updates", 40, 400)
+    # Batch 16 after epoch 1 and batch 128 after epoch 8 both report at step 40.
+    assert b.step({"epoch": 0, "updates": 40}) == b.step({"epoch": 7, "updates": 40}) == 40
+    e = make_budget("auto", batch_sizes=[32], max_epochs=10, n_train=640)
+    assert (e.by, e.min_resource, e.max_resource) == ("epochs", 1, 10)
+    assert make_budget("epochs", batch_sizes=[16, 128], max_epochs=10, n_train=640).by == "epochs"
+
+
+def test_a_users_own_model_and_arrays_each_trial_seeded_as_documented(small):
+    def make_model():
+        return torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+
+    store = MemoryStore()
+    r = el.tune(make_model, small.train, space="lr=choice(0.01,0.001)", trials=2, pruner="none",
+                sampler="grid", epochs=3, seed=5, store=store)
+    assert sorted(t.params["lr"] for t in r.trials) == [0.001, 0.01]
+    run = store.run(r.trials[0].run_id)
+    torch.manual_seed(5)
+    h = el.fit(make_model(), small.train, epochs=3, batch_size=32, validation_split=0.2,
+               lr=r.trials[0].params["lr"], seed=5, verbose=0)
+    assert store.epochs(run.id)[-1]["val_loss"] == h.epochs[-1]["val_loss"]
+
+
+def test_optunas_tables_live_beside_the_stores_in_one_file(tmp_path, small):
+    path = tmp_path / "epochlab.db"
+    store = SQLiteStore(path)
+    r = el.tune("mlp", small, space="lr=loguniform(1e-3,1e-1)", trials=3, pruner="median",
+                epochs=2, store=store, study="shared")
+    assert r.storage == f"sqlite:///{path}"
+    loaded = optuna.load_study(study_name="shared", storage=f"sqlite:///{path}")
+    assert len(loaded.trials) == 3
+    assert {t.user_attrs["epochlab_run"] for t in loaded.trials} == {x.id for x in store.runs("shared")}
+    store.close()
+    assert [x.status for x in SQLiteStore(path, create=False).runs("shared")] == ["completed"] * 3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(space="lr=loguniform(1e-4,1e-1)", trials=0), "`trials`"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", pruner="asha"), "`pruner`"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", sampler="grid"), "not a finite set"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", metric="accuracy"), "validation metric"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", metric="val_f1"), "`mode`"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", metric="val_auc", mode="max"), "record val_loss"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", validation_split=0.0), "`validation_split`"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", prune_by="samples"), "`prune_by`"),
+    (dict(space="bs=choice(1,2)"), "unknown setting `bs`"),
+])
+def test_bad_arguments_fail_before_any_trial(small, kwargs, match):
+    store = MemoryStore()
+    with pytest.raises(ParameterError, match=match):
+        el.tune("mlp", small, store=store, **kwargs)
+    assert store.runs() == []
+
+
+_KILLED = textwrap.dedent("""
+    import os, signal, sys
+    import epochlab as el
+    from epochlab.store import SQLiteStore
+
+    kill_in, kill_after = int(sys.argv[2]), int(sys.argv[3])
+    calls = []
+
+    def make_model():
+        calls.append(1)
+        if len(calls) == kill_in + 1:  # +1: the preflight builds one model first
+            os.kill(os.getpid(), signal.SIGKILL)  # mid-trial: its run is 'running'
+        return el.models.mlp(20)
+
+    def on_trial(t):
+        if t.number == kill_after:  # stored, not yet told to Optuna
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    el.tune(make_model, el.data.synthetic(n_samples=200), space="lr=loguniform(1e-3,1e-1)",
+            trials=6, pruner="none", epochs=2, study="k", store=SQLiteStore(sys.argv[1]),
+            on_trial=on_trial)
+""")
+
+
+def test_a_killed_tune_resumes_settling_or_retrying_its_stale_trials(tmp_path):
+    db = str(tmp_path / "epochlab.db")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first = subprocess.run([sys.executable, "-c", _KILLED, db, "99", "2"], env=env)
+    assert first.returncode == -signal.SIGKILL  # killed after trial 2 was stored
+    second = subprocess.run([sys.executable, "-c", _KILLED, db, "2", "99"], env=env)
+    assert second.returncode == -signal.SIGKILL  # killed inside trial 5 (the 2nd it trains)
+    store = SQLiteStore(db)
+    ostudy = optuna.load_study(study_name="k", storage=f"sqlite:///{db}")
+    killed = [t for t in ostudy.trials if t.state.name == "RUNNING"]
+    assert [t.number for t in killed] == [4]
+    killed_lr = killed[0].params["lr"]
+    r = el.tune("mlp", el.data.synthetic(n_samples=200), space="lr=loguniform(1e-3,1e-1)",
+                trials=6, pruner="none", epochs=2, study="k", store=store)
+    states = {t.number: t.state for t in r.trials}
+    # Trial 2 was settled from its stored run; trial 4 failed and its settings ran again.
+    assert states[2] == "COMPLETE" and states[4] == "FAIL"
+    assert sum(s == "COMPLETE" for s in states.values()) == 6
+    retried = [t for t in r.trials if t.number > 4 and t.params["lr"] == killed_lr]
+    assert len(retried) == 1 and retried[0].state == "COMPLETE"
+    runs = store.runs("k")
+    assert len({x.key for x in runs}) == len(runs)
+    assert sorted(x.status for x in runs) == ["completed"] * 6 + ["interrupted"]

@@ -31,6 +31,7 @@ from epochlab.cli.report import report_command
 from epochlab.cli.runs import runs_command
 from epochlab.cli.sweep import sweep_command
 from epochlab.cli.tour import tour_command
+from epochlab.cli.tune import tune_command
 from epochlab.validation import ParameterError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -134,5 +135,6 @@ main.add_command(report_command)
 main.add_command(lr_find_command)
 main.add_command(batch_size_command)
 main.add_command(tour_command)
+main.add_command(tune_command)
 
 __all__ = ["EpochlabGroup", "failure_message", "main", "one_line"]

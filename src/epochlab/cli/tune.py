@@ -1,0 +1,173 @@
+"""``epochlab tune``: an Optuna search over training settings, each trial pruned epoch by epoch.
+
+Prints the space, the axis trials are compared on (and why), one line per
+trial as it ends, a table of trials, the best parameters, and how much
+training pruning saved (updates made / updates of the same trials at full
+length). Writes ``history.png`` (optimization history), ``budget.png``
+(epochs and updates per trial) and ``trials.csv`` to ``--out``. Runs go to
+the store (``--store``), Optuna's study to the same SQLite file unless
+``--storage`` names another; the same command run again resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import click
+from rich.table import Table
+
+from epochlab.cli.common import console, out_dir
+
+DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs=int(5,50)"
+
+
+@click.command("tune")
+@click.option("--data", default="synthetic", show_default=True,
+              help="Dataset: synthetic, digits, sequences, mnist, imdb.")
+@click.option("--model", default="mlp", show_default=True, help="Model: mlp, cnn, cnn_small, lstm.")
+@click.option("--trials", type=int, default=20, show_default=True,
+              help="Trials the study holds when done (a rerun counts the finished ones).")
+@click.option("--space", default=DEFAULT_SPACE, show_default=True,
+              help="name=distribution(args),...: loguniform, uniform, int, logint, choice; names "
+                   "lr, batch_size, epochs, weight_decay, momentum, optimizer, seed.")
+@click.option("--pruner", type=click.Choice(["hyperband", "median", "successive-halving", "none"]),
+              default="hyperband", show_default=True)
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe",
+              show_default=True)
+@click.option("--prune-by", "prune_by", type=click.Choice(["auto", "epochs", "updates"]),
+              default="auto", show_default=True,
+              help="Compare trials at equal epochs or equal optimizer updates; auto: updates "
+                   "when the batch size is searched.")
+@click.option("--metric", default="val_accuracy", show_default=True,
+              help="The validation metric to optimize.")
+@click.option("--mode", type=click.Choice(["max", "min"]), default=None,
+              help="[default: from the metric: max for accuracy, min for loss]")
+@click.option("--epochs", type=int, default=20, show_default=True, help="When not in --space.")
+@click.option("--batch-size", "batch_size", type=int, default=32, show_default=True,
+              help="When not in --space.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="When not in --space.")
+@click.option("--optimizer", default="adam", show_default=True, help="When not in --space.")
+@click.option("--validation-split", "validation_split", type=float, default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Weights seed of every trial, and the sampler's seed.")
+@click.option("--study", "name", default=None,
+              help="Study name [default: made from the settings, so a rerun resumes].")
+@click.option("--store", "store_path", default=None, help="SQLite file [default: ./epochlab.db].")
+@click.option("--storage", default=None,
+              help="Optuna storage URL [default: the store's file, sqlite:///epochlab.db]; "
+                   "postgresql://... for several machines on one study.")
+@click.option("--out", "out", default=None, help="Folder for figures [default: runs/tune-<time>].")
+def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, mode, epochs,
+                 batch_size, lr, optimizer, validation_split, seed, name, store_path, storage,
+                 out) -> None:
+    """Search settings with Optuna; the pruner decides how many epochs each trial deserves.
+
+    Example: epochlab tune --data synthetic --trials 30 --pruner hyperband
+    """
+    from epochlab.store import SQLiteStore, default_store_path
+    from epochlab.tuning import parse_space, tune
+    from epochlab.validation import ParameterError
+
+    try:
+        parse_space(space)
+    except ParameterError as e:
+        raise click.BadParameter(str(e), param_hint="--space") from None
+    store = SQLiteStore(store_path or default_store_path())
+    console.print(f"[bold]epochlab tune[/]: data {data} · model {model} · {trials} trials · "
+                  f"pruner {pruner} · sampler {sampler}")
+    console.print(f"space: {space}", markup=False, highlight=False, soft_wrap=True)
+    try:
+        from epochlab.data import load
+
+        bundle = load(data)
+    except ValueError as e:
+        store.close()
+        raise click.BadParameter(str(e), param_hint="--data") from None
+    def on_trial(t: Any) -> None:
+        console.print(_trial_line(t, metric), markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        result = tune(model, bundle, space=space, trials=trials, pruner=pruner, sampler=sampler,
+                      prune_by=prune_by, metric=metric, mode=mode, epochs=epochs,
+                      batch_size=batch_size, lr=lr, optimizer=optimizer,
+                      validation_split=validation_split, seed=seed, study=name, store=store,
+                      storage=storage, on_trial=on_trial)
+    except (ValueError, TypeError) as e:
+        raise click.UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/] Finished trials are stored; run the same command "
+                      "again to continue.")
+        sys.exit(130)
+    finally:
+        store.close()
+    _print_result(result, store.path)
+    folder = out_dir(out, "tune")
+    from epochlab.report.tune import plot_budget, plot_optimization_history, write_trials_csv
+
+    plot_optimization_history(result, folder / "history.png")
+    plot_budget(result, folder / "budget.png")
+    write_trials_csv(result, folder / "trials.csv")
+    console.print(f"wrote {folder / 'history.png'}, {folder / 'budget.png'}, {folder / 'trials.csv'}", soft_wrap=True)
+
+
+def _trial_line(t: Any, metric: str) -> str:
+    params = " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+    value = "" if t.value is None else f"{metric} {t.value:.4f}"
+    if t.state == "PRUNED":
+        what = (f"pruned after {t.epochs_run}/{t.epochs_planned} epochs "
+                f"({t.updates} of {t.full_updates} updates)")
+    elif t.state == "COMPLETE":
+        what = f"complete: {t.epochs_run} epochs ({t.updates} updates)"
+    else:
+        what = f"{(t.status or 'failed')}"
+    return f"trial {t.number:>3} {what:<48} {value:<22} {params}"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _print_result(result: Any, path: Any) -> None:
+    b = result.budget
+    console.print(f"pruning compared trials at equal [bold]{b.by}[/] ({b.reason}); first rung "
+                  f"at {b.min_resource} {b.by}, longest trial {b.max_resource} {b.by}")
+    console.print(trials_table(result))
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts().items()))
+    console.print(f"study [cyan]{result.study}[/]: {len(result.trials)} trials ({counts}); "
+                  f"{result.resumed} were already done; {result.seconds:.1f}s")
+    if result.best is None:
+        console.print(f"[red]No trial completed with a finite {result.metric}.[/]")
+    else:
+        console.print(f"[bold]Best parameters[/]: {result.best_params}  (trial "
+                      f"{result.best.number}, run {result.best.run_id}; {result.metric} "
+                      f"{result.best_value:.4f})")
+    r = result.update_ratio
+    if math.isfinite(r):
+        console.print(f"training: {result.total_updates} updates made, of {result.full_updates} "
+                      f"for the same trials at full length: ratio {r:.3f} (pruning saved {1 - r:.0%})")
+    if result.storage.startswith("sqlite:///"):
+        console.print(f"optuna storage: {result.storage}  (optuna-dashboard {result.storage})",
+                      markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"optuna storage: {result.storage}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"runs: epochlab runs --study {result.study} --store {path}", markup=False,
+                  highlight=False)
+
+
+def trials_table(result: Any) -> Table:
+    """One row per trial: settings, state, metric, epochs and updates run vs planned."""
+    names = list(dict.fromkeys(k for t in result.trials for k in t.params))
+    table = Table(show_edge=False, pad_edge=False)
+    for n in ["trial", "run", *names, "state", result.metric, "epochs run", "updates run/full"]:
+        table.add_column(n, justify="right")
+    for t in result.trials:
+        mark = " *" if result.best is not None and t.number == result.best.number else ""
+        table.add_row(
+            f"{t.number}{mark}", "" if t.run_id is None else str(t.run_id),
+            *(_fmt(t.params.get(n, "")) for n in names), t.state.lower(),
+            "" if t.value is None else f"{t.value:.4f}",
+            f"{t.epochs_run}/{t.epochs_planned}", f"{t.updates}/{t.full_updates}",
+        )
+    return table

@@ -1,0 +1,37 @@
+"""`epochlab tune` end to end on a few short trials, and a malformed --space."""
+
+from __future__ import annotations
+
+import csv
+
+from click.testing import CliRunner
+
+from epochlab.cli import main
+from epochlab.store import SQLiteStore
+
+
+def test_tune_prints_trials_best_and_savings_and_writes_figures(tmp_path):
+    db, out = tmp_path / "e.db", tmp_path / "out"
+    args = ["tune", "--trials", "6", "--space", "lr=loguniform(1e-3,1e-1),batch_size=choice(32,128)",
+            "--epochs", "4", "--pruner", "successive-halving", "--study", "t", "--store", str(db),
+            "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "compared trials at equal updates" in res.output
+    assert "Best parameters" in res.output and "ratio" in res.output
+    assert f"optuna-dashboard sqlite:///{db}" in res.output
+    assert {p.name for p in out.iterdir()} == {"history.png", "budget.png", "trials.csv"}
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
+    stored = SQLiteStore(db, create=False).runs("t")
+    assert sorted(str(r.id) for r in stored) == sorted(r["run"] for r in rows)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "6 were already done" in again.output
+
+
+def test_a_malformed_space_is_a_usage_error_naming_the_part(tmp_path):
+    res = CliRunner().invoke(main, ["tune", "--space", "lr=loguniform(1e-4,1e-1),epochs=int(5)",
+                                    "--store", str(tmp_path / "e.db")])
+    assert res.exit_code == 2
+    assert "wrong at `epochs=int(5)`" in res.output and "Traceback" not in res.output

@@ -68,12 +68,8 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
     """
     from epochlab.store import SQLiteStore, default_store_path
     from epochlab.tuning import parse_space, tune
-    from epochlab.validation import ParameterError
 
-    try:
-        parse_space(space)
-    except ParameterError as e:
-        raise click.BadParameter(str(e), param_hint="--space") from None
+    parse_space(space)  # a ParameterError is the CLI's one-line usage error, before any work
     store = SQLiteStore(store_path or default_store_path())
     console.print(f"[bold]epochlab tune[/]: data {data} · model {model} · {trials} trials · "
                   f"pruner {pruner} · sampler {sampler}")
@@ -94,8 +90,6 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
                       batch_size=batch_size, lr=lr, optimizer=optimizer,
                       validation_split=validation_split, seed=seed, study=name, store=store,
                       storage=storage, on_trial=on_trial)
-    except (ValueError, TypeError) as e:
-        raise click.UsageError(str(e)) from None
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] Finished trials are stored; run the same command "
                       "again to continue.")

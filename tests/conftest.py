@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -33,3 +37,21 @@ def small_xy():
     x = rng.normal(size=(120, 5)).astype(np.float32)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
     return x, y
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the whole session (2 CPUs, no dashboard): starting one takes seconds.
+
+    Ray 2.60 writes an auth token and reports usage unless told not to; its
+    socket paths must stay short, hence a temp dir directly under /tmp.
+    """
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tmp,
+             object_store_memory=300 * 1024**2)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)

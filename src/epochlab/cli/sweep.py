@@ -66,7 +66,14 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
               help="Study name [default: made from the settings, so a rerun resumes].")
 @click.option("--store", "store_path", default=None, help="SQLite file [default: ./epochlab.db].")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
-              help="0: train in this process; N: N worker processes.")
+              help="0: train in this process; N: N worker processes (with --executor ray: "
+                   "the CPUs of a local Ray).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: every task a Ray task, locally or on --ray-address; the data goes "
+                   "through Ray's object store once and only this process writes the store.")
+@click.option("--ray-address", "ray_address", default=None,
+              help="A running Ray cluster (auto, HOST:6379 or ray://HOST:10001) "
+                   "[default: start a local Ray].")
 @click.option("--no-share-prefixes", "no_share", is_flag=True,
               help="Train every epoch count separately (for comparisons).")
 @click.option("--fuse/--no-fuse", "fuse", default=True, show_default=True,
@@ -77,8 +84,8 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
 @click.pass_context
 def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size, lr, batch_norm,
                   seed, optimizer, weight_decay, schedule, early_stopping, validation_split,
-                  metric, mode, select, name, store_path, workers, no_share, fuse,
-                  no_progress, threads, precision) -> None:
+                  metric, mode, select, name, store_path, workers, executor, ray_address,
+                  no_share, fuse, no_progress, threads, precision) -> None:
     """Train every combination of the given settings and report the best.
 
     Configurations that differ only in --epochs train once, to the largest
@@ -113,7 +120,8 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
     try:
         result = sweep(spec, store, workers=workers, progress=not no_progress,
                        share_prefixes=not no_share, fuse=fuse, select=select, console=console,
-                       threads=threads, precision=precision)
+                       threads=threads, precision=precision, executor=executor,
+                       ray_address=ray_address)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     except KeyboardInterrupt:

@@ -59,9 +59,15 @@ DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs
               help="Optuna storage URL [default: the store's file, sqlite:///epochlab.db]; "
                    "postgresql://... for several machines on one study.")
 @click.option("--out", "out", default=None, help="Folder for figures [default: runs/tune-<time>].")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: trials as Ray tasks, as many at once as the cluster has CPUs; they "
+                   "report to Optuna through --storage, and only this process writes the store.")
+@click.option("--ray-address", "ray_address", default=None,
+              help="A running Ray cluster (auto, HOST:6379 or ray://HOST:10001) "
+                   "[default: start a local Ray].")
 def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, mode, epochs,
                  batch_size, lr, optimizer, validation_split, seed, name, store_path, storage,
-                 out) -> None:
+                 out, executor, ray_address) -> None:
     """Search settings with Optuna; the pruner decides how many epochs each trial deserves.
 
     Example: epochlab tune --data synthetic --trials 30 --pruner hyperband
@@ -89,7 +95,8 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
                       prune_by=prune_by, metric=metric, mode=mode, epochs=epochs,
                       batch_size=batch_size, lr=lr, optimizer=optimizer,
                       validation_split=validation_split, seed=seed, study=name, store=store,
-                      storage=storage, on_trial=on_trial)
+                      storage=storage, on_trial=on_trial, executor=executor,
+                      ray_address=ray_address)
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] Finished trials are stored; run the same command "
                       "again to continue.")

@@ -17,6 +17,7 @@ others (:data:`DONE`). Ctrl-C stops the sweep after recording what finished.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import pickle
@@ -241,6 +242,8 @@ def sweep(
     sources: Sources | None = None,
     threads: int | str | None = "auto",
     precision: str = "auto",
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> SweepResult:
     """Train every configuration of a grid (those not already done in the store).
 
@@ -279,7 +282,13 @@ def sweep(
         console: the rich Console for the progress bar.
         threads, precision: as :func:`epochlab.fit` takes them, for every run; a
             fused group chooses threads from its members' work together.
-            Worker processes (``workers >= 1``) use one thread each.
+            Worker processes (``workers >= 1``) and Ray tasks start with one thread each.
+        executor: ``"local"`` (this process, or ``workers`` processes) or ``"ray"``:
+            every task a Ray task (:mod:`epochlab.sweeps.ray_executor`); the
+            data and ``make_model`` go once into Ray's object store, results
+            come back here, and only this process writes the store.
+        ray_address: the Ray cluster to join (None: a local Ray with ``workers``
+            CPUs, or all of them).
 
     Raises:
         KeyboardInterrupt: after recording what finished, when training was interrupted.
@@ -315,7 +324,8 @@ def sweep(
         return _run(spec_or_make_model, store if store is not None else data_or_store,
                     sources or NO_SOURCES, workers=workers, progress=progress,
                     share_prefixes=share_prefixes, fuse=fuse, select=select, console=console,
-                    threads=threads, precision=precision)
+                    threads=threads, precision=precision, executor=executor,
+                    ray_address=ray_address)
     if data_or_store is None:
         raise ParameterError(
             "The value of `data` is missing: sweep(make_model, data, ...) needs (X, y), a "
@@ -341,18 +351,19 @@ def sweep(
     )
     return _run(spec, store, user.sources, workers=workers, progress=progress,
                 share_prefixes=share_prefixes, fuse=fuse, select=select, console=console,
-                threads=threads, precision=precision)
+                threads=threads, precision=precision, executor=executor, ray_address=ray_address)
 
 
 def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int,
          progress: bool, share_prefixes: bool, fuse: bool, select: str,
          console: Console | None, threads: object = "auto",
-         precision: str = "auto") -> SweepResult:
+         precision: str = "auto", executor: str = "local",
+         ray_address: str | None = None) -> SweepResult:
     """Plan what the store does not hold as done, execute it, record it, pick the best."""
     if store is None:
         store = MemoryStore()
     t0 = time.perf_counter()
-    check_picklable(sources, workers)
+    check_picklable(sources, 1 if executor == "ray" else workers)
     _preflight(spec, sources)
     name = spec.study_name()
     sid = store.create_study(name, spec.to_dict())
@@ -361,19 +372,27 @@ def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int
     ids = {c.key: store.add_run(sid, c.key, c.settings) for c in configs}
     status = {r.key: r.status for r in store.runs(name)}
     todo = [c for c in configs if status[c.key] not in DONE]
-    # With several workers, fused groups are split so that every worker gets some.
-    per_task = None if workers <= 1 else max(2, math.ceil(len(todo) / workers))
-    executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse, max_members=per_task,
-                         sources=sources)
-    work = functools.partial(execute_task, sources=sources, threads=threads, precision=precision)
-    with make_executor(workers) as executor, _progress(progress, console) as bar:
+    with make_executor(workers, executor, ray_address) as ex, _progress(progress, console) as bar:
+        # With several workers, fused groups are split so that every worker gets some.
+        per_task = None if ex.slots <= 1 else max(2, math.ceil(len(todo) / ex.slots))
+        executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse,
+                             max_members=per_task, sources=sources)
+        if executor == "ray":
+            # Registry datasets travel with the work (once, in the object store), so a
+            # worker on another machine needs no copy of them. A Ray task starts with one
+            # torch thread, which threads="auto" keeps.
+            loaded = {(c.data, c.data_options): load_data(c, sources)
+                      for c in todo if c.data_fingerprint is None}
+            sources = dataclasses.replace(sources, loaded=loaded)
+        work = functools.partial(execute_task, sources=sources, threads=threads,
+                                 precision=precision)
         job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
 
         def start(i: int) -> None:
             for c in executed.tasks[i].runs():
                 store.start_run(ids[c.key])
 
-        for i, out in executor.run(work, executed.tasks, on_start=start):
+        for i, out in ex.run(work, executed.tasks, on_start=start):
             _record(store, ids, executed.tasks[i], out)
             bar.advance(job, len(executed.tasks[i].runs()))
             if isinstance(out, TaskOutcome) and out.interrupted:

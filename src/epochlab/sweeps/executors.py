@@ -13,8 +13,8 @@ return value, or an :class:`ExecutorError` when the item could not be run
   with one torch thread each, keeping at most ``workers`` items in flight so
   a run is marked running only when it is.
 
-A Ray executor implements the same two methods with ``ray.remote`` and
-``ray.wait``.
+- :class:`~epochlab.sweeps.ray_executor.RayExecutor` runs them as Ray
+  tasks, locally or on a cluster (``make_executor(kind="ray")``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Executor", "ExecutorError", "InProcessExecutor", "ProcessPoolExecutor", "make_executor"]
+from epochlab.validation import ParameterError
+
+__all__ = [
+    "EXECUTORS", "Executor", "ExecutorError", "InProcessExecutor", "ProcessPoolExecutor",
+    "make_executor",
+]
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,10 @@ class Executor(ABC):
     """Runs ``fn(item)`` for every item and yields ``(index, result)`` as each finishes.
 
     ``on_start(index)`` is called just before an item is handed to a worker.
+    ``slots`` is how many items run at once.
     """
+
+    slots: int = 1
 
     @abstractmethod
     def run(
@@ -100,7 +108,7 @@ class ProcessPoolExecutor(Executor):
     def __init__(self, workers: int, threads_per_worker: int = 1) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"The value of `workers` is {workers!r}, but must be `workers >= 1`.")
-        self.workers = workers
+        self.workers = self.slots = workers
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker, initargs=(threads_per_worker,),
@@ -135,13 +143,28 @@ class ProcessPoolExecutor(Executor):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_executor(workers: int = 0) -> Executor:
-    """``workers=0``: in this process; ``workers=N``: a pool of N processes.
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(workers: int = 0, kind: str = "local", address: str | None = None) -> Executor:
+    """``workers=0``: in this process; ``workers=N``: a pool of N processes; ``kind="ray"``:
+    Ray tasks on the cluster at ``address`` (None: a local Ray with ``workers`` CPUs, or all).
+
+    Every executor has ``slots``: how many items it runs at once.
 
     Example:
         >>> type(make_executor(0)).__name__
         'InProcessExecutor'
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"The value of `workers` is {workers!r}, but must be `workers >= 0`.")
+        raise ParameterError(f"The value of `workers` is {workers!r}, but must be `workers >= 0`.")
+    if kind not in EXECUTORS:
+        raise ParameterError(f"The value of `executor` is {kind!r}, but must be one of {EXECUTORS}.")
+    if kind == "ray":
+        # Here, not at the top: ray_executor builds on this module's Executor.
+        from epochlab.sweeps.ray_executor import RayExecutor
+
+        return RayExecutor(address, num_cpus=workers or None)
+    if address:
+        raise ParameterError("`ray_address` was given without `executor='ray'`; it has no effect.")
     return InProcessExecutor() if workers == 0 else ProcessPoolExecutor(workers)

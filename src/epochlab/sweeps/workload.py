@@ -59,6 +59,10 @@ class Sources:
 
     data: Mapping[str, UserData] = field(default_factory=dict)
     models: Mapping[str, Callable[[], nn.Module]] = field(default_factory=dict)
+    # Registry datasets the driver already loaded, by (name, options): sent with the work
+    # to Ray workers, so no worker loads or downloads them itself.
+    loaded: Mapping[tuple[str, tuple[tuple[str, Any], ...]], DataBundle] = field(
+        default_factory=dict)
 
 
 NO_SOURCES = Sources()
@@ -86,7 +90,8 @@ def load_data(config: Config, sources: Sources = NO_SOURCES) -> UserData:
                 f"The data {config.data!r} ({config.data_fingerprint}) was not given to this "
                 "sweep; pass the same data again to resume its study."
             ) from None
-    return _load(config.data, config.data_options)
+    loaded = sources.loaded.get((config.data, config.data_options))
+    return loaded if loaded is not None else _load(config.data, config.data_options)
 
 
 def build_model(config: Config, data: UserData, sources: Sources = NO_SOURCES) -> nn.Module:

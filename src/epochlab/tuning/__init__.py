@@ -12,7 +12,7 @@ The package is ``tuning`` so that ``el.tune`` is a plain function (as
 ``el.sweep`` is, with its package named ``sweeps``).
 """
 
-from epochlab.tuning.driver import SAMPLERS, TrialRow, TuneResult, train_trial, tune
+from epochlab.tuning.driver import SAMPLERS, TrialRow, TuneResult, tune
 from epochlab.tuning.pruning import (
     PRUNE_BY,
     PRUNERS,
@@ -22,6 +22,7 @@ from epochlab.tuning.pruning import (
     make_pruner,
 )
 from epochlab.tuning.space import Param, SearchSpace, parse_space
+from epochlab.tuning.trial import train_trial
 
 __all__ = [
     "PRUNERS", "PRUNE_BY", "SAMPLERS", "Budget", "Param", "SearchSpace", "TrialPruning",

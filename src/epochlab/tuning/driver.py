@@ -26,21 +26,33 @@ otherwise marked failed and its settings queued to run again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from epochlab.store.base import DONE, RunRecord, Store, run_key
+from epochlab.train.history import History
 from epochlab.tuning.pruning import PRUNERS, Budget, TrialPruning, make_budget, make_pruner
 from epochlab.tuning.space import SearchSpace, parse_space
+from epochlab.tuning.trial import (
+    TrialJob,
+    TrialWork,
+    costs,
+    final_value,
+    record_trial,
+    run_trial_remote,
+    test_metrics,
+    train_trial,
+)
 from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -200,14 +212,21 @@ def _n_rows(train: Any) -> int:
     return len(train)
 
 
-def _make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+def _make_sampler(name: str, space: SearchSpace, seed: int,
+                  ask_tell: bool = False) -> optuna.samplers.BaseSampler:
     import optuna
 
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    grid = optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if ask_tell:
+        # GridSampler calls study.stop() once the grid is used up, which Optuna allows only
+        # inside optimize(); trials on Ray are told outside it, and the driver already runs
+        # no more trials than the grid holds.
+        grid.after_trial = lambda *args: None  # type: ignore[method-assign]
+    return grid
 
 
 def _storage_for(storage: Any, store: Store) -> tuple[Any, str]:
@@ -263,6 +282,9 @@ def tune(
     store: Store | None = None,
     storage: Any = None,
     on_trial: Callable[[TrialRow], None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    workers: int = 0,
 ) -> TuneResult:
     """Search ``space`` with Optuna, each trial an epochlab run pruned epoch by epoch.
 
@@ -292,6 +314,14 @@ def tune(
         storage: Optuna's storage URL; default: the store's SQLite file, or
             memory for an in-memory store.
         on_trial: called with each trial's :class:`TrialRow` as it ends.
+        executor: ``"local"`` (trials one after another, here) or ``"ray"``:
+            trials as Ray tasks, as many at once as the cluster has CPUs. Each
+            worker reports to Optuna through ``storage`` (the store's SQLite
+            file on one machine; a PostgreSQL URL on a cluster); this process
+            samples, and alone writes the epochlab store.
+        ray_address: the Ray cluster to join (None: a local Ray with
+            ``workers`` CPUs, or all of them).
+        workers: CPUs of a local Ray.
 
     Returns:
         A :class:`TuneResult`.
@@ -334,6 +364,15 @@ def tune(
     fixed = {"epochs": check_int("epochs", epochs, 1), "batch_size": check_int("batch_size", batch_size, 1),
              "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay, "momentum": momentum,
              "seed": check_int("seed", seed, 0), "validation_split": validation_split}
+    if executor not in ("local", "ray"):
+        raise ParameterError(f"The value of `executor` is {executor!r}, but must be 'local' or 'ray'.")
+    if executor == "ray" and not isinstance(storage, str) and not (
+            storage is None and type(store).__name__ == "SQLiteStore"):
+        raise ParameterError("`executor='ray'` needs an Optuna storage the workers can open: "
+                             "a SQLiteStore (its file, on one machine) or `storage` as a URL "
+                             "(postgresql://... on a cluster).")
+    if ray_address and executor != "ray":
+        raise ParameterError("`ray_address` was given without `executor='ray'`; it has no effect.")
     factory, train, bundle, data_name, model_name = _resolve(make_model, data)
     n_rows = _n_rows(train)
     n_train = n_rows - validation_count(n_rows, validation_split)
@@ -362,7 +401,8 @@ def tune(
         opt_storage, storage_name = _storage_for(storage, store)
         ostudy = optuna.create_study(
             study_name=name, storage=opt_storage, direction="maximize" if mode == "max" else "minimize",
-            sampler=_make_sampler(sampler, sp, fixed["seed"]), pruner=make_pruner(pruner, budget),
+            sampler=_make_sampler(sampler, sp, fixed["seed"], ask_tell=executor == "ray"),
+            pruner=make_pruner(pruner, budget),
             load_if_exists=True,
         )
         me = _store_id(store)
@@ -372,7 +412,10 @@ def tune(
         if sampler == "grid":
             todo = min(todo, max(sp.grid_size() - finished, 0))
         ctx = _Context(sp, fixed, factory, train, bundle, metric, budget, store, sid, me, on_trial)
-        if todo:
+        if todo and executor == "ray":
+            work = TrialWork(factory, train, bundle, metric, budget, pruner, storage_name, name)
+            _run_on_ray(ostudy, ctx, todo, work, ray_address, workers)
+        elif todo:
             ostudy.optimize(ctx.objective, n_trials=todo, catch=(Exception,))
     finally:
         optuna.logging.set_verbosity(previous)
@@ -427,36 +470,51 @@ class _Context:
     store_id: str
     on_trial: Callable[[TrialRow], None] | None
 
-    def objective(self, trial: optuna.Trial) -> float:
-        import optuna
-
+    def begin(self, trial: optuna.Trial) -> tuple[dict[str, Any], int]:
+        """Sample the trial's settings and add its run to the store, marked running."""
         settings = {**self.fixed, **self.space.suggest(trial)}
         trial.set_user_attr("epochlab_store", self.store_id)
         full = {"trial": trial.number, **settings}
         rid = self.store.add_run(self.study_id, run_key(full), full)
         trial.set_user_attr("epochlab_run", rid)
         self.store.start_run(rid)
-        pruning = TrialPruning(trial, self.metric, self.budget)
-        try:
-            history, model = train_trial(self.factory, self.train, settings, [pruning])
-        except Exception as e:
-            self.store.finish_run(rid, "failed", {"error": f"{type(e).__name__}: {e}"}, [])
-            trial.set_user_attr("epochlab_outcome", "failed")
-            self._notify(trial, rid, "FAIL", None)
-            raise
-        status = _record(self.store, rid, history, model, self.bundle, trial.number, self.budget)
-        value = _final(history.epochs, self.metric)
+        return settings, rid
+
+    def failed(self, trial: optuna.Trial, rid: int, message: str) -> None:
+        self.store.finish_run(rid, "failed", {"error": message}, [])
+        trial.set_user_attr("epochlab_outcome", "failed")
+        self._notify(trial, rid, "FAIL", None)
+
+    def conclude(self, trial: optuna.Trial, rid: int, history: History,
+                 test: dict[str, float]) -> tuple[str, float]:
+        """Store a trained trial; return Optuna's state for it and its value."""
+        status = record_trial(self.store, rid, history, test, trial.number, self.budget)
+        value = final_value(history.epochs, self.metric)
         if status == "interrupted":
             # Queue the same settings, so a resumed tune trains this configuration again.
             trial.study.enqueue_trial(trial.params)
             raise KeyboardInterrupt(f"Tune interrupted in trial {trial.number}; run it again to resume.")
         trial.set_user_attr("epochlab_outcome", status)
-        for k, v in _costs(history).items():
+        for k, v in costs(history).items():
             trial.set_user_attr(k, v)
-        if status == "pruned":
-            self._notify(trial, rid, "PRUNED", value)
+        state = "PRUNED" if status == "pruned" else "COMPLETE" if math.isfinite(value) else "FAIL"
+        self._notify(trial, rid, state, value)
+        return state, value
+
+    def objective(self, trial: optuna.Trial) -> float:
+        """Optuna's objective, for a tune in this process."""
+        import optuna
+
+        settings, rid = self.begin(trial)
+        pruning = TrialPruning(trial, self.metric, self.budget)
+        try:
+            history, model = train_trial(self.factory, self.train, settings, [pruning])
+        except Exception as e:
+            self.failed(trial, rid, f"{type(e).__name__}: {e}")
+            raise
+        state, value = self.conclude(trial, rid, history, test_metrics(history, model, self.bundle))
+        if state == "PRUNED":  # raised here, after training: the loop stopped by its flag
             raise optuna.TrialPruned(history.stop_message)
-        self._notify(trial, rid, "COMPLETE" if math.isfinite(value) else "FAIL", value)
         return value
 
     def _notify(self, trial: optuna.Trial, rid: int, state: str, value: float | None) -> None:
@@ -466,58 +524,47 @@ class _Context:
         self.on_trial(_row(trial.number, state, dict(trial.params), value, rec))
 
 
-def train_trial(factory: Callable[[], torch.nn.Module], train: Any, settings: dict[str, Any],
-                callbacks: list[Any]) -> tuple[Any, torch.nn.Module]:
-    """One trial's training: ``torch.manual_seed(seed); make_model()``, then ``fit``.
+class _AskedTrials(Sequence[TrialJob]):
+    """Trials asked of Optuna one at a time, as the executor takes them.
 
-    Returns the History and the trained model.
-
-    Example:
-        >>> import epochlab as el
-        >>> s = {"epochs": 2, "batch_size": 32, "lr": 1e-2, "optimizer": "adam",
-        ...      "weight_decay": 0.0, "momentum": 0.0, "seed": 0, "validation_split": 0.2}
-        >>> d = el.data.synthetic()
-        >>> train_trial(lambda: el.models.mlp(20), d.train, s, [])[0].total_updates
-        40
+    The Ray executor reads ``jobs[i]`` when it has a free slot, so the
+    sampler sees every trial that finished before it picks the next.
     """
-    from epochlab.train.loop import fit
 
-    torch.manual_seed(settings["seed"])
-    model = factory()
-    history = fit(model, train, epochs=settings["epochs"], batch_size=settings["batch_size"],
-                  validation_split=settings["validation_split"], optimizer=settings["optimizer"],
-                  lr=settings["lr"], weight_decay=settings["weight_decay"],
-                  momentum=settings["momentum"], callbacks=callbacks, seed=settings["seed"],
-                  verbose=0)
-    return history, model
+    def __init__(self, ostudy: optuna.Study, ctx: _Context, n: int) -> None:
+        self.ostudy, self.ctx, self.n = ostudy, ctx, n
+        self.asked: dict[int, tuple[optuna.Trial, int]] = {}
 
+    def __len__(self) -> int:
+        return self.n
 
-def _costs(history: Any) -> dict[str, int]:
-    return {"epochs_run": len(history.epochs), "epochs_planned": history.epochs_planned,
-            "updates": history.total_updates,
-            "full_updates": history.epochs_planned * history.iterations_per_epoch}
+    def __getitem__(self, i: int) -> TrialJob:  # type: ignore[override]
+        trial = self.ostudy.ask()
+        settings, rid = self.ctx.begin(trial)
+        self.asked[i] = (trial, rid)
+        return TrialJob(trial._trial_id, trial.number, settings)
 
 
-def _record(store: Store, rid: int, history: Any, model: torch.nn.Module,
-            bundle: DataBundle | None, number: int, budget: Budget) -> str:
-    """Store a trained trial (pruned ones with the epochs they ran); return its status."""
-    from epochlab.store.record import status_of, summarize
-    from epochlab.train.loop import evaluate
+def _run_on_ray(ostudy: optuna.Study, ctx: _Context, n: int, work: TrialWork,
+                address: str | None, workers: int) -> None:
+    """``n`` trials as Ray tasks; results come back here, the one writer of the store."""
+    from optuna.trial import TrialState
 
-    status = status_of(history)
-    summary = summarize(history)
-    summary.update(_costs(history), trial=number, prune_by=budget.by,
-                   n_train=history.n_train, n_val=history.n_val, batch_size=history.batch_size,
-                   epochs_planned=history.epochs_planned, weights_epoch=history.weights_epoch,
-                   stop_message=history.stop_message)
-    if bundle is not None and len(bundle.x_test) and status in DONE:
-        summary["test"] = evaluate(model, bundle)
-    store.finish_run(rid, status, summary, history.epochs, history.iterations)
-    return status
+    from epochlab.sweeps.executors import ExecutorError, make_executor
 
-
-def _final(epochs: list[dict[str, float]], metric: str) -> float:
-    return float(epochs[-1].get(metric, math.nan)) if epochs else math.nan
+    jobs = _AskedTrials(ostudy, ctx, n)
+    with make_executor(workers, "ray", address) as ex:
+        for i, out in ex.run(functools.partial(run_trial_remote, work), jobs):
+            trial, rid = jobs.asked[i]
+            if isinstance(out, ExecutorError) or "error" in out:
+                ctx.failed(trial, rid, out.message if isinstance(out, ExecutorError) else out["error"])
+                ostudy.tell(trial, state=TrialState.FAIL)
+                continue
+            state, value = ctx.conclude(trial, rid, History.from_dict(out["history"]), out["test"])
+            if state == "COMPLETE":
+                ostudy.tell(trial, value)
+            else:
+                ostudy.tell(trial, state=TrialState[state])
 
 
 def _n_finished(ostudy: optuna.Study) -> int:
@@ -550,7 +597,7 @@ def _settle_stale(ostudy: optuna.Study, store: Store, me: str, metric: str) -> N
         if rec is not None and rec.status == "pruned":
             ostudy.tell(t.number, state=TrialState.PRUNED)
         elif rec is not None and rec.status in DONE:
-            v = _final(store.epochs(rec.id), metric)
+            v = final_value(store.epochs(rec.id), metric)
             if math.isfinite(v):
                 ostudy.tell(t.number, v)
             else:

@@ -11,13 +11,10 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")  # files, never windows: works headless and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from epochlab.report.heatmap import save_figure  # noqa: E402
+from epochlab.report.figures import integer_ticks, new_figure, save_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.tuning.driver import TuneResult
@@ -36,7 +33,7 @@ def plot_optimization_history(result: TuneResult, path: str | os.PathLike | None
         ...             space="lr=loguniform(1e-3,1e-1)", epochs=2)
         >>> fig = plot_optimization_history(r)
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax,) = new_figure()
     for state, color in _COLORS.items():
         pts = [(t.number, t.value) for t in result.trials if t.state == state and t.value is not None]
         if pts:
@@ -55,6 +52,7 @@ def plot_optimization_history(result: TuneResult, path: str | os.PathLike | None
         ax.step(xs, ys, where="post", color="black", lw=1.2, label="best complete so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(result.metric)
+    integer_ticks(ax)
     ax.set_title(f"optimization history ({result.sampler} sampler, {result.pruner} pruner)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -71,11 +69,11 @@ def plot_budget(result: TuneResult, path: str | os.PathLike | None = None) -> Fi
         >>> fig = plot_budget(r)
     """
     trials = [t for t in result.trials if t.full_updates]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
     x = [t.number for t in trials]
     colors = [_COLORS.get(t.state, "grey") for t in trials]
-    top.bar(x, [t.full_updates for t in trials], color="none", edgecolor="grey", lw=0.8,
-            label="full length (planned epochs)")
+    top.bar(x, [t.full_updates for t in trials], color="none", edgecolor="grey", lw=0.8)
     top.bar(x, [t.updates for t in trials], color=colors)
     top.set_ylabel("optimizer updates")
     ratio = result.update_ratio
@@ -84,15 +82,15 @@ def plot_budget(result: TuneResult, path: str | os.PathLike | None = None) -> Fi
     bottom.bar(x, [t.epochs_planned for t in trials], color="none", edgecolor="grey", lw=0.8)
     bottom.bar(x, [t.epochs_run for t in trials], color=colors)
     bottom.set_ylabel("epochs")
-    bottom.set_xlabel("trial")
-    from matplotlib.patches import Patch
-
+    bottom.set_title("epochs per trial: run, of planned")
     handles = [Patch(facecolor="none", edgecolor="grey", label="planned (unpruned)")]
     handles += [Patch(color=c, label=s.lower()) for s, c in _COLORS.items()
                 if any(t.state == s for t in trials)]
-    top.legend(handles=handles, fontsize=8)
     for ax in (top, bottom):
+        ax.set_xlabel("trial")
+        ax.legend(handles=handles, fontsize=8)
         ax.grid(alpha=0.3, axis="y")
+        integer_ticks(ax)
     return save_figure(fig, path)
 
 

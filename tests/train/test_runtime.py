@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -162,3 +164,18 @@ def test_cli_fit_rejects_bad_runtime_options_without_a_traceback(args):
     r = CliRunner().invoke(main, ["fit", "--verbose", "0", "--epochs", "1", *args])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert args[0] in r.output
+
+
+def test_idle_cores_and_usable_cores_are_within_the_machine():
+    cores = runtime.usable_cores()
+    assert 1 <= cores <= (os.cpu_count() or cores)
+    assert 0.0 <= runtime.idle_cores(window=0.01) <= cores
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert runtime.native_bf16("cpu") == (True, "the CPU has AVX512-BF16")
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert runtime.native_bf16("cpu")[0]
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2"})
+    assert runtime.native_bf16("cpu") == (False, "the CPU has no AMX or AVX-512 BF16")

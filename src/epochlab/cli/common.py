@@ -57,21 +57,104 @@ def runtime_options(f: Any) -> Any:
     return f
 
 
-def load_data(name: str) -> DataBundle:
-    """A dataset by name, with CLI-style errors."""
-    from epochlab.data import load
+def is_data_file(name: str) -> bool:
+    """True when ``--data`` names a file (``.npz``/``.csv``, or any path that exists)."""
+    return Path(name).suffix.lower() in (".npz", ".csv") or Path(name).is_file()
 
+
+def load_data(name: str, target: str | None = None) -> DataBundle:
+    """A dataset by name, or a ``.npz`` / ``.csv`` file (``target``: the CSV's label column).
+
+    A ``.npz`` holds ``X``/``y``, or ``x_train``/``y_train`` with optional
+    ``x_test``/``y_test``; a CSV's other columns are the features and must be
+    numeric (a non-numeric one is an error naming it).
+    """
+    from epochlab.data import load
+    from epochlab.data.files import load_file
+
+    if is_data_file(name):
+        try:
+            return load_file(name, target)
+        except (ValueError, OSError) as e:
+            raise click.BadParameter(str(e), param_hint="--data") from None
+    if target is not None:
+        raise click.BadParameter(
+            f"--target names the label column of a CSV file, but --data {name!r} is a dataset "
+            "name.", param_hint="--target")
     try:
         return load(name)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--data") from None
 
 
+def model_factory(name: str) -> Any:
+    """The user's ``package.module:function`` for ``--model``, or None for a registry name.
+
+    The current folder is importable (as ``python -m`` makes it), so
+    ``--model mymodels:make_model`` finds ``./mymodels.py``. Errors say what
+    failed: the module not found (or failing to import), the attribute
+    missing, or not callable.
+    """
+    import importlib
+    import os
+    import sys
+
+    if ":" not in name:
+        return None
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"{name!r} must be package.module:function.", param_hint="--model")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise click.BadParameter(
+                f"module {module_name!r} not found (looked in the current folder "
+                f"{os.getcwd()} and the installed packages).", param_hint="--model") from None
+        raise click.BadParameter(f"importing module {module_name!r} failed: "
+                                 f"{type(e).__name__}: {e}", param_hint="--model") from None
+    except Exception as e:  # noqa: BLE001 - any error inside the user's module is reported
+        raise click.BadParameter(f"importing module {module_name!r} failed: "
+                                 f"{type(e).__name__}: {e}", param_hint="--model") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise click.BadParameter(f"module {module_name!r} has no attribute {attr!r}.",
+                                     param_hint="--model")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise click.BadParameter(f"{name} is a {type(obj).__name__}, not callable; it must be a "
+                                 "function returning a torch.nn.Module.", param_hint="--model")
+    return obj
+
+
+def call_factory(name: str, factory: Any) -> torch.nn.Module:
+    """``factory()``, checked to return an ``nn.Module``."""
+    try:
+        model = factory()
+    except Exception as e:  # noqa: BLE001 - the user's code: say what failed, no traceback
+        raise click.BadParameter(f"calling {name}() failed: {type(e).__name__}: {e}",
+                                 param_hint="--model") from None
+    if not isinstance(model, torch.nn.Module):
+        raise click.BadParameter(f"{name}() does not return a torch.nn.Module (it returned a "
+                                 f"{type(model).__name__}).", param_hint="--model")
+    return model
+
+
 def build_model(name: str, data: DataBundle, seed: int, **kwargs: Any) -> torch.nn.Module:
-    """Seed torch, then build ``name`` sized for ``data`` (same seed, same initial weights)."""
+    """Seed torch, then build ``name`` sized for ``data`` (same seed, same initial weights).
+
+    ``name`` is a registry model, or ``package.module:function`` (called with
+    no arguments, see :func:`model_factory`).
+    """
     from epochlab.models.registry import build
 
+    factory = model_factory(name)
     torch.manual_seed(seed)
+    if factory is not None:
+        return call_factory(name, factory)
     try:
         return build(name, data, **kwargs)
     except ValueError as e:

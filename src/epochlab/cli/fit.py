@@ -52,9 +52,14 @@ from epochlab.validation import (
 
 @click.command("fit")
 @click.option("--data", "data_name", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb.")
+              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
+                   "(X/y, or x_train/y_train with optional x_test/y_test) or PATH.csv with "
+                   "--target.")
+@click.option("--target", default=None, metavar="COLUMN",
+              help="The label column of a --data CSV file (the other columns are features).")
 @click.option("--model", "model_name", default="mlp", show_default=True,
-              help="Model: mlp, cnn, cnn_small, lstm.")
+              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
+                   "returning an nn.Module (the current folder is importable).")
 @click.option("--batch-norm/--no-batch-norm", default=False, help="mlp only: Linear-BatchNorm-ReLU blocks.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
@@ -96,7 +101,7 @@ from epochlab.validation import (
               help="Warmup length for --lr-scaling linear.")
 @runtime_options
 @click.pass_context
-def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, validation_split,
+def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_size, validation_split,
                 validation_split_mode, optimizer, lr, schedule_text, early_stopping_text,
                 drop_last, seed, out, overwrite, store_path, study, no_store, verbose, threads,
                 precision, nproc, lr_scaling, lr_warmup_epochs) -> None:
@@ -135,7 +140,7 @@ def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, vali
     _warn_no_effect(given, model_name, validation_split, no_store, overwrite, out)
     store = None if no_store or not rank0 else open_store(store_path)
     try:
-        _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
+        _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validation_split,
              validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
              store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
              rank0)
@@ -145,11 +150,11 @@ def fit_command(ctx, data_name, model_name, batch_norm, epochs, batch_size, vali
             store.close()
 
 
-def _fit(data_name, model_name, batch_norm, epochs, batch_size, validation_split,
+def _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validation_split,
          validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
          store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
          rank0) -> None:
-    data = load_data(data_name)
+    data = load_data(data_name, target)
     if stopper is not None:
         _check_monitor(stopper.monitor, data, validation_split)
     # The default study holds every fit; a named one keeps the data and model it began with.

@@ -17,11 +17,20 @@ from typing import Any
 import click
 from rich.table import Table
 
-from epochlab.cli.common import console, runtime_options
+from epochlab.cli.common import (
+    call_factory,
+    console,
+    is_data_file,
+    load_data,
+    model_factory,
+    runtime_options,
+)
 from epochlab.store import SQLiteStore, default_store_path
 from epochlab.sweeps.driver import best_run, metric_values, sweep
 from epochlab.sweeps.plan import make_plan
 from epochlab.sweeps.spec import SweepSpec, parse_cli_lists
+from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, user_inputs
+from epochlab.sweeps.workload import load_data as load_config_data
 
 
 def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
@@ -38,8 +47,14 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
               help="A TOML file with the settings (options given here override it).")
 @click.option("--data", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb.")
-@click.option("--model", default="mlp", show_default=True, help="Model: mlp, cnn, cnn_small, lstm.")
+              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
+                   "(X/y, or x_train/y_train with optional x_test/y_test) or PATH.csv with "
+                   "--target.")
+@click.option("--target", default=None, metavar="COLUMN",
+              help="The label column of a --data CSV file (the other columns are features).")
+@click.option("--model", default="mlp", show_default=True,
+              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
+                   "returning an nn.Module (the current folder is importable).")
 @click.option("--epochs", default="10", show_default=True, help="Epoch counts, e.g. 5,10,15.")
 @click.option("--batch-size", "batch_size", default="32", show_default=True,
               help="Batch sizes, e.g. 32,64,128.")
@@ -78,11 +93,12 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
               help="Train every epoch count separately (for comparisons).")
 @click.option("--fuse/--no-fuse", "fuse", default=True, show_default=True,
               help="Train runs that differ only in lr, seed, weight decay or schedule together "
-                   "as one vectorized model (MLPs without batch norm or dropout).")
+                   "as one vectorized model (any nn.Sequential of Linear, LayerNorm, Dropout, "
+                   "Flatten and elementwise activations).")
 @click.option("--no-progress", "no_progress", is_flag=True, help="No progress bar.")
 @runtime_options
 @click.pass_context
-def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size, lr, batch_norm,
+def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, batch_size, lr, batch_norm,
                   seed, optimizer, weight_decay, schedule, early_stopping, validation_split,
                   metric, mode, select, name, store_path, workers, executor, ray_address,
                   no_share, fuse, no_progress, threads, precision) -> None:
@@ -96,29 +112,41 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
 
     Example: epochlab sweep --data digits --model cnn_small --epochs 5,10,15
     --batch-size 32,64,128
+
+    Your own data and model: epochlab sweep --data train.csv --target label
+    --model mymodels:make_model --lr 1e-3,1e-2 --seed 0,1 (each run is
+    torch.manual_seed(seed); make_model() trained with fit; the run keys hold
+    fingerprints of the file's contents and of the model).
     """
+    sources, user = _user_inputs(data, target, model, batch_norm)
+    if user:
+        data, model = user.pop("data"), user.pop("model")
     texts = dict(data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
                  batch_norm=batch_norm, seed=seed, optimizer=optimizer,
                  weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
                  validation_split=validation_split, metric=metric, mode=mode, name=name)
     try:
         if spec_file:
-            spec = SweepSpec.from_toml(spec_file, **parse_cli_lists(_given(ctx, **texts)))
+            overrides = parse_cli_lists(_given(ctx, **texts))
+            if user:
+                overrides.update(data=data, model=model, **user)
+            spec = SweepSpec.from_toml(spec_file, **overrides)
         else:
             texts["schedule"] = list(schedule) or [None]
-            spec = SweepSpec.from_cli(**texts)
+            spec = SweepSpec.from_cli(**texts, **user)
     except (ValueError, TypeError) as e:
         raise click.UsageError(str(e)) from None
     store = SQLiteStore(store_path or default_store_path())
     console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in {store.path}")
     try:
-        plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse)
+        plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse, sources=sources)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     console.print(plan.describe(), markup=False, highlight=False)
-    console.print(_runtime_line(spec, threads, precision, workers), markup=False, highlight=False)
+    console.print(_runtime_line(spec, threads, precision, workers, sources), markup=False,
+                  highlight=False)
     try:
-        result = sweep(spec, store, workers=workers, progress=not no_progress,
+        result = sweep(spec, store, sources=sources, workers=workers, progress=not no_progress,
                        share_prefixes=not no_share, fuse=fuse, select=select, console=console,
                        threads=threads, precision=precision, executor=executor,
                        ray_address=ray_address)
@@ -138,14 +166,39 @@ def sweep_command(ctx: click.Context, spec_file, data, model, epochs, batch_size
     _print_advice(result, store, select)
 
 
-def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int) -> str:
+def _user_inputs(data: str, target: str | None, model: str,
+                 batch_norm: str) -> tuple[Sources, dict[str, Any]]:
+    """A data file or a ``module:function`` model as a spec names them: labels and fingerprints
+    (``{}`` for registry names alone) and the :class:`Sources` workers load them from."""
+    factory = model_factory(model)
+    if not is_data_file(data) and factory is None:
+        if target is not None:
+            load_data(data, target)  # raises: --target is for a CSV file
+        return NO_SOURCES, {}
+    if factory is not None:
+        call_factory(model, factory)  # says what is wrong with it before anything starts
+        if batch_norm.strip().lower() not in ("off", "false", "no", "0"):
+            raise click.BadParameter("--batch-norm applies to the registry mlp, not to "
+                                     f"{model}.", param_hint="--batch-norm")
+    bundle = load_data(data, target) if is_data_file(data) else data
+    try:
+        user = user_inputs(factory or model, bundle)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    return user.sources, {"data": user.data, "model": model if factory else user.model,
+                          "data_fingerprint": user.data_fingerprint,
+                          "model_fingerprint": user.model_fingerprint}
+
+
+def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
+                  sources: Sources = NO_SOURCES) -> str:
     """The header's runtime line: the precision the model gets here, and the threads policy."""
-    from epochlab.sweeps.workload import build_model, load_data
     from epochlab.train.runtime import choose_precision
 
     config = spec.configs()[0]
     try:
-        prec, why, _ = choose_precision(build_model(config, load_data(config)), precision)
+        prec, why, _ = choose_precision(
+            build_model(config, load_config_data(config, sources), sources), precision)
     except (ValueError, TypeError):  # the sweep's own checks say what is wrong, next
         prec, why = precision, "the model could not be built"
     name = {"bf16": "bfloat16 mixed precision", "fp32": "float32"}.get(prec, prec)

@@ -1,0 +1,112 @@
+"""`epochlab fit` and `epochlab sweep` on a user's CSV / .npz file and `module:function` model."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from epochlab.cli import main
+from epochlab.store import SQLiteStore
+
+MODEL_PY = """
+from torch import nn
+
+def make_model():
+    return nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 1))
+
+def not_a_model():
+    return 42
+
+NOT_CALLABLE = 3
+"""
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    """A temporary working folder with data.csv, data.npz and a model module of its own name."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    name = f"usermodels_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(MODEL_PY)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    lines = ["a,b,c,label"] + [f"{r[0]:.6f},{r[1]:.6f},{r[2]:.6f},{t}" for r, t in zip(x, y, strict=True)]
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    np.savez(tmp_path / "data.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:], y_test=y[60:])
+    return tmp_path, name
+
+
+def _run(*args):
+    res = CliRunner().invoke(main, list(args))
+    return res
+
+
+def test_fit_a_csv_file_with_a_module_function_model(folder):
+    tmp, mod = folder
+    res = _run("fit", "--data", "data.csv", "--target", "label", "--model", f"{mod}:make_model",
+               "--epochs", "2", "--batch-size", "16", "--verbose", "0", "--out", str(tmp / "o"))
+    assert res.exit_code == 0, res.output
+    assert "data.csv" in res.output and f"{mod}:make_model" in res.output
+    assert "training rows: 64" in res.output  # 80 rows, validation 0.2
+    assert (tmp / "o" / "history.json").exists()
+
+
+def test_sweep_a_csv_file_with_a_module_function_model_fuses_and_resumes(folder):
+    tmp, mod = folder
+    args = ["sweep", "--data", "data.csv", "--target", "label", "--model", f"{mod}:make_model",
+            "--epochs", "2", "--batch-size", "16", "--lr", "1e-2,1e-3", "--seed", "0,1",
+            "--no-progress", "--store", str(tmp / "s.db"), "--study", "mine"]
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    assert "fused 4 runs" in res.output and "4 completed" in res.output
+    again = _run(*args)
+    assert again.exit_code == 0 and "4 already done" in again.output
+    with SQLiteStore(tmp / "s.db") as store:
+        runs = store.runs("mine")
+    assert len(runs) == 4
+    assert runs[0].settings["data"] == "data.csv"
+    assert runs[0].settings["data_fingerprint"].startswith("train 80x3:float32/80:int64")
+    assert runs[0].settings["model_fingerprint"].startswith("Sequential ")
+    (tmp / "data.csv").write_text((tmp / "data.csv").read_text().replace("0.", "1.", 1))
+    changed = _run(*args)  # other data: new runs, never the stored ones
+    assert changed.exit_code == 0 and "0 already done" in changed.output
+
+
+def test_npz_file_with_test_arrays_and_a_registry_model(folder):
+    tmp, _ = folder
+    res = _run("sweep", "--data", "data.npz", "--model", "mlp", "--epochs", "1",
+               "--lr", "1e-2,1e-3", "--no-progress", "--store", str(tmp / "n.db"))
+    assert res.exit_code == 0, res.output
+    assert "2 completed" in res.output and "fused 2 runs" in res.output
+    with SQLiteStore(tmp / "n.db") as store:
+        run = store.runs()[0]
+    assert run.summary["n_train"] == 48 and "accuracy" in run.summary["test"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "data.csv", "--model", "mlp"], "--target"),
+        (["--data", "data.csv", "--target", "nope"], "must be a column"),
+        (["--data", "bad.csv", "--target", "label"], "Column 'b' of 'bad.csv' is not numeric"),
+        (["--data", "missing.npz"], "does not exist"),
+        (["--data", "synthetic", "--target", "label"], "--target"),
+        (["--model", "no_such_module_x:make"], "module 'no_such_module_x' not found"),
+        (["--model", "{mod}:missing"], "has no attribute 'missing'"),
+        (["--model", "{mod}:NOT_CALLABLE"], "not callable"),
+        (["--model", "{mod}:not_a_model"], "does not return a torch.nn.Module"),
+    ],
+)
+@pytest.mark.parametrize("command", ["fit", "sweep"])
+def test_bad_files_and_models_say_what_failed_without_a_traceback(folder, command, args, message):
+    tmp, mod = folder
+    (tmp / "bad.csv").write_text("a,b,label\n1,x,0\n2,3,1\n")
+    args = [a.replace("{mod}", mod) for a in args]
+    extra = ["--no-progress"] if command == "sweep" else ["--no-store", "--verbose", "0"]
+    res = _run(command, *args, "--epochs", "1", *extra)
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output

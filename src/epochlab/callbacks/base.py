@@ -86,8 +86,24 @@ class Callback:
         """Called after every iteration with its step record (only if overridden)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """What an exact resume needs of this callback (JSON- or tensor-valued)."""
+        """What an exact resume needs of this callback (JSON- or tensor-valued).
+
+        Callbacks that keep no state leave this alone; a checkpoint then holds nothing
+        for them and does not require them on resume.
+        """
         return {}
+
+    def state_key(self) -> str:
+        """The stable key this callback's state is saved under: class name, plus monitor.
+
+        Example:
+            >>> import epochlab as el
+            >>> el.EarlyStopping("val_accuracy").state_key()
+            'EarlyStopping(val_accuracy)'
+        """
+        monitor = getattr(self, "monitor", None)
+        name = type(self).__name__
+        return f"{name}({monitor})" if isinstance(monitor, str) else name
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""

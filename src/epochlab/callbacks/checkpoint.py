@@ -10,7 +10,7 @@ only; no code runs) and turns a truncated or foreign file into a clear error.
 A checkpoint is one mapping. Both kinds have ``"model"`` (the model's
 ``state_dict``) and ``"checkpoint"`` (``format``, ``kind``, ``epoch`` 0-based,
 ``monitor``, ``value``). With ``save_full_state=True`` it is
-``trainer.state.state_dict(callbacks)`` itself, everything a resume needs
+``trainer.state_dict()`` itself, everything a resume needs
 (optimizer, counters, RNGs, History, the callbacks' states), plus that
 ``"checkpoint"`` entry.
 """
@@ -100,7 +100,7 @@ class ModelCheckpoint(MonitorCallback):
             decides which saved file is ``best_path``; a name ``"auto"`` cannot read then
             leaves ``best_path`` None instead of failing.
         save_best_only: save only when ``monitor`` improves on the best so far.
-        save_full_state: save ``trainer.state.state_dict(callbacks)``, everything a
+        save_full_state: save ``trainer.state_dict()``, everything a
             resume needs, instead of the model's weights and a little metadata. Put
             this callback *after* the others in the list, so that their state saved
             with it already includes the epoch just ended.
@@ -197,7 +197,7 @@ class ModelCheckpoint(MonitorCallback):
         meta = {"format": FORMAT, "kind": "full_state" if self.save_full_state else "model",
                 "epoch": epoch, "monitor": self.monitor, "value": value}
         if self.save_full_state:
-            obj = trainer.state.state_dict(trainer.callbacks.callbacks)
+            obj = trainer.state_dict()
         else:
             obj = {"model": trainer.model.state_dict()}
         obj["checkpoint"] = meta

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from epochlab.train.distributed import (
 )
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
+from epochlab.train.resume import CheckpointWarning
 from epochlab.validation import (
     ParameterError,
     check_float,
@@ -99,12 +101,21 @@ from epochlab.validation import (
                                       "reached by a linear warmup (Goyal et al. 2017).")
 @click.option("--lr-warmup-epochs", type=click.FloatRange(0), default=5.0, show_default=True,
               help="Warmup length for --lr-scaling linear.")
+@click.option("--checkpoint-dir", default=None, metavar="DIR",
+              help="Save the whole training state here (atomically; the two newest kept), "
+                   "so --resume can continue a killed run exactly.")
+@click.option("--checkpoint-every", default="epoch", show_default=True, metavar="epoch|N",
+              help="Save at every epoch's end, or after every N updates (mid-epoch too).")
+@click.option("--resume", is_flag=True,
+              help="Continue from the newest good checkpoint in --checkpoint-dir (same settings "
+                   "required); start from the beginning if there is none.")
 @runtime_options
 @click.pass_context
 def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_size, validation_split,
                 validation_split_mode, optimizer, lr, schedule_text, early_stopping_text,
                 drop_last, seed, out, overwrite, store_path, study, no_store, verbose, threads,
-                precision, nproc, lr_scaling, lr_warmup_epochs) -> None:
+                precision, nproc, lr_scaling, lr_warmup_epochs, checkpoint_dir,
+                checkpoint_every, resume) -> None:
     """Train one model and print the accounting, a per-epoch table, advice and test metrics.
 
     The advice names the epoch with the best validation loss, where
@@ -134,6 +145,7 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
     check_lr("lr", lr)
     schedule, lr = _parse_schedule(schedule_text, lr, "lr" in given)
     stopper = _parse_early_stopping(early_stopping_text)
+    checkpoint = _checkpoint_options(checkpoint_dir, checkpoint_every, resume)
     if not no_store:
         check_name("study", study)
     folder = check_out_dir(out, overwrite=overwrite) if out else None
@@ -143,7 +155,7 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
         _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validation_split,
              validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
              store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
-             rank0)
+             rank0, checkpoint)
         end_processes()  # the others wait for process 0's files, then all end together
     finally:
         if store is not None:
@@ -153,7 +165,7 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
 def _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validation_split,
          validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
          store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
-         rank0) -> None:
+         rank0, checkpoint) -> None:
     data = load_data(data_name, target)
     if stopper is not None:
         _check_monitor(stopper.monitor, data, validation_split)
@@ -184,21 +196,26 @@ def _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validati
         f"({trainable:,} trainable parameters{f', {frozen:,} frozen' if frozen else ''})"
     )
     try:
-        history = fit(
-            model, data.train, epochs=epochs, batch_size=batch_size,
-            validation_split=validation_split, validation_split_mode=validation_split_mode,
-            optimizer=optimizer, lr=lr, schedule=schedule, drop_last=drop_last, seed=seed,
-            callbacks=([stopper] if stopper else []) + ([ProgressBar(lines=verbose == 2)]
-                                                        if verbose else []),
-            verbose=0, threads=threads, precision=precision, lr_scaling=lr_scaling,
-            lr_warmup_epochs=lr_warmup_epochs,
-        )
+        with warnings.catch_warnings():
+            # Skipped checkpoints are printed as one line each below, not as Python warnings.
+            warnings.simplefilter("ignore", CheckpointWarning)
+            history = fit(
+                model, data.train, epochs=epochs, batch_size=batch_size,
+                validation_split=validation_split, validation_split_mode=validation_split_mode,
+                optimizer=optimizer, lr=lr, schedule=schedule, drop_last=drop_last, seed=seed,
+                callbacks=([stopper] if stopper else []) + ([ProgressBar(lines=verbose == 2)]
+                                                            if verbose else []),
+                verbose=0, threads=threads, precision=precision, lr_scaling=lr_scaling,
+                lr_warmup_epochs=lr_warmup_epochs, **checkpoint,
+            )
     except BaseException:
         if rank0 and created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # nothing trained: leave no empty folder behind
         raise
     if not rank0:  # process 0 reports, writes the files and stores the run
         return
+    if checkpoint["resume"] and history.extra.get("resume"):
+        _resume_lines(history.extra["resume"][-1])
     _keep(history, model, data, model_name, batch_norm, stopper, folder, store, study, study_spec)
 
 
@@ -337,6 +354,33 @@ def _warn_no_effect(given: set[str], model_name: str, validation_split: float, n
         warn("--store and --study have no effect with --no-store.")
     if overwrite and not out:
         warn("--overwrite has no effect without --out (the default folder is always new).")
+
+
+def _checkpoint_options(folder: str | None, every: str, resume: bool) -> dict[str, Any]:
+    """fit's checkpoint_dir, checkpoint_every and resume from the three flags."""
+    if (resume or every != "epoch") and folder is None:
+        flag = "--resume" if resume else "--checkpoint-every"
+        raise ParameterError(f"{flag} needs --checkpoint-dir DIR, the folder of checkpoints.")
+    n: str | int = every
+    if every != "epoch":
+        try:
+            n = int(every)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ParameterError(f"The value of --checkpoint-every is {every!r}, but must be "
+                                 "'epoch' or a number of updates >= 1.")
+    return {"checkpoint_dir": folder, "checkpoint_every": n, "resume": resume}
+
+
+def _resume_lines(entry: dict[str, Any]) -> None:
+    """Say where this invocation resumed and which files it had to skip."""
+    for bad in entry["skipped"]:
+        warn(f"skipped checkpoint {bad['path']}: {bad['error']} "
+             f"(moved to {Path(bad['moved_to']).name})")
+    where = (f"at the start of epoch {entry['epoch'] + 1}" if not entry["batch_in_epoch"] else
+             f"in epoch {entry['epoch'] + 1}, after its iteration {entry['batch_in_epoch']}")
+    console.print(f"resumed from {entry['path']} {where} ({entry['global_step']} updates done)")
 
 
 def _parse_schedule(text: str | None, lr: float,

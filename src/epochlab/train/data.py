@@ -186,7 +186,11 @@ class DatasetSource:
         rows = self.indices if order is None else self.indices[order.cpu().numpy()]
         nb = iterations_per_epoch(len(rows), batch_size, drop_last)
         plan = [rows[b * batch_size : (b + 1) * batch_size].tolist() for b in range(start, nb)]
-        for xb, yb in DataLoader(self.dataset, batch_sampler=plan):
+        # A private generator: a DataLoader draws a worker seed from torch's global RNG on
+        # every iteration start, which would shift dropout's stream when a resume starts
+        # the DataLoader mid-epoch (no workers here, so the seed is never used).
+        loader = DataLoader(self.dataset, batch_sampler=plan, generator=torch.Generator())
+        for xb, yb in loader:
             yield xb.to(self.device), self.target_fn(yb.to(self.device))
 
 

@@ -171,6 +171,9 @@ def fit(
     lr_warmup_epochs: float = 5.0,
     threads: int | str | None = "auto",
     precision: str = "auto",
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: str | int = "epoch",
+    resume: bool = False,
 ) -> History:
     """Train ``model`` on ``data`` for ``epochs`` passes and return the History.
 
@@ -203,6 +206,14 @@ def fit(
     their reasons are recorded in ``history.extra["runtime"]`` (see
     :mod:`epochlab.train.runtime`).
 
+    With ``checkpoint_dir`` the whole training state is saved there at every
+    epoch's end (``checkpoint_every="epoch"``) or after every N-th update
+    (``checkpoint_every=N``), atomically, the two newest kept. ``resume=True``
+    continues from the newest readable checkpoint in it (or starts from the
+    beginning when there is none) and ends with the same weights and History
+    as an uninterrupted run (wall-clock ``time`` aside; see
+    :mod:`epochlab.train.resume`).
+
     Example:
         >>> import epochlab as el
         >>> d = el.data.synthetic()           # 800 training rows
@@ -227,14 +238,23 @@ def fit(
             )
     check_threads(threads)
     check_precision(precision)
+    check_bool("resume", resume)
+    if resume and checkpoint_dir is None:
+        raise ParameterError("`resume=True` needs `checkpoint_dir`, the folder to resume from.")
+    saver = None
+    if checkpoint_dir is not None:
+        from epochlab.train.resume import make_checkpointer
+
+        saver = make_checkpointer(checkpoint_dir, checkpoint_every)
     _dist.check_lr_scaling(lr_scaling, lr_warmup_epochs)
     ctx = _dist.setup(model) if _dist.wanted(distributed) else None
     if ctx is not None and not ctx.is_main:  # only rank 0 reports and writes files
         callbacks, verbose = [cb for cb in callbacks if not cb.rank_zero_only], 0
     trainer = Trainer(
         model, optimizer=optimizer, lr=lr, schedule=schedule, loss=loss, metrics=metrics,
-        weight_decay=weight_decay, momentum=momentum, callbacks=list(callbacks) + _progress(verbose),
-        seed=seed,
+        weight_decay=weight_decay, momentum=momentum, seed=seed,
+        # The saver after the caller's callbacks: their saved state includes the epoch's end.
+        callbacks=list(callbacks) + ([saver] if saver else []) + _progress(verbose),
     )
     prepared, spec = prepare_data(
         model, data, validation_split=validation_split, validation_data=validation_data,
@@ -270,6 +290,8 @@ def fit(
     _dist.record(trainer, ctx, batch_size, lr_scaling, lr_warmup_epochs)
     if trainer.state.schedule is not None:
         trainer.state.schedule = trainer.state.schedule.with_total_steps(epochs * ipe)
+    if saver is not None:
+        saver.start(trainer, prepared, resume=resume)
     with using_threads(choice.threads):
         return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    drop_last=drop_last, seed=seed)
@@ -357,6 +379,8 @@ def run(
     with torch.random.fork_rng(devices=[]):  # dropout draws from torch's RNG: seed it, leave the caller's alone
         if s.global_step == 0:  # each rank its own dropout stream
             torch.manual_seed(dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)))
+        else:  # resumed: dropout goes on from the checkpoint's RNG state
+            s.install_rngs()
         trainer.model.train()
         cbs.call("on_train_begin", trainer, {"epochs": epochs, "iterations_per_epoch": h.iterations_per_epoch})
         try:

@@ -375,6 +375,35 @@ class Trainer:
                 logs[name] = v / rows
         return logs
 
+    # -- resume ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs: the TrainState's mapping and the epoch in progress.
+
+        Mid-epoch, the epoch's running loss sum and its outputs so far are kept too, so
+        the resumed epoch's row (train loss, accuracy) is the uninterrupted run's.
+        """
+        d = self.state.state_dict(self.callbacks.callbacks)
+        mid = self.state.batch_in_epoch > 0
+        d["trainer"] = {
+            "stop_training": self.stop_training, "stop_reason": self.stop_reason,
+            "lr_set": self._lr_set,
+            "loss_sum": self._loss_sum if mid else 0.0, "rows": self._rows if mid else 0,
+            "outs": list(self._outs) if mid else [], "ys": list(self._ys) if mid else [],
+        }
+        return d
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (callback states matched by key)."""
+        self.state.load_state_dict(d, self.callbacks.callbacks)
+        self.begin_epoch()
+        t = d.get("trainer")
+        if t is None:  # a TrainState mapping alone: at an epoch boundary
+            return
+        self.stop_training, self.stop_reason = t["stop_training"], t["stop_reason"]
+        self._lr_set = t["lr_set"]
+        self._loss_sum, self._rows = t["loss_sum"], t["rows"]
+        self._outs, self._ys = list(t["outs"]), list(t["ys"])
+
     # -- evaluation --------------------------------------------------------------------
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
         """Loss and metrics over ``(x, y)`` in eval mode, in chunks (targets prepared).

@@ -267,3 +267,13 @@ def test_train_state_load_keeps_the_saved_schedule():
     t2.state.load_state_dict(t1.state.state_dict())
     assert t2.state.schedule == t1.state.schedule
     assert t2.state.lr_at(50, 0) == t1.state.lr_at(50, 0) != 0.1
+
+
+def test_a_csv_log_of_a_resumed_run_has_every_epoch_once(xy, tmp_path):
+    log = tmp_path / "log.csv"
+    crash(xy, tmp_path / "ck", 45, every="epoch", callbacks=[el.CSVLogger(log)])
+    assert len(log.read_text().splitlines()) == 1 + 5  # 5 epochs done, crashed in the 6th
+    _, h = train(xy, tmp_path / "ck", every="epoch", resume=True, callbacks=[el.CSVLogger(log)])
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 + len(h.epochs)
+    assert [line.split(",")[0] for line in lines[1:]] == [str(e) for e in range(len(h.epochs))]

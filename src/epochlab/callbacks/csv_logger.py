@@ -3,7 +3,9 @@
 :class:`CSVLogger` owns one file: the header is the first epoch row's keys,
 then one row per epoch, flushed at once so ``tail -f`` or a spreadsheet sees
 it. ``epoch`` is written as the History has it (0-based), so the CSV and
-``history.json`` agree row for row.
+``history.json`` agree row for row, also after a resume: a resumed run
+rewrites the file from the History it resumed, so no epoch is missing or
+written twice.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class CSVLogger(Callback):
         self._file = open(self.path, "a" if self.append else "w", newline="")  # noqa: SIM115
         self._writer = None
         self.rows = 0
+        if not self.append:  # resumed (fit's resume=True): the rows so far, from the History
+            for row in trainer.history.epochs:
+                self.on_epoch_end(trainer, row)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self._file is None:

@@ -108,10 +108,23 @@ def test_a_damaged_cached_file_is_detected_and_fetched_again(http_files, cache, 
     broken = DATA[:100] if damage == "truncated" else b"X" + DATA[1:]
     dest.write_bytes(broken)
 
-    fetch(url, dest, sha256(DATA), progress=False)
+    with pytest.warns(UserWarning, match=r"SHA-256 differs .* moved to .*f\.bin\.corrupt"):
+        fetch(url, dest, sha256(DATA), progress=False)
 
     assert dest.read_bytes() == DATA
     assert len(http_files.requests("f.bin")) == 2
+    # Never deleted: a file this call did not download is moved aside.
+    assert (cache / "f.bin.corrupt").read_bytes() == broken
+
+
+def test_a_cached_file_with_other_bytes_but_the_right_content_is_kept(http_files, cache):
+    url = http_files.add("f.bin", DATA)
+    dest = cache / "f.bin"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"same content, other bytes")
+    assert fetch(url, dest, sha256(DATA), progress=False, verify=lambda p: None) == dest
+    assert dest.read_bytes() == b"same content, other bytes"
+    assert http_files.requests("f.bin") == []
 
 
 def test_404_on_the_first_mirror_falls_through_to_the_second(http_files, cache):

@@ -135,7 +135,8 @@ def test_downloads_into_the_cache_on_first_use_through_the_mirrors(
 def test_a_corrupt_cached_file_is_fetched_again(served_mnist, cache, mnist_arrays):
     mnist()
     (cache / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8bnonsense")
-    assert_matches(mnist(), mnist_arrays)
+    with pytest.warns(UserWarning, match="corrupt or truncated gzip"):
+        assert_matches(mnist(), mnist_arrays)
 
 
 def test_wrong_checksum_in_the_table_fails_loudly(served_mnist, cache, monkeypatch):
@@ -152,3 +153,50 @@ def test_no_network_points_to_the_cache_directory_and_to_digits(cache, refused_u
         mnist()
     message = str(err.value)
     assert str(cache / "mnist") in message and "digits" in message
+
+
+@pytest.fixture
+def tiny_content(mnist_arrays, monkeypatch):
+    """The content table describes the tiny files, as it describes the real ones."""
+    table = {k: (a.shape, None if k.startswith("x") else
+                 tuple(int(c) for c in np.bincount(a, minlength=10)))
+             for k, a in mnist_arrays.items()}
+    monkeypatch.setattr(mnist_module, "CONTENT", table)
+
+
+def test_a_recompressed_valid_file_in_the_cache_is_read_and_kept(
+    served_mnist, cache, mnist_arrays, tiny_content
+):
+    mnist()
+    path = cache / "mnist" / "train-images-idx3-ubyte.gz"
+    # The same IDX bytes, gzipped at another level with a time stamp: other gzip bytes.
+    recompressed = gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1, mtime=12345)
+    path.write_bytes(recompressed)
+    served = len(served_mnist.log)
+    assert_matches(mnist(), mnist_arrays)
+    assert path.read_bytes() == recompressed  # kept, not replaced
+    assert len(served_mnist.log) == served  # nothing downloaded
+    assert not path.with_name(path.name + ".corrupt").exists()
+
+
+def test_a_file_with_other_content_is_moved_aside_never_deleted(
+    served_mnist, cache, mnist_arrays, tiny_content, make_idx
+):
+    mnist()
+    path = cache / "mnist" / "train-labels-idx1-ubyte.gz"
+    other = gzip.compress(make_idx(np.zeros(20, dtype=np.uint8)))  # valid IDX, wrong labels
+    path.write_bytes(other)
+    with pytest.warns(UserWarning, match=r"label counts .* moved to .*\.corrupt"):
+        assert_matches(mnist(), mnist_arrays)
+    assert path.with_name(path.name + ".corrupt").read_bytes() == other
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == mnist_module.FILES["y_train"][1]
+
+
+def test_a_failed_redownload_names_the_moved_file(cache, refused_url, monkeypatch, mnist_files):
+    monkeypatch.setattr(mnist_module, "MIRRORS", (refused_url.removesuffix("file.bin"),))
+    write_files(cache / "mnist", {"train-images-idx3-ubyte.gz": b"\x1f\x8bnot really"})
+    with pytest.raises(DownloadError) as err, pytest.warns(UserWarning):
+        mnist()
+    assert "moved to" in str(err.value) and ".corrupt" in str(err.value)
+    assert (cache / "mnist" / "train-images-idx3-ubyte.gz.corrupt").read_bytes() == (
+        b"\x1f\x8bnot really")

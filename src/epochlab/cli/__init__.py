@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,11 @@ def failure_message(exc: BaseException) -> str:
             "it is a bug in epochlab. Run again with EPOCHLAB_DEBUG=1 to see the traceback.")
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
+    click.echo(f"Warning: {one_line(str(message))}", err=True)
+
+
 class EpochlabGroup(click.Group):
     """A click group that applies the package's error policy around every command."""
 
@@ -87,7 +93,9 @@ class EpochlabGroup(click.Group):
         if not standalone_mode or debug_enabled():
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
         try:
-            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except ParameterError as e:
             self._usage(argv, name, str(e))
         except click.UsageError as e:

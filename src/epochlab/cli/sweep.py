@@ -11,7 +11,6 @@ after Ctrl-C or a kill trains only what is not done yet.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import click
@@ -24,13 +23,15 @@ from epochlab.cli.common import (
     load_data,
     model_factory,
     runtime_options,
+    warn,
 )
-from epochlab.store import SQLiteStore, default_store_path
+from epochlab.store import open_store
 from epochlab.sweeps.driver import best_run, metric_values, sweep
 from epochlab.sweeps.plan import make_plan
 from epochlab.sweeps.spec import SweepSpec, parse_cli_lists
 from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, user_inputs
 from epochlab.sweeps.workload import load_data as load_config_data
+from epochlab.validation import ParameterError
 
 
 def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
@@ -73,7 +74,9 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
 @click.option("--validation-split", "validation_split", type=float, default=0.2, show_default=True)
 @click.option("--metric", default="val_accuracy", show_default=True,
               help="The epoch metric that picks the best configuration.")
-@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
+@click.option("--mode", type=click.Choice(["max", "min"]), default=None,
+              help="Which way --metric is better [default: from its name: min for loss/error/"
+                   "mse/mae, max for accuracy/auc/f1/precision/recall; others need --mode].")
 @click.option("--select", type=click.Choice(["final", "best"]), default="final", show_default=True,
               help="Rank by the metric at the weights each run ends with (final), or by its "
                    "best epoch (slide 13's max over epochs).")
@@ -125,45 +128,84 @@ def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, ba
                  batch_norm=batch_norm, seed=seed, optimizer=optimizer,
                  weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
                  validation_split=validation_split, metric=metric, mode=mode, name=name)
+    if spec_file:
+        overrides = parse_cli_lists(_given(ctx, **texts))
+        if user:
+            overrides.update(data=data, model=model, **user)
+        spec = SweepSpec.from_toml(spec_file, **overrides)
+    else:
+        texts["schedule"] = list(schedule) or [None]
+        spec = SweepSpec.from_cli(**texts, **user)
+    if ctx.get_parameter_source("lr").name != "DEFAULT":
+        _check_one_lr(spec, lr)
+    store = open_store(store_path)
     try:
-        if spec_file:
-            overrides = parse_cli_lists(_given(ctx, **texts))
-            if user:
-                overrides.update(data=data, model=model, **user)
-            spec = SweepSpec.from_toml(spec_file, **overrides)
-        else:
-            texts["schedule"] = list(schedule) or [None]
-            spec = SweepSpec.from_cli(**texts, **user)
-    except (ValueError, TypeError) as e:
-        raise click.UsageError(str(e)) from None
-    store = SQLiteStore(store_path or default_store_path())
-    console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in {store.path}")
-    try:
-        plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse, sources=sources)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    console.print(plan.describe(), markup=False, highlight=False)
-    console.print(_runtime_line(spec, threads, precision, workers, sources), markup=False,
-                  highlight=False)
-    try:
-        result = sweep(spec, store, sources=sources, workers=workers, progress=not no_progress,
-                       share_prefixes=not no_share, fuse=fuse, select=select, console=console,
-                       threads=threads, precision=precision, executor=executor,
-                       ray_address=ray_address)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]Interrupted.[/] Finished runs are stored; run the same command "
-                      "again to train the rest.")
-        sys.exit(130)
+        console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in "
+                      f"{store.path}")
+        plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse,
+                         sources=sources)
+        console.print(plan.describe(), markup=False, highlight=False)
+        console.print(_runtime_line(spec, threads, precision, workers, sources), markup=False,
+                      highlight=False)
+        try:
+            result = sweep(spec, store, sources=sources, workers=workers,
+                           progress=not no_progress, share_prefixes=not no_share, fuse=fuse,
+                           select=select, console=console, threads=threads,
+                           precision=precision, executor=executor, ray_address=ray_address)
+        except KeyboardInterrupt:
+            console.print("[yellow]Interrupted.[/] Finished runs are stored, runs in flight "
+                          "as interrupted; run the same command again to train the rest.")
+            raise
+        _report(result, store, select)
     finally:
         store.close()
+
+
+def _check_one_lr(spec: SweepSpec, lr_text: str) -> None:
+    """--lr given with a schedule that sets its own initial rate: which one trains?"""
+    from epochlab import schedules
+
+    for text in spec.schedule:
+        own = None if text is None else schedules.parse(text).initial_lr
+        if own is not None:
+            raise ParameterError(
+                f"Both --lr ({lr_text}) and the schedule's own initial learning rate "
+                f"({text!r}) were given; give one of them: drop --lr, or drop the initial "
+                "rate from --schedule to sweep --lr."
+            )
+
+
+def _report(result: Any, store: Any, select: str) -> None:
     console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s; "
                   f"{result.skipped} already done; " +
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))
     console.print(results_table(result, store))
     _print_best(result, store, select)
     _print_advice(result, store, select)
+    _failures(result)
+
+
+def _failures(result: Any) -> None:
+    """Say why runs failed; a sweep in which no run finished is a failure (exit 1)."""
+    failed = [r for r in result.runs if r.status == "failed"]
+    if not failed:
+        return
+    reasons: dict[str, list[int]] = {}
+    for r in failed:
+        reasons.setdefault(str(r.summary.get("error", "no message")), []).append(r.id)
+    if len(failed) == len(result.runs):
+        reason, ids = next(iter(reasons.items()))
+        raise click.ClickException(
+            f"All {len(failed)} runs failed: {reason} (runs {_ids(ids)}; "
+            f"`epochlab runs show {ids[0]} --json` has the traceback). Fix the cause and run "
+            "the same command again: failed runs are retried."
+        )
+    for reason, ids in reasons.items():
+        warn(f"{len(ids)} run(s) failed ({_ids(ids)}): {reason}")
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")
 
 
 def _user_inputs(data: str, target: str | None, model: str,

@@ -17,6 +17,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from epochlab.data.base import DataBundle
+from epochlab.validation import ParameterError
 
 __all__ = ["digits"]
 
@@ -54,7 +55,7 @@ def digits(
         ('5', '6', '7', '8', '9')
     """
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"The value of `test_size` is {test_size}, but must be in (0, 1).")
+        raise ParameterError(f"The value of `test_size` is {test_size}, but must be in (0, 1).")
     keep = _check_labels(labels)
 
     raw = load_digits()
@@ -104,7 +105,7 @@ def _check_labels(labels: Sequence[int] | None) -> tuple[int, ...]:
     bad = [v for v in keep if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
     bad += [v for v in keep if v not in bad and not 0 <= v <= 9]
     if bad or len(keep) < 2 or len(set(keep)) != len(keep):
-        raise ValueError(
+        raise ParameterError(
             f"The value of `labels` is {labels!r}, but must be at least two distinct "
             "digits from 0 to 9, e.g. (0, 1, 2, 3, 4)."
         )

@@ -20,10 +20,13 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
+
+from epochlab.validation import ParameterError
 
 __all__ = ["ChecksumError", "DownloadError", "cache_dir", "fetch", "sha256_file"]
 
@@ -78,6 +81,7 @@ def fetch(
     *,
     timeout: float = 30,
     progress: bool = True,
+    verify: Callable[[Path], str | None] | None = None,
 ) -> Path:
     """Download a file to ``dest`` unless a verified copy is already there.
 
@@ -85,8 +89,11 @@ def fetch(
     an existing ``.part`` with an HTTP ``Range`` request (a server that
     ignores ``Range`` and answers 200 gets a full download instead). The file
     is renamed to ``dest`` only when its SHA-256 matches. A file already at
-    ``dest`` is re-verified on every call and fetched again when it is corrupt
-    or truncated.
+    ``dest`` is re-verified on every call. When its bytes differ, ``verify``
+    (if given) checks its *content* (a re-compressed copy of the right data
+    is kept); a file that fails is never deleted: it is moved aside to
+    ``<dest>.corrupt`` (the message names it and the check it failed) and
+    the file is fetched again.
 
     Args:
         url_or_urls: One URL, or mirrors to try in order.
@@ -94,6 +101,8 @@ def fetch(
         sha256: Expected hex SHA-256 (64 characters).
         timeout: Seconds to wait on the network before giving up on a mirror.
         progress: Show a ``rich`` progress bar on stderr.
+        verify: ``verify(path)`` returns None when a file whose SHA-256
+            differs still holds the right content, else what is wrong with it.
 
     Returns:
         ``dest``, holding a file with the expected checksum.
@@ -112,25 +121,33 @@ def fetch(
     """
     urls = [url_or_urls] if isinstance(url_or_urls, str) else list(url_or_urls)
     if not urls or not all(isinstance(u, str) and u for u in urls):
-        raise ValueError(
+        raise ParameterError(
             f"The value of `url_or_urls` is {url_or_urls!r}, but must be a URL or a "
             "non-empty sequence of URLs."
         )
     expected = sha256.lower() if isinstance(sha256, str) else sha256
     if not isinstance(expected, str) or not _SHA256_RE.match(expected):
-        raise ValueError(
+        raise ParameterError(
             f"The value of `sha256` is {sha256!r}, but must be 64 hexadecimal characters."
         )
     if not timeout > 0:
-        raise ValueError(f"The value of `timeout` is {timeout}, but must be `timeout > 0`.")
+        raise ParameterError(f"The value of `timeout` is {timeout}, but must be `timeout > 0`.")
 
     dest = Path(dest)
     part = dest.with_suffix(dest.suffix + ".part")
+    moved = ""
     if dest.exists():
         if sha256_file(dest) == expected:
             return dest
-        # Corrupt or truncated (e.g. copied by hand, disk error): fetch again.
-        dest.unlink()
+        problem = "its SHA-256 differs from the expected one" if verify is None else verify(dest)
+        if problem is None:
+            return dest  # other bytes, the right content (e.g. re-compressed): kept as it is
+        # Corrupt, truncated or another file: this call did not write it, so it is
+        # moved aside, never deleted, and the file is fetched again.
+        aside = dest.with_name(dest.name + ".corrupt")
+        os.replace(dest, aside)
+        moved = f"{dest} failed its check ({problem}) and was moved to {aside}. "
+        warnings.warn(moved.strip(), stacklevel=2)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if part.exists() and sha256_file(part) == expected:
         # A previous run finished the transfer but died before the rename.
@@ -150,7 +167,7 @@ def fetch(
 
     if mismatches:
         raise ChecksumError(
-            f"Checksum mismatch for {dest.name}; the download was discarded and nothing was "
+            moved + f"Checksum mismatch for {dest.name}; the download was discarded and nothing was "
             "written to the cache.\n  " + "\n  ".join(mismatches + failures)
         )
     kept = (
@@ -159,7 +176,7 @@ def fetch(
         else ""
     )
     raise DownloadError(
-        f"Could not download {dest.name} from any mirror:\n  "
+        moved + f"Could not download {dest.name} from any mirror:\n  "
         + "\n  ".join(failures)
         + kept
         + f"\nWithout network access, download it elsewhere and put it at {dest} "

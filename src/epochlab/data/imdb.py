@@ -33,6 +33,7 @@ import numpy as np
 
 from epochlab.data.base import DataBundle
 from epochlab.data.download import DownloadError, cache_dir, fetch
+from epochlab.validation import ParameterError
 
 __all__ = ["imdb", "tokenize"]
 
@@ -105,7 +106,7 @@ def imdb(
     _check_int("start_char", start_char, 1, optional=True)
     for name, value in (("oov_char", oov_char), ("start_char", start_char)):
         if value is not None and value > index_from:
-            raise ValueError(
+            raise ParameterError(
                 f"The value of `{name}` is {value}, but must be `{name} <= index_from` "
                 f"({index_from}) so that it cannot collide with a word index."
             )
@@ -188,7 +189,7 @@ def _locate(path: str | Path | None, download: bool) -> tuple[str, Path]:
                 return "npz", path
             if path.name.endswith((".tar.gz", ".tgz", ".tar")):
                 return "tarball", path
-            raise ValueError(
+            raise ParameterError(
                 f"The value of `path` is {str(path)!r}, but must be an .npz file, a .tar.gz "
                 "tarball, an extracted aclImdb directory or a directory holding one."
             )
@@ -381,4 +382,4 @@ def _check_int(name: str, value: object, minimum: int, optional: bool = False) -
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         allowed = f"`{name} >= {minimum}`" + (" or None" if optional else "")
-        raise ValueError(f"The value of `{name}` is {value!r}, but must be {allowed}.")
+        raise ParameterError(f"The value of `{name}` is {value!r}, but must be {allowed}.")

@@ -57,6 +57,16 @@ FILES: dict[str, tuple[str, str]] = {
 NPZ_NAME = "mnist.npz"
 NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 
+# What the official files hold: shapes, and the count of each digit among the labels.
+# A cached file whose compressed bytes differ from the official archive (re-compressed,
+# or stored uncompressed under the .gz name) is kept when its content matches these.
+CONTENT: dict[str, tuple[tuple[int, ...], tuple[int, ...] | None]] = {
+    "x_train": ((60000, 28, 28), None),
+    "y_train": ((60000,), (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)),
+    "x_test": ((10000, 28, 28), None),
+    "y_test": ((10000,), (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)),
+}
+
 _IDX_UBYTE = 0x08
 _EXPECTED_NDIM = {"x_train": 3, "y_train": 1, "x_test": 3, "y_test": 1}
 
@@ -211,13 +221,34 @@ def _load_arrays(path: str | Path | None, download: bool) -> tuple[dict[str, np.
             paths[key] = local
             continue
         try:
-            paths[key] = fetch([m + name for m in MIRRORS], directory / name, sha)
+            paths[key] = fetch([m + name for m in MIRRORS], directory / name, sha,
+                               verify=_content_check(key))
         except DownloadError as exc:
             raise type(exc)(
                 f"{exc}\nFor MNIST the directory is {directory}: the four files "
                 f"{', '.join(n for n, _ in FILES.values())}, or {NPZ_NAME}."
             ) from exc
     return {k: read_idx(p, _EXPECTED_NDIM[k]) for k, p in paths.items()}, directory
+
+
+def _content_check(key: str):
+    """``check(path)``: None when the IDX file holds MNIST's ``key`` array, else what is wrong."""
+
+    def check(path: Path) -> str | None:
+        try:
+            array = read_idx(path, _EXPECTED_NDIM[key])
+        except ValueError as e:
+            return str(e)
+        shape, counts = CONTENT[key]
+        if array.shape != shape:
+            return f"it holds an array of shape {array.shape}, not MNIST's {shape}"
+        if counts is not None:
+            found = tuple(int(c) for c in np.bincount(array.ravel(), minlength=10))
+            if found != counts:
+                return f"its label counts {found} are not MNIST's {counts}"
+        return None
+
+    return check
 
 
 def _find_idx(directory: Path, name: str) -> Path | None:

@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable
 
 from epochlab.data.base import DataBundle
+from epochlab.validation import ParameterError
 
 __all__ = ["NAMES", "load", "parameters"]
 
@@ -50,7 +51,7 @@ def load(name: str, **kwargs: object) -> DataBundle:
     accepted = parameters(name)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(
+        raise ParameterError(
             f"Dataset {name!r} got unknown parameter(s) {', '.join(map(repr, unknown))}; "
             f"it accepts: {', '.join(accepted) or '(none)'}."
         )
@@ -74,7 +75,7 @@ def parameters(name: str) -> tuple[str, ...]:
 
 def _loader(name: str) -> Callable[..., DataBundle]:
     if name not in _LOADERS:
-        raise ValueError(
+        raise ParameterError(
             f"The value of `name` is {name!r}, but must be one of: {', '.join(NAMES)}."
         )
     module_name, attr = _LOADERS[name]
@@ -83,7 +84,7 @@ def _loader(name: str) -> Callable[..., DataBundle]:
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise  # a dependency of the loader is missing: show the real error
-        raise ValueError(
+        raise RuntimeError(
             f"Dataset {name!r} is not available in this installation ({module_name} "
             "is missing)."
         ) from exc

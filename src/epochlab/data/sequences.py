@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from epochlab.data.base import DataBundle
+from epochlab.validation import ParameterError
 
 PAD, START = 0, 1
 N_NEGATIONS, N_POLAR = 3, 10  # negation words; sentiment words per polarity
@@ -62,10 +63,10 @@ def pad_sequences(
         [[0, 5, 6], [2, 3, 4]]
     """
     if maxlen < 1:
-        raise ValueError(f"The value of `maxlen` is {maxlen}, but must be `maxlen >= 1`.")
+        raise ParameterError(f"The value of `maxlen` is {maxlen}, but must be `maxlen >= 1`.")
     for name, side in (("padding", padding), ("truncating", truncating)):
         if side not in ("pre", "post"):
-            raise ValueError(f"The value of `{name}` is {side!r}, but must be 'pre' or 'post'.")
+            raise ParameterError(f"The value of `{name}` is {side!r}, but must be 'pre' or 'post'.")
     out = np.full((len(seqs), maxlen), value, dtype=np.int64)
     for i, seq in enumerate(seqs):
         seq = list(seq)
@@ -90,9 +91,9 @@ def bag_of_words(x: np.ndarray, vocab_size: int, padding_idx: int | None = PAD) 
     """
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"`x` must be token ids shaped (N, T), but has shape {x.shape}.")
+        raise ParameterError(f"`x` must be token ids shaped (N, T), but has shape {x.shape}.")
     if x.size and (x.min() < 0 or x.max() >= vocab_size):
-        raise ValueError(
+        raise ParameterError(
             f"Token ids must be in [0, vocab_size) = [0, {vocab_size}), but `x` holds ids "
             f"from {x.min()} to {x.max()}."
         )
@@ -160,17 +161,17 @@ def sequences(
         ((80, 20), 'binary', ('negative', 'positive'), 1000)
     """
     if n_samples < 2:
-        raise ValueError(f"The value of `n_samples` is {n_samples}, but must be `n_samples >= 2`.")
+        raise ParameterError(f"The value of `n_samples` is {n_samples}, but must be `n_samples >= 2`.")
     if vocab_size < MIN_VOCAB:
-        raise ValueError(
+        raise ParameterError(
             f"The value of `vocab_size` is {vocab_size}, but must be `vocab_size >= {MIN_VOCAB}`."
         )
     if maxlen < MIN_MAXLEN:
-        raise ValueError(f"The value of `maxlen` is {maxlen}, but must be `maxlen >= {MIN_MAXLEN}`.")
+        raise ParameterError(f"The value of `maxlen` is {maxlen}, but must be `maxlen >= {MIN_MAXLEN}`.")
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"The value of `test_size` is {test_size}, but must be in (0, 1).")
+        raise ParameterError(f"The value of `test_size` is {test_size}, but must be in (0, 1).")
     if padding not in ("pre", "post"):
-        raise ValueError(f"The value of `padding` is {padding!r}, but must be 'pre' or 'post'.")
+        raise ParameterError(f"The value of `padding` is {padding!r}, but must be 'pre' or 'post'.")
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.arange(n_samples) % 2).astype(np.int64)
     cdf = _neutral_cdf(vocab_size)

@@ -9,6 +9,7 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 
 from epochlab.data.base import DataBundle
+from epochlab.validation import ParameterError
 
 
 def synthetic(
@@ -30,9 +31,9 @@ def synthetic(
         (800, 20)
     """
     if n_samples < 2:
-        raise ValueError(f"The value of `n_samples` is {n_samples}, but must be `n_samples >= 2`.")
+        raise ParameterError(f"The value of `n_samples` is {n_samples}, but must be `n_samples >= 2`.")
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"The value of `test_size` is {test_size}, but must be in (0, 1).")
+        raise ParameterError(f"The value of `test_size` is {test_size}, but must be in (0, 1).")
     x, y = make_classification(
         n_samples=n_samples,
         n_features=n_features,

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from epochlab.validation import ParameterError
+
 Kind = Literal["seed", "small"]
 
 # (out_channels, followed by a 2x2 max-pool) for each 3x3 conv, as on the slides.
@@ -33,7 +35,7 @@ _CONV_PLANS: dict[str, tuple[tuple[int, bool], ...]] = {
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or any(not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(
+        raise ParameterError(
             f"The value of `{name}` is {value!r}, but must be a positive int or a pair (H, W) "
             "of positive ints."
         )
@@ -151,10 +153,10 @@ def cnn(
         torch.Size([8, 10])
     """
     if kind not in _CONV_PLANS:
-        raise ValueError(f"The value of `kind` is {kind!r}, but must be one of {sorted(_CONV_PLANS)}.")
+        raise ParameterError(f"The value of `kind` is {kind!r}, but must be one of {sorted(_CONV_PLANS)}.")
     for name, value in (("in_channels", in_channels), ("n_classes", n_classes), ("hidden", hidden)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"The value of `{name}` is {value!r}, but must be `{name} >= 1`.")
+            raise ParameterError(f"The value of `{name}` is {value!r}, but must be `{name} >= 1`.")
     size = _pair(input_size, "input_size")
 
     layers: list[nn.Module] = []
@@ -169,7 +171,7 @@ def cnn(
             layers.append(nn.MaxPool2d(2))
             h, w = h // 2, w // 2
         if h < 1 or w < 1:
-            raise ValueError(
+            raise ParameterError(
                 f"The value of `input_size` is {input_size!r}, but the {kind!r} CNN's "
                 "convolutions and pools shrink it to nothing; use larger images "
                 f"(at least {_min_size(kind)} pixels a side)."

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from epochlab.validation import ParameterError
+
 
 class LSTMClassifier(nn.Module):
     """Embedding -> dropout -> LSTM (final state of the last real token) -> dropout -> Linear.
@@ -126,11 +128,11 @@ def lstm_classifier(
         ("out_features", out_features),
     ):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"The value of `{name}` is {value!r}, but must be `{name} >= 1`.")
+            raise ParameterError(f"The value of `{name}` is {value!r}, but must be `{name} >= 1`.")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"The value of `dropout` is {dropout!r}, but must be in [0, 1).")
+        raise ParameterError(f"The value of `dropout` is {dropout!r}, but must be in [0, 1).")
     if padding_idx is not None and not 0 <= padding_idx < vocab_size:
-        raise ValueError(
+        raise ParameterError(
             f"The value of `padding_idx` is {padding_idx!r}, but must be None or in "
             f"[0, vocab_size) = [0, {vocab_size})."
         )

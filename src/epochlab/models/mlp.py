@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from epochlab.validation import ParameterError
+
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
 
@@ -35,11 +37,11 @@ def mlp(
         torch.Size([4, 1])
     """
     if activation not in _ACTIVATIONS:
-        raise ValueError(
+        raise ParameterError(
             f"Unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}."
         )
     if in_features < 1 or out_features < 1 or any(h < 1 for h in hidden):
-        raise ValueError(
+        raise ParameterError(
             f"Layer sizes must be >= 1, got in_features={in_features}, hidden={tuple(hidden)}, "
             f"out_features={out_features}."
         )

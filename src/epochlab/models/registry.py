@@ -18,6 +18,7 @@ from epochlab.data.base import DataBundle
 from epochlab.models.cnn import cnn
 from epochlab.models.lstm import lstm_classifier
 from epochlab.models.mlp import mlp
+from epochlab.validation import ParameterError
 
 __all__ = ["NAMES", "build", "out_features"]
 
@@ -39,7 +40,7 @@ def _is_tokens(data: DataBundle) -> bool:
 
 def _mlp(data: DataBundle, **kwargs: Any) -> nn.Module:
     if _is_tokens(data):
-        raise ValueError(
+        raise ParameterError(
             f"Model 'mlp' cannot take dataset {data.name!r}: its examples are token ids. "
             "Use model 'lstm', or an mlp on `epochlab.data.sequences.bag_of_words` counts."
         )
@@ -54,7 +55,7 @@ def _cnn_builder(kind: str) -> Callable[..., nn.Module]:
     def build_cnn(data: DataBundle, **kwargs: Any) -> nn.Module:
         shape = data.input_shape
         if len(shape) != 3 or data.task not in ("multiclass", "binary"):
-            raise ValueError(
+            raise ParameterError(
                 f"Model {name!r} cannot take dataset {data.name!r}: it needs classified images "
                 f"shaped (channels, height, width), but the examples have shape {shape} "
                 f"(task {data.task!r}). Use model 'mlp' for flat features."
@@ -72,7 +73,7 @@ def _cnn_builder(kind: str) -> Callable[..., nn.Module]:
 
 def _lstm(data: DataBundle, **kwargs: Any) -> nn.Module:
     if not _is_tokens(data) or len(data.input_shape) != 1:
-        raise ValueError(
+        raise ParameterError(
             f"Model 'lstm' cannot take dataset {data.name!r}: it needs token-id sequences "
             "with `info['vocab_size']` (datasets 'sequences' or 'imdb'), but the examples "
             f"have shape {data.input_shape}."
@@ -110,10 +111,10 @@ def build(name: str, data: DataBundle, **kwargs: Any) -> nn.Module:
         1
     """
     if name not in _BUILDERS:
-        raise ValueError(f"The value of `name` is {name!r}, but must be one of: {', '.join(NAMES)}.")
+        raise ParameterError(f"The value of `name` is {name!r}, but must be one of: {', '.join(NAMES)}.")
     try:
         return _BUILDERS[name](data, **kwargs)
     except TypeError as exc:
         if "unexpected keyword" not in str(exc):
             raise
-        raise ValueError(f"Model {name!r} got an unexpected parameter: {exc}.") from exc
+        raise ParameterError(f"Model {name!r} got an unexpected parameter: {exc}.") from exc

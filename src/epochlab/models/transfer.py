@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from epochlab.models.cnn import CNN, Backbone, cnn  # noqa: F401  (the examples use cnn)
+from epochlab.validation import ParameterError
 
 
 def _keep_eval(module: nn.Module, args: Any) -> None:
@@ -105,7 +106,7 @@ def backbone(model: nn.Module, copy: bool = True) -> nn.Module:
     elif isinstance(model, Backbone):
         body = model
     else:
-        raise TypeError(
+        raise ParameterError(
             f"`model` must be an epochlab CNN, TransferModel or Backbone, but got "
             f"{type(model).__name__}; wrap your own feature extractor in "
             "`epochlab.models.cnn.Backbone(body, in_channels, out_features)`."
@@ -146,16 +147,16 @@ class TransferModel(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"The value of `n_classes` is {n_classes!r}, but must be `n_classes >= 2`.")
+            raise ParameterError(f"The value of `n_classes` is {n_classes!r}, but must be `n_classes >= 2`.")
         if not isinstance(head_hidden, int) or head_hidden < 0:
-            raise ValueError(
+            raise ParameterError(
                 f"The value of `head_hidden` is {head_hidden!r}, but must be `head_hidden >= 0`."
             )
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"The value of `dropout` is {dropout!r}, but must be in [0, 1).")
+            raise ParameterError(f"The value of `dropout` is {dropout!r}, but must be in [0, 1).")
         width = in_features if in_features is not None else getattr(backbone, "out_features", None)
         if not isinstance(width, int) or width < 1:
-            raise ValueError(
+            raise ParameterError(
                 f"`backbone` ({type(backbone).__name__}) has no `out_features`; pass "
                 "`in_features`, the width of the features it returns."
             )

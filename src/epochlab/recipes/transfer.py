@@ -24,6 +24,7 @@ from epochlab.models.cnn import cnn
 from epochlab.models.transfer import count_parameters, transfer_model, unfreeze
 from epochlab.train.history import History
 from epochlab.train.loop import fit
+from epochlab.validation import ParameterError
 
 __all__ = ["epochs_to_reach", "transfer_study"]
 
@@ -103,15 +104,15 @@ def transfer_study(
         ("fine_tune_epochs", fine_tune_epochs, 0), ("batch_size", batch_size, 1),
     ):
         if not isinstance(value, int) or value < low:
-            raise ValueError(f"The value of `{name}` is {value!r}, but must be `{name} >= {low}`.")
+            raise ParameterError(f"The value of `{name}` is {value!r}, but must be `{name} >= {low}`.")
     if not 0.0 < target_accuracy <= 1.0:
-        raise ValueError(
+        raise ParameterError(
             f"The value of `target_accuracy` is {target_accuracy!r}, but must be in (0, 1]."
         )
     if max_train is not None and max_train < 1:
-        raise ValueError(f"The value of `max_train` is {max_train!r}, but must be `max_train >= 1`.")
+        raise ParameterError(f"The value of `max_train` is {max_train!r}, but must be `max_train >= 1`.")
     if set(source_labels) & set(target_labels):
-        raise ValueError(
+        raise ParameterError(
             f"`source_labels` {tuple(source_labels)} and `target_labels` {tuple(target_labels)} "
             "overlap; transfer is measured on digits the backbone has not seen."
         )

@@ -18,7 +18,7 @@ from epochlab.train.history import History
 from epochlab.validation import ParameterError, check_name
 
 # What a study is "about": rerunning it with other values mixes runs that cannot be compared.
-IDENTITY = ("data", "model", "data_options")
+IDENTITY = ("data", "model", "data_options", "data_fingerprint", "model_fingerprint")
 
 # Stop reasons of a History and the run status each is stored as.
 _STATUS_OF = {

@@ -185,11 +185,17 @@ class SQLiteStore(Store):
     def _prepare(self, conn: sqlite3.Connection) -> None:
         try:
             app_id, version = self._header(conn)
-            if app_id == 0 and version == 0 and not self._has_tables(conn):
-                if not self.create:
-                    raise StoreError(f"{self.path} is not an epochlab store: the database is empty.")
-                self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-                self._transaction(conn, self._initialize)
+            if app_id == 0 and version == 0:
+                if not self._has_tables(conn):
+                    if not self.create:
+                        raise StoreError(f"{self.path} is not an epochlab store: the database "
+                                         "is empty.")
+                    self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+                    self._transaction(conn, self._initialize)
+                else:
+                    # Tables but no header yet: another process may be creating the store
+                    # right now. Its transaction sets both; read them again behind its lock.
+                    self._transaction(conn, lambda c: None)
                 app_id, version = self._header(conn)
             if app_id != APPLICATION_ID:
                 raise StoreError(f"{self.path} is not an epochlab store "

@@ -17,13 +17,16 @@ others (:data:`DONE`). Ctrl-C stops the sweep after recording what finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import math
+import os
 import pickle
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ from torch import nn
 
 from epochlab.store.base import DONE, RunRecord, Store
 from epochlab.store.memory import MemoryStore
+from epochlab.store.record import check_study, ensure_study
 from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
 from epochlab.sweeps.spec import SweepSpec
@@ -151,7 +155,7 @@ def best_run(
     longer run's epochs include a shorter one's).
     """
     if select not in SELECT:
-        raise ValueError(f"The value of `select` is {select!r}, but must be one of {SELECT}.")
+        raise ParameterError(f"The value of `select` is {select!r}, but must be one of {SELECT}.")
     scored = []
     for order, r in enumerate(runs):
         if r.status not in DONE:
@@ -163,16 +167,66 @@ def best_run(
 
 
 def _preflight(spec: SweepSpec, sources: Sources) -> None:
-    """Load the data and build each distinct model once, so bad names fail before training."""
+    """Load the data and build each distinct model once, so bad names fail before training.
+
+    The ranking metric is checked too: it must be one the runs will log
+    (``loss``, ``accuracy`` for classification, and their ``val_`` forms when
+    there is a validation split), or the whole grid would train for nothing.
+    """
     seen = set()
+    data = None
     for c in spec.configs():
         if (c.model, c.batch_norm) in seen:
             continue
         seen.add((c.model, c.batch_norm))
+        data = load_data(c, sources)
         try:
-            build_model(c, load_data(c, sources), sources)
+            build_model(c, data, sources)
         except (ValueError, TypeError) as e:
             raise ParameterError(f"Cannot build model {c.model!r} on data {c.data!r}: {e}") from None
+    task = getattr(data, "task", None)
+    if task is not None:
+        logged = ["loss"] + (["accuracy"] if task in ("binary", "multiclass") else [])
+        logged += [f"val_{m}" for m in logged] if spec.validation_split > 0 else []
+        if spec.metric not in logged:
+            hint = (" (validation metrics need validation_split > 0)"
+                    if spec.metric.startswith("val_") and spec.validation_split == 0 else "")
+            raise ParameterError(
+                f"The value of `metric` is {spec.metric!r}, but the runs of this sweep log "
+                f"only: {', '.join(logged)}{hint}."
+            )
+
+
+@contextlib.contextmanager
+def study_lock(store: Store, name: str) -> Iterator[bool]:
+    """Hold the study for this driver; wait while another live driver holds it.
+
+    Two drivers of one study on one store would each take the other's
+    running runs for stale ones and train them twice. The lock is a POSIX
+    record lock on one byte of ``<store>.lock`` (one byte per study name), so
+    a driver that dies, even by SIGKILL, releases it at once. Yields whether
+    it had to wait. Stores without a file (memory) need no lock.
+    """
+    path = getattr(store, "path", None)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no record locks; one driver at a time
+        fcntl = None  # type: ignore[assignment]
+    if path is None or fcntl is None:
+        yield False
+        return
+    offset = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % (2**31 - 1)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    waited = False
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError:
+            waited = True
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
+        yield waited
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def check_picklable(sources: Sources, workers: int) -> None:
@@ -334,8 +388,6 @@ def sweep(
     user = user_inputs(spec_or_make_model, data_or_store)
     if metric is None:
         metric = "val_loss" if user.task == "regression" else "val_accuracy"
-    if mode is None:
-        mode = "min" if metric.endswith("loss") else "max"
     spec = SweepSpec(
         data=user.data, model=user.model, data_fingerprint=user.data_fingerprint,
         model_fingerprint=user.model_fingerprint,
@@ -362,41 +414,70 @@ def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int
     """Plan what the store does not hold as done, execute it, record it, pick the best."""
     if store is None:
         store = MemoryStore()
+    if select not in SELECT:
+        raise ParameterError(f"The value of `select` is {select!r}, but must be one of {SELECT}.")
     t0 = time.perf_counter()
     check_picklable(sources, 1 if executor == "ray" else workers)
     _preflight(spec, sources)
     name = spec.study_name()
-    sid = store.create_study(name, spec.to_dict())
-    store.reset_stale(sid)
+    check_study(store, name, spec.to_dict())  # before waiting for another driver
+    with study_lock(store, name) as waited:
+        if waited and console is not None:
+            console.print(f"(waited for another sweep of study {name!r} to finish)")
+        return _run_locked(spec, store, sources, name, t0, workers=workers, progress=progress,
+                           share_prefixes=share_prefixes, fuse=fuse, select=select,
+                           console=console, threads=threads, precision=precision,
+                           executor=executor, ray_address=ray_address)
+
+
+def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: float, *,
+                workers: int, progress: bool, share_prefixes: bool, fuse: bool, select: str,
+                console: Console | None, threads: object, precision: str, executor: str,
+                ray_address: str | None) -> SweepResult:
+    sid = ensure_study(store, name, spec.to_dict())
+    store.reset_stale(sid)  # safe: this driver holds the study
     configs = spec.configs()
     ids = {c.key: store.add_run(sid, c.key, c.settings) for c in configs}
     status = {r.key: r.status for r in store.runs(name)}
     todo = [c for c in configs if status[c.key] not in DONE]
-    with make_executor(workers, executor, ray_address) as ex, _progress(progress, console) as bar:
-        # With several workers, fused groups are split so that every worker gets some.
-        per_task = None if ex.slots <= 1 else max(2, math.ceil(len(todo) / ex.slots))
-        executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse,
-                             max_members=per_task, sources=sources)
-        if executor == "ray":
-            # Registry datasets travel with the work (once, in the object store), so a
-            # worker on another machine needs no copy of them. A Ray task starts with one
-            # torch thread, which threads="auto" keeps.
-            loaded = {(c.data, c.data_options): load_data(c, sources)
-                      for c in todo if c.data_fingerprint is None}
-            sources = dataclasses.replace(sources, loaded=loaded)
-        work = functools.partial(execute_task, sources=sources, threads=threads,
-                                 precision=precision)
-        job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
+    in_flight: set[int] = set()  # started, not yet recorded
+    try:
+        with make_executor(workers, executor, ray_address) as ex, \
+                _progress(progress, console) as bar:
+            # With several workers, fused groups are split so that every worker gets some.
+            per_task = None if ex.slots <= 1 else max(2, math.ceil(len(todo) / ex.slots))
+            executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse,
+                                 max_members=per_task, sources=sources)
+            if executor == "ray":
+                # Registry datasets travel with the work (once, in the object store), so a
+                # worker on another machine needs no copy of them. A Ray task starts with one
+                # torch thread, which threads="auto" keeps.
+                loaded = {(c.data, c.data_options): load_data(c, sources)
+                          for c in todo if c.data_fingerprint is None}
+                sources = dataclasses.replace(sources, loaded=loaded)
+            work = functools.partial(execute_task, sources=sources, threads=threads,
+                                     precision=precision)
+            job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
 
-        def start(i: int) -> None:
-            for c in executed.tasks[i].runs():
-                store.start_run(ids[c.key])
+            def start(i: int) -> None:
+                for c in executed.tasks[i].runs():
+                    store.start_run(ids[c.key])
+                    in_flight.add(ids[c.key])
 
-        for i, out in ex.run(work, executed.tasks, on_start=start):
-            _record(store, ids, executed.tasks[i], out)
-            bar.advance(job, len(executed.tasks[i].runs()))
-            if isinstance(out, TaskOutcome) and out.interrupted:
-                raise KeyboardInterrupt(f"Sweep {name!r} interrupted; run it again to resume.")
+            for i, out in ex.run(work, executed.tasks, on_start=start):
+                _record(store, ids, executed.tasks[i], out)
+                in_flight.difference_update(ids[c.key] for c in executed.tasks[i].runs())
+                bar.advance(job, len(executed.tasks[i].runs()))
+                if isinstance(out, TaskOutcome) and out.interrupted:
+                    raise KeyboardInterrupt(f"Sweep {name!r} interrupted; run it again to resume.")
+    except KeyboardInterrupt:
+        # Runs a worker was still training when Ctrl-C came are interrupted, not running.
+        for rid in sorted(in_flight):
+            if store.run(rid).status == "running":
+                store.finish_run(rid, "interrupted", {
+                    "stop_reason": "interrupted",
+                    "stop_message": "Interrupted (Ctrl-C) while a worker trained it."}, [])
+        raise
     by_key = {r.key: r for r in store.runs(name)}
     runs = [by_key[c.key] for c in configs]
     return SweepResult(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -84,12 +85,46 @@ class InProcessExecutor(Executor):
             yield i, fn(item)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     import torch
 
     # Workers share the cores: one thread each avoids oversubscription, which on a
     # small machine costs more than it gains.
     torch.set_num_threads(threads)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Exit as soon as the driver is gone, even when it was SIGKILLed.
+
+    A killed driver cannot tell its workers anything; without this they would
+    train on (and then wait forever for work) as orphans. Linux can have the
+    kernel send SIGKILL when the parent dies; everywhere, a daemon thread
+    notices that the parent process changed.
+    """
+    import os
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the thread below
+            pass
+    if os.getppid() != parent:  # the driver died before this worker started
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="epochlab-parent-watch", daemon=True).start()
 
 
 class ProcessPoolExecutor(Executor):
@@ -107,11 +142,11 @@ class ProcessPoolExecutor(Executor):
 
     def __init__(self, workers: int, threads_per_worker: int = 1) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"The value of `workers` is {workers!r}, but must be `workers >= 1`.")
+            raise ParameterError(f"The value of `workers` is {workers!r}, but must be `workers >= 1`.")
         self.workers = self.slots = workers
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(threads_per_worker,),
+            initializer=_init_worker, initargs=(threads_per_worker, os.getpid()),
         )
 
     def run(self, fn, items, on_start=None):
@@ -141,6 +176,15 @@ class ProcessPoolExecutor(Executor):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            # Ctrl-C or an error in the driver: stop the workers now rather than wait
+            # for their runs to end (the driver records those runs as interrupted).
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
+        self.close()
 
 
 EXECUTORS = ("local", "ray")

@@ -47,7 +47,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from epochlab import schedules
 from epochlab.callbacks.early_stopping import parse as parse_early_stopping
-from epochlab.train.trainer import OPTIMIZERS
+from epochlab.train.trainer import DEFAULT_LR, OPTIMIZERS
+from epochlab.validation import ParameterError, resolve_mode
 
 __all__ = ["FIXED", "MODES", "SWEPT", "Config", "SweepSpec", "canonical_schedule"]
 
@@ -150,8 +151,8 @@ def canonical_schedule(text: str | None) -> str | None:
     return config["name"] + (":" + ",".join(parts) if parts else "")
 
 
-def _fail(name: str, value: Any, rule: str) -> ValueError:
-    return ValueError(f"The value of `{name}` is {value!r}, but must be {rule}.")
+def _fail(name: str, value: Any, rule: str) -> ParameterError:
+    return ParameterError(f"The value of `{name}` is {value!r}, but must be {rule}.")
 
 
 def _int(name: str, v: Any, low: int) -> int:
@@ -204,11 +205,11 @@ def _as_tuple(name: str, values: Any) -> tuple:
         values = (values,)
     checked = tuple(_CHECKS[name](name, v) for v in values)
     if not checked:
-        raise ValueError(f"The value of `{name}` is an empty list, but must hold at least one value.")
+        raise ParameterError(f"The value of `{name}` is an empty list, but must hold at least one value.")
     seen: list = []
     for v in checked:
         if v in seen:
-            raise ValueError(f"The value {_show(v)} is given twice in `{name}`; give each once.")
+            raise ParameterError(f"The value {_show(v)} is given twice in `{name}`; give each once.")
         seen.append(v)
     return checked
 
@@ -225,7 +226,9 @@ class SweepSpec:
         validation_split: fraction of the training rows held out (seeded, stratified).
         early_stopping: ``"val_loss:patience=5,restore=true"`` or None.
         metric: the epoch metric that ranks configurations (``"val_accuracy"``).
-        mode: ``"max"`` or ``"min"``: which way ``metric`` is better.
+        mode: ``"max"`` or ``"min"``: which way ``metric`` is better; None reads it
+            from the metric's name (loss/error/mse/mae: min; accuracy/auc/f1/
+            precision/recall: max) and refuses any other name.
         data_options: keyword arguments of the dataset's loader (``{"n_samples": 200}``).
         name: the study's name; None makes one from the spec's content.
         data_fingerprint, model_fingerprint: set for data and models a user
@@ -251,7 +254,7 @@ class SweepSpec:
     validation_split: float = 0.2
     early_stopping: str | None = None
     metric: str = "val_accuracy"
-    mode: str = "max"
+    mode: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     data_fingerprint: str | None = None
@@ -267,8 +270,12 @@ class SweepSpec:
         if isinstance(vs, bool) or not isinstance(vs, numbers.Real) or not 0 <= vs < 1:
             raise _fail("validation_split", vs, "a number `0 <= validation_split < 1`")
         object.__setattr__(self, "validation_split", float(vs))
-        if self.mode not in MODES:
-            raise _fail("mode", self.mode, "'max' or 'min'")
+        if self.mode is not None and self.mode not in MODES:
+            raise _fail("mode", self.mode, "'max' or 'min' (or None: from the metric's name)")
+        # Which way is better comes from the metric's name (val_loss: min); any other
+        # name needs an explicit mode, since a guess would rank the worst run first.
+        object.__setattr__(self, "mode", resolve_mode(self.metric, self.mode))
+        self._check_lr_source()
         if isinstance(self.early_stopping, str) and self.early_stopping.strip().lower() in (
                 "", "none", "off"):
             object.__setattr__(self, "early_stopping", None)
@@ -287,6 +294,19 @@ class SweepSpec:
             if v is not None and (not isinstance(v, str) or not v):
                 raise _fail(n, v, "a non-empty text or None")
 
+    def _check_lr_source(self) -> None:
+        """One learning rate per run: a schedule's own initial rate and other ``lr`` values clash."""
+        for text in self.schedule:
+            own = None if text is None else schedules.parse(text).initial_lr
+            if own is None or self.lr in ((own,), (DEFAULT_LR,)):
+                continue
+            raise ParameterError(
+                f"Both `lr` ({', '.join(f'{v:g}' for v in self.lr)}) and the schedule "
+                f"{text!r} with its own initial learning rate ({own:g}) were given; every run "
+                "would train at the schedule's rate. Give the rates in one place: drop the "
+                "schedule's initial rate to sweep `lr`, or drop `lr`."
+            )
+
     # -- the grid ----------------------------------------------------------------------------
     def configs(self) -> list[Config]:
         """Every configuration: the product of the swept lists, ``epochs`` varying fastest.
@@ -299,6 +319,10 @@ class SweepSpec:
         out = []
         for values in itertools.product(*(getattr(self, n) for n in order)):
             kw = dict(zip(order, values, strict=True))
+            if kw["schedule"] is not None:
+                # The rate a run trains at is the rate it records.
+                own = schedules.parse(kw["schedule"]).initial_lr
+                kw["lr"] = kw["lr"] if own is None else own
             out.append(Config(
                 data=self.data, model=self.model, validation_split=self.validation_split,
                 early_stopping=self.early_stopping,
@@ -338,7 +362,7 @@ class SweepSpec:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            raise ValueError(
+            raise ParameterError(
                 f"Unknown sweep setting(s) {', '.join(map(repr, unknown))}; "
                 f"valid settings: {', '.join(valid)}."
             )
@@ -361,9 +385,11 @@ class SweepSpec:
         try:
             d = tomllib.loads(path.read_text())
         except FileNotFoundError:
-            raise ValueError(f"The sweep spec file {str(path)!r} does not exist.") from None
+            raise ParameterError(f"The sweep spec file {str(path)!r} does not exist.") from None
+        except IsADirectoryError:
+            raise ParameterError(f"The sweep spec file {str(path)!r} is a folder.") from None
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"The sweep spec file {str(path)!r} is not valid TOML: {e}") from None
+            raise ParameterError(f"The sweep spec file {str(path)!r} is not valid TOML: {e}") from None
         return cls.from_dict({**d, **overrides})
 
     @classmethod
@@ -404,7 +430,7 @@ def _word(name: str, word: str, text: str) -> Any:
             return kind[name](word)
         except ValueError:
             what = "an integer" if kind[name] is int else "a number"
-            raise ValueError(
+            raise ParameterError(
                 f"The value of `{name}` is {text!r}: {word!r} is not {what}. "
                 f"Give a comma-separated list such as "
                 f"{'5,10,15' if kind[name] is int else '1e-3,1e-2'}."

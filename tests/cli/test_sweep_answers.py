@@ -1,0 +1,78 @@
+"""`epochlab sweep` gives no wrong answer silently: metric direction, one learning rate, failures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from click.testing import CliRunner
+
+import epochlab.sweeps.worker as worker
+from epochlab.cli import main
+from epochlab.store import SQLiteStore
+from epochlab.sweeps.driver import metric_values
+from epochlab.sweeps.spec import SweepSpec
+
+TINY = ["sweep", "--data", "synthetic", "--epochs", "2", "--no-progress"]
+
+
+def invoke(tmp_path, *args):
+    return CliRunner().invoke(main, [*TINY, "--store", str(tmp_path / "runs.db"), *args])
+
+
+def test_metric_val_loss_ranks_by_the_lowest_loss(tmp_path):
+    result = invoke(tmp_path, "--lr", "1e-4,3e-2", "--metric", "val_loss", "--study", "L")
+    assert result.exit_code == 0, result.output
+    store = SQLiteStore(tmp_path / "runs.db", create=False)
+    runs = store.runs("L")
+    finals = {r.id: metric_values(store.epochs(r.id), "val_loss", "min")["final"] for r in runs}
+    best_id = min(finals, key=finals.get)
+    assert f"run {best_id};" in result.output  # "Best parameters: ... (run N; val_loss ..."
+    assert store.study("L")["spec"]["mode"] == "min"
+    assert all(math.isfinite(v) for v in finals.values())
+
+
+@pytest.mark.parametrize(("metric", "mode"), [("val_loss", "min"), ("loss", "min"),
+                                              ("val_accuracy", "max"), ("val_auc", "max"),
+                                              ("test_mae", "min")])
+def test_the_mode_is_read_from_the_metric_name(metric, mode):
+    assert SweepSpec(metric=metric).mode == mode
+
+
+def test_a_metric_whose_direction_is_unknown_needs_mode():
+    with pytest.raises(ValueError, match="cannot tell whether 'val_score'"):
+        SweepSpec(metric="val_score")
+    assert SweepSpec(metric="val_score", mode="min").mode == "min"
+
+
+def test_an_unknown_metric_is_refused_before_anything_trains(tmp_path):
+    result = invoke(tmp_path, "--metric", "val_f1", "--study", "F")
+    assert result.exit_code == 2
+    assert "the runs of this sweep log only: loss, accuracy, val_loss, val_accuracy" in result.output
+    assert SQLiteStore(tmp_path / "runs.db").runs() == []
+
+
+def test_lr_with_a_schedule_that_has_its_own_rate_is_refused(tmp_path):
+    result = invoke(tmp_path, "--lr", "1e-3,1e-2", "--schedule", "exponential:initial=0.01")
+    assert result.exit_code == 2
+    assert "Both `lr` (0.001, 0.01) and the schedule" in result.output
+    with pytest.raises(ValueError, match=r"Both `lr` \(0.5\) and the schedule"):
+        SweepSpec(lr=[0.5], schedule=["exponential:initial=0.01,decay_steps=10,decay_rate=0.5"])
+
+
+def test_a_schedule_with_its_own_rate_is_recorded_at_that_rate():
+    spec = SweepSpec(schedule=["exponential:initial=0.01,decay_steps=10,decay_rate=0.5", None])
+    assert sorted(c.lr for c in spec.configs()) == [1e-3, 0.01]
+
+
+def test_a_sweep_whose_every_run_fails_exits_1_with_the_reason(tmp_path, monkeypatch):
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("out of disk in my data loader")
+
+    monkeypatch.setattr(worker, "fit", broken_fit)
+    result = invoke(tmp_path, "--batch-size", "32,64", "--no-fuse", "--study", "X")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    [line] = [x for x in result.output.splitlines() if x.startswith("Error:")]
+    assert "All 2 runs failed: RuntimeError: out of disk in my data loader" in line
+    assert "run the same command again" in line

@@ -68,14 +68,20 @@ def test_a_rerun_finds_its_runs_and_other_data_or_another_model_never_matches():
     assert again.skipped == 2 and again.trained == 0
     x2 = x.copy()
     x2[0, 0] += 1.0  # one value changed: other data
-    other = el.sweep(make_relu, (x2, y), **kw)
+    # A study keeps the data and model it began with (issue 9): other data under its
+    # name is refused, naming the difference, rather than mixed into its ranking.
+    with pytest.raises(el.ParameterError, match="created with data_fingerprint"):
+        el.sweep(make_relu, (x2, y), **kw)
+    other = el.sweep(make_relu, (x2, y), **{**kw, "name": "s-other-data"})
     assert other.skipped == 0 and other.trained == 2
 
     def wider():
         return nn.Sequential(nn.Linear(5, 32), nn.ReLU(), nn.Linear(32, 1)).double()
 
-    assert el.sweep(wider, (x, y), **kw).skipped == 0
-    keys = {r.key for r in store.runs("s")}
+    with pytest.raises(el.ParameterError, match="created with model .*model_fingerprint"):
+        el.sweep(wider, (x, y), **kw)
+    assert el.sweep(wider, (x, y), **{**kw, "name": "s-wider"}).skipped == 0
+    keys = {r.key for s in ("s", "s-other-data", "s-wider") for r in store.runs(s)}
     assert len(keys) == 6
     fp = first.runs[0].settings["data_fingerprint"]
     assert fp.startswith("train 120x5:float64/120:int64") and "sha256" in fp

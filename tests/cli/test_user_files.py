@@ -72,7 +72,11 @@ def test_sweep_a_csv_file_with_a_module_function_model_fuses_and_resumes(folder)
     assert runs[0].settings["data_fingerprint"].startswith("train 80x3:float32/80:int64")
     assert runs[0].settings["model_fingerprint"].startswith("Sequential ")
     (tmp / "data.csv").write_text((tmp / "data.csv").read_text().replace("0.", "1.", 1))
-    changed = _run(*args)  # other data: new runs, never the stored ones
+    # Other data under the same study is refused, naming what differs (issue 9) ...
+    refused = _run(*args)
+    assert refused.exit_code == 2 and "created with data_fingerprint" in refused.output
+    # ... and in a study of its own it trains new runs, never the stored ones.
+    changed = _run(*args[:-1], "mine-changed")
     assert changed.exit_code == 0 and "0 already done" in changed.output
 
 

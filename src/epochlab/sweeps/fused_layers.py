@@ -281,27 +281,31 @@ class StackedNet:
     def select(self, keep: np.ndarray) -> None:
         self.generators = [self.generators[i] for i in keep]
 
-    def _run(self, flat: Tensor, x: Tensor, step: Step) -> Tensor:
-        named = self.layout.named_views(flat)
+    def _run(self, named: Mapping[str, Tensor], x: Tensor, step: Step) -> Tensor:
         h = x
         for prefix, fwd, names in self.layers:
             h = fwd(h, {n: named[prefix + n] for n in names}, step)
         return h
 
     def train_forward(self, x: Tensor) -> Tensor:
-        self._leaf = self.flat.detach().requires_grad_(True)
+        # One leaf per parameter (views of the buffer, detached): autograd then hands back
+        # each parameter's gradient without scattering it into a zeroed (K, P) buffer.
+        self._leaves = {key: v.detach().requires_grad_(True)
+                        for key, v in self.layout.named_views(self.flat).items()}
         with torch.enable_grad():
-            self._z = self._run(self._leaf, x, Step(True, self.generators))
+            self._z = self._run(self._leaves, x, Step(True, self.generators))
         return self._z.detach()
 
     def backward(self, dz: Tensor) -> Tensor:
-        (grad,) = torch.autograd.grad(self._z, self._leaf, dz)
-        self._z = self._leaf = None  # free the graph
-        return grad
+        leaves = list(self._leaves.values())
+        grads = torch.autograd.grad(self._z, leaves, dz)
+        self._z = self._leaves = None  # free the graph
+        k = dz.shape[0]
+        return torch.cat([g.reshape(k, -1) for g in grads], dim=1)  # state_dict order
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self._run(self.flat, x, Step(False))
+        return self._run(self.layout.named_views(self.flat), x, Step(False))
 
     def width(self, x_row: Tensor) -> int:
         """Activation values one row produces across the layers, times 3 for what autograd

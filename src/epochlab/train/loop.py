@@ -292,7 +292,9 @@ def fit(
         trainer.state.schedule = trainer.state.schedule.with_total_steps(epochs * ipe)
     if saver is not None:
         saver.start(trainer, prepared, resume=resume)
-    with using_threads(choice.threads):
+    # A resumed run keeps the thread count it began with (the loaded History records it):
+    # results are bit-identical only for one count, and "auto" depends on the idle cores.
+    with using_threads(trainer.state.history.extra["runtime"]["threads"]):
         return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    drop_last=drop_last, seed=seed)
 

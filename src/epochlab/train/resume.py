@@ -123,6 +123,7 @@ def run_settings(trainer: Trainer, prepared: PreparedData) -> dict[str, Any]:
         "schedule": s.schedule.to_config() if s.schedule is not None else None,
         "loss": trainer.spec.name if trainer.spec is not None else None,
         "metrics": sorted(trainer.metric_fns),
+        "precision": s.history.extra.get("runtime", {}).get("precision"),
     }
 
 

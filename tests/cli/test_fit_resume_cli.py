@@ -121,7 +121,7 @@ def test_resume_flags_need_a_checkpoint_dir_and_a_valid_interval(tmp_path):
     r = _invoke("--resume")
     assert r.exit_code == 2 and "--resume needs --checkpoint-dir" in r.output
     r = _invoke("--checkpoint-dir", str(tmp_path), "--checkpoint-every", "often")
-    assert r.exit_code == 2 and "'epoch' or a number of updates >= 1" in r.output
+    assert r.exit_code == 2 and "'epoch', a number of updates >= 1" in r.output
 
 
 def test_a_corrupted_checkpoint_is_reported_and_the_previous_used(tmp_path):

@@ -105,7 +105,8 @@ from epochlab.validation import (
               help="Save the whole training state here (atomically; the two newest kept), "
                    "so --resume can continue a killed run exactly.")
 @click.option("--checkpoint-every", default="epoch", show_default=True, metavar="epoch|N",
-              help="Save at every epoch's end, or after every N updates (mid-epoch too).")
+              help="Save at every epoch's end, after every N updates (mid-epoch too), or "
+                   "at an epoch's end once Ns seconds passed (e.g. 60s).")
 @click.option("--resume", is_flag=True,
               help="Continue from the newest good checkpoint in --checkpoint-dir (same settings "
                    "required); start from the beginning if there is none.")
@@ -362,14 +363,14 @@ def _checkpoint_options(folder: str | None, every: str, resume: bool) -> dict[st
         flag = "--resume" if resume else "--checkpoint-every"
         raise ParameterError(f"{flag} needs --checkpoint-dir DIR, the folder of checkpoints.")
     n: str | int = every
-    if every != "epoch":
+    if every != "epoch" and not every.endswith("s"):  # "60s": fit checks the seconds
         try:
             n = int(every)
         except ValueError:
             n = 0
         if n < 1:
             raise ParameterError(f"The value of --checkpoint-every is {every!r}, but must be "
-                                 "'epoch' or a number of updates >= 1.")
+                                 "'epoch', a number of updates >= 1, or seconds such as '60s'.")
     return {"checkpoint_dir": folder, "checkpoint_every": n, "resume": resume}
 
 

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -38,7 +39,7 @@ from epochlab.store.record import check_study, ensure_study
 from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
 from epochlab.sweeps.spec import SweepSpec
-from epochlab.sweeps.worker import TaskOutcome, execute_task
+from epochlab.sweeps.worker import TaskOutcome, execute_task, remove_checkpoints
 from epochlab.sweeps.workload import (
     NO_SOURCES,
     Sources,
@@ -455,8 +456,9 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
                 loaded = {(c.data, c.data_options): load_data(c, sources)
                           for c in todo if c.data_fingerprint is None}
                 sources = dataclasses.replace(sources, loaded=loaded)
+            ckpt = _checkpoint_root(store, name, executor)
             work = functools.partial(execute_task, sources=sources, threads=threads,
-                                     precision=precision)
+                                     precision=precision, checkpoint_root=ckpt)
             job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
 
             def start(i: int) -> None:
@@ -466,6 +468,8 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
 
             for i, out in ex.run(work, executed.tasks, on_start=start):
                 _record(store, ids, executed.tasks[i], out)
+                if isinstance(out, TaskOutcome) and not out.interrupted:
+                    remove_checkpoints(ckpt, executed.tasks[i])  # recorded: no longer needed
                 in_flight.difference_update(ids[c.key] for c in executed.tasks[i].runs())
                 bar.advance(job, len(executed.tasks[i].runs()))
                 if isinstance(out, TaskOutcome) and out.interrupted:
@@ -478,6 +482,7 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
                     "stop_reason": "interrupted",
                     "stop_message": "Interrupted (Ctrl-C) while a worker trained it."}, [])
         raise
+    _remove_empty(ckpt)
     by_key = {r.key: r for r in store.runs(name)}
     runs = [by_key[c.key] for c in configs]
     return SweepResult(
@@ -487,6 +492,28 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
         seconds=time.perf_counter() - t0,
         best=best_run(store, runs, spec.metric, spec.mode, select), store=store,
     )
+
+
+def _checkpoint_root(store: Store, study: str, executor: str) -> str | None:
+    """``<store file>.checkpoints/<study>``: beside a store file, for local workers.
+
+    A MemoryStore forgets its runs with the process, so there is nothing to
+    resume; Ray tasks may run on machines that do not share this folder.
+    """
+    path = getattr(store, "path", None)
+    if path is None or executor == "ray":
+        return None
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in study)
+    return str(Path(path).with_name(Path(path).name + ".checkpoints") / safe)
+
+
+def _remove_empty(folder: str | None) -> None:
+    # The study's folder, then the store's, once every run's checkpoints are gone.
+    for p in ([Path(folder), Path(folder).parent] if folder else []):
+        try:
+            p.rmdir()
+        except OSError:  # not empty (a run to resume), or never created
+            return
 
 
 def _record(store: Store, ids: dict[str, int], task: Task, out: TaskOutcome | ExecutorError) -> None:

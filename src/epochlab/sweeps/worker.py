@@ -18,11 +18,14 @@ on divergence; the sweep goes on), ``interrupted`` (Ctrl-C) and ``failed``
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
 import traceback
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from epochlab import schedules
@@ -49,7 +52,8 @@ from epochlab.train.loop import fit
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
 
-__all__ = ["ReadOut", "RunOutcome", "TaskOutcome", "execute_task", "read_off"]
+__all__ = ["ReadOut", "RunOutcome", "TaskOutcome", "checkpoint_dir", "execute_task",
+           "remove_checkpoints", "read_off"]
 
 
 @dataclass
@@ -93,16 +97,55 @@ class ReadOut(Callback):
         self.test: dict[int, dict[str, float]] = {}
 
     def on_train_begin(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        self.test = {}
+        if not getattr(self, "_resumed", False):
+            self.test = {}
+        self._resumed = False
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         done = int(logs["epoch"]) + 1
         if done in self.at:
             self.test[done] = test_metrics(trainer.model, self.data)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The read-outs already taken, so a resumed run still reports them."""
+        return {"test": {e: dict(m) for e, m in self.test.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.test = {int(e): dict(m) for e, m in state["test"].items()}
+        self._resumed = True
+
+
+# A sweep run saves at an epoch's end once this long has passed since its last save. Every
+# epoch cost 2.2x the time of a 4-run MLP sweep on synthetic data (0.47 s -> 1.04 s, a save
+# ~14 ms against epochs of a few ms); a killed run loses at most this much work.
+CHECKPOINT_EVERY = "30s"
+
+
+def checkpoint_dir(root: str | Path, task: Task, member: Config) -> Path:
+    """The folder under ``root`` where ``member``'s training in ``task`` keeps its checkpoints.
+
+    Example:
+        >>> from epochlab.sweeps.spec import SweepSpec
+        >>> c = SweepSpec(epochs=[15]).configs()[0]
+        >>> t = Task(label="t1", members=(c,), epochs=15, read_outs=(5, 15))
+        >>> checkpoint_dir("ck", t, c).name == checkpoint_dir("ck", t, c).name
+        True
+    """
+    what = f"{task.trained(member).key}|{sorted(task.read_outs)}"
+    return Path(root) / hashlib.sha256(what.encode()).hexdigest()[:20]
+
+
+def remove_checkpoints(root: str | Path | None, task: Task) -> None:
+    """Delete the checkpoints of ``task``'s members (their runs are recorded)."""
+    if root is None:
+        return
+    for member in task.members:
+        shutil.rmtree(checkpoint_dir(root, task, member), ignore_errors=True)
+
 
 def _train(member: Config, task: Task, sources: Sources, threads: object = "auto",
-           precision: str = "auto") -> tuple[History, dict[str, float], dict[int, dict]]:
+           precision: str = "auto", checkpoint_root: str | None = None,
+           ) -> tuple[History, dict[str, float], dict[int, dict]]:
     data = load_data(member, sources)
     model = build_model(member, data, sources)
     read_out = ReadOut([e for e in task.read_outs if e < task.epochs], data)
@@ -115,6 +158,9 @@ def _train(member: Config, task: Task, sources: Sources, threads: object = "auto
         schedule=schedules.parse(member.schedule) if member.schedule else None,
         weight_decay=member.weight_decay, callbacks=callbacks, seed=member.seed, verbose=0,
         threads=threads, precision=precision,
+        # Killed mid-run, the sweep run again continues this training where it was.
+        checkpoint_dir=checkpoint_dir(checkpoint_root, task, member) if checkpoint_root else None,
+        checkpoint_every=CHECKPOINT_EVERY, resume=checkpoint_root is not None,
     )
     return history, test_metrics(model, data), read_out.test
 
@@ -147,6 +193,8 @@ def _summary(h: History, test: dict[str, float]) -> dict[str, Any]:
     summary.update(test=test, n_train=h.n_train, n_val=h.n_val, batch_size=h.batch_size,
                    epochs_planned=h.epochs_planned, weights_epoch=h.weights_epoch,
                    stop_message=h.stop_message, runtime=h.extra.get("runtime"))
+    if h.extra.get("resume"):  # where a killed run's training was continued
+        summary["resumed"] = h.extra["resume"]
     return summary
 
 
@@ -157,13 +205,18 @@ def _outcome(config: Config, h: History, test: dict, trained_key: str | None) ->
 
 
 def execute_task(task: Task, sources: Sources = NO_SOURCES, threads: object = "auto",
-                 precision: str = "auto") -> TaskOutcome:
+                 precision: str = "auto", checkpoint_root: str | None = None) -> TaskOutcome:
     """Train every member of ``task`` and read it out at every requested epoch count.
 
     ``threads`` and ``precision`` are :func:`epochlab.fit`'s; a fused task
     chooses its threads from the work of all its members together, and trains
     its members one by one when they are to run in bf16 (the fused path
     computes in float32).
+
+    With ``checkpoint_root`` a member trained by ``fit`` saves its whole state
+    at every epoch's end under :func:`checkpoint_dir` and resumes from there
+    when the task runs again after a kill (fused tasks start over: they are
+    short, and several members share one training).
 
     A task of several members trains them together (fused, see
     :mod:`epochlab.sweeps.fused_runs`); one member trains with ``fit``. A run
@@ -180,7 +233,8 @@ def execute_task(task: Task, sources: Sources = NO_SOURCES, threads: object = "a
     interrupted = False
     for member in task.members:
         try:
-            h, test_end, tests = _train(member, task, sources, threads, precision)
+            h, test_end, tests = _train(member, task, sources, threads, precision,
+                                        checkpoint_root)
         except Exception as e:
             outcomes += _failed(task, member, e)
             continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,7 +169,7 @@ class Checkpointer(Callback):
         True
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, min_seconds: float = 0.0) -> None:
         if not isinstance(folder, (str, os.PathLike)) or not str(folder):
             raise ParameterError(
                 f"The value of `checkpoint_dir` is {folder!r}, but must be a folder path."
@@ -180,6 +181,8 @@ class Checkpointer(Callback):
                 "it must be a folder (created if missing)."
             )
         self.settings: dict[str, Any] | None = None
+        self.min_seconds = min_seconds  # "Ns": save at an epoch's end once N s have passed
+        self._last_save = time.monotonic()
 
     # -- loading: the one place ---------------------------------------------------------
     def start(self, trainer: Trainer, prepared: PreparedData, *, resume: bool) -> None:
@@ -199,6 +202,7 @@ class Checkpointer(Callback):
                 "has its own dropout RNG and validation shard); train without it."
             )
         self.settings = run_settings(trainer, prepared)
+        self._last_save = time.monotonic()
         self._remove_temporaries()
         paths = checkpoint_paths(self.folder)
         if not resume:
@@ -261,7 +265,9 @@ class Checkpointer(Callback):
         return path
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        self.save(trainer)
+        if time.monotonic() - self._last_save >= self.min_seconds:
+            self.save(trainer)
+            self._last_save = time.monotonic()
 
 
 class StepCheckpointer(Checkpointer):
@@ -280,18 +286,29 @@ class StepCheckpointer(Checkpointer):
 
 
 def make_checkpointer(folder: str | os.PathLike, every: str | int = "epoch") -> Checkpointer:
-    """A :class:`Checkpointer` for ``checkpoint_every="epoch"`` or every N updates.
+    """A :class:`Checkpointer` for ``checkpoint_every="epoch"``, every N updates, or ``"Ns"``.
+
+    ``"Ns"`` (e.g. ``"60s"``) saves at the end of an epoch once N seconds have
+    passed since the last save: the time spent saving stays small however
+    short the epochs are.
 
     Example:
-        >>> make_checkpointer("ckpts", 50).every
-        50
+        >>> make_checkpointer("ckpts", 50).every, make_checkpointer("ckpts", "60s").min_seconds
+        (50, 60.0)
     """
     if every == "epoch":
         return Checkpointer(folder)
+    if isinstance(every, str) and every.endswith("s"):
+        try:
+            seconds = float(every[:-1])
+        except ValueError:
+            seconds = -1.0
+        if seconds >= 0 and seconds != float("inf"):
+            return Checkpointer(folder, min_seconds=seconds)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ParameterError(
-            f"The value of `checkpoint_every` is {every!r}, but must be 'epoch' or an "
-            "integer number of updates `checkpoint_every >= 1`."
+            f"The value of `checkpoint_every` is {every!r}, but must be 'epoch', an integer "
+            "number of updates `checkpoint_every >= 1`, or seconds such as '60s'."
         )
     return StepCheckpointer(folder, every)
 

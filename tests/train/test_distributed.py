@@ -171,3 +171,15 @@ def test_summary_and_store_carry_the_data_parallel_accounting(runs):
     summary = store.run(record_history(store, "ddp", None, {"nproc": 2}, h)).summary
     assert (summary["world_size"], summary["backend"], summary["global_batch_size"],
             summary["samples_repeated"], summary["n_train"]) == (2, "gloo", 32, 2, 101)
+
+
+def test_a_failed_process_ends_the_launch_with_its_exit_code_and_no_torchrun_report(
+        tmp_path, capfd):
+    script = tmp_path / "fail.py"
+    script.write_text("import os, sys\n"
+                      "print('Error: process', os.environ['RANK'], 'refused', file=sys.stderr)\n"
+                      "sys.exit(2)\n")
+    assert d.launch(2, [str(script)]) == 2
+    err = capfd.readouterr().err
+    assert "Error: process 0 refused" in err
+    assert "Traceback" not in err and "ChildFailedError" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -328,6 +329,9 @@ def _as_rank(nproc: int) -> bool:
             "leave --nproc out when launching with torchrun.", param_hint="--nproc")
     rank0 = os.environ["RANK"] == "0"
     console.quiet = err_console.quiet = not rank0
+    if not rank0 and not os.environ.get("EPOCHLAB_DEBUG"):
+        # Every process meets the same errors; process 0 says them once.
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
     return rank0
 
 

@@ -404,6 +404,10 @@ def launch_command(nproc: int, program: Sequence[str], port: int) -> list[str]:
 def launch(nproc: int, program: Sequence[str]) -> int:
     """Run ``python PROGRAM`` under torchrun in ``nproc`` local processes; the exit code.
 
+    torchrun runs through :func:`run_torchrun`, so a process that fails (a
+    usage error included) ends the command with that process's exit code and
+    its own message, not with torchrun's error report and traceback.
+
     Each process gets ``OMP_NUM_THREADS`` = cores / nproc unless it is set:
     ranks that each take every core slow each other down. The processes
     import the same epochlab as this one (its folder leads ``PYTHONPATH``).
@@ -412,4 +416,33 @@ def launch(nproc: int, program: Sequence[str]) -> int:
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     here = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
-    return subprocess.call(launch_command(nproc, program, free_port()), env=env)
+    cmd = launch_command(nproc, program, free_port())
+    cmd[1:3] = ["-m", "epochlab.train._torchrun"]  # run_torchrun: torchrun, quietly
+    return subprocess.call(cmd, env=env)
+
+
+def run_torchrun(argv: Sequence[str]) -> int:
+    """torchrun's own ``run`` on ``argv``; a failed process's exit code instead of its report.
+
+    torchrun reports a failed process with a traceback of its own and log
+    lines; the process has already said what went wrong (rank 0 prints), so
+    only its exit code is passed on, and a process killed by a signal gets
+    one line.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        run(get_args_parser().parse_args(list(argv)))
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        if failure.exitcode > 0:
+            return failure.exitcode
+        print(f"Error: training process {rank} was killed by signal {-failure.exitcode}.",
+              file=sys.stderr)
+        return 1
+    return 0
+

@@ -36,6 +36,22 @@ class Marker(el.Callback):
         trainer.history.extra["marker_rank"] = torch.distributed.get_rank()
 
 
+class StopAt(el.Callback):
+    """Stops every rank after update ``step``, as a kill would (no checkpoint at that step)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_batch_end(self, trainer, logs):
+        if trainer.state.global_step == self.step:
+            trainer.stop("interrupted")
+
+
+def dropout_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Dropout(0.3), nn.Linear(16, 2))
+
+
 def case(out: Path, name: str, model: nn.Module, xy, **kw) -> None:
     h = el.fit(model, xy, verbose=0, distributed=True, **kw)
     rank = torch.distributed.get_rank()
@@ -58,6 +74,14 @@ def main(out: Path) -> None:
     stop = el.EarlyStopping(monitor="val_loss", patience=0, min_delta=10.0)
     case(out, "early", net(torch.float32), data(101), epochs=5, batch_size=16,
          validation_split=0.2, callbacks=[stop, Marker()])
+    # Stopped after update 7 of 12 (mid-epoch 2), resumed from the checkpoint of update 6.
+    resume_kw = dict(epochs=3, batch_size=16, validation_split=0.2, optimizer="adam", lr=0.01)
+    case(out, "whole", dropout_net(), data(131), **resume_kw)
+    folder = out / "ckpts"  # one folder for all ranks: rank 0 writes, every rank reads
+    el.fit(dropout_net(), data(131), verbose=0, distributed=True, checkpoint_dir=folder,
+           checkpoint_every=3, callbacks=[StopAt(7)], **resume_kw)
+    case(out, "resumed", dropout_net(), data(131), checkpoint_dir=folder, checkpoint_every=3,
+         resume=True, **resume_kw)
     case(out, "scaled", net(torch.float32), data(101), epochs=2, batch_size=16, lr=0.01,
          lr_scaling="linear", lr_warmup_epochs=1)
 

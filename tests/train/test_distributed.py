@@ -183,3 +183,18 @@ def test_a_failed_process_ends_the_launch_with_its_exit_code_and_no_torchrun_rep
     err = capfd.readouterr().err
     assert "Error: process 0 refused" in err
     assert "Traceback" not in err and "ChildFailedError" not in err
+
+
+def test_a_stopped_run_resumes_on_every_rank_to_the_uninterrupted_weights(runs):
+    # 131 rows, 27 for validation: 104 training rows, 52 per rank, 4 updates per epoch.
+    for rank in (0, 1):
+        whole, w_whole = load(runs, "whole", rank)
+        resumed, w_resumed = load(runs, "resumed", rank)
+        assert resumed.extra["resume"][0]["global_step"] == 6
+        for k in w_whole:
+            assert torch.equal(w_whole[k], w_resumed[k]), (rank, k)
+        assert resumed.iterations == whole.iterations
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+        assert strip(resumed.epochs) == strip(whole.epochs)
+    assert sorted(p.name for p in (runs / "ckpts").iterdir()) == [
+        "ckpt-000000009.pt", "ckpt-000000012.pt"]

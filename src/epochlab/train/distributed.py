@@ -223,6 +223,18 @@ class DistContext:
 
         return wait
 
+    def gather_to_main(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj``, in rank order, on rank 0 (None elsewhere); pickled."""
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (what the others pass is ignored); pickled."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def _device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else (
             torch.device("cpu"))
@@ -291,9 +303,8 @@ def distribute(trainer: Trainer, prepared: PreparedData, ctx: DistContext, batch
     check_split(prepared.n_train, prepared.n_val, ctx.world_size, batch_size, drop_last)
     ctx.n_train, ctx.batch_size = prepared.n_train, batch_size
     prepared.train = ShardedSource(prepared.train, ctx, prepared.n_train)  # type: ignore[assignment]
-    if prepared.val is not None:
-        x, y = prepared.val
-        prepared.val = (shard_rows(x, ctx), shard_rows(y, ctx))
+    # The validation rows stay whole (a checkpoint's data fingerprint covers them all);
+    # Trainer.evaluate takes this rank's share of them.
     trainer.dist, trainer.net = ctx, ctx.wrap(trainer.model)
     return rows_per_rank(prepared.n_train, ctx.world_size, drop_last)
 
@@ -349,11 +360,6 @@ class ShardedSource:
             order = torch.arange(self.n_train)
         local = self.ctx.shard(order, drop_last)
         yield from self.inner.batches(local, batch_size, drop_last, start)
-
-
-def shard_rows(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Rows ``rank, rank + W, ...`` of ``t`` (validation: no padding, every row once)."""
-    return t[ctx.rank :: ctx.world_size]
 
 
 # -- the linear scaling rule ---------------------------------------------------------------

@@ -36,6 +36,7 @@ import torch
 
 from epochlab.callbacks.base import Callback
 from epochlab.callbacks.checkpoint import load_checkpoint, save_atomic
+from epochlab.train.state import callback_states
 from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,7 +96,7 @@ def data_fingerprint(prepared: PreparedData) -> str:
         32
     """
     h = hashlib.blake2b(digest_size=16)
-    src = prepared.train
+    src = getattr(prepared.train, "inner", prepared.train)  # all rows, not one rank's shard
     if hasattr(src, "x"):
         _hash_tensor(h, src.x)
         _hash_tensor(h, src.y)
@@ -125,6 +126,8 @@ def run_settings(trainer: Trainer, prepared: PreparedData) -> dict[str, Any]:
         "loss": trainer.spec.name if trainer.spec is not None else None,
         "metrics": sorted(trainer.metric_fns),
         "precision": s.history.extra.get("runtime", {}).get("precision"),
+        # Data-parallel, the epoch is cut into this many shards (and dropout streams).
+        "world_size": trainer.dist.world_size if trainer.dist is not None else 1,
     }
 
 
@@ -196,13 +199,52 @@ class Checkpointer(Callback):
                 newest readable checkpoint was made with other settings or callbacks;
                 or no checkpoint in the folder can be read.
         """
-        if trainer.dist is not None:
-            raise ParameterError(
-                "`checkpoint_dir` cannot be used with data-parallel training yet (each rank "
-                "has its own dropout RNG and validation shard); train without it."
-            )
         self.settings = run_settings(trainer, prepared)
         self._last_save = time.monotonic()
+        ctx = trainer.dist
+        if ctx is not None and not ctx.is_main:
+            # Data-parallel, rank 0 alone reads the folder (and moves bad files aside);
+            # every rank then loads the checkpoint it chose, or raises its error.
+            self._follow(trainer, ctx.from_main(None))
+            return
+        try:
+            chosen = self._choose(trainer, resume)
+        except ParameterError as e:
+            if ctx is not None:
+                ctx.from_main({"error": str(e)})
+            raise
+        if ctx is not None:
+            ctx.from_main(chosen)
+        if chosen is not None:
+            self._load(trainer, chosen)
+
+    def _follow(self, trainer: Trainer, chosen: dict[str, Any] | None) -> None:
+        if chosen is not None and "error" in chosen:
+            raise ParameterError(chosen["error"])
+        if chosen is not None:
+            self._load(trainer, chosen)
+
+    def _load(self, trainer: Trainer, chosen: dict[str, Any]) -> None:
+        d = load_checkpoint(chosen["path"])
+        ctx = trainer.dist
+        if ctx is not None and not ctx.is_main:
+            # Callbacks that write (ModelCheckpoint, CSVLogger) run on rank 0 only; rank 0
+            # checked the saved states against all of its callbacks.
+            here = callback_states(trainer.callbacks.callbacks)
+            d["callbacks"] = {k: v for k, v in d["callbacks"].items() if k in here}
+        if ctx is not None:  # this rank's own dropout RNG and its outputs of the epoch so far
+            mine = d["ranks"][ctx.rank]
+            d["torch_rng"] = mine["torch_rng"]
+            d["trainer"] = {**d["trainer"], "outs": mine["outs"], "ys": mine["ys"]}
+        trainer.load_state_dict(d)
+        s = trainer.state
+        s.history.extra.setdefault("resume", []).append({
+            "path": chosen["path"], "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch,
+            "global_step": s.global_step, "skipped": chosen["skipped"],
+        })
+
+    def _choose(self, trainer: Trainer, resume: bool) -> dict[str, Any] | None:
+        """The checkpoint to resume from (path and the files skipped), or None to start."""
         self._remove_temporaries()
         paths = checkpoint_paths(self.folder)
         if not resume:
@@ -212,7 +254,7 @@ class Checkpointer(Callback):
                     f"checkpoints ({paths[0].name}, ...) of an earlier run. Pass resume=True "
                     "(--resume) to continue it, or choose another folder."
                 )
-            return
+            return None
         skipped: list[dict[str, str]] = []
         for path in paths:
             try:
@@ -232,19 +274,14 @@ class Checkpointer(Callback):
                     f"call's: {'; '.join(diffs)}. Resume with the same settings, or use "
                     "another `checkpoint_dir`."
                 )
-            trainer.load_state_dict(d)
-            s = trainer.state
-            s.history.extra.setdefault("resume", []).append({
-                "path": str(path), "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch,
-                "global_step": s.global_step, "skipped": skipped,
-            })
-            return
+            return {"path": str(path), "skipped": skipped}
         if skipped:
             raise ParameterError(
                 f"No checkpoint in `checkpoint_dir` {str(self.folder)!r} can be read: "
                 + "; ".join(f"{Path(s['path']).name}: {s['error']}" for s in skipped)
                 + ". They were moved aside (*.corrupt); run without resume to start over."
             )
+        return None
 
     def _remove_temporaries(self) -> None:
         # A process killed inside save_atomic leaves its temporary file behind.
@@ -253,19 +290,36 @@ class Checkpointer(Callback):
                 p.unlink(missing_ok=True)
 
     # -- saving: the one place ----------------------------------------------------------
-    def save(self, trainer: Trainer) -> Path:
-        """Write ``trainer``'s whole state atomically; keep the :data:`KEEP` newest."""
+    def save(self, trainer: Trainer) -> Path | None:
+        """Write ``trainer``'s whole state atomically; keep the :data:`KEEP` newest.
+
+        Data-parallel, every rank calls this and rank 0 alone writes (None elsewhere).
+        """
         if self.settings is None:
             raise RuntimeError("Checkpointer.start must run before the first save.")
         mapping = trainer.state_dict()
         mapping["format"], mapping["settings"] = FORMAT, self.settings
+        ctx = trainer.dist
+        if ctx is not None:
+            # Rank 0 writes, but each rank's dropout RNG and its outputs of the epoch so far
+            # are its own: gathered, so every rank resumes exactly where it was.
+            t = mapping["trainer"]
+            ranks = ctx.gather_to_main({"torch_rng": torch.get_rng_state(),
+                                        "outs": [o.cpu() for o in t["outs"]],
+                                        "ys": [y.cpu() for y in t["ys"]]})
+            if not ctx.is_main:
+                return None
+            mapping["ranks"] = ranks
         path = save_atomic(mapping, self.folder / f"ckpt-{trainer.state.global_step:09d}.pt")
         for old in checkpoint_paths(self.folder)[KEEP:]:
             old.unlink(missing_ok=True)
         return path
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        if time.monotonic() - self._last_save >= self.min_seconds:
+        due = time.monotonic() - self._last_save >= self.min_seconds
+        if self.min_seconds and trainer.dist is not None:
+            due = trainer.dist.from_main(due)  # rank 0's clock decides: saving is collective
+        if due:
             self.save(trainer)
             self._last_save = time.monotonic()
 

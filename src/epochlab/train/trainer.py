@@ -408,9 +408,11 @@ class Trainer:
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
         """Loss and metrics over ``(x, y)`` in eval mode, in chunks (targets prepared).
 
-        Training data-parallel, ``(x, y)`` is this rank's share and the result
-        is over every rank's rows together.
+        Training data-parallel, each rank evaluates rows ``rank, rank + W, ...``
+        of ``(x, y)`` and the result is over all of them together.
         """
+        if self.dist is not None:
+            x, y = x[self.dist.rank :: self.dist.world_size], y[self.dist.rank :: self.dist.world_size]
         if self._amp is None:
             out = evaluate_tensors(self.model, self.spec, self.metric_fns, x, y, batch_size)
         else:

@@ -66,15 +66,20 @@ def test_sigkilled_fit_resumes_to_the_uninterrupted_result(tmp_path, scenario):
     ck = tmp_path / "ck"
     save = ["--checkpoint-dir", str(ck), "--checkpoint-every", "7"]
     _finish(_start(tmp_path, args, "ref"))  # uninterrupted, no checkpoints at all
+    total = json.loads((tmp_path / "ref" / "history.json").read_text())["total_updates"]
 
+    # Kill points are chosen by progress (a checkpoint at or past a random update), not by
+    # wall-clock time, so a fast machine cannot finish a run before it is killed.
     rng = random.Random(f"{scenario}-12")
+    targets = sorted(rng.sample(range(8, int(total * 0.8)), KILLS[scenario]))
     kills = 0
-    for i in range(KILLS[scenario]):
+    for i, target in enumerate(targets):
         proc = _start(tmp_path, args + save + (["--resume"] if i else []), f"k{i}")
-        before, deadline = _newest_step(ck), time.monotonic() + 120
-        while proc.poll() is None and _newest_step(ck) <= before and time.monotonic() < deadline:
-            time.sleep(0.005)  # wait for progress: a new checkpoint
-        time.sleep(rng.uniform(0.0, 0.6))  # then a random moment, mid-epoch or not
+        # A new checkpoint at or past the target: every kill is then resumed from its own one.
+        goal, deadline = max(target, _newest_step(ck) + 1), time.monotonic() + 120
+        while proc.poll() is None and _newest_step(ck) < goal and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.02))  # a few updates later: between two checkpoints
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)

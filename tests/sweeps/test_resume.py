@@ -46,16 +46,17 @@ def test_sigkilled_sweep_resumes_without_redoing_or_duplicating(tmp_path):
     db = tmp_path / "tmp.db"
     proc = _sweep(tmp_path)
     deadline = time.monotonic() + 60
-    done_before = []
     while time.monotonic() < deadline and proc.poll() is None:
         if db.exists():
             try:
-                done_before = [r for r in _runs(db) if r.status == "completed"]
+                statuses = {r.status for r in _runs(db)}
             except Exception:  # the file is being created
-                done_before = []
-            if done_before:
+                statuses = set()
+            # Kill mid-task: some runs finished and the next task's runs marked running
+            # (not in the moment between recording one task and starting the next).
+            if {"completed", "running"} <= statuses:
                 break
-        time.sleep(0.02)
+        time.sleep(0.01)
     assert proc.poll() is None, "the sweep ended before it could be killed:\n" + proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)

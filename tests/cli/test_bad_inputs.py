@@ -133,6 +133,7 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*SWEEP, "--study", "s", "--store", "{store}", "--data", "digits", "--model", "cnn_small"], 2,
      r"study 's' was created with data 'synthetic' \(this run: 'digits'\), model 'mlp'"),
     ([*SWEEP, "--early-stopping", "val_loss:patience=x"], 2, r"`patience` is 'x'"),
+    ([*SWEEP, "--executor", "ray", "--ray-address", "127.0.0.1:1"], 2, r"nothing answers at 127.0.0.1:1"),
     # -- the group ----------------------------------------------------------------------------
     (["nosuchcommand"], 2, r"No such command 'nosuchcommand'"),
 ]

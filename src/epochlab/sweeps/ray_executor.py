@@ -26,6 +26,7 @@ a ``failed`` outcome.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -58,6 +59,33 @@ def ray_init_kwargs(address: str | None = None, num_cpus: int | None = None) -> 
     return {"num_cpus": num_cpus, "include_dashboard": False, "log_to_driver": False}
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``) nobody answers at, before Ray waits on it.
+
+    Ray retries an unreachable head for minutes before it gives up; a wrong
+    address should be one line at once. ``"auto"`` and addresses without a port
+    are left to Ray.
+
+    Example:
+        >>> check_reachable("auto")
+        >>> check_reachable("127.0.0.1:1", timeout=1.0)
+        Traceback (most recent call last):
+        ...
+        epochlab.validation.ParameterError: The value of `ray_address` is '127.0.0.1:1', ...
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ParameterError(
+            f"The value of `ray_address` is {address!r}, but nothing answers at {host}:{port} "
+            f"({e.strerror or e}). Start the head with `ray start --head` and pass the address "
+            "it prints, or leave --ray-address out for a local Ray."
+        ) from None
+
+
 class RayExecutor(Executor):
     """Items as Ray tasks (one CPU each), at most as many in flight as the cluster has CPUs.
 
@@ -87,7 +115,9 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             # Ray 2.60 turns token authentication on for new clusters and counts usage;
             # a local Ray started for one sweep needs neither.
-            if not address:
+            if address:
+                check_reachable(address)
+            else:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             try:

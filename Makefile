@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The tour: every slide of the seed, reproduced and corrected, in runs/tour/index.html.
 demo: $(STAMP)
-	$(BIN)/epochlab tour --out runs/tour
+	$(BIN)/epochlab tour --out runs/tour --overwrite
 
 # The browser test renders the tour in headless Chromium. Install Debian's package
 # where it is missing and we can (root with apt-get); otherwise that one test skips.

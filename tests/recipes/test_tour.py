@@ -154,10 +154,13 @@ def test_chromium_renders_every_section_and_image(tour, tmp_path):
     (["--out", "{file}"], "a file"),
     (["--store", "{dir}"], "a folder"),
     (["--study-prefix", ""], "study_prefix"),
+    (["--out", "{page}"], "already holds a run (index.html)"),
 ])
 def test_bad_tour_options_are_one_usage_line_before_any_training(tmp_path, args, match):
     (tmp_path / "f").write_text("x")
-    args = [a.format(file=tmp_path / "f", dir=tmp_path) for a in args]
+    (tmp_path / "page").mkdir()
+    (tmp_path / "page" / "index.html").write_text("<html></html>")  # an earlier tour's page
+    args = [a.format(file=tmp_path / "f", dir=tmp_path, page=tmp_path / "page") for a in args]
     result = CliRunner().invoke(main, ["tour", "--quick", *args], standalone_mode=True)
     assert result.exit_code == 2
     assert match in result.output and "Traceback" not in result.output

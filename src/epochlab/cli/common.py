@@ -161,7 +161,8 @@ def build_model(name: str, data: DataBundle, seed: int, **kwargs: Any) -> torch.
         raise click.BadParameter(str(e), param_hint="--model") from None
 
 
-def out_dir(path: str | None, prefix: str, *, overwrite: bool = False) -> Path:
+def out_dir(path: str | None, prefix: str, *, overwrite: bool = False,
+            marker: str = "history.json") -> Path:
     """The output folder, created: ``--out`` (checked), or a new ``runs/<prefix>-<time>-<suffix>``.
 
     The default folder is claimed with an exclusive ``mkdir``, so two runs
@@ -169,7 +170,7 @@ def out_dir(path: str | None, prefix: str, *, overwrite: bool = False) -> Path:
     already holds a run is refused unless ``overwrite``.
     """
     if path:
-        p = check_out_dir(path, overwrite=overwrite)
+        p = check_out_dir(path, overwrite=overwrite, marker=marker)
         p.mkdir(parents=True, exist_ok=True)
         return p
     root = Path("runs")

@@ -8,8 +8,10 @@ from epochlab.cli.common import console
 
 
 @click.command("tour")
-@click.option("--out", default="runs/tour", show_default=True,
-              help="Folder of the page (index.html).")
+@click.option("--out", default=None,
+              help="Folder of the page (index.html) [default: a new runs/tour-<time>-<suffix>].")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the page of an earlier tour in --out (`make demo` does).")
 @click.option("--quick", is_flag=True,
               help="Little data and few epochs: every section and figure in well under a minute.")
 @click.option("--store", "store_path", default=None,
@@ -19,7 +21,7 @@ from epochlab.cli.common import console
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="torch threads: the seed's models are tiny, one thread is fastest on a "
                    "shared CPU.")
-def tour_command(out, quick, store_path, study_prefix, threads) -> None:
+def tour_command(out, overwrite, quick, store_path, study_prefix, threads) -> None:
     """Run every slide of the seed (15 sections) and write OUT/index.html.
 
     Every run is recorded in the store, one study per slide that trains
@@ -34,17 +36,20 @@ def tour_command(out, quick, store_path, study_prefix, threads) -> None:
 
     import torch
 
+    from epochlab.cli.common import out_dir
     from epochlab.recipes import run_tour
     from epochlab.store import default_store_path, open_store
     from epochlab.validation import check_name, check_out_dir
 
-    # Checked before any training: the page's folder (rewriting an earlier tour's page is
-    # what `make demo` twice should do), the prefix, the store.
-    check_out_dir(out, overwrite=True, marker="index.html")
+    # Checked before any training: the page's folder (an earlier tour's page is replaced
+    # only with --overwrite, as `make demo` asks), the prefix, the store.
+    if out is not None:
+        check_out_dir(out, overwrite=overwrite, marker="index.html")
     if study_prefix is not None:
         check_name("study_prefix", study_prefix)
     path = Path(store_path) if store_path else default_store_path()
     store = open_store(path)
+    out = out_dir(out, "tour", overwrite=overwrite, marker="index.html")
     torch.set_num_threads(threads)
     console.print(f"[bold]epochlab tour[/] ({'quick' if quick else 'full'}): 15 slides of the "
                   f"seed; runs recorded in {path}")

@@ -49,9 +49,9 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
     from epochlab.train.data import split_indices
     from epochlab.train.loop import fit
 
-    folder = out_dir(out, "batch-size")  # checked before training, not after
     data = load_data(data_name)
     model = build_model(model_name, data, seed)
+    folder = out_dir(out, "batch-size")  # checked before training, after the names
     trainable, _ = n_params(model)
     console.print(
         f"[bold]epochlab batch-size[/]: data [cyan]{data.name}[/] ({len(data.x_train)} train rows, "

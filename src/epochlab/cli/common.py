@@ -130,6 +130,16 @@ def model_factory(name: str) -> Any:
     return obj
 
 
+def check_model_name(name: str) -> None:
+    """Refuse an unknown ``--model`` before anything is created (a store file, a folder)."""
+    from epochlab.models.registry import NAMES
+
+    if model_factory(name) is None and name not in NAMES:
+        raise click.BadParameter(f"The value of `name` is {name!r}, but must be one of: "
+                                 f"{', '.join(NAMES)}, or package.module:function.",
+                                 param_hint="--model")
+
+
 def call_factory(name: str, factory: Any) -> torch.nn.Module:
     """``factory()``, checked to return an ``nn.Module``."""
     try:

@@ -18,6 +18,7 @@ from epochlab.callbacks.early_stopping import EarlyStopping
 from epochlab.callbacks.progress import ProgressBar
 from epochlab.cli.common import (
     build_model,
+    check_model_name,
     console,
     epoch_table,
     err_console,
@@ -152,9 +153,11 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
         check_name("study", study)
     folder = check_out_dir(out, overwrite=overwrite) if out else None
     _warn_no_effect(given, model_name, validation_split, no_store, overwrite, out)
+    data = load_data(data_name, target)  # a bad --data or --model leaves no store file behind
+    check_model_name(model_name)
     store = None if no_store or not rank0 else open_store(store_path)
     try:
-        _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validation_split,
+        _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,
              validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
              store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
              rank0, checkpoint)
@@ -164,11 +167,10 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
             store.close()
 
 
-def _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validation_split,
+def _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,
          validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
          store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
          rank0, checkpoint) -> None:
-    data = load_data(data_name, target)
     if stopper is not None:
         _check_monitor(stopper.monitor, data, validation_split)
     # The default study holds every fit; a named one keeps the data and model it began with.
@@ -189,6 +191,7 @@ def _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validati
     # Claim the output folder before training: a unique new one, so that two
     # runs started at the same second never share it. Only process 0 writes.
     created = folder is None or not folder.exists()
+    parent_created = folder is None and not Path("runs").exists()
     if rank0:
         folder = folder if folder is not None else out_dir(None, "fit")
         folder.mkdir(parents=True, exist_ok=True)
@@ -213,6 +216,8 @@ def _fit(data_name, target, model_name, batch_norm, epochs, batch_size, validati
     except BaseException:
         if rank0 and created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # nothing trained: leave no empty folder behind
+            if parent_created and not any(folder.parent.iterdir()):
+                folder.parent.rmdir()
         raise
     if not rank0:  # process 0 reports, writes the files and stores the run
         return

@@ -45,9 +45,9 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
 
     Example: epochlab lr-find --data digits --model cnn_small --seeds 3
     """
-    folder = out_dir(out, "lr-find")  # checked before training, not after
     data = load_data(data_name)
     probe = build_model(model_name, data, 0)
+    folder = out_dir(out, "lr-find")  # checked before training, after the names
     trainable, _ = n_params(probe)
     console.print(
         f"[bold]epochlab lr-find[/]: data [cyan]{data.name}[/] ({len(data.x_train)} train rows, "

@@ -72,21 +72,24 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
 
     Example: epochlab tune --data synthetic --trials 30 --pruner hyperband
     """
+    from epochlab.cli.common import check_model_name
     from epochlab.store import SQLiteStore, default_store_path
     from epochlab.tuning import parse_space, tune
+    from epochlab.validation import check_int
 
     parse_space(space)  # a ParameterError is the CLI's one-line usage error, before any work
-    store = SQLiteStore(store_path or default_store_path())
-    console.print(f"[bold]epochlab tune[/]: data {data} · model {model} · {trials} trials · "
-                  f"pruner {pruner} · sampler {sampler}")
-    console.print(f"space: {space}", markup=False, highlight=False, soft_wrap=True)
+    check_int("trials", trials, 1)
     try:
         from epochlab.data import load
 
         bundle = load(data)
     except ValueError as e:
-        store.close()
         raise click.BadParameter(str(e), param_hint="--data") from None
+    check_model_name(model)
+    store = SQLiteStore(store_path or default_store_path())  # created only once the rest is known good
+    console.print(f"[bold]epochlab tune[/]: data {data} · model {model} · {trials} trials · "
+                  f"pruner {pruner} · sampler {sampler}")
+    console.print(f"space: {space}", markup=False, highlight=False, soft_wrap=True)
     def on_trial(t: Any) -> None:
         console.print(_trial_line(t, metric), markup=False, highlight=False, soft_wrap=True)
 

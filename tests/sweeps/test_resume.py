@@ -64,7 +64,8 @@ def test_sigkilled_sweep_resumes_without_redoing_or_duplicating(tmp_path):
     assert len(before) == 12
     kept = {k: r for k, r in before.items() if r.status == "completed"}
     assert 0 < len(kept) < 12
-    assert any(r.status == "running" for r in before.values())  # killed mid-task
+    # Usually killed mid-task (a run left "running", reset and rerun below); a task can
+    # end in the moment between the last look and the kill, which must resume just as well.
 
     proc = _sweep(tmp_path)
     out, _ = proc.communicate(timeout=120)

@@ -2,6 +2,8 @@
 
 - Ctrl-C (SIGINT to the driver) exits 130 and the runs the workers were
   training are stored as ``interrupted``; no worker outlives the driver.
+- Ctrl-C at a terminal (SIGINT to the whole group), even while workers are
+  being spawned: the same, and no worker prints a traceback.
 - SIGKILL of the driver: its worker processes exit too (nothing of the
   process group is left).
 - Two identical sweeps on one store at once both exit 0; each run is stored
@@ -93,6 +95,23 @@ def test_ctrl_c_with_workers_exits_130_and_stores_the_runs_in_flight_as_interrup
     assert "Traceback" not in out and "Interrupted" in out
     statuses = _statuses(db)
     assert "running" not in statuses and statuses.count("interrupted") == 2, statuses
+    assert _group_gone(proc.pid), "a worker outlived the interrupted driver"
+
+
+@pytest.mark.parametrize("running", [1, 2])
+def test_ctrl_c_at_a_terminal_while_workers_start_exits_130_without_a_traceback(tmp_path, running):
+    # A terminal's Ctrl-C reaches the whole process group. At one run running, the
+    # second worker is being spawned: a SIGINT there used to cut the driver's write
+    # of the worker's start-up data, and the worker printed an EOFError traceback.
+    proc = _start(tmp_path, *LONG, "--workers", "2")
+    db = tmp_path / "runs.db"
+    _wait_running(proc, db, running)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "Error" not in out.replace("Interrupted", ""), out
+    statuses = _statuses(db)
+    assert "running" not in statuses and "interrupted" in statuses, statuses
     assert _group_gone(proc.pid), "a worker outlived the interrupted driver"
 
 

@@ -20,8 +20,11 @@ return value, or an :class:`ExecutorError` when the item could not be run
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -127,6 +130,37 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="epochlab-parent-watch", daemon=True).start()
 
 
+@contextlib.contextmanager
+def _spawning() -> Iterator[None]:
+    """Start worker processes with Ctrl-C held back, here and in them.
+
+    A spawned worker reads its start-up data from a pipe the driver writes; a
+    Ctrl-C that interrupted that write left the worker printing an
+    ``EOFError`` traceback. Inside this block the driver's SIGINT handler only
+    records the signal (it is raised once the workers have started) and SIGINT
+    is blocked in the main thread, a mask the workers inherit: they never see
+    a terminal's Ctrl-C, and the driver stops them and records their runs.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 class ProcessPoolExecutor(Executor):
     """Items in ``workers`` spawned processes (``spawn``: no forked torch state).
 
@@ -159,7 +193,8 @@ class ProcessPoolExecutor(Executor):
                     if on_start is not None:
                         on_start(i)
                     try:
-                        running[self._pool.submit(fn, items[i])] = i
+                        with _spawning():  # submit starts a worker when one is missing
+                            running[self._pool.submit(fn, items[i])] = i
                     except Exception as e:  # a broken pool refuses new work
                         yield i, ExecutorError(f"{type(e).__name__}: {e}")
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)

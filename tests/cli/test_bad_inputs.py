@@ -197,8 +197,8 @@ def test_bad_input_is_one_line_with_the_right_exit_code(args, code, pattern, pat
     errors = [line for line in out.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, out
     assert re.search(pattern, errors[0]), errors[0]
-    # Refused before any work: no output folder was left behind.
-    assert not (tmp_path / "runs").exists()
+    # Refused before any work: nothing left behind (no runs/ folder, no epochlab.db).
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_the_table_covers_at_least_fifty_cases():

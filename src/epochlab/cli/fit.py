@@ -155,6 +155,7 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
     _warn_no_effect(given, model_name, validation_split, no_store, overwrite, out)
     data = load_data(data_name, target)  # a bad --data or --model leaves no store file behind
     check_model_name(model_name)
+    _check_before_store(data, stopper, validation_split, batch_size, drop_last, nproc)
     store = None if no_store or not rank0 else open_store(store_path)
     try:
         _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,
@@ -171,8 +172,6 @@ def _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,
          validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
          store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
          rank0, checkpoint) -> None:
-    if stopper is not None:
-        _check_monitor(stopper.monitor, data, validation_split)
     # The default study holds every fit; a named one keeps the data and model it began with.
     study_spec = {} if study == "fit" else {"kind": "fit", "data": data.name, "model": model_name}
     if store is not None:
@@ -421,6 +420,19 @@ def _parse_early_stopping(text: str | None) -> EarlyStopping | None:
         return early_stopping.parse(text)
     except ParameterError as e:
         raise click.BadParameter(str(e), param_hint="--early-stopping") from None
+
+
+def _check_before_store(data: DataBundle, stopper: EarlyStopping | None, validation_split: float,
+                        batch_size: int, drop_last: bool, nproc: int) -> None:
+    """What the data and options already tell: refused before the store file is created."""
+    if stopper is not None:
+        _check_monitor(stopper.monitor, data, validation_split)
+    n = len(data.x_train)
+    n_train = n - validation_count(n, validation_split)
+    if drop_last and nproc == 1 and 0 < n_train < batch_size:
+        raise click.BadParameter(
+            f"`drop_last=True` with batch_size={batch_size} and {n_train} training rows leaves "
+            "no full batch; use a smaller batch or drop_last=False.", param_hint="--drop-last")
 
 
 def _check_monitor(monitor: str, data: DataBundle, validation_split: float) -> None:

@@ -26,7 +26,8 @@ from epochlab.cli.common import (
     warn,
 )
 from epochlab.store import open_store
-from epochlab.sweeps.driver import best_run, metric_values, sweep
+from epochlab.sweeps.driver import best_run, metric_values, preflight, sweep
+from epochlab.sweeps.executors import check_executor
 from epochlab.sweeps.plan import make_plan
 from epochlab.sweeps.spec import SweepSpec, parse_cli_lists
 from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, user_inputs
@@ -138,6 +139,9 @@ def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, ba
         spec = SweepSpec.from_cli(**texts, **user)
     if ctx.get_parameter_source("lr").name != "DEFAULT":
         _check_one_lr(spec, lr)
+    # Bad data, model, metric or executor: refused before the store file exists.
+    check_executor(workers, executor, ray_address)
+    preflight(spec, sources)
     store = open_store(store_path)
     try:
         console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in "

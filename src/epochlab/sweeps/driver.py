@@ -54,7 +54,9 @@ from epochlab.validation import ParameterError
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
-__all__ = ["DONE", "SweepResult", "best_run", "check_picklable", "metric_values", "sweep"]
+__all__ = [
+    "DONE", "SweepResult", "best_run", "check_picklable", "metric_values", "preflight", "sweep",
+]
 
 SELECT = ("final", "best")
 
@@ -167,12 +169,20 @@ def best_run(
     return min(scored, key=lambda t: t[:3])[3] if scored else None
 
 
-def _preflight(spec: SweepSpec, sources: Sources) -> None:
+def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> None:
     """Load the data and build each distinct model once, so bad names fail before training.
+
+    The CLI calls it before it creates the store, so a refused sweep leaves no file.
 
     The ranking metric is checked too: it must be one the runs will log
     (``loss``, ``accuracy`` for classification, and their ``val_`` forms when
     there is a validation split), or the whole grid would train for nothing.
+
+    Example:
+        >>> preflight(SweepSpec(data="synthetic", model="cnn"))
+        Traceback (most recent call last):
+        ...
+        epochlab.validation.ParameterError: Cannot build model 'cnn' on data 'synthetic': ...
     """
     seen = set()
     data = None
@@ -419,7 +429,7 @@ def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int
         raise ParameterError(f"The value of `select` is {select!r}, but must be one of {SELECT}.")
     t0 = time.perf_counter()
     check_picklable(sources, 1 if executor == "ray" else workers)
-    _preflight(spec, sources)
+    preflight(spec, sources)
     name = spec.study_name()
     check_study(store, name, spec.to_dict())  # before waiting for another driver
     with study_lock(store, name) as waited:

@@ -34,7 +34,7 @@ from epochlab.validation import ParameterError
 
 __all__ = [
     "EXECUTORS", "Executor", "ExecutorError", "InProcessExecutor", "ProcessPoolExecutor",
-    "make_executor",
+    "check_executor", "make_executor",
 ]
 
 
@@ -225,6 +225,31 @@ class ProcessPoolExecutor(Executor):
 EXECUTORS = ("local", "ray")
 
 
+def check_executor(workers: int = 0, kind: str = "local", address: str | None = None) -> None:
+    """Refuse executor settings that cannot run, before anything is created or started.
+
+    Checks the values :func:`make_executor` takes, and that something answers
+    at a Ray ``address`` (``HOST:PORT``) without importing Ray.
+
+    Example:
+        >>> check_executor(2, "local")
+        >>> check_executor(0, "local", "127.0.0.1:6379")
+        Traceback (most recent call last):
+        ...
+        epochlab.validation.ParameterError: `ray_address` was given without `executor='ray'`; ...
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ParameterError(f"The value of `workers` is {workers!r}, but must be `workers >= 0`.")
+    if kind not in EXECUTORS:
+        raise ParameterError(f"The value of `executor` is {kind!r}, but must be one of {EXECUTORS}.")
+    if address and kind != "ray":
+        raise ParameterError("`ray_address` was given without `executor='ray'`; it has no effect.")
+    if address and kind == "ray":
+        from epochlab.sweeps.ray_executor import check_reachable
+
+        check_reachable(address)
+
+
 def make_executor(workers: int = 0, kind: str = "local", address: str | None = None) -> Executor:
     """``workers=0``: in this process; ``workers=N``: a pool of N processes; ``kind="ray"``:
     Ray tasks on the cluster at ``address`` (None: a local Ray with ``workers`` CPUs, or all).
@@ -235,15 +260,10 @@ def make_executor(workers: int = 0, kind: str = "local", address: str | None = N
         >>> type(make_executor(0)).__name__
         'InProcessExecutor'
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ParameterError(f"The value of `workers` is {workers!r}, but must be `workers >= 0`.")
-    if kind not in EXECUTORS:
-        raise ParameterError(f"The value of `executor` is {kind!r}, but must be one of {EXECUTORS}.")
+    check_executor(workers, kind, address)
     if kind == "ray":
         # Here, not at the top: ray_executor builds on this module's Executor.
         from epochlab.sweeps.ray_executor import RayExecutor
 
         return RayExecutor(address, num_cpus=workers or None)
-    if address:
-        raise ParameterError("`ray_address` was given without `executor='ray'`; it has no effect.")
     return InProcessExecutor() if workers == 0 else ProcessPoolExecutor(workers)

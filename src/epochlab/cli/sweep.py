@@ -149,7 +149,8 @@ def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, ba
         plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse,
                          sources=sources)
         console.print(plan.describe(), markup=False, highlight=False)
-        console.print(_runtime_line(spec, threads, precision, workers, sources), markup=False,
+        console.print(_runtime_line(spec, threads, precision, workers, sources,
+                                    fused=any(t.fused for t in plan.tasks)), markup=False,
                       highlight=False)
         try:
             result = sweep(spec, store, sources=sources, workers=workers,
@@ -237,9 +238,9 @@ def _user_inputs(data: str, target: str | None, model: str,
 
 
 def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
-                  sources: Sources = NO_SOURCES) -> str:
+                  sources: Sources = NO_SOURCES, fused: bool = False) -> str:
     """The header's runtime line: the precision the model gets here, and the threads policy."""
-    from epochlab.train.runtime import choose_precision
+    from epochlab.train.runtime import FUSED_FP32_MAX_MACS, choose_precision
 
     config = spec.configs()[0]
     try:
@@ -254,7 +255,11 @@ def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
         t = "threads auto (per task from its work: one for small models; history says which)"
     else:
         t = f"{threads} thread{'s' if threads != 1 else ''} (set by --threads)"
-    return f"runtime: {t} · {name} ({why})"
+    line = f"runtime: {t} · {name} ({why})"
+    if fused and prec == "bf16" and precision == "auto":
+        line += (f"; fused tasks whose members take at most {FUSED_FP32_MAX_MACS // 10**6} M "
+                 "multiply-adds a step train together in float32 instead")
+    return line
 
 
 def results_table(result: Any, store: Any) -> Table:

@@ -1,6 +1,7 @@
 """Which models fuse, and the stacked network that trains K of them at once.
 
-Fusion is decided by structure: any ``nn.Sequential`` (nesting allowed)
+Fusion is decided by structure: any ``nn.Sequential`` (nesting allowed; the
+seed's CNNs, :class:`epochlab.models.cnn.CNN`, unroll into their layers)
 whose layers all have a *stacked form* in :data:`STACKED_LAYERS`, with no
 buffers and no frozen parameters (:func:`is_fusable` says why not).
 :func:`make_net` picks how to run it:
@@ -10,6 +11,10 @@ buffers and no frozen parameters (:func:`is_fusable` says why not).
   :mod:`epochlab.sweeps.fused_ops` (the fast path: half autograd's cost);
 - :class:`StackedNet`: everything else, each layer's stacked form run
   forward on the ``(K, P)`` parameter buffer and differentiated by autograd.
+  Convolutions are HFTA-style grouped convolutions (the K members' channels
+  side by side); a ``Conv2d -> ReLU -> MaxPool2d(2)`` run, the block the
+  seed's CNNs are made of, is one block with its own backward
+  (:mod:`epochlab.sweeps.fused_conv`).
 
 A stacked form takes ``x`` of shape ``(K, B, *features)`` (member first,
 then the batch: what one member's layer sees is ``x[k]``), the layer's
@@ -41,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from epochlab.sweeps.fused_conv import conv_relu_pool, fusable_block
 from epochlab.sweeps.fused_ops import (
     FlatLayout,
     backward,
@@ -79,6 +85,53 @@ def _stacked_linear(m: nn.Linear) -> StackedForward:
         return z.reshape(k, *lead, z.shape[-1])
 
     return run
+
+
+def _stacked_conv2d(m: nn.Conv2d) -> StackedForward:
+    # HFTA's horizontal fusion: the K members' channels side by side, one grouped
+    # convolution (groups = K x the layer's own groups) computes every member at once.
+    # Channels-last layout: on the CPU a grouped convolution ran 3x and the max-pool
+    # after it 20x faster than in (N, C, H, W) for cnn_small at K=8.
+    if m.padding_mode != "zeros":
+        raise ValueError(f"Conv2d with padding_mode={m.padding_mode!r} has no fused form")
+    groups, stride, padding, dilation = m.groups, m.stride, m.padding, m.dilation
+    cl = torch.channels_last
+
+    def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
+        k, b = x.shape[0], x.shape[1]
+        xs = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:]).contiguous(memory_format=cl)
+        w = p["weight"]
+        bias = p.get("bias")
+        z = F.conv2d(xs, w.reshape(k * w.shape[1], *w.shape[2:]).contiguous(memory_format=cl),
+                     None if bias is None else bias.reshape(-1), stride, padding, dilation,
+                     k * groups)
+        # (B, K*O, H, W) seen as (K, B, O, H, W): a view, the layout stays for the next layer
+        return z.reshape(b, k, w.shape[1], *z.shape[2:]).transpose(0, 1)
+
+    return run
+
+
+def _per_image(fn: Callable[[Tensor], Tensor]) -> StackedForward:
+    # Pooling has no parameters and works on each channel of each image alone: run it
+    # on the (B, K*C, H, W) layout the grouped convolutions produce (a view, no copy).
+    def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
+        k, b = x.shape[0], x.shape[1]
+        y = fn(x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:]))
+        return y.reshape(b, k, x.shape[2], *y.shape[2:]).transpose(0, 1)
+
+    return run
+
+
+def _max_pool2d(m: nn.MaxPool2d) -> StackedForward:
+    if m.return_indices:
+        raise ValueError("MaxPool2d(return_indices=True) has no fused form")
+    return _per_image(lambda x: F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation,
+                                             m.ceil_mode))
+
+
+def _avg_pool2d(m: nn.AvgPool2d) -> StackedForward:
+    return _per_image(lambda x: F.avg_pool2d(x, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                             m.count_include_pad, m.divisor_override))
 
 
 def _elementwise(m: nn.Module) -> StackedForward:
@@ -137,6 +190,9 @@ STACKED_LAYERS: dict[type[nn.Module], Callable[[nn.Module], StackedForward]] = {
     nn.Flatten: _flatten,
     nn.Dropout: _dropout,
     nn.LayerNorm: _layer_norm,
+    nn.Conv2d: _stacked_conv2d,
+    nn.MaxPool2d: _max_pool2d,
+    nn.AvgPool2d: _avg_pool2d,
     **{t: _elementwise for t in ELEMENTWISE},
 }
 """``nn.Module`` type -> builder of its stacked form (see the module docstring)."""
@@ -173,6 +229,10 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
                 f"layer {where if '.' in where else i} is {type(module).__name__}: it has no "
                 f"fused form (fused layers: {_names()}); train this model with epochlab.fit"
             )
+        try:
+            STACKED_LAYERS[type(module)](module)  # a builder refuses settings it cannot fuse
+        except ValueError as err:
+            raise ValueError(f"layer {prefix.rstrip('.')}: {err}") from None
     if any(True for _ in model.buffers()):
         raise ValueError("the model has buffers; only parameters can be fused")
     params = list(model.parameters())
@@ -190,9 +250,10 @@ def is_fusable(model: nn.Module) -> Fusability:
     """Say whether ``model`` can train fused, and why not.
 
     Fusable: an ``nn.Sequential`` (nested ones too) of layers that have a
-    stacked form (:data:`STACKED_LAYERS`: ``nn.Linear``, ``nn.LayerNorm``,
-    ``nn.Flatten``, ``nn.Dropout`` and elementwise activations), all
-    parameters trainable and of one floating dtype, no buffers.
+    stacked form (:data:`STACKED_LAYERS`: ``nn.Linear``, ``nn.Conv2d``,
+    ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.LayerNorm``, ``nn.Flatten``,
+    ``nn.Dropout`` and elementwise activations), all parameters trainable
+    and of one floating dtype, no buffers.
 
     Example:
         >>> from epochlab.models import mlp
@@ -263,9 +324,17 @@ class StackedNet:
     def __init__(self, leaves: list[tuple[str, nn.Module]], template: nn.Module) -> None:
         self.template = template
         self.layers: list[tuple[str, StackedForward, list[str]]] = []
-        for prefix, module in leaves:
+        i = 0
+        while i < len(leaves):
+            prefix, module = leaves[i]
             names = [n for n, _ in module.named_parameters(recurse=False)]
+            if i + 2 < len(leaves) and fusable_block(module, leaves[i + 1][1], leaves[i + 2][1]):
+                # Conv2d -> ReLU -> MaxPool2d(2) as one block with its own backward.
+                self.layers.append((prefix, conv_relu_pool(module), names))
+                i += 3
+                continue
             self.layers.append((prefix, STACKED_LAYERS[type(module)](module), names))
+            i += 1
         self.layout = FlatLayout.of_params(
             [(k, tuple(v.shape)) for k, v in template.state_dict().items()]
         )

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from epochlab.models.cnn import CNN
+
 ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
 
 
@@ -48,14 +50,15 @@ class LayerSpec:
 def sequential_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The layers of an ``nn.Sequential``, nested ones unrolled, with their state_dict prefixes.
 
+    epochlab's own CNNs (:class:`epochlab.models.cnn.CNN`: a backbone's layers,
+    then the head's) unroll the same way: they compute exactly their layers in order.
+
     Example:
         >>> from torch import nn
         >>> m = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 2), nn.ReLU()))
         >>> [(p, type(l).__name__) for p, l in sequential_leaves(m)]
         [('0.', 'Flatten'), ('1.0.', 'Linear'), ('1.1.', 'ReLU')]
     """
-    if not isinstance(model, nn.Sequential):
-        raise ValueError(f"the model is a {type(model).__name__}, but must be an nn.Sequential")
     out: list[tuple[str, nn.Module]] = []
 
     def walk(seq: nn.Sequential, prefix: str) -> None:
@@ -65,7 +68,16 @@ def sequential_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
             else:
                 out.append((f"{prefix}{name}.", child))
 
-    walk(model, "")
+    if type(model) is CNN and type(model.backbone.body) is nn.Sequential:
+        walk(model.backbone.body, "backbone.body.")
+        if type(model.head) is nn.Sequential:
+            walk(model.head, "head.")
+        else:
+            out.append(("head.", model.head))
+    elif isinstance(model, nn.Sequential):
+        walk(model, "")
+    else:
+        raise ValueError(f"the model is a {type(model).__name__}, but must be an nn.Sequential")
     if not out:
         raise ValueError("the nn.Sequential is empty")
     return out

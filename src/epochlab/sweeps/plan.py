@@ -20,7 +20,7 @@ This module owns the grouping, and says why it grouped as it did:
   to ``epochs`` and read out at every count of ``read_outs``, so fusion and
   epoch-prefix sharing combine. Whether a model fuses is decided by its
   structure (:func:`epochlab.sweeps.fused_ops.is_fusable`), not its name;
-  models that cannot be fused (batch norm, CNN, LSTM), data the engine does
+  models that cannot be fused (batch norm, LSTM), data the engine does
   not take (a Dataset) and optimizers without a fused update (rmsprop) train
   one by one, and the plan says why.
 

@@ -211,7 +211,10 @@ def execute_task(task: Task, sources: Sources = NO_SOURCES, threads: object = "a
     ``threads`` and ``precision`` are :func:`epochlab.fit`'s; a fused task
     chooses its threads from the work of all its members together, and trains
     its members one by one when they are to run in bf16 (the fused path
-    computes in float32).
+    computes in float32): with ``precision="bf16"``, or with ``"auto"`` on a
+    CPU with native bf16 when a member's step is larger than
+    :data:`epochlab.train.runtime.FUSED_FP32_MAX_MACS` (smaller ones finish
+    sooner fused in float32).
 
     With ``checkpoint_root`` a member trained by ``fit`` saves its whole state
     at every epoch's end under :func:`checkpoint_dir` and resumes from there
@@ -258,11 +261,15 @@ def _fused_runtime(task: Task, sources: Sources, threads: object,
     model = build_model(member, data, sources)
     prec, why, channels_last = runtime.choose_precision(model, precision)
     pinned = runtime.check_threads(threads)
-    macs = 0
-    if pinned is None:
-        rows = (as_tensor("X", data.x_train[:2]) if isinstance(data, DataBundle)
-                else as_tensor("X", data[0][0]).unsqueeze(0))
-        macs = runtime.macs_per_step(model, rows, member.batch_size) * len(task.members)
+    rows = (as_tensor("X", data.x_train[:2]) if isinstance(data, DataBundle)
+            else as_tensor("X", data[0][0]).unsqueeze(0))
+    member_macs = runtime.macs_per_step(model, rows, member.batch_size)
+    if prec == "bf16" and precision == "auto" and member_macs <= runtime.FUSED_FP32_MAX_MACS:
+        # Small members: trained together in float32 they finish before bf16 one by one would.
+        prec, channels_last = "fp32", False
+        why = (f"auto: fused in float32 ({member_macs / 1e6:.1f} M multiply-adds a step per "
+               f"member; bf16 one by one pays from {runtime.FUSED_FP32_MAX_MACS // 10**6} M)")
+    macs = member_macs * len(task.members) if pinned is None else 0
     n, n_why = runtime.choose_threads(macs, threads)
     if pinned is None:
         n_why = f"{len(task.members)} members trained together: {n_why}"

@@ -59,6 +59,7 @@ from epochlab.sweeps.fused import train_fused
 from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.train.data import split_indices
 from epochlab.train.loop import evaluate, fit
+from epochlab.train.runtime import fused_or_one_by_one
 from epochlab.validation import ParameterError, check_float, check_int
 
 __all__ = ["RULES", "LRFindResult", "lr_find", "smooth_curve", "suggest"]
@@ -299,7 +300,8 @@ def _arrays(data: Any) -> tuple[Any, Any] | None:
     return None
 
 
-def _fusable(models: list[nn.Module], data: Any, optimizer: str, loss: Any) -> tuple[bool, str]:
+def _fusable(models: list[nn.Module], data: Any, optimizer: str, loss: Any,
+             batch_size: int) -> tuple[bool, str]:
     if optimizer not in ("adam", "adamw", "sgd"):
         return False, f"optimizer {optimizer!r} is not fused (adam, adamw and sgd are)"
     if loss is not None:
@@ -311,7 +313,12 @@ def _fusable(models: list[nn.Module], data: Any, optimizer: str, loss: Any) -> t
     if p is None or p.device.type != "cpu":
         return False, "the model is not on the CPU"
     check = is_fusable(models[0])
-    return bool(check), check.reason
+    if not check:
+        return False, check.reason
+    # One by one trains with fit's precision="auto": bf16 may beat fused float32.
+    rows = torch.as_tensor(np.asarray(xy[0][:2]), dtype=p.dtype)
+    ok, why = fused_or_one_by_one(models[0], rows, batch_size)
+    return ok, "" if ok else why
 
 
 def _n_train(data: Any, validation_split: float, seed: int) -> int:
@@ -389,7 +396,7 @@ def lr_find(
                              decay_rate=(end_lr / start_lr) ** (1 / (num_iter - 1)))
     lrs = np.array([ramp(i) for i in range(num_iter)])
     models = [_build(model, s) for s in seed_list]
-    ok, why = _fusable(models, data, optimizer, loss) if fuse else (False, "fuse=False")
+    ok, why = _fusable(models, data, optimizer, loss, batch_size) if fuse else (False, "fuse=False")
     t0 = time.perf_counter()
     if ok:
         raw = _run_fused(models, data, seed_list, ramp, batch_size, num_iter, optimizer,
@@ -514,7 +521,7 @@ def lr_sweep(
     stratify = y if y.dtype.kind in "iub" else None
     _, va, _ = split_indices(len(x), validation_split, seed=seeds[0], stratify=stratify)
     initial = evaluate(models[0], (x[va], y[va]), metrics=())["loss"]
-    ok, _ = _fusable(models, data, optimizer, None) if fuse else (False, "")
+    ok, _ = _fusable(models, data, optimizer, None, batch_size) if fuse else (False, "")
     if ok:
         res = train_fused(models, x, y, epochs=epochs, batch_size=batch_size,
                           lrs=[lr for lr, _ in members], seeds=[s for _, s in members],

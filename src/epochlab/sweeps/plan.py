@@ -14,12 +14,12 @@ This module owns the grouping, and says why it grouped as it did:
   the batch size, the optimizer, the validation split, early stopping and
   the epochs (and read-outs) train together as one vectorized model
   (:mod:`epochlab.sweeps.fused`) when the model is fusable
-  (:func:`epochlab.sweeps.fused_ops.is_fusable`): members may differ in
+  (:func:`epochlab.sweeps.fused_layers.is_fusable`): members may differ in
   learning rate, seed (split and shuffle), weight decay and schedule. A
   :class:`Task` is ``(members, epochs, read_outs)``: every member is trained
   to ``epochs`` and read out at every count of ``read_outs``, so fusion and
   epoch-prefix sharing combine. Whether a model fuses is decided by its
-  structure (:func:`epochlab.sweeps.fused_ops.is_fusable`), not its name;
+  structure (:func:`epochlab.sweeps.fused_layers.is_fusable`), not its name;
   models that cannot be fused (batch norm, LSTM), data the engine does
   not take (a Dataset) and optimizers without a fused update (rmsprop) train
   one by one, and the plan says why.
@@ -226,7 +226,7 @@ def fusion_reason(config: Config, sources: Sources = NO_SOURCES) -> str | None:
     """Why ``config`` cannot train fused, or None when it can.
 
     Builds the configuration's model on its data (both cached per process)
-    and asks :func:`epochlab.sweeps.fused_ops.is_fusable`: fusion is decided
+    and asks :func:`epochlab.sweeps.fused_layers.is_fusable`: fusion is decided
     by the model's structure, whatever its name.
 
     Example:

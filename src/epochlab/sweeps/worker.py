@@ -263,13 +263,12 @@ def _fused_runtime(task: Task, sources: Sources, threads: object,
     pinned = runtime.check_threads(threads)
     rows = (as_tensor("X", data.x_train[:2]) if isinstance(data, DataBundle)
             else as_tensor("X", data[0][0]).unsqueeze(0))
-    member_macs = runtime.macs_per_step(model, rows, member.batch_size)
-    if prec == "bf16" and precision == "auto" and member_macs <= runtime.FUSED_FP32_MAX_MACS:
-        # Small members: trained together in float32 they finish before bf16 one by one would.
-        prec, channels_last = "fp32", False
-        why = (f"auto: fused in float32 ({member_macs / 1e6:.1f} M multiply-adds a step per "
-               f"member; bf16 one by one pays from {runtime.FUSED_FP32_MAX_MACS // 10**6} M)")
-    macs = member_macs * len(task.members) if pinned is None else 0
+    if prec == "bf16":
+        fuse, fuse_why = runtime.fused_or_one_by_one(model, rows, member.batch_size, precision)
+        if fuse:  # small members: together in float32 they finish before bf16 one by one
+            prec, why, channels_last = "fp32", fuse_why, False
+    macs = (runtime.macs_per_step(model, rows, member.batch_size) * len(task.members)
+            if pinned is None else 0)
     n, n_why = runtime.choose_threads(macs, threads)
     if pinned is None:
         n_why = f"{len(task.members)} members trained together: {n_why}"

@@ -321,6 +321,34 @@ def choose_precision(model: nn.Module, precision: object = "auto") -> tuple[str,
     return "bf16", f"auto: {why}, the model has {layers}", has_conv
 
 
+def fused_or_one_by_one(model: nn.Module, x_rows: torch.Tensor, batch_size: int,
+                        precision: object = "auto") -> tuple[bool, str]:
+    """Whether copies of ``model`` should train fused (the engine computes in float32)
+    rather than one by one at ``precision``, and why.
+
+    Fused when one by one would run in float32 too; with ``precision="auto"``
+    and native bf16, fused while a member's step is at most
+    :data:`FUSED_FP32_MAX_MACS` forward multiply-adds.
+
+    Example:
+        >>> import torch, epochlab as el
+        >>> fused_or_one_by_one(el.models.mlp(20), torch.zeros(2, 20), 32)
+        (True, 'auto: only small linear layers')
+    """
+    prec, why, _ = choose_precision(model, precision)
+    if prec == "fp32":
+        return True, why
+    if check_precision(precision) == "bf16":
+        return False, "precision='bf16' was asked for; fused training computes in float32"
+    macs = macs_per_step(model, x_rows, batch_size) / 1e6
+    limit = FUSED_FP32_MAX_MACS // 10**6
+    if macs <= limit:
+        return True, (f"auto: fused in float32 ({macs:.1f} M multiply-adds a step per member; "
+                      f"bf16 one by one pays from {limit} M)")
+    return False, (f"{macs:.1f} M multiply-adds a step per member: bf16 one by one is faster "
+                   f"than fused float32 from {limit} M")
+
+
 def resolve(
     model: nn.Module,
     x_rows: torch.Tensor,

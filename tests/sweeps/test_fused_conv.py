@@ -122,3 +122,24 @@ def test_small_cnn_members_train_fused_in_float32_with_precision_auto():
     for r in result.runs:
         assert r.status == "completed" and "fused" in r.summary
         assert r.summary["runtime"]["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("flags", [{"avx512_bf16"}, set()], ids=["bf16-cpu", "fp32-cpu"])
+def test_the_plan_fuses_a_large_cnn_only_where_that_is_faster(monkeypatch, flags):
+    # cnn_small on 28x28 digits: 17 M multiply-adds a member step. On a CPU with native
+    # bf16, one by one in bf16 beats fused float32 (bench_fused_cnn.py); without, fused wins.
+    from epochlab.sweeps import plan as plan_mod
+    from epochlab.sweeps.spec import SweepSpec
+    from epochlab.train import runtime
+
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(plan_mod, "_SPEED_REASONS", {})
+    spec = SweepSpec(data="digits", model="cnn_small", epochs=[1], lr=[1e-3, 1e-4])
+    plan = plan_mod.make_plan(spec.configs())
+    if flags:
+        assert not any(t.fused for t in plan.tasks)
+        assert "bf16 one by one is faster than fused float32" in plan.describe()
+        fp32 = plan_mod.make_plan(spec.configs(), precision="fp32")  # asked for: fused
+        assert len(fp32.tasks) == 1 and fp32.tasks[0].fused
+    else:
+        assert len(plan.tasks) == 1 and plan.tasks[0].fused

@@ -147,7 +147,7 @@ def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, ba
         console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in "
                       f"{store.path}")
         plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse,
-                         sources=sources)
+                         sources=sources, precision=precision)
         console.print(plan.describe(), markup=False, highlight=False)
         console.print(_runtime_line(spec, threads, precision, workers, sources,
                                     fused=any(t.fused for t in plan.tasks)), markup=False,
@@ -256,9 +256,9 @@ def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
     else:
         t = f"{threads} thread{'s' if threads != 1 else ''} (set by --threads)"
     line = f"runtime: {t} · {name} ({why})"
-    if fused and prec == "bf16" and precision == "auto":
-        line += (f"; fused tasks whose members take at most {FUSED_FP32_MAX_MACS // 10**6} M "
-                 "multiply-adds a step train together in float32 instead")
+    if fused and prec == "bf16":  # the plan fused them: small enough to win in float32
+        line += (f"; fused tasks (members of at most {FUSED_FP32_MAX_MACS // 10**6} M "
+                 "multiply-adds a step) train together in float32")
     return line
 
 

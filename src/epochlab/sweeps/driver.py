@@ -458,7 +458,7 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
             # With several workers, fused groups are split so that every worker gets some.
             per_task = None if ex.slots <= 1 else max(2, math.ceil(len(todo) / ex.slots))
             executed = make_plan(todo, share_prefixes=share_prefixes, fuse=fuse,
-                                 max_members=per_task, sources=sources)
+                                 max_members=per_task, sources=sources, precision=precision)
             if executor == "ray":
                 # Registry datasets travel with the work (once, in the object store), so a
                 # worker on another machine needs no copy of them. A Ray task starts with one
@@ -497,7 +497,8 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
     runs = [by_key[c.key] for c in configs]
     return SweepResult(
         study=name, study_id=sid, spec=spec,
-        plan=make_plan(configs, share_prefixes=share_prefixes, fuse=fuse, sources=sources),
+        plan=make_plan(configs, share_prefixes=share_prefixes, fuse=fuse, sources=sources,
+                       precision=precision),
         executed=executed, runs=runs, skipped=len(configs) - len(todo),
         seconds=time.perf_counter() - t0,
         best=best_run(store, runs, spec.metric, spec.mode, select), store=store,

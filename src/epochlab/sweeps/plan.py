@@ -35,12 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from epochlab import schedules
 from epochlab.data.base import DataBundle
 from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.sweeps.spec import Config
 from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data
+from epochlab.train.runtime import fused_or_one_by_one
 
 __all__ = ["FUSED_OPTIMIZERS", "Plan", "PlanEntry", "Task", "fusion_reason", "make_plan"]
 
@@ -222,12 +224,16 @@ def _no_share_reason(config: Config) -> str | None:
     return None
 
 
-def fusion_reason(config: Config, sources: Sources = NO_SOURCES) -> str | None:
+def fusion_reason(config: Config, sources: Sources = NO_SOURCES,
+                  precision: str = "auto") -> str | None:
     """Why ``config`` cannot train fused, or None when it can.
 
     Builds the configuration's model on its data (both cached per process)
     and asks :func:`epochlab.sweeps.fused_layers.is_fusable`: fusion is decided
-    by the model's structure, whatever its name.
+    by the model's structure, whatever its name. Then speed: the fused engine
+    computes in float32, so a model that trains faster one by one in bf16 at
+    ``precision`` (large CNNs on a CPU with native bf16; see
+    :func:`epochlab.train.runtime.fused_or_one_by_one`) trains one by one.
 
     Example:
         >>> from epochlab.sweeps.spec import SweepSpec
@@ -242,10 +248,21 @@ def fusion_reason(config: Config, sources: Sources = NO_SOURCES) -> str | None:
                     weight_decay=0.0, schedule=None, validation_split=0.0, early_stopping=None)
     if probe not in _MODEL_REASONS:
         _MODEL_REASONS[probe] = _model_reason(probe, sources)
-    return _MODEL_REASONS[probe]
+    if _MODEL_REASONS[probe] is not None:
+        return _MODEL_REASONS[probe]
+    key = (probe, config.batch_size, precision)
+    if key not in _SPEED_REASONS:
+        data = load_data(probe, sources)
+        rows = torch.as_tensor(np.asarray(data.x_train[:2]))
+        model = build_model(probe, data, sources)
+        p = next(model.parameters())
+        fast, why = fused_or_one_by_one(model, rows.to(p.dtype), config.batch_size, precision)
+        _SPEED_REASONS[key] = None if fast else why
+    return _SPEED_REASONS[key]
 
 
 _MODEL_REASONS: dict[Config, str | None] = {}
+_SPEED_REASONS: dict[tuple[Config, int, str], str | None] = {}
 
 
 def _model_reason(probe: Config, sources: Sources) -> str | None:
@@ -277,6 +294,7 @@ def make_plan(
     fusable: Callable[[Config], str | None] | None = None,
     max_members: int | None = None,
     sources: Sources = NO_SOURCES,
+    precision: str = "auto",
 ) -> Plan:
     """Group ``configs`` into training tasks: epoch prefixes shared, fusable runs fused.
 
@@ -292,13 +310,14 @@ def make_plan(
         share_prefixes: False trains every configuration separately (for comparisons).
         fuse: False trains every training one by one (for comparisons).
         fusable: ``config -> reason it cannot be fused, or None``; default
-            :func:`fusion_reason` (with ``sources``).
+            :func:`fusion_reason` (with ``sources`` and ``precision``).
         max_members: at most this many trainings in one fused task (a larger
             group is split into near-equal tasks, e.g. to keep several worker
             processes busy); None: no limit (the engine chunks to its memory
             budget itself).
         sources: the data and model factories a user brought (see
             :class:`~epochlab.sweeps.workload.Sources`).
+        precision: the sweep's ``precision`` (see :func:`fusion_reason`).
 
     Example:
         >>> from epochlab.sweeps.spec import SweepSpec
@@ -336,7 +355,7 @@ def make_plan(
         for c in members:
             units.append((c, c.epochs, (c.epochs,),
                           [(c, False, reason if len(counts) > 1 else "")]))
-    check = (lambda c: fusion_reason(c, sources)) if fusable is None else fusable
+    check = (lambda c: fusion_reason(c, sources, precision)) if fusable is None else fusable
     batches: dict[tuple, list[int]] = {}
     why_not: dict[int, str] = {}
     for i, (member, epochs, outs, _) in enumerate(units):

@@ -124,3 +124,14 @@ def test_regression_defaults_to_val_loss_and_bad_inputs_are_named():
         el.sweep(make_relu, 42, epochs=1, progress=False)
     with pytest.raises(el.ParameterError, match="belong in the spec"):
         el.sweep(el.SweepSpec(), lr=[1e-3], progress=False)
+
+
+def test_a_model_that_cannot_take_the_data_is_refused_before_anything_trains(tmp_path):
+    # Flat 8x8 digits given to a CNN: one clear error, before the store file exists.
+    x = np.random.default_rng(0).random((40, 64), dtype=np.float32)
+    y = np.arange(40) % 3
+    db = tmp_path / "runs.db"
+    with pytest.raises(el.validation.ParameterError, match=r"cannot run on the data.*reshape"):
+        el.sweep(lambda: el.models.cnn("small", n_classes=3, input_size=8), (x, y), epochs=1,
+                 lr=[1e-3, 1e-2], store=str(db), progress=False)
+    assert not db.exists()

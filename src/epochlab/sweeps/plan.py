@@ -43,6 +43,7 @@ from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.sweeps.spec import Config
 from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data
 from epochlab.train.runtime import fused_or_one_by_one
+from epochlab.validation import ParameterError
 
 __all__ = ["FUSED_OPTIMIZERS", "Plan", "PlanEntry", "Task", "fusion_reason", "make_plan"]
 
@@ -256,7 +257,12 @@ def fusion_reason(config: Config, sources: Sources = NO_SOURCES,
         rows = torch.as_tensor(np.asarray(data.x_train[:2]))
         model = build_model(probe, data, sources)
         p = next(model.parameters())
-        fast, why = fused_or_one_by_one(model, rows.to(p.dtype), config.batch_size, precision)
+        try:
+            fast, why = fused_or_one_by_one(model, rows.to(p.dtype), config.batch_size,
+                                            precision)
+        except (ValueError, TypeError, RuntimeError) as e:  # found before anything trains
+            raise ParameterError(f"The model {probe.model!r} cannot run on the data "
+                                 f"{probe.data!r}: {e}") from None
         _SPEED_REASONS[key] = None if fast else why
     return _SPEED_REASONS[key]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -81,8 +82,8 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*FIT, "--study", " padded"], 2, r"`study` is ' padded'"),
     ([*FIT, "--store", "{store}", "--study", "s", "--data", "digits"], 2,
      r"study 's' was created with data 'synthetic' \(this run: 'digits'\)"),
-    ([*FIT, "--store", "{store}", "--study", "s", "--model", "cnn_small", "--data", "synthetic"], 2,
-     r"study 's' was created with model 'mlp' \(this run: 'cnn_small'\)"),
+    ([*FIT, "--store", "{store}", "--study", "s", "--model", "cnn_small", "--data", "digits"], 2,
+     r"study 's' was created with data 'synthetic' \(this run: 'digits'\), model 'mlp' \(this run: 'cnn_small'\)"),
     # -- runs ---------------------------------------------------------------------------------
     (["runs", "--store", "{tmp}/missing.db"], 2, r"No runs stored yet at .*missing.db"),
     (["runs", "--store", "{tmp}"], 2, r"a folder; it must be a store file"),
@@ -209,3 +210,26 @@ def test_the_store_given_is_not_created_when_a_command_is_refused(paths, tmp_pat
     target = tmp_path / "new.db"
     result = run_cli([*FIT, "--lr", "0", "--store", str(target)], paths)
     assert result.exit_code == 2 and not target.exists()
+
+
+@pytest.mark.parametrize("command", [["fit", "--epochs", "1"], ["sweep", "--epochs", "1"],
+                                     ["lr-find"], ["batch-size", "--epochs", "1"]],
+                         ids=lambda c: c[0])
+def test_a_users_model_that_cannot_take_the_data_is_one_line_and_leaves_nothing(
+        command, tmp_path, monkeypatch):
+    # Flat 8x8 rows and a CNN that wants (N, 1, 8, 8): a usage error naming both, with
+    # the model's own hint, before a store, a runs/ folder or a figure exists.
+    np.savez(tmp_path / "d.npz", X=np.random.default_rng(0).random((60, 64), dtype=np.float32),
+             y=np.arange(60) % 3)
+    (tmp_path / "cnnmod.py").write_text(
+        "import epochlab as el\n\ndef make():\n"
+        "    return el.models.cnn('small', n_classes=3, input_size=8)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(main, [*command, "--data", "d.npz", "--model", "cnnmod:make"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert re.search(r"Error: The model 'cnnmod:make' cannot run on the data 'd.npz'.*reshape",
+                     result.output.replace("\n", " "))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == [
+        "cnnmod.py", "d.npz"]

@@ -171,6 +171,16 @@ def build_model(name: str, data: DataBundle, seed: int, **kwargs: Any) -> torch.
         raise click.BadParameter(str(e), param_hint="--model") from None
 
 
+def probe_model(name: str, data: DataBundle, **kwargs: Any) -> torch.nn.Module:
+    """Build ``name`` for ``data`` (seed 0) and run two rows through it, before anything is
+    created: a model that cannot take the data is a usage error (exit 2), not a traceback."""
+    from epochlab.train.data import check_forward
+
+    model = build_model(name, data, 0, **kwargs)
+    check_forward(model, data, name, data.name)
+    return model
+
+
 def out_dir(path: str | None, prefix: str, *, overwrite: bool = False,
             marker: str = "history.json") -> Path:
     """The output folder, created: ``--out`` (checked), or a new ``runs/<prefix>-<time>-<suffix>``.

@@ -25,6 +25,7 @@ from epochlab.cli.common import (
     load_data,
     n_params,
     out_dir,
+    probe_model,
     runtime_options,
     warn,
 )
@@ -156,6 +157,8 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
     data = load_data(data_name, target)  # a bad --data or --model leaves no store file behind
     check_model_name(model_name)
     _check_before_store(data, stopper, validation_split, batch_size, drop_last, nproc)
+    # A model that cannot take the data is refused before the store or a folder exists.
+    probe_model(model_name, data, **({"batch_norm": True} if batch_norm else {}))
     store = None if no_store or not rank0 else open_store(store_path)
     try:
         _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,

@@ -8,7 +8,7 @@ import os
 import click
 from rich.table import Table
 
-from epochlab.cli.common import build_model, console, load_data, n_params, out_dir
+from epochlab.cli.common import console, load_data, model_factory, n_params, out_dir, probe_model
 from epochlab.diagnose.lr_find import RULES, lr_find
 from epochlab.models.registry import build
 
@@ -46,7 +46,7 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
     Example: epochlab lr-find --data digits --model cnn_small --seeds 3
     """
     data = load_data(data_name)
-    probe = build_model(model_name, data, 0)
+    probe = probe_model(model_name, data)  # a model that cannot take the data: refused here
     folder = out_dir(out, "lr-find")  # checked before training, after the names
     trainable, _ = n_params(probe)
     console.print(
@@ -56,7 +56,8 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
         f"{seeds} seeds"
     )
     # lr_find seeds torch before each call, so every seed gets its own initial weights.
-    res = lr_find(lambda: build(model_name, data), data, batch_size=batch_size,
+    factory = model_factory(model_name) or (lambda: build(model_name, data))
+    res = lr_find(factory, data, batch_size=batch_size,
                   start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, seeds=seeds,
                   optimizer=optimizer, momentum=momentum, validation_split=validation_split,
                   rule=rule, fuse=fuse)

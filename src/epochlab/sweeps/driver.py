@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from epochlab.data.base import DataBundle
 from epochlab.store.base import DONE, RunRecord, Store
 from epochlab.store.memory import MemoryStore
 from epochlab.store.record import check_study, ensure_study
@@ -48,7 +47,7 @@ from epochlab.sweeps.workload import (
     load_data,
     user_inputs,
 )
-from epochlab.train.data import as_tensor
+from epochlab.train.data import check_forward
 from epochlab.train.history import History
 from epochlab.train.runtime import check_precision, check_threads
 from epochlab.validation import ParameterError
@@ -171,26 +170,6 @@ def best_run(
     return min(scored, key=lambda t: t[:3])[3] if scored else None
 
 
-def _forward_probe(model: nn.Module, data: Any, c: Any) -> None:
-    """Two training rows through the model: a model that cannot take the data fails here."""
-    import torch
-
-    p = next(model.parameters(), None)
-    try:
-        if isinstance(data, DataBundle):
-            rows = as_tensor("X", data.x_train[:2])
-        else:  # a map-style Dataset
-            rows = as_tensor("X", data[0][0]).unsqueeze(0)
-        if p is not None and rows.is_floating_point():
-            rows = rows.to(p.dtype)
-        model.eval()
-        with torch.no_grad():
-            model(rows)
-    except (ValueError, TypeError, RuntimeError, IndexError) as e:
-        raise ParameterError(f"The model {c.model!r} cannot run on the data {c.data!r}: "
-                             f"{e}") from None
-
-
 def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> None:
     """Load the data and build each distinct model once, so bad names fail before training.
 
@@ -217,7 +196,7 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> None:
             model = build_model(c, data, sources)
         except (ValueError, TypeError) as e:
             raise ParameterError(f"Cannot build model {c.model!r} on data {c.data!r}: {e}") from None
-        _forward_probe(model, data, c)
+        check_forward(model, data, c.model, c.data)  # a model that cannot take the data
     task = getattr(data, "task", None)
     if task is not None:
         logged = ["loss"] + (["accuracy"] if task in ("binary", "multiclass") else [])

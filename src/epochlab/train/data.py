@@ -203,3 +203,41 @@ class PreparedData:
     n_train: int
     n_val: int
     split: str
+
+
+def check_forward(model: torch.nn.Module, data: Any, model_name: str, data_name: str) -> None:
+    """Run two training rows of ``data`` through ``model``: refuse a model that cannot take them.
+
+    ``data`` is a :class:`~epochlab.data.base.DataBundle` (or anything with
+    ``x_train``), ``(X, y)`` arrays, or a map-style Dataset of ``(x, y)``. The
+    model runs in eval mode without gradients; a failure becomes one
+    :class:`~epochlab.validation.ParameterError` naming both, before anything
+    is created or trained.
+
+    Example:
+        >>> import torch
+        >>> check_forward(torch.nn.Linear(3, 1), (torch.zeros(4, 3), torch.zeros(4)), "m", "d")
+        >>> check_forward(torch.nn.Linear(5, 1), (torch.zeros(4, 3), torch.zeros(4)), "m", "d")
+        Traceback (most recent call last):
+        ...
+        epochlab.validation.ParameterError: The model 'm' cannot run on the data 'd': ...
+    """
+    p = next(model.parameters(), None)
+    was_training = model.training
+    try:
+        if hasattr(data, "x_train"):
+            rows = as_tensor("X", data.x_train[:2])
+        elif isinstance(data, (tuple, list)) and len(data) == 2:
+            rows = as_tensor("X", data[0][:2])
+        else:  # a map-style Dataset
+            rows = as_tensor("X", data[0][0]).unsqueeze(0)
+        if p is not None and rows.is_floating_point():
+            rows = rows.to(p.dtype, copy=False)
+        model.eval()
+        with torch.no_grad():
+            model(rows)
+    except (ValueError, TypeError, RuntimeError, IndexError) as e:
+        raise ParameterError(f"The model {model_name!r} cannot run on the data {data_name!r}: "
+                             f"{e}") from None
+    finally:
+        model.train(was_training)

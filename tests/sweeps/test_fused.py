@@ -326,18 +326,19 @@ def test_is_fusable_decides_by_structure_and_says_why_not():
     assert is_fusable(mlp(4, activation="gelu"))
     assert is_fusable(nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2)),
                                     nn.SiLU(), nn.Linear(2, 1)))
-    bn = is_fusable(mlp(4, batch_norm=True))
-    assert not bn and "BatchNorm1d" in bn.reason and "epochlab.fit" in bn.reason
+    assert is_fusable(mlp(4, batch_norm=True))  # running statistics are stacked per member
+    prelu = is_fusable(nn.Sequential(nn.Linear(4, 3), nn.PReLU(), nn.Linear(3, 1)))
+    assert not prelu and "PReLU" in prelu.reason and "epochlab.fit" in prelu.reason
     nested = is_fusable(nn.Sequential(nn.Linear(3, 2), nn.Sequential(nn.ReLU(), nn.Conv1d(1, 1, 1))))
     assert not nested and "layer 1.1 is Conv1d" in nested.reason
     assert "nn.Sequential" in is_fusable(nn.Linear(3, 1)).reason
     frozen = mlp(4)
     frozen[0].weight.requires_grad_(False)
     assert "frozen" in is_fusable(frozen).reason
-    with pytest.raises(ValueError, match="cannot be fused: layer 1 is BatchNorm1d"):
+    with pytest.raises(ValueError, match="cannot be fused: layer 1 is PReLU"):
         X, y = _data()
-        train_fused([mlp(N_FEATURES, batch_norm=True)], X, y, epochs=1, batch_size=8,
-                    lrs=0.1, seeds=0)
+        train_fused([nn.Sequential(nn.Linear(N_FEATURES, 3), nn.PReLU(), nn.Linear(3, 1))],
+                    X, y, epochs=1, batch_size=8, lrs=0.1, seeds=0)
 
 
 def test_arguments_are_checked_with_the_parameter_named():

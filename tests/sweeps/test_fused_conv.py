@@ -51,6 +51,13 @@ def test_sequential_cnn_with_strides_padding_groups_and_avg_pool():
     _check_sweep_equals_fit(make, _images(side=11, channels=2), lrs=(1e-2,), seeds=(0, 1, 2))
 
 
+def test_cnn_with_batch_norm_fuses_exactly_as_fit():
+    def make():
+        return el.models.cnn("small", n_classes=3, input_size=10, hidden=8,
+                             batch_norm=True).double()
+    _check_sweep_equals_fit(make, _images(), epochs=3, net=StackedNet)
+
+
 def test_fused_cnn_members_differing_in_weight_decay():
     _check_sweep_equals_fit(_seed_cnn("small"), _images(), weight_decay=[0.0, 1e-3])
 
@@ -60,7 +67,7 @@ def test_conv_settings_without_a_fused_form_say_why():
                              nn.Flatten(), nn.Linear(2 * 16, 2))
     check = is_fusable(circular)
     assert not check and "padding_mode='circular'" in check.reason
-    assert not is_fusable(el.models.cnn("small", batch_norm=True))  # batch norm has buffers
+    assert is_fusable(el.models.cnn("small", batch_norm=True))  # running stats are stacked
     assert isinstance(make_net(el.models.cnn("seed")), StackedNet)
 
 

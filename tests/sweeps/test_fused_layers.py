@@ -127,9 +127,48 @@ def test_sgd_with_weight_decay_on_the_autograd_path():
 
 def test_a_model_without_a_fused_form_trains_one_by_one_and_the_plan_says_why():
     def make():
-        return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 1)).double()
+        return nn.Sequential(nn.Linear(6, 8), nn.PReLU(), nn.Linear(8, 1)).double()
 
     result = el.sweep(make, _data(), epochs=1, lr=[1e-2, 1e-3], progress=False)
     assert not any(t.fused for t in result.plan.tasks)
-    assert "layer 1 is BatchNorm1d: it has no fused form" in result.plan.describe()
+    assert "layer 1 is PReLU: it has no fused form" in result.plan.describe()
     assert result.statuses() == {"completed": 2}
+
+
+@pytest.mark.parametrize("bn", [{}, {"momentum": None}, {"affine": False},
+                                {"track_running_stats": False}],
+                         ids=["default", "cumulative", "no-affine", "no-running-stats"])
+def test_batch_norm_fuses_with_each_members_batch_statistics_and_running_stats(bn):
+    # Slide 9's model. The validation metrics are computed in eval mode, from the running
+    # statistics each member accumulated: they must equal fit's at every epoch.
+    def make():
+        return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8, **bn), nn.ReLU(),
+                             nn.Linear(8, 1)).double()
+
+    _check_sweep_equals_fit(make, _data(), epochs=3, net=StackedNet)
+
+
+def test_the_seeds_batch_norm_mlp_fuses_and_its_final_weights_and_statistics_equal_fits():
+    x, y = _data()
+    make = lambda: el.models.mlp(6, batch_norm=True).double()  # noqa: E731
+    result = el.sweep(make, (x, y), epochs=2, batch_size=16, lr=[1e-2], seed=[0, 1],
+                      progress=False)
+    assert result.plan.tasks[0].fused
+    from epochlab.sweeps import train_fused
+
+    models = []
+    for s in (0, 1):
+        torch.manual_seed(s)
+        models.append(make())
+    fused = train_fused(models, x, y, epochs=2, batch_size=16, lrs=1e-2, seeds=[0, 1],
+                        validation_split=0.2)
+    for s, res in zip((0, 1), sorted(fused, key=lambda r: r.member), strict=True):
+        torch.manual_seed(s)
+        ref = make()
+        el.fit(ref, (x, y), epochs=2, batch_size=16, lr=1e-2, validation_split=0.2, seed=s,
+               verbose=0)
+        want = ref.state_dict()
+        assert set(res.state_dict) == set(want)
+        for key, value in want.items():
+            # Rounding (batched vs single matmuls) grows a little over 2 epochs of updates.
+            torch.testing.assert_close(res.state_dict[key], value, rtol=1e-7, atol=1e-10)

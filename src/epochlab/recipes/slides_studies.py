@@ -317,8 +317,9 @@ def slide_09(t: Tour) -> Section:
         + [("logistic regression, test accuracy", f"{logreg:.4f}"),
            ("studies", f"{name}, {linear_name}")],
         figures=[(fig, "training loss and validation accuracy with and without batch norm")],
-        notes=["Batch-norm runs train one by one (batch statistics differ per member); the "
-               "runs without it trained fused."],
+        notes=["Each model's seeds trained fused: with batch norm too, each member "
+               "normalizing over its own batch and keeping its own running statistics, "
+               "as fit does."],
         code=f"epochlab sweep --data synthetic --epochs {z.bn_epochs} --batch-norm on,off",
     )
 

@@ -76,7 +76,7 @@ class EpochEnd(dict):
                 f"The value of `member` is {member}, but must be one of the active members "
                 f"{self.active.tolist()}."
             )
-        return self._chunk.layout.unstack(self._chunk.flat[int(rows[0])])
+        return self._chunk.state_dict(int(rows[0]))
 
 
 @dataclass
@@ -365,12 +365,14 @@ def train_fused(
     for i, sd in enumerate(state_dicts):
         shapes = {key: tuple(v.shape) for key, v in sd.items()}
         want = {key: shape for key, _, shape in layout.entries}
+        want.update({key: tuple(v.shape) for key, v in arch.state_dict().items()
+                     if key in net.buffer_keys})
         if shapes != want:
             raise ValueError(
                 f"`models[{i}]` has parameters {shapes}, but members must share the "
                 f"architecture of `models[0]`: {want}."
             )
-        if any(v.dtype != dtype for v in sd.values()):
+        if any(v.dtype != dtype for v in sd.values() if v.is_floating_point()):
             raise ValueError(f"`models[{i}]` is not {dtype} like `models[0]`.")
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
@@ -533,6 +535,7 @@ class _Chunk:
         self.flat = self.layout.stack(state_dicts, dtype)
         self.grad = torch.zeros_like(self.flat)
         net.start(seeds)
+        net.load_buffers(state_dicts, dtype)
         net.bind(self.flat, self.grad)
         self.train_idx = torch.as_tensor(np.stack([splits[s][0] for s in seeds]))
         if shared_val is not None:
@@ -563,6 +566,10 @@ class _Chunk:
 
     # -- bookkeeping -----------------------------------------------------------------
 
+    def state_dict(self, row: int) -> dict[str, Tensor]:
+        """The member at active ``row``: its parameters and buffers, as copies."""
+        return {**self.layout.unstack(self.flat[row]), **self.net.buffer_state(row)}
+
     def _flush(self) -> None:
         """Move the per-step records of the current active set into per-member lists."""
         if not self._seg:
@@ -591,7 +598,7 @@ class _Chunk:
                 grad_norm=r["grad_norm"], batch_sizes=r["batch_size"], updates=self.updates,
                 epochs_done=int(self.epochs_done[local]),
                 samples_seen=int(self.samples[local]) + samples_now, status=status,
-                state_dict=self.layout.unstack(self.flat[row]), n_train=self.n_train,
+                state_dict=self.state_dict(row), n_train=self.n_train,
                 n_val=self.n_val, iterations_per_epoch=self.ipe, info=self.info[local],
             ))
         keep = np.setdiff1d(np.arange(len(self.members)), rows)

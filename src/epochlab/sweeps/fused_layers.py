@@ -3,7 +3,9 @@
 Fusion is decided by structure: any ``nn.Sequential`` (nesting allowed; the
 seed's CNNs, :class:`epochlab.models.cnn.CNN`, unroll into their layers)
 whose layers all have a *stacked form* in :data:`STACKED_LAYERS`, with no
-buffers and no frozen parameters (:func:`is_fusable` says why not).
+buffers but batch norm's (each member's running statistics are stacked and
+updated as ``fit`` updates them) and no frozen parameters (:func:`is_fusable`
+says why not).
 :func:`make_net` picks how to run it:
 
 - :class:`HandNet`: Linear + ReLU/Tanh stacks (after optional leading
@@ -73,6 +75,9 @@ class Step:
 
 
 StackedForward = Callable[[Tensor, Mapping[str, Tensor], Step], Tensor]
+
+BUFFERED: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d)
+"""Layers whose buffers (running statistics) are stacked per member and updated in training."""
 
 
 def _stacked_linear(m: nn.Linear) -> StackedForward:
@@ -164,6 +169,33 @@ def _dropout(m: nn.Dropout) -> StackedForward:
     return run
 
 
+def _batch_norm(m: nn.modules.batchnorm._BatchNorm) -> StackedForward:
+    # Each member's channels side by side, (B, K*C, ...): torch's own batch norm then
+    # normalizes every member's channels over that member's batch, and updates the
+    # stacked running statistics ((K, C) buffers seen as (K*C,)) in place, as fit's would.
+    eps, momentum, track = m.eps, m.momentum, m.track_running_stats
+
+    def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
+        k, b = x.shape[0], x.shape[1]
+        xs = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
+        mean, var = p.get("running_mean"), p.get("running_var")
+        use_batch = step.training or mean is None
+        factor = 0.0
+        if step.training and track:
+            count = p["num_batches_tracked"]
+            count.add_(1)  # as nn.BatchNorm: counted before the factor is taken
+            factor = 1.0 / float(count[0]) if momentum is None else momentum
+        w, bias = p.get("weight"), p.get("bias")
+        y = F.batch_norm(
+            xs, None if mean is None else mean.view(-1), None if var is None else var.view(-1),
+            None if w is None else w.reshape(-1), None if bias is None else bias.reshape(-1),
+            use_batch, factor, eps,
+        )
+        return y.reshape(b, k, *x.shape[2:]).transpose(0, 1)
+
+    return run
+
+
 def _layer_norm(m: nn.LayerNorm) -> StackedForward:
     shape, eps = tuple(m.normalized_shape), m.eps
 
@@ -190,6 +222,8 @@ STACKED_LAYERS: dict[type[nn.Module], Callable[[nn.Module], StackedForward]] = {
     nn.Flatten: _flatten,
     nn.Dropout: _dropout,
     nn.LayerNorm: _layer_norm,
+    nn.BatchNorm1d: _batch_norm,
+    nn.BatchNorm2d: _batch_norm,
     nn.Conv2d: _stacked_conv2d,
     nn.MaxPool2d: _max_pool2d,
     nn.AvgPool2d: _avg_pool2d,
@@ -203,8 +237,8 @@ class Fusability:
     """Whether a model can be fused, and if not, why. Truthy when it can.
 
     Example:
-        >>> check = is_fusable(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)))
-        >>> bool(check), "BatchNorm1d" in check.reason
+        >>> check = is_fusable(nn.Sequential(nn.Linear(3, 2), nn.PReLU()))
+        >>> bool(check), "PReLU" in check.reason
         (False, True)
     """
 
@@ -233,8 +267,13 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
             STACKED_LAYERS[type(module)](module)  # a builder refuses settings it cannot fuse
         except ValueError as err:
             raise ValueError(f"layer {prefix.rstrip('.')}: {err}") from None
-    if any(True for _ in model.buffers()):
-        raise ValueError("the model has buffers; only parameters can be fused")
+    for _, module in leaves:  # buffers: only batch norm's running statistics are stacked
+        if not isinstance(module, BUFFERED) and any(True for _ in module.buffers(recurse=False)):
+            raise ValueError(f"the model's {type(module).__name__} has buffers; only batch "
+                             "norm's running statistics can be fused")
+    owned = {id(b) for _, m in leaves for b in m.buffers(recurse=False)}
+    if any(id(b) not in owned for b in model.buffers()):
+        raise ValueError("the model has buffers outside its layers; they cannot be fused")
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters")
@@ -251,16 +290,17 @@ def is_fusable(model: nn.Module) -> Fusability:
 
     Fusable: an ``nn.Sequential`` (nested ones too) of layers that have a
     stacked form (:data:`STACKED_LAYERS`: ``nn.Linear``, ``nn.Conv2d``,
-    ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.LayerNorm``, ``nn.Flatten``,
-    ``nn.Dropout`` and elementwise activations), all parameters trainable
-    and of one floating dtype, no buffers.
+    ``nn.MaxPool2d``, ``nn.AvgPool2d``, ``nn.BatchNorm1d``, ``nn.BatchNorm2d``,
+    ``nn.LayerNorm``, ``nn.Flatten``, ``nn.Dropout`` and elementwise
+    activations), all parameters trainable and of one floating dtype, no
+    buffers but batch norm's running statistics (stacked per member).
 
     Example:
         >>> from epochlab.models import mlp
-        >>> bool(is_fusable(mlp(20))), bool(is_fusable(mlp(20, activation="gelu", dropout=0.1)))
+        >>> bool(is_fusable(mlp(20))), bool(is_fusable(mlp(20, batch_norm=True)))
         (True, True)
-        >>> is_fusable(mlp(20, batch_norm=True)).reason[:25]
-        'layer 1 is BatchNorm1d: i'
+        >>> is_fusable(nn.Sequential(nn.Linear(3, 2), nn.PReLU())).reason[:21]
+        'layer 1 is PReLU: it '
     """
     try:
         _check(model)
@@ -296,6 +336,14 @@ class HandNet:
     def select(self, keep: np.ndarray) -> None:
         return None
 
+    buffer_keys: list[str] = []
+
+    def load_buffers(self, state_dicts: list[dict[str, Tensor]], dtype: torch.dtype) -> None:
+        return None
+
+    def buffer_state(self, row: int) -> dict[str, Tensor]:
+        return {}
+
     def train_forward(self, x: Tensor) -> Tensor:
         z, self._cache = forward_prepared(self.fwd_views, self.specs, x)
         return z
@@ -328,6 +376,7 @@ class StackedNet:
         while i < len(leaves):
             prefix, module = leaves[i]
             names = [n for n, _ in module.named_parameters(recurse=False)]
+            names += [n for n, _ in module.named_buffers(recurse=False)]
             if i + 2 < len(leaves) and fusable_block(module, leaves[i + 1][1], leaves[i + 2][1]):
                 # Conv2d -> ReLU -> MaxPool2d(2) as one block with its own backward.
                 self.layers.append((prefix, conv_relu_pool(module), names))
@@ -336,9 +385,23 @@ class StackedNet:
             self.layers.append((prefix, STACKED_LAYERS[type(module)](module), names))
             i += 1
         self.layout = FlatLayout.of_params(
-            [(k, tuple(v.shape)) for k, v in template.state_dict().items()]
+            [(k, tuple(v.shape)) for k, v in template.named_parameters()]
         )
+        self.buffer_keys = [k for k, _ in template.named_buffers()]
+        self.buffers: dict[str, Tensor] = {}
         self.generators: list[torch.Generator] = []
+
+    def load_buffers(self, state_dicts: list[dict[str, Tensor]], dtype: torch.dtype) -> None:
+        """Every member's buffers (batch norm's running statistics), stacked ``(K, *shape)``."""
+        self.buffers = {
+            k: torch.stack([sd[k].detach().to(dtype if sd[k].is_floating_point() else sd[k].dtype)
+                            for sd in state_dicts])
+            for k in self.buffer_keys
+        }
+
+    def buffer_state(self, row: int) -> dict[str, Tensor]:
+        """One member's buffers (copies), for its state_dict."""
+        return {k: v[row].clone() for k, v in self.buffers.items()}
 
     def bind(self, flat: Tensor, grad: Tensor) -> None:
         self.flat = flat
@@ -349,6 +412,8 @@ class StackedNet:
 
     def select(self, keep: np.ndarray) -> None:
         self.generators = [self.generators[i] for i in keep]
+        rows = torch.as_tensor(keep, dtype=torch.int64)
+        self.buffers = {k: v[rows] for k, v in self.buffers.items()}
 
     def _run(self, named: Mapping[str, Tensor], x: Tensor, step: Step) -> Tensor:
         h = x
@@ -362,7 +427,8 @@ class StackedNet:
         self._leaves = {key: v.detach().requires_grad_(True)
                         for key, v in self.layout.named_views(self.flat).items()}
         with torch.enable_grad():
-            self._z = self._run(self._leaves, x, Step(True, self.generators))
+            self._z = self._run({**self._leaves, **self.buffers}, x,
+                                Step(True, self.generators))
         return self._z.detach()
 
     def backward(self, dz: Tensor) -> Tensor:
@@ -374,12 +440,12 @@ class StackedNet:
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self._run(self.layout.named_views(self.flat), x, Step(False))
+        return self._run({**self.layout.named_views(self.flat), **self.buffers}, x, Step(False))
 
     def width(self, x_row: Tensor) -> int:
         """Activation values one row produces across the layers, times 3 for what autograd
         keeps (inputs of activations, normalization statistics)."""
-        total, h = 0, x_row.unsqueeze(0)
+        total, h = 0, torch.stack([x_row, x_row])  # two rows: batch norm refuses one
         was = self.template.training
         self.template.eval()  # no dropout draws from torch's RNG
         try:

@@ -239,8 +239,10 @@ def fusion_reason(config: Config, sources: Sources = NO_SOURCES,
     Example:
         >>> from epochlab.sweeps.spec import SweepSpec
         >>> c = SweepSpec(data_options={"n_samples": 100}, batch_norm=[True]).configs()[0]
-        >>> fusion_reason(c)[:34]
-        'model mlp (batch norm): layer 1 is'
+        >>> fusion_reason(c) is None
+        True
+        >>> fusion_reason(SweepSpec(optimizer=["rmsprop"]).configs()[0])
+        'optimizer rmsprop has no fused update (fused: adam, adamw, sgd)'
     """
     if config.optimizer not in FUSED_OPTIMIZERS:
         return (f"optimizer {config.optimizer} has no fused update "

@@ -147,9 +147,9 @@ class FusedResult:
                     iterations_per_epoch=ipe, epochs_planned=self.epochs_done,
                     validation_split="random" if self.n_val else "none",
                     params={"seed": self.seed, "fused": True})
-        for i in range(self.updates):
-            h.append_step(i, i // ipe, self.step_loss[i], self.lr[i], self.grad_norm[i],
-                          self.batch_sizes[i])
+        n = self.updates
+        h.extend_steps(self.step_loss[:n], self.lr[:n], self.grad_norm[:n], self.batch_sizes[:n],
+                       ipe)
         sizes = np.cumsum([0, *self.batch_sizes])
         times = self.info.get("epoch_time", [])
         for e in range(self.epochs_done):

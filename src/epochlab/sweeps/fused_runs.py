@@ -110,12 +110,16 @@ def train_task_fused(
     members = task.members
     data = load_data(members[0], sources)
     models = [build_model(m, data, sources) for m in members]
+    # Members share the architecture: what fit prepares depends only on the seed (its split).
+    by_seed: dict[tuple[int, float], Any] = {}
     prepared = []
     for m, model in zip(members, models, strict=True):
-        prep, spec = prepare_data(model, data.train, validation_split=m.validation_split,
-                                  validation_data=None, validation_split_mode="random",
-                                  loss=None, seed=m.seed)
-        prepared.append((prep, spec))
+        key = (m.seed, m.validation_split)
+        if key not in by_seed:
+            by_seed[key] = prepare_data(model, data.train, validation_split=m.validation_split,
+                                        validation_data=None, validation_split_mode="random",
+                                        loss=None, seed=m.seed)
+        prepared.append(by_seed[key])
     n_train = prepared[0][0].n_train
     ipe = iterations_per_epoch(n_train, members[0].batch_size, False)
     stoppers = [parse_early_stopping(m.early_stopping) if m.early_stopping else None for m in members]

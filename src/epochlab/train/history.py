@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,30 @@ class History:
         it["lr"].append(lr)
         it["grad_norm"].append(grad_norm)
         it["batch_size"].append(batch_size)
+
+    def extend_steps(
+        self, losses: Sequence[float], lrs: Sequence[float], grad_norms: Sequence[float],
+        batch_sizes: Sequence[int], iterations_per_epoch: int,
+    ) -> None:
+        """Record updates in bulk, numbered on from the last one recorded: what
+        :meth:`append_step` would record one by one (a fused run hands over all its
+        updates at its end).
+
+        Example:
+            >>> h = History()
+            >>> h.extend_steps([0.7, 0.6, 0.5], [0.1] * 3, [1.0] * 3, [32, 32, 8], 2)
+            >>> h.iterations["step"], h.iterations["epoch"]
+            ([0, 1, 2], [0, 0, 1])
+        """
+        it = self.iterations
+        first = len(it["step"])
+        steps = range(first, first + len(losses))
+        it["step"].extend(steps)
+        it["epoch"].extend(i // iterations_per_epoch for i in steps)
+        it["loss"].extend(losses)
+        it["lr"].extend(lrs)
+        it["grad_norm"].extend(grad_norms)
+        it["batch_size"].extend(batch_sizes)
 
     def add_epoch(
         self,

@@ -94,6 +94,19 @@ def test_auto_threads_one_for_small_work_more_only_where_cores_are_idle(monkeypa
     assert runtime.choose_threads(10 * runtime.MACS_PER_THREAD, ceiling=1)[0] == 1
 
 
+def test_a_fused_group_takes_a_second_thread_from_less_work_than_one_model(monkeypatch):
+    # 64 of slide 5's MLPs trained together: 6.9 M multiply-adds a step.
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.1: 2.0)
+    macs = 64 * 107_520
+    assert runtime.choose_threads(macs, ceiling=2)[0] == 1
+    n, why = runtime.choose_threads(macs, ceiling=2, per_thread=runtime.FUSED_MACS_PER_THREAD)
+    assert n == 2 and "6.9 M multiply-adds a step" in why
+    n, why = runtime.choose_threads(16 * 107_520, ceiling=2,
+                                    per_thread=runtime.FUSED_MACS_PER_THREAD)
+    assert n == 1 and "a 2nd thread pays from 5 M" in why
+
+
 def test_macs_per_step_counts_convolutions_and_linear_layers():
     model = el.models.cnn("small")  # conv 32x1x3x3 on 26x26, Linear 5408->64, Linear 64->10
     per_row = 288 * 26 * 26 + 5408 * 64 + 64 * 10

@@ -269,7 +269,7 @@ def _fused_runtime(task: Task, sources: Sources, threads: object,
             prec, why, channels_last = "fp32", fuse_why, False
     macs = (runtime.macs_per_step(model, rows, member.batch_size) * len(task.members)
             if pinned is None else 0)
-    n, n_why = runtime.choose_threads(macs, threads)
+    n, n_why = runtime.choose_threads(macs, threads, per_thread=runtime.FUSED_MACS_PER_THREAD)
     if pinned is None:
         n_why = f"{len(task.members)} members trained together: {n_why}"
     return runtime.RuntimeChoice(n, n_why, prec, why, channels_last)

@@ -53,6 +53,12 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # (360 M) ran 1.7x faster on two.
 MACS_PER_THREAD = 32_000_000
 
+# The same for a fused group (K members' batched matmuls split well across threads):
+# through el.sweep, slide 5's MLP (0.1 M a member step) with 2 threads against 1: K=16
+# 0.42 vs 0.32 s, K=32 0.53 vs 0.53, K=64 0.66 vs 1.05; cnn_small on 8x8 digits, K=8
+# (7.5 M) 0.24 vs 0.29. A 2nd thread for a group from 5 M a step.
+FUSED_MACS_PER_THREAD = 2_500_000
+
 # A sweep's fused task (K configurations trained as one, in float32) beats training them
 # one by one in bf16 up to this many forward multiply-adds a step per member: with
 # precision "auto" it then stays fused in float32. Measured on the 2-core AMD EPYC
@@ -266,10 +272,13 @@ def check_precision(precision: object) -> str:
     return str(precision)
 
 
-def choose_threads(macs: int, threads: object = None, *, ceiling: int | None = None) -> tuple[int, str]:
+def choose_threads(macs: int, threads: object = None, *, ceiling: int | None = None,
+                   per_thread: int = MACS_PER_THREAD) -> tuple[int, str]:
     """Intra-op threads for a workload of ``macs`` forward multiply-adds a step, and why.
 
-    ``ceiling`` is the most to use (default: the caller's ``torch.get_num_threads()``).
+    ``ceiling`` is the most to use (default: the caller's ``torch.get_num_threads()``);
+    ``per_thread``: the work each thread needs before it pays (:data:`MACS_PER_THREAD`
+    for one model, :data:`FUSED_MACS_PER_THREAD` for a fused group).
 
     Example:
         >>> choose_threads(107_520, ceiling=2)
@@ -283,10 +292,10 @@ def choose_threads(macs: int, threads: object = None, *, ceiling: int | None = N
     ceiling = torch.get_num_threads() if ceiling is None else ceiling
     if ceiling <= 1:
         return 1, "torch.get_num_threads() (or this process's share of the cores) is 1"
-    want = max(1, macs // MACS_PER_THREAD)
+    want = max(1, macs // per_thread)
     m = f"{macs / 1e6:.1f} M multiply-adds a step"
     if want == 1:
-        return 1, f"small workload: {m}; a 2nd thread pays from {2 * MACS_PER_THREAD // 10**6} M"
+        return 1, f"small workload: {m}; a 2nd thread pays from {2 * per_thread / 1e6:g} M"
     want = min(want, ceiling, usable_cores())
     free = idle_cores()
     n = max(1, min(want, int(free + 0.25)))

@@ -150,3 +150,13 @@ def test_the_plan_fuses_a_large_cnn_only_where_that_is_faster(monkeypatch, flags
         assert len(fp32.tasks) == 1 and fp32.tasks[0].fused
     else:
         assert len(plan.tasks) == 1 and plan.tasks[0].fused
+
+
+def test_float32_arrays_with_a_float64_cnn_train_fused_as_fit_casts_them():
+    # fit casts the data to the model's dtype; the sweep's probes (thread count, speed
+    # rule) must too, or the group crashed before training.
+    x, y = _images(n=48, side=8)
+    make = lambda: el.models.cnn("small", n_classes=3, input_size=8, hidden=8).double()  # noqa: E731
+    result = el.sweep(make, (x.astype(np.float32), y), epochs=1, batch_size=16,
+                      lr=[1e-2, 1e-3], progress=False)
+    assert result.plan.tasks[0].fused and result.statuses() == {"completed": 2}

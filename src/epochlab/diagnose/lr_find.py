@@ -57,7 +57,7 @@ from epochlab.callbacks.base import Callback
 from epochlab.schedules import exponential_decay
 from epochlab.sweeps.fused import train_fused
 from epochlab.sweeps.fused_layers import is_fusable
-from epochlab.train.data import split_indices
+from epochlab.train.data import probe_rows, split_indices
 from epochlab.train.loop import evaluate, fit
 from epochlab.train.runtime import fused_or_one_by_one
 from epochlab.validation import ParameterError, check_float, check_int
@@ -316,8 +316,7 @@ def _fusable(models: list[nn.Module], data: Any, optimizer: str, loss: Any,
     if not check:
         return False, check.reason
     # One by one trains with fit's precision="auto": bf16 may beat fused float32.
-    rows = torch.as_tensor(np.asarray(xy[0][:2]), dtype=p.dtype)
-    ok, why = fused_or_one_by_one(models[0], rows, batch_size)
+    ok, why = fused_or_one_by_one(models[0], probe_rows(xy, models[0]), batch_size)
     return ok, "" if ok else why
 
 

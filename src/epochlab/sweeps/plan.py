@@ -35,15 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from epochlab import schedules
 from epochlab.data.base import DataBundle
 from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.sweeps.spec import Config
 from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data
+from epochlab.train.data import check_forward, probe_rows
 from epochlab.train.runtime import fused_or_one_by_one
-from epochlab.validation import ParameterError
 
 __all__ = ["FUSED_OPTIMIZERS", "Plan", "PlanEntry", "Task", "fusion_reason", "make_plan"]
 
@@ -256,15 +255,10 @@ def fusion_reason(config: Config, sources: Sources = NO_SOURCES,
     key = (probe, config.batch_size, precision)
     if key not in _SPEED_REASONS:
         data = load_data(probe, sources)
-        rows = torch.as_tensor(np.asarray(data.x_train[:2]))
         model = build_model(probe, data, sources)
-        p = next(model.parameters())
-        try:
-            fast, why = fused_or_one_by_one(model, rows.to(p.dtype), config.batch_size,
-                                            precision)
-        except (ValueError, TypeError, RuntimeError) as e:  # found before anything trains
-            raise ParameterError(f"The model {probe.model!r} cannot run on the data "
-                                 f"{probe.data!r}: {e}") from None
+        check_forward(model, data, probe.model, probe.data)  # before anything trains
+        fast, why = fused_or_one_by_one(model, probe_rows(data, model), config.batch_size,
+                                        precision)
         _SPEED_REASONS[key] = None if fast else why
     return _SPEED_REASONS[key]
 

@@ -45,7 +45,7 @@ from epochlab.sweeps.workload import (
     train_data,
 )
 from epochlab.train import runtime
-from epochlab.train.data import as_tensor
+from epochlab.train.data import probe_rows
 from epochlab.train.history import History
 from epochlab.train.loop import fit
 
@@ -261,8 +261,7 @@ def _fused_runtime(task: Task, sources: Sources, threads: object,
     model = build_model(member, data, sources)
     prec, why, channels_last = runtime.choose_precision(model, precision)
     pinned = runtime.check_threads(threads)
-    rows = (as_tensor("X", data.x_train[:2]) if isinstance(data, DataBundle)
-            else as_tensor("X", data[0][0]).unsqueeze(0))
+    rows = probe_rows(data, model)
     if prec == "bf16":
         fuse, fuse_why = runtime.fused_or_one_by_one(model, rows, member.batch_size, precision)
         if fuse:  # small members: together in float32 they finish before bf16 one by one

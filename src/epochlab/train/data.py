@@ -205,12 +205,35 @@ class PreparedData:
     split: str
 
 
+def probe_rows(data: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
+    """Two training rows of ``data`` as a tensor, floating ones in ``model``'s dtype: what a
+    probe (a shape check, a count of multiply-adds) runs through the model.
+
+    ``data`` is a :class:`~epochlab.data.base.DataBundle` (or anything with
+    ``x_train``), ``(X, y)`` arrays, or a map-style Dataset of ``(x, y)`` (one row then).
+
+    Example:
+        >>> probe_rows((np.zeros((5, 3), dtype=np.float32), np.zeros(5)), torch.nn.Linear(3, 1).double())
+        tensor([[0., 0., 0.],
+                [0., 0., 0.]], dtype=torch.float64)
+    """
+    if hasattr(data, "x_train"):
+        rows = as_tensor("X", data.x_train[:2])
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        rows = as_tensor("X", data[0][:2])
+    else:  # a map-style Dataset
+        rows = as_tensor("X", data[0][0]).unsqueeze(0)
+    p = next(model.parameters(), None) if model is not None else None
+    if p is not None and rows.is_floating_point():
+        rows = rows.to(p.dtype, copy=False)
+    return rows
+
+
 def check_forward(model: torch.nn.Module, data: Any, model_name: str, data_name: str) -> None:
     """Run two training rows of ``data`` through ``model``: refuse a model that cannot take them.
 
-    ``data`` is a :class:`~epochlab.data.base.DataBundle` (or anything with
-    ``x_train``), ``(X, y)`` arrays, or a map-style Dataset of ``(x, y)``. The
-    model runs in eval mode without gradients; a failure becomes one
+    ``data`` is anything :func:`probe_rows` takes. The model runs in eval mode
+    without gradients; a failure becomes one
     :class:`~epochlab.validation.ParameterError` naming both, before anything
     is created or trained.
 
@@ -222,17 +245,9 @@ def check_forward(model: torch.nn.Module, data: Any, model_name: str, data_name:
         ...
         epochlab.validation.ParameterError: The model 'm' cannot run on the data 'd': ...
     """
-    p = next(model.parameters(), None)
     was_training = model.training
     try:
-        if hasattr(data, "x_train"):
-            rows = as_tensor("X", data.x_train[:2])
-        elif isinstance(data, (tuple, list)) and len(data) == 2:
-            rows = as_tensor("X", data[0][:2])
-        else:  # a map-style Dataset
-            rows = as_tensor("X", data[0][0]).unsqueeze(0)
-        if p is not None and rows.is_floating_point():
-            rows = rows.to(p.dtype, copy=False)
+        rows = probe_rows(data, model)
         model.eval()
         with torch.no_grad():
             model(rows)

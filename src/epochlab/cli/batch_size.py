@@ -10,7 +10,7 @@ import click
 import numpy as np
 from rich.table import Table
 
-from epochlab.cli.common import build_model, console, load_data, n_params, out_dir, probe_model
+from epochlab.cli.common import console, load_data, n_params, out_dir, probe_model
 from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
 
 
@@ -50,8 +50,7 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
     from epochlab.train.loop import fit
 
     data = load_data(data_name)
-    probe_model(model_name, data)  # a model that cannot take the data: refused here
-    model = build_model(model_name, data, seed)
+    model = probe_model(model_name, data, seed)  # a model that cannot take the data: refused
     folder = out_dir(out, "batch-size")  # checked before training, after the names
     trainable, _ = n_params(model)
     console.print(

@@ -171,12 +171,13 @@ def build_model(name: str, data: DataBundle, seed: int, **kwargs: Any) -> torch.
         raise click.BadParameter(str(e), param_hint="--model") from None
 
 
-def probe_model(name: str, data: DataBundle, **kwargs: Any) -> torch.nn.Module:
-    """Build ``name`` for ``data`` (seed 0) and run two rows through it, before anything is
-    created: a model that cannot take the data is a usage error (exit 2), not a traceback."""
+def probe_model(name: str, data: DataBundle, seed: int = 0, **kwargs: Any) -> torch.nn.Module:
+    """:func:`build_model`, then two rows through the model (in eval mode, without
+    gradients), before anything is created: a model that cannot take the data is a usage
+    error (exit 2), not a traceback."""
     from epochlab.train.data import check_forward
 
-    model = build_model(name, data, 0, **kwargs)
+    model = build_model(name, data, seed, **kwargs)
     check_forward(model, data, name, data.name)
     return model
 

@@ -92,6 +92,17 @@ def _stacked_linear(m: nn.Linear) -> StackedForward:
     return run
 
 
+def _side_by_side(x: Tensor) -> Tensor:
+    """``(K, B, C, *S)`` -> ``(B, K*C, *S)``: every member's channels next to each other, so a
+    per-channel op of torch (grouped convolution, pooling, batch norm) serves all members."""
+    return x.transpose(0, 1).reshape(x.shape[1], x.shape[0] * x.shape[2], *x.shape[3:])
+
+
+def _per_member(y: Tensor, k: int) -> Tensor:
+    """The inverse of :func:`_side_by_side`: ``(B, K*C, *S)`` -> ``(K, B, C, *S)`` (a view)."""
+    return y.reshape(y.shape[0], k, y.shape[1] // k, *y.shape[2:]).transpose(0, 1)
+
+
 def _stacked_conv2d(m: nn.Conv2d) -> StackedForward:
     # HFTA's horizontal fusion: the K members' channels side by side, one grouped
     # convolution (groups = K x the layer's own groups) computes every member at once.
@@ -103,15 +114,15 @@ def _stacked_conv2d(m: nn.Conv2d) -> StackedForward:
     cl = torch.channels_last
 
     def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
-        k, b = x.shape[0], x.shape[1]
-        xs = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:]).contiguous(memory_format=cl)
+        k = x.shape[0]
+        xs = _side_by_side(x).contiguous(memory_format=cl)
         w = p["weight"]
         bias = p.get("bias")
         z = F.conv2d(xs, w.reshape(k * w.shape[1], *w.shape[2:]).contiguous(memory_format=cl),
                      None if bias is None else bias.reshape(-1), stride, padding, dilation,
                      k * groups)
         # (B, K*O, H, W) seen as (K, B, O, H, W): a view, the layout stays for the next layer
-        return z.reshape(b, k, w.shape[1], *z.shape[2:]).transpose(0, 1)
+        return _per_member(z, k)
 
     return run
 
@@ -120,9 +131,7 @@ def _per_image(fn: Callable[[Tensor], Tensor]) -> StackedForward:
     # Pooling has no parameters and works on each channel of each image alone: run it
     # on the (B, K*C, H, W) layout the grouped convolutions produce (a view, no copy).
     def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
-        k, b = x.shape[0], x.shape[1]
-        y = fn(x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:]))
-        return y.reshape(b, k, x.shape[2], *y.shape[2:]).transpose(0, 1)
+        return _per_member(fn(_side_by_side(x)), x.shape[0])
 
     return run
 
@@ -176,8 +185,6 @@ def _batch_norm(m: nn.modules.batchnorm._BatchNorm) -> StackedForward:
     eps, momentum, track = m.eps, m.momentum, m.track_running_stats
 
     def run(x: Tensor, p: Mapping[str, Tensor], step: Step) -> Tensor:
-        k, b = x.shape[0], x.shape[1]
-        xs = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
         mean, var = p.get("running_mean"), p.get("running_var")
         use_batch = step.training or mean is None
         factor = 0.0
@@ -187,11 +194,11 @@ def _batch_norm(m: nn.modules.batchnorm._BatchNorm) -> StackedForward:
             factor = 1.0 / float(count[0]) if momentum is None else momentum
         w, bias = p.get("weight"), p.get("bias")
         y = F.batch_norm(
-            xs, None if mean is None else mean.view(-1), None if var is None else var.view(-1),
+            _side_by_side(x), None if mean is None else mean.view(-1), None if var is None else var.view(-1),
             None if w is None else w.reshape(-1), None if bias is None else bias.reshape(-1),
             use_batch, factor, eps,
         )
-        return y.reshape(b, k, *x.shape[2:]).transpose(0, 1)
+        return _per_member(y, x.shape[0])
 
     return run
 

@@ -277,7 +277,8 @@ def _fused_runtime(task: Task, sources: Sources, threads: object,
 def _execute_fused(task: Task, t0: float, sources: Sources,
                    choice: runtime.RuntimeChoice | None = None) -> TaskOutcome:
     try:
-        with runtime.using_threads(choice.threads) if choice is not None else nullcontext():
+        threads = runtime.using_threads(choice.threads) if choice is not None else nullcontext()
+        with threads, runtime.reusing_memory():
             trained = train_task_fused(task, sources)
     except KeyboardInterrupt:
         outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})

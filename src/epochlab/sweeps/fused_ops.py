@@ -8,7 +8,9 @@ tensor code with no notion of epochs or data:
   model's layers unrolled (:func:`sequential_leaves`) and the Linear +
   ReLU/Tanh stacks the hand-written path takes (:func:`parse_sequential`);
 - a hand-written forward and backward for Linear + ReLU/Tanh stacks with
-  batched matmuls (:func:`forward`, :func:`backward`), and the losses
+  batched matmuls (:func:`forward`, :func:`backward`), with an optional
+  ``BatchNorm1d`` between a Linear and its activation (the seed's slide 9
+  model; each member's batch statistics and running statistics), and the losses
   ``BCEWithLogits`` / cross-entropy / MSE with the gradient of their
   per-member batch mean (:func:`loss_and_grad`);
 - per-member Adam, AdamW and SGD updates on the flat buffer
@@ -23,8 +25,9 @@ every other supported layer runs by autograd (:mod:`epochlab.sweeps.fused_layers
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -45,6 +48,35 @@ class LayerSpec:
     bias: bool
     activation: str | None  # "relu", "tanh" or None (the output layer)
     prefix: str = ""  # its state_dict prefix, e.g. "0." or "1.2."
+    norm: NormSpec | None = None  # a BatchNorm1d between the Linear and its activation
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """A ``BatchNorm1d`` (affine, with running statistics) on the hand-written path."""
+
+    prefix: str  # its state_dict prefix
+    eps: float
+    momentum: float | None  # None: a cumulative average, as nn.BatchNorm1d(momentum=None)
+
+
+NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@dataclass
+class Norms:
+    """What the batch norms of a hand-written stack use in one forward pass, by layer.
+
+    ``affine``: ``(gamma, beta)`` as ``(K, 1, F)`` views of the parameter buffer;
+    ``stats``: running mean and variance ``(K, F)`` and batches counted ``(K,)``,
+    updated in place in training; ``cache``: ``(x_hat, 1/std)`` for the backward.
+    ``None`` where a layer has no batch norm.
+    """
+
+    affine: list[tuple[Tensor, Tensor] | None]
+    stats: list[tuple[Tensor, Tensor, Tensor] | None]
+    training: bool
+    cache: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
 
 
 def sequential_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -103,20 +135,27 @@ def hand_specs(leaves: list[tuple[str, nn.Module]]) -> list[LayerSpec]:
                 raise ValueError(f"layer {i} has {module.weight.dtype} weights")
             specs.append(LayerSpec(i, module.in_features, module.out_features,
                                    module.bias is not None, None, prefix))
+        elif type(module) is nn.BatchNorm1d:
+            last = specs[-1] if specs else None
+            if last is None or last.activation is not None or last.norm is not None:
+                raise ValueError(f"layer {i} (BatchNorm1d) must directly follow an nn.Linear")
+            if not (module.affine and module.track_running_stats):
+                raise ValueError(f"layer {i} is a BatchNorm1d without affine parameters or "
+                                 "running statistics: the hand-written path needs both")
+            specs[-1] = dataclasses.replace(
+                last, norm=NormSpec(prefix, float(module.eps), module.momentum))
         elif type(module) in ACTIVATIONS:
             if not specs or specs[-1].activation is not None:
                 raise ValueError(f"layer {i} ({type(module).__name__}) must follow an nn.Linear")
-            last = specs[-1]
-            specs[-1] = LayerSpec(last.index, last.in_features, last.out_features, last.bias,
-                                  ACTIVATIONS[type(module)], last.prefix)
+            specs[-1] = dataclasses.replace(specs[-1], activation=ACTIVATIONS[type(module)])
         else:
             raise ValueError(
                 f"layer {i} is {type(module).__name__}: the hand-written path takes only "
-                "nn.Linear, nn.ReLU and nn.Tanh"
+                "nn.Linear, nn.BatchNorm1d, nn.ReLU and nn.Tanh"
             )
     if not specs:
         raise ValueError("the model has no nn.Linear layer")
-    if specs[-1].activation is not None:
+    if specs[-1].activation is not None or specs[-1].norm is not None:
         raise ValueError("the last layer must be an nn.Linear (the model returns logits)")
     return specs
 
@@ -137,6 +176,9 @@ class FlatLayout:
             entries.append((f"{s.prefix}weight", (s.out_features, s.in_features)))
             if s.bias:
                 entries.append((f"{s.prefix}bias", (s.out_features,)))
+            if s.norm is not None:
+                entries.append((f"{s.norm.prefix}weight", (s.out_features,)))
+                entries.append((f"{s.norm.prefix}bias", (s.out_features,)))
         self._set(entries)
 
     @classmethod
@@ -168,6 +210,13 @@ class FlatLayout:
             out.append((named[f"{s.prefix}weight"], named.get(f"{s.prefix}bias")))
         return out
 
+    def norm_views(self, flat: Tensor) -> list[tuple[Tensor, Tensor] | None]:
+        """``(gamma, beta)`` per layer as ``(K, 1, F)`` views of ``flat`` (None: no batch norm)."""
+        named = self.named_views(flat)
+        return [None if s.norm is None else (named[f"{s.norm.prefix}weight"].unsqueeze(1),
+                                             named[f"{s.norm.prefix}bias"].unsqueeze(1))
+                for s in self.specs]
+
     def stack(self, state_dicts: list[dict[str, Tensor]], dtype: torch.dtype) -> Tensor:
         """One row per member, built from the members' state_dicts."""
         rows = [
@@ -185,14 +234,16 @@ class FlatLayout:
 
 
 def forward(
-    views: list[tuple[Tensor, Tensor | None]], specs: list[LayerSpec], x: Tensor
+    views: list[tuple[Tensor, Tensor | None]], specs: list[LayerSpec], x: Tensor,
+    norms: Norms | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """Logits ``(K, B, out)`` of all members for inputs ``x`` of shape ``(K, B, in)``.
 
     Returns the logits and the cache the backward needs: the input of every
-    layer (after the previous activation).
+    layer (after the previous activation). ``norms`` is required when a layer
+    has a batch norm.
     """
-    return forward_prepared(prepare_forward(views), specs, x)
+    return forward_prepared(prepare_forward(views), specs, x, norms)
 
 
 def prepare_forward(
@@ -204,13 +255,16 @@ def prepare_forward(
 
 
 def forward_prepared(
-    prepared: list[tuple[Tensor, Tensor | None]], specs: list[LayerSpec], x: Tensor
+    prepared: list[tuple[Tensor, Tensor | None]], specs: list[LayerSpec], x: Tensor,
+    norms: Norms | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """:func:`forward` with the views of :func:`prepare_forward`."""
     cache = [x]
     h = x
-    for (wt, b), s in zip(prepared, specs, strict=True):
+    for li, ((wt, b), s) in enumerate(zip(prepared, specs, strict=True)):
         z = torch.baddbmm(b, h, wt) if b is not None else torch.bmm(h, wt)
+        if s.norm is not None:
+            z = _batch_norm(z, li, s.norm, norms)
         if s.activation == "relu":
             z = z.clamp_min_(0.0)
         elif s.activation == "tanh":
@@ -220,18 +274,61 @@ def forward_prepared(
     return h, cache
 
 
+def _batch_norm(z: Tensor, li: int, spec: NormSpec, norms: Norms | None) -> Tensor:
+    """Each member's ``BatchNorm1d`` of ``z`` ``(K, B, F)``, as nn.BatchNorm1d computes it."""
+    if norms is None:
+        raise ValueError("a layer has a batch norm: pass its parameters and statistics (norms)")
+    gamma, beta = norms.affine[li]
+    running_mean, running_var, count = norms.stats[li]
+    if not norms.training:
+        invstd = running_var.add(spec.eps).rsqrt_().unsqueeze(1)
+        return torch.addcmul(beta, (z - running_mean.unsqueeze(1)).mul_(invstd), gamma)
+    n = z.shape[1]
+    if n < 2:  # nn.BatchNorm1d's own refusal, word for word
+        raise ValueError(f"Expected more than 1 value per channel when training, "
+                         f"got input size {torch.Size([n, z.shape[2]])}")
+    var, mean = torch.var_mean(z, dim=1, keepdim=True, correction=0)
+    count.add_(1)  # as nn.BatchNorm: counted before the factor is taken
+    factor = spec.momentum if spec.momentum is not None else 1.0 / float(count[0])
+    # As torch's kernel: running = factor * batch + (1 - factor) * running, variance unbiased.
+    running_mean.mul_(1.0 - factor).add_(mean.squeeze(1), alpha=factor)
+    running_var.mul_(1.0 - factor).add_(var.squeeze(1), alpha=factor * n / (n - 1))
+    invstd = var.add_(spec.eps).rsqrt_()
+    x_hat = z.sub_(mean).mul_(invstd)
+    norms.cache[li] = (x_hat, invstd)
+    return torch.addcmul(beta, x_hat, gamma)
+
+
+def _batch_norm_backward(dy: Tensor, li: int, norms: Norms,
+                         grads: list[tuple[Tensor, Tensor] | None]) -> Tensor:
+    """The gradient through layer ``li``'s batch norm; its gamma and beta gradients into
+    ``grads``: dz = gamma / std * (dy - mean(dy) - x_hat * mean(dy * x_hat))."""
+    x_hat, invstd = norms.cache[li]
+    gamma = norms.affine[li][0]
+    g_gamma, g_beta = grads[li]
+    torch.sum(dy, dim=1, keepdim=True, out=g_beta)
+    torch.sum(dy * x_hat, dim=1, keepdim=True, out=g_gamma)
+    n = dy.shape[1]
+    dz = torch.sub(dy, g_beta, alpha=1.0 / n).sub_(x_hat * g_gamma, alpha=1.0 / n)
+    return dz.mul_(gamma * invstd)
+
+
 def backward(
     views: list[tuple[Tensor, Tensor | None]],
     grad_views: list[tuple[Tensor, Tensor | None]],
     specs: list[LayerSpec],
     cache: list[Tensor],
     dz: Tensor,
+    norms: Norms | None = None,
+    norm_grads: list[tuple[Tensor, Tensor] | None] | None = None,
 ) -> None:
     """Write the gradients of every member's loss into ``grad_views``.
 
     ``dz`` is the gradient of each member's loss with respect to its logits,
     ``(K, B, out)``; members are independent, so this is the gradient of the
-    sum of the members' losses.
+    sum of the members' losses. With batch norms, ``norms`` is the one the
+    training forward filled and ``norm_grads`` the ``(gamma, beta)`` gradient
+    views (:meth:`FlatLayout.norm_views` of the gradient buffer).
     """
     for li in range(len(specs) - 1, -1, -1):
         (w, _), (gw, gb) = views[li], grad_views[li]
@@ -251,6 +348,8 @@ def backward(
             dz = torch.ops.aten.threshold_backward(dh, h_in, 0.0)
         else:  # tanh: d tanh = 1 - tanh^2, and h_in is the tanh output
             dz = dh.mul_(1.0 - h_in * h_in)
+        if specs[li - 1].norm is not None:
+            dz = _batch_norm_backward(dz, li - 1, norms, norm_grads)
 
 
 def loss_and_grad(

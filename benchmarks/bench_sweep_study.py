@@ -41,6 +41,7 @@ from click.testing import CliRunner
 
 from epochlab.cli import main as cli
 from epochlab.store import SQLiteStore
+from epochlab.train.data import _SPLITS
 
 STUDY = {
     "slide 1+4 batch sizes": ["--epochs", "10", "--batch-size", "16,32,64,128"],
@@ -66,6 +67,7 @@ def invoke(args: list[str], seeds: str, fuse: bool, store: str) -> tuple[float, 
     """Run ``epochlab sweep`` once; seconds of the whole command and its output."""
     full = ["sweep", "--data", "synthetic", *args, "--seed", seeds, "--study", "bench",
             "--store", store, "--no-progress", "--fuse" if fuse else "--no-fuse"]
+    _SPLITS.clear()  # as in a fresh `epochlab sweep` process: no splits made yet
     t0 = time.perf_counter()
     res = CliRunner().invoke(cli, full)
     seconds = time.perf_counter() - t0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,20 @@ def test_random_split_is_stratified(slide1):
     assert how == "random, stratified"
     assert abs(y[va].mean() - y.mean()) < 0.01
     assert len(set(tr) | set(va)) == 800 and not set(tr) & set(va)
+
+
+def test_a_repeated_split_is_the_same_split_and_the_caller_may_change_its_copy(slide1):
+    # Sweeps split the same rows with the same seed for every member; the split is made once.
+    from epochlab.train.data import split_indices
+
+    y = slide1.y_train
+    tr, va, _ = split_indices(len(y), 0.2, seed=5, stratify=y)
+    tr[:] = -1  # the caller's arrays are its own
+    tr2, va2, how = split_indices(len(y), 0.2, seed=5, stratify=y)
+    assert how == "random, stratified" and (tr2 >= 0).all()
+    np.testing.assert_array_equal(va, va2)
+    other = split_indices(len(y), 0.2, seed=5, stratify=1 - y)[1]  # other labels, other split
+    assert not np.array_equal(other, va2)
+    assert not np.array_equal(split_indices(len(y), 0.2, seed=6, stratify=y)[1], va2)
+    strings = np.array(["a", "b"], dtype=object)[y]  # labels without bytes to key: still split
+    np.testing.assert_array_equal(split_indices(len(y), 0.2, seed=5, stratify=strings)[1], va2)

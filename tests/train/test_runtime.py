@@ -225,3 +225,19 @@ def test_training_memory_is_kept_for_the_next_step_and_given_back_after():
         assert _mmapped_bytes() == before
         del block
     assert runtime._memory_depth == 0
+
+
+def test_subnormals_are_flushed_while_training_and_the_callers_mode_comes_back():
+    tiny = torch.tensor([1e-38])
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormal floats")
+    with runtime.for_training():
+        assert float(tiny / 10) == 0.0  # flushed: no slow subnormal arithmetic
+    assert float(tiny / 10) != 0.0  # the caller's mode (off) again
+    torch.set_flush_denormal(True)
+    try:
+        with runtime.flushing_denormals():
+            pass
+        assert float(tiny / 10) == 0.0  # a caller who flushes keeps flushing
+    finally:
+        torch.set_flush_denormal(False)

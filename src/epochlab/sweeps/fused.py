@@ -46,6 +46,7 @@ from epochlab.sweeps.fused_ops import (
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.data import split_indices
 from epochlab.train.history import History
+from epochlab.train.runtime import for_training
 
 Schedule = Callable[[int, int], float]
 EpochHook = Callable[[int, dict[str, np.ndarray]], Any]
@@ -470,8 +471,9 @@ def train_fused(
             run.opt = FusedAdam(
                 run.flat, betas_k[members], eps_k[members], wd_k[members], optimizer == "adamw"
             )
-        for res in run.train(epochs):
-            results[res.member] = res
+        with for_training():  # freed memory reused, subnormals flushed, as in fit
+            for res in run.train(epochs):
+                results[res.member] = res
     return [r for r in results if r is not None]
 
 

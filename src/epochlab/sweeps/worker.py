@@ -278,7 +278,7 @@ def _execute_fused(task: Task, t0: float, sources: Sources,
                    choice: runtime.RuntimeChoice | None = None) -> TaskOutcome:
     try:
         threads = runtime.using_threads(choice.threads) if choice is not None else nullcontext()
-        with threads, runtime.reusing_memory():
+        with threads, runtime.for_training():
             trained = train_task_fused(task, sources)
     except KeyboardInterrupt:
         outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})

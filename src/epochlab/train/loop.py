@@ -40,8 +40,8 @@ from epochlab.train.losses import (
 from epochlab.train.runtime import (
     check_precision,
     check_threads,
+    for_training,
     resolve,
-    reusing_memory,
     using_threads,
 )
 from epochlab.train.trainer import OptimizerLike, Trainer, evaluate_tensors
@@ -300,7 +300,7 @@ def fit(
         saver.start(trainer, prepared, resume=resume)
     # A resumed run keeps the thread count it began with (the loaded History records it):
     # results are bit-identical only for one count, and "auto" depends on the idle cores.
-    with using_threads(trainer.state.history.extra["runtime"]["threads"]), reusing_memory():
+    with using_threads(trainer.state.history.extra["runtime"]["threads"]), for_training():
         return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    drop_last=drop_last, seed=seed)
 

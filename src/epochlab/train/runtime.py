@@ -24,10 +24,14 @@ and record in the History:
   slower than float32, and on small linear layers the casts cost more than
   they save.
 
-And one setting of the process while training runs: :func:`reusing_memory`
-keeps freed memory for the next step (glibc's malloc returns large blocks to
-the system at once, and a CNN then page-faults its activations afresh every
-step: 30% of the seed CNN's step time on a 2-core CPU).
+And two settings of the process while training runs (:func:`for_training`
+enters both): :func:`reusing_memory` keeps freed memory for the next step
+(glibc's malloc returns large blocks to the system at once, and a CNN then
+page-faults its activations afresh every step: 30% of the seed CNN's step
+time on a 2-core CPU); :func:`flushing_denormals` flushes subnormal floats to
+zero, as TensorFlow does by default (Adam's first moment of a dead ReLU's
+weights decays into subnormals, which x86 CPUs compute ~50x slower: slide 5's
+lr-1e-4 member had half its moments subnormal by epoch 50).
 
 Example:
     >>> import torch, epochlab as el
@@ -474,3 +478,46 @@ def reusing_memory() -> Iterator[None]:
             if _memory_depth == 0:
                 libc.mallopt(_M_TRIM_THRESHOLD, 2 * _KEEP_BELOW)
                 libc.malloc_trim(0)
+
+
+def _denormals_flushed() -> bool:
+    """Whether this thread's CPU flushes subnormal floats to zero now."""
+    return (torch.tensor([1e-38], dtype=torch.float32) / 10).item() == 0.0
+
+
+@contextmanager
+def flushing_denormals() -> Iterator[None]:
+    """Run the block with subnormal floats flushed to zero; restore the caller's mode after.
+
+    Subnormal numbers (below 1.2e-38 in float32) are computed in microcode on
+    x86 CPUs, tens of times slower than normal ones, and Adam's moving average
+    of a gradient that is exactly zero (a dead ReLU unit's weights) decays
+    into them. Flushing them changes no trained weight: an update of 1e-38
+    times a learning rate is far below the rounding of any weight. TensorFlow
+    flushes them by default. Applies to the calling thread (where the small
+    models' steps run); a no-op where the CPU cannot flush.
+
+    Example:
+        >>> with flushing_denormals():
+        ...     float(torch.tensor([1e-38]) / 10) in (0.0, 1e-39)
+        True
+    """
+    if _denormals_flushed() or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@contextmanager
+def for_training() -> Iterator[None]:
+    """:func:`reusing_memory` and :func:`flushing_denormals` together, for a training run.
+
+    Example:
+        >>> with for_training():
+        ...     _ = torch.ones(3).sum()
+    """
+    with reusing_memory(), flushing_denormals():
+        yield

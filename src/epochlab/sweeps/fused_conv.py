@@ -144,6 +144,26 @@ class _ConvReluPool(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+def _evaluate(conv: nn.Conv2d, x: Tensor, p: Mapping[str, Tensor]) -> Tensor:
+    """The block without gradients (validation, test metrics): one grouped convolution.
+
+    For a pass over all validation rows the im2col matmul's short reduction (9
+    values a patch for one input channel) and its patch gather cost more than
+    oneDNN's grouped channels-last convolution (360 rows of 8x8 digits, 8 members:
+    1.2 ms against 0.45 ms); for training batches both take about the same.
+    """
+    k, b = x.shape[0], x.shape[1]
+    xs = x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])  # members side by side
+    w = p["weight"]
+    bias = p.get("bias")
+    z = F.conv2d(xs.contiguous(memory_format=torch.channels_last),
+                 w.reshape(k * w.shape[1], *w.shape[2:]).contiguous(memory_format=torch.channels_last),
+                 None if bias is None else bias.reshape(-1), conv.stride, conv.padding,
+                 conv.dilation, k)
+    z = F.max_pool2d(z, 2).clamp_min_(0.0)  # relu(max(z)) == max(relu(z))
+    return z.reshape(b, k, z.shape[1] // k, *z.shape[2:]).transpose(0, 1)
+
+
 def conv_relu_pool(conv: nn.Conv2d):  # noqa: ANN201 - a StackedForward
     """The stacked form of ``Conv2d -> ReLU -> MaxPool2d(2)`` (see :func:`fusable_block`).
 
@@ -161,6 +181,8 @@ def conv_relu_pool(conv: nn.Conv2d):  # noqa: ANN201 - a StackedForward
     shapes: dict[tuple[int, ...], _Geometry] = {}
 
     def run(x: Tensor, p: Mapping[str, Tensor], step: Any) -> Tensor:
+        if step is not None and not step.training:
+            return _evaluate(conv, x, p)
         key = tuple(x.shape[2:])
         geo = shapes.get(key)
         if geo is None:

@@ -175,8 +175,12 @@ def test_summary_and_store_carry_the_data_parallel_accounting(runs):
 
 def test_a_failed_process_ends_the_launch_with_its_exit_code_and_no_torchrun_report(
         tmp_path, capfd):
+    # Rank 1 waits: were it to fail first, torchrun would stop rank 0 before it could say
+    # anything on a loaded machine (seen once in ~10 runs of the whole suite).
     script = tmp_path / "fail.py"
-    script.write_text("import os, sys\n"
+    script.write_text("import os, sys, time\n"
+                      "if os.environ['RANK'] != '0':\n"
+                      "    time.sleep(30)\n"
                       "print('Error: process', os.environ['RANK'], 'refused', file=sys.stderr)\n"
                       "sys.exit(2)\n")
     assert d.launch(2, [str(script)]) == 2

@@ -233,6 +233,17 @@ class FlatLayout:
         }
 
 
+def _side_by_side(x: Tensor) -> Tensor:
+    """``(K, B, C, *S)`` -> ``(B, K*C, *S)``: every member's channels next to each other, so a
+    per-channel op of torch (grouped convolution, pooling, batch norm) serves all members."""
+    return x.transpose(0, 1).reshape(x.shape[1], x.shape[0] * x.shape[2], *x.shape[3:])
+
+
+def _per_member(y: Tensor, k: int) -> Tensor:
+    """The inverse of :func:`_side_by_side`: ``(B, K*C, *S)`` -> ``(K, B, C, *S)`` (a view)."""
+    return y.reshape(y.shape[0], k, y.shape[1] // k, *y.shape[2:]).transpose(0, 1)
+
+
 def forward(
     views: list[tuple[Tensor, Tensor | None]], specs: list[LayerSpec], x: Tensor,
     norms: Norms | None = None,

@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 import threading
@@ -431,6 +432,7 @@ _memory_lock = threading.Lock()
 _memory_depth = 0
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None

@@ -17,7 +17,7 @@ from torch import nn
 
 import epochlab as el
 from epochlab.sweeps.fused_conv import conv_relu_pool, fusable_block
-from epochlab.sweeps.fused_layers import StackedNet, is_fusable, make_net
+from epochlab.sweeps.fused_layers import HandNet, StackedNet, is_fusable, make_net
 
 
 def _images(n=64, side=10, channels=1, classes=3, seed=0):
@@ -35,10 +35,23 @@ def _seed_cnn(kind):
     return make
 
 
-@pytest.mark.parametrize("kind", ["small", "seed"])
-def test_the_seeds_cnns_train_fused_exactly_as_fit(kind):
+@pytest.mark.parametrize("kind, net", [("small", HandNet), ("seed", StackedNet)])
+def test_the_seeds_cnns_train_fused_exactly_as_fit(kind, net):
+    # cnn_small (conv block, Flatten, Linear stack) runs by hand; the seed CNN's third
+    # convolution has no pool after it, so that one runs under autograd.
     data = _images(side=10 if kind == "small" else 18)
-    _check_sweep_equals_fit(_seed_cnn(kind), data, net=StackedNet)
+    _check_sweep_equals_fit(_seed_cnn(kind), data, net=net)
+
+
+def test_two_conv_blocks_and_a_linear_stack_run_by_hand_exactly_as_fit():
+    # The second block needs the gradient of its input: the first block's output.
+    def make():
+        return nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(4, 5, 2, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(20, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3),
+        ).double()
+    _check_sweep_equals_fit(make, _images(side=11, channels=2), epochs=3, net=HandNet)
 
 
 def test_sequential_cnn_with_strides_padding_groups_and_avg_pool():
@@ -112,7 +125,7 @@ def test_conv_relu_pool_block_equals_the_three_layers_with_gradients(conv_kw, co
 def test_the_seeds_cnns_run_their_conv_blocks_fused():
     # cnn_small: one Conv-ReLU-MaxPool block, Flatten, Linear, ReLU, Linear.
     net = make_net(el.models.cnn("small", input_size=8))
-    assert len(net.layers) == 5
+    assert isinstance(net, HandNet) and len(net.blocks) == 1 and len(net.specs) == 2
     net = make_net(el.models.cnn("seed"))  # two blocks, then Conv2d, ReLU on their own
     assert len(net.layers) == 8  # block, block, Conv2d, ReLU, Flatten, Linear, ReLU, Linear
     assert not fusable_block(nn.Conv2d(1, 2, 3, groups=1, padding="same"), nn.ReLU(),

@@ -479,7 +479,7 @@ def train_fused(
 
 def _out_features(net: Any, arch: nn.Module, x: Tensor) -> int:
     """The model's logits per row, checking that ``x`` fits it (a 2-D output)."""
-    if isinstance(net, HandNet):
+    if isinstance(net, HandNet) and not net.blocks:
         if x.ndim != 2 or x.shape[1] != net.specs[0].in_features:
             raise ValueError(f"The shape of `X` is {tuple(x.shape)}, but must be "
                              f"(n, {net.specs[0].in_features}).")

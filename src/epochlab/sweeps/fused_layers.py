@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from epochlab.sweeps.fused_conv import conv_relu_pool, fusable_block
+from epochlab.sweeps.fused_conv import HandBlock, conv_relu_pool, fusable_block
 from epochlab.sweeps.fused_ops import (
     NORM_BUFFERS,
     FlatLayout,
@@ -339,16 +339,33 @@ class HandNet(_StackedBuffers):
     hand-written forward and backward (the fast path).
 
     Leading ``nn.Flatten`` layers become one reshape of the data
-    (:attr:`flatten_input`), so an MLP on images takes this path too.
+    (:attr:`flatten_input`), so an MLP on images takes this path too. A CNN made of
+    ``Conv2d -> ReLU -> MaxPool2d(2)`` blocks, a Flatten and such a stack (the
+    seed's cnn_small) takes it as well: the blocks' own forward and backward
+    (:class:`~epochlab.sweeps.fused_conv.HandBlock`), without autograd.
     """
 
     def __init__(self, leaves: list[tuple[str, nn.Module]]) -> None:
-        n_flat = 0
+        i = 0
+        self.blocks: list[tuple[str, HandBlock]] = []
+        while i + 2 < len(leaves) and fusable_block(*(m for _, m in leaves[i:i + 3])):
+            self.blocks.append((leaves[i][0], HandBlock(leaves[i][1])))  # type: ignore[arg-type]
+            i += 3
+        if self.blocks:
+            if i == len(leaves) or not _plain_flatten(leaves[i][1]):
+                raise ValueError("the conv blocks are not followed by nn.Flatten")
+            i += 1
+        n_flat = i
         while n_flat < len(leaves) and _plain_flatten(leaves[n_flat][1]):
             n_flat += 1
-        self.flatten_input = n_flat > 0
+        self.flatten_input = n_flat > 0 and not self.blocks
         self.specs = hand_specs(leaves[n_flat:])
-        self.layout = FlatLayout(self.specs)
+        leading = []
+        for prefix, block in self.blocks:
+            leading.append((f"{prefix}weight", tuple(block.conv.weight.shape)))
+            if block.conv.bias is not None:
+                leading.append((f"{prefix}bias", tuple(block.conv.bias.shape)))
+        self.layout = FlatLayout(self.specs, leading)
         self.has_norms = any(s.norm is not None for s in self.specs)
         self.buffer_keys = [f"{s.norm.prefix}{name}" for s in self.specs if s.norm is not None
                             for name in NORM_BUFFERS]
@@ -361,6 +378,10 @@ class HandNet(_StackedBuffers):
         self.grad_views = self.layout.views(grad)
         self.norm_affine = self.layout.norm_views(flat)
         self.norm_grads = self.layout.norm_views(grad)
+        named, named_grad = self.layout.named_views(flat), self.layout.named_views(grad)
+        self.conv_views = [(named[f"{p}weight"], named.get(f"{p}bias")) for p, _ in self.blocks]
+        self.conv_grads = [(named_grad[f"{p}weight"], named_grad.get(f"{p}bias"))
+                           for p, _ in self.blocks]
 
     def start(self, seeds: list[int]) -> None:
         return None
@@ -377,21 +398,46 @@ class HandNet(_StackedBuffers):
         return Norms(self.norm_affine, stats, training, [None] * len(self.specs))
 
     def train_forward(self, x: Tensor) -> Tensor:
+        self._saved = []
+        for i, ((_, block), (w, b)) in enumerate(zip(self.blocks, self.conv_views, strict=True)):
+            x, saved = block.forward(x, w, b, input_grad=i > 0)
+            self._saved.append(saved)
+        if self.blocks:
+            self._block_out = x.shape
+            x = x.reshape(x.shape[0], x.shape[1], -1)  # Flatten: channels, then rows, columns
         self._norm_state = self._norms(training=True)
         z, self._cache = forward_prepared(self.fwd_views, self.specs, x, self._norm_state)
         return z
 
     def backward(self, dz: Tensor) -> Tensor:
-        backward(self.views, self.grad_views, self.specs, self._cache, dz, self._norm_state,
-                 self.norm_grads)
+        g = backward(self.views, self.grad_views, self.specs, self._cache, dz, self._norm_state,
+                     self.norm_grads, input_grad=bool(self.blocks))
+        if self.blocks:
+            g = g.view(self._block_out)
+            for i in range(len(self.blocks) - 1, -1, -1):
+                g, grad_w, grad_b = self.blocks[i][1].backward(self._saved[i], g)
+                gw, gb = self.conv_grads[i]
+                gw.copy_(grad_w)
+                if gb is not None:
+                    gb.copy_(grad_b)
         return self.grad
 
     def predict(self, x: Tensor) -> Tensor:
+        for (_, block), (w, b) in zip(self.blocks, self.conv_views, strict=True):
+            x = block.evaluate(x, w, b)
+        if self.blocks:
+            x = x.reshape(x.shape[0], x.shape[1], -1)
         return forward(self.views, self.specs, x, self._norms(training=False))[0]
 
     def width(self, x_row: Tensor) -> int:
         """Activation values one row produces across the layers (for the memory plan)."""
-        return sum(s.out_features * (2 if s.norm is not None else 1) for s in self.specs)
+        total, x = 0, x_row[None, None]
+        for _, block in self.blocks:  # the patches, the conv's output before and after pooling
+            geo = block.geometry(x)
+            o = block.conv.out_channels
+            total += 4 * geo.cells * (geo.rows + o) + geo.cells * o
+            x = x.new_empty(1, 1, o, *geo.out_hw)
+        return total + sum(s.out_features * (2 if s.norm is not None else 1) for s in self.specs)
 
 
 def _plain_flatten(m: nn.Module) -> bool:

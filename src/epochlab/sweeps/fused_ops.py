@@ -169,9 +169,10 @@ class FlatLayout:
     :meth:`of_params`, from any model's parameters.
     """
 
-    def __init__(self, specs: list[LayerSpec]) -> None:
+    def __init__(self, specs: list[LayerSpec],
+                 leading: list[tuple[str, tuple[int, ...]]] | None = None) -> None:
         self.specs = specs
-        entries: list[tuple[str, tuple[int, ...]]] = []
+        entries: list[tuple[str, tuple[int, ...]]] = list(leading or [])  # e.g. conv blocks
         for s in specs:
             entries.append((f"{s.prefix}weight", (s.out_features, s.in_features)))
             if s.bias:
@@ -332,14 +333,17 @@ def backward(
     dz: Tensor,
     norms: Norms | None = None,
     norm_grads: list[tuple[Tensor, Tensor] | None] | None = None,
-) -> None:
+    input_grad: bool = False,
+) -> Tensor | None:
     """Write the gradients of every member's loss into ``grad_views``.
 
     ``dz`` is the gradient of each member's loss with respect to its logits,
     ``(K, B, out)``; members are independent, so this is the gradient of the
     sum of the members' losses. With batch norms, ``norms`` is the one the
     training forward filled and ``norm_grads`` the ``(gamma, beta)`` gradient
-    views (:meth:`FlatLayout.norm_views` of the gradient buffer).
+    views (:meth:`FlatLayout.norm_views` of the gradient buffer). With
+    ``input_grad`` it returns the gradient of the first layer's input (for
+    layers before the stack, such as convolutions), else None.
     """
     for li in range(len(specs) - 1, -1, -1):
         (w, _), (gw, gb) = views[li], grad_views[li]
@@ -351,7 +355,7 @@ def backward(
             # into the strided view directly: one call instead of sum + copy
             torch.sum(dz, dim=1, out=gb)
         if li == 0:
-            break
+            return torch.bmm(dz, w) if input_grad else None
         dh = torch.bmm(dz, w)
         act = specs[li - 1].activation
         if act == "relu":
@@ -361,6 +365,7 @@ def backward(
             dz = dh.mul_(1.0 - h_in * h_in)
         if specs[li - 1].norm is not None:
             dz = _batch_norm_backward(dz, li - 1, norms, norm_grads)
+    return None  # pragma: no cover - the loop returns at the first layer
 
 
 def loss_and_grad(

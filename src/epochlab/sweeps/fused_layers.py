@@ -9,10 +9,12 @@ says why not).
 :func:`make_net` picks how to run it:
 
 - :class:`HandNet`: Linear + ReLU/Tanh stacks (after optional leading
-  ``nn.Flatten``; a ``BatchNorm1d`` may sit between a Linear and its
-  activation, as in the seed's slide 9), with the hand-written forward and
-  backward of :mod:`epochlab.sweeps.fused_ops` (the fast path: half
-  autograd's cost; slide 9's batch-norm MLP trained 2x faster than by autograd);
+  ``nn.Flatten``, or after ``Conv2d -> ReLU -> MaxPool2d(2)`` blocks and a
+  Flatten, as in cnn_small; a ``BatchNorm1d`` may sit between a Linear and
+  its activation, as in the seed's slide 9), with the hand-written forward
+  and backward of :mod:`epochlab.sweeps.fused_ops` and
+  :mod:`epochlab.sweeps.fused_conv` (the fast path: half autograd's cost;
+  slide 9's batch-norm MLP trained 2x faster than by autograd, cnn_small 1.4x);
 - :class:`StackedNet`: everything else, each layer's stacked form run
   forward on the ``(K, P)`` parameter buffer and differentiated by autograd.
   Convolutions are HFTA-style grouped convolutions (the K members' channels

@@ -91,6 +91,24 @@ def test_npz_file_with_test_arrays_and_a_registry_model(folder):
     assert run.summary["n_train"] == 48 and "accuracy" in run.summary["test"]
 
 
+def test_a_model_file_path_and_lowercase_npz_arrays_are_taken_as_written(folder):
+    # `--model path/to/file.py:function` (its folder becomes importable, workers too) and
+    # np.savez(path, x=..., y=...): what users type before they read the help.
+    tmp, mod = folder
+    (tmp / "models").mkdir()
+    (tmp / "models" / f"{mod}_copy.py").write_text(MODEL_PY)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 3))
+    np.savez(tmp / "lower.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    res = _run("sweep", "--data", "lower.npz", "--model", f"models/{mod}_copy.py:make_model",
+               "--epochs", "1", "--lr", "1e-2,1e-3", "--no-progress", "--store", str(tmp / "f.db"))
+    assert res.exit_code == 0, res.output
+    assert "2 completed" in res.output and "fused 2 runs" in res.output
+    res = _run("fit", "--data", "lower.npz", "--model", f"{mod}.py:make_model", "--epochs", "1",
+               "--no-store", "--verbose", "0")
+    assert res.exit_code == 0, res.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -100,6 +118,7 @@ def test_npz_file_with_test_arrays_and_a_registry_model(folder):
         (["--data", "missing.npz"], "does not exist"),
         (["--data", "synthetic", "--target", "label"], "--target"),
         (["--model", "no_such_module_x:make"], "module 'no_such_module_x' not found"),
+        (["--model", "no_such_file.py:make"], "file 'no_such_file.py' not found"),
         (["--model", "{mod}:missing"], "has no attribute 'missing'"),
         (["--model", "{mod}:NOT_CALLABLE"], "not callable"),
         (["--model", "{mod}:not_a_model"], "does not return a torch.nn.Module"),

@@ -91,13 +91,15 @@ def model_factory(name: str) -> Any:
     """The user's ``package.module:function`` for ``--model``, or None for a registry name.
 
     The current folder is importable (as ``python -m`` makes it), so
-    ``--model mymodels:make_model`` finds ``./mymodels.py``. Errors say what
-    failed: the module not found (or failing to import), the attribute
-    missing, or not callable.
+    ``--model mymodels:make_model`` finds ``./mymodels.py``; a file's path works
+    too (``--model models/mymodels.py:make_model``: its folder becomes importable).
+    Errors say what failed: the module or file not found (or failing to import),
+    the attribute missing, or not callable.
     """
     import importlib
     import os
     import sys
+    from pathlib import Path
 
     if ":" not in name:
         return None
@@ -106,6 +108,15 @@ def model_factory(name: str) -> Any:
         raise click.BadParameter(f"{name!r} must be package.module:function.", param_hint="--model")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if module_name.endswith(".py"):  # a file: import it by name from its folder
+        path = Path(module_name)
+        if not path.is_file():
+            raise click.BadParameter(f"file {module_name!r} not found (looked from the current "
+                                     f"folder {os.getcwd()}).", param_hint="--model")
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        module_name = path.stem
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

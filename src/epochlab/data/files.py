@@ -65,7 +65,7 @@ def from_arrays(
 
 
 def load_npz(path: str | Path) -> DataBundle:
-    """Arrays ``X``/``y``, or ``x_train``/``y_train`` (+ optional ``x_test``/``y_test``).
+    """Arrays ``X`` (or ``x``) and ``y``, or ``x_train``/``y_train`` (+ optional ``x_test``/``y_test``).
 
     Example:
         >>> import numpy as np, tempfile
@@ -77,14 +77,15 @@ def load_npz(path: str | Path) -> DataBundle:
     path = Path(path)
     with np.load(path, allow_pickle=False) as f:
         names = set(f.files)
-        if {"X", "y"} <= names:
-            return from_arrays(f["X"], f["y"], name=path.name)
+        for x_name in ("X", "x"):  # np.savez(path, x=..., y=...) is as common as X
+            if {x_name, "y"} <= names:
+                return from_arrays(f[x_name], f["y"], name=path.name)
         if {"x_train", "y_train"} <= names:
             test = {"x_test": f["x_test"], "y_test": f["y_test"]} \
                 if {"x_test", "y_test"} <= names else {}
             return from_arrays(f["x_train"], f["y_train"], name=path.name, **test)
     raise ParameterError(
-        f"The file {str(path)!r} holds arrays {sorted(names)}, but must hold X and y, or "
+        f"The file {str(path)!r} holds arrays {sorted(names)}, but must hold X (or x) and y, or "
         "x_train and y_train (with optional x_test and y_test)."
     )
 

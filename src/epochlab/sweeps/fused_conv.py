@@ -3,7 +3,8 @@
 The block every CNN of the seed is made of. Run by
 :class:`~epochlab.sweeps.fused_layers.StackedNet` in place of the three
 layers' separate stacked forms when they follow each other (see
-:func:`conv_relu_pool`).
+:func:`conv_relu_pool`), and without autograd by
+:class:`~epochlab.sweeps.fused_layers.HandNet` (see :class:`HandBlock`).
 
 How: one gather builds every member's image patches (im2col) in
 *window-major* order, the four positions of each 2x2 pooling window in four
@@ -189,9 +190,7 @@ class HandBlock:
         """``(K, B, O, H', W')`` (a view) and what the backward needs."""
         saved = _Saved((input_grad, True, bias is not None, False))
         geo = self.geometry(x)
-        out = _ConvReluPool.forward(saved, x, weight, bias, geo)
-        k, b = x.shape[0], x.shape[1]
-        return out.view(k, b, *geo.out_hw, -1).permute(0, 1, 4, 2, 3), saved
+        return _as_images(_ConvReluPool.forward(saved, x, weight, bias, geo), x, geo), saved
 
     def backward(self, saved: _Saved,
                  grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:
@@ -202,27 +201,27 @@ class HandBlock:
         return grad_x, grad_w, grad_b
 
     def evaluate(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """The block without gradients (validation, test metrics), as :func:`_evaluate`."""
-        return _evaluate(self.conv, x, {"weight": weight} if bias is None
-                         else {"weight": weight, "bias": bias})
+        """The block without gradients (validation, test metrics): one grouped convolution.
+
+        For a pass over all validation rows the im2col matmul's short reduction (9
+        values a patch for one input channel) and its patch gather cost more than
+        oneDNN's grouped channels-last convolution (360 rows of 8x8 digits, 8 members:
+        1.2 ms against 0.45 ms); for training batches both take about the same.
+        """
+        conv, k = self.conv, x.shape[0]
+        cl = torch.channels_last
+        z = F.conv2d(_side_by_side(x).contiguous(memory_format=cl),
+                     weight.reshape(k * weight.shape[1], *weight.shape[2:]).contiguous(
+                         memory_format=cl),
+                     None if bias is None else bias.reshape(-1), conv.stride, conv.padding,
+                     conv.dilation, k)
+        return _per_member(F.max_pool2d(z, 2).clamp_min_(0.0), k)  # relu(max(z)) == max(relu(z))
 
 
-def _evaluate(conv: nn.Conv2d, x: Tensor, p: Mapping[str, Tensor]) -> Tensor:
-    """The block without gradients (validation, test metrics): one grouped convolution.
-
-    For a pass over all validation rows the im2col matmul's short reduction (9
-    values a patch for one input channel) and its patch gather cost more than
-    oneDNN's grouped channels-last convolution (360 rows of 8x8 digits, 8 members:
-    1.2 ms against 0.45 ms); for training batches both take about the same.
-    """
-    k = x.shape[0]
-    w = p["weight"]
-    bias = p.get("bias")
-    z = F.conv2d(_side_by_side(x).contiguous(memory_format=torch.channels_last),
-                 w.reshape(k * w.shape[1], *w.shape[2:]).contiguous(memory_format=torch.channels_last),
-                 None if bias is None else bias.reshape(-1), conv.stride, conv.padding,
-                 conv.dilation, k)
-    return _per_member(F.max_pool2d(z, 2).clamp_min_(0.0), k)  # relu(max(z)) == max(relu(z))
+def _as_images(out: Tensor, x: Tensor, geo: _Geometry) -> Tensor:
+    """The block's ``(K, B*cells, O)`` output seen as ``(K, B, O, H', W')`` (a view; the next
+    layer's reshape copies it)."""
+    return out.view(x.shape[0], x.shape[1], *geo.out_hw, -1).permute(0, 1, 4, 2, 3)
 
 
 def conv_relu_pool(conv: nn.Conv2d):  # noqa: ANN201 - a StackedForward
@@ -239,18 +238,12 @@ def conv_relu_pool(conv: nn.Conv2d):  # noqa: ANN201 - a StackedForward
         >>> run(torch.zeros(1, 5, 1, 8, 8), p, None).shape
         torch.Size([1, 5, 2, 3, 3])
     """
-    shapes: dict[tuple[int, ...], _Geometry] = {}
+    block = HandBlock(conv)  # its gather indices and its pass without gradients
 
     def run(x: Tensor, p: Mapping[str, Tensor], step: Any) -> Tensor:
         if step is not None and not step.training:
-            return _evaluate(conv, x, p)
-        key = tuple(x.shape[2:])
-        geo = shapes.get(key)
-        if geo is None:
-            geo = shapes[key] = _Geometry(conv, *key)
-        k, b = x.shape[0], x.shape[1]
-        out = _ConvReluPool.apply(x, p["weight"], p.get("bias"), geo)
-        # (K, B*cells, O) as (K, B, O, H', W'): a view; the next layer's reshape copies it.
-        return out.view(k, b, *geo.out_hw, -1).permute(0, 1, 4, 2, 3)
+            return block.evaluate(x, p["weight"], p.get("bias"))
+        geo = block.geometry(x)
+        return _as_images(_ConvReluPool.apply(x, p["weight"], p.get("bias"), geo), x, geo)
 
     return run

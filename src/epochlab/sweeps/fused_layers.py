@@ -64,6 +64,7 @@ from epochlab.sweeps.fused_ops import (
     forward_prepared,
     hand_specs,
     prepare_forward,
+    running_factor,
     sequential_leaves,
 )
 from epochlab.train.loop import dropout_seed
@@ -186,9 +187,7 @@ def _batch_norm(m: nn.modules.batchnorm._BatchNorm) -> StackedForward:
         use_batch = step.training or mean is None
         factor = 0.0
         if step.training and track:
-            count = p["num_batches_tracked"]
-            count.add_(1)  # as nn.BatchNorm: counted before the factor is taken
-            factor = 1.0 / float(count[0]) if momentum is None else momentum
+            factor = running_factor(p["num_batches_tracked"], momentum)
         w, bias = p.get("weight"), p.get("bias")
         y = F.batch_norm(
             _side_by_side(x), None if mean is None else mean.view(-1), None if var is None else var.view(-1),

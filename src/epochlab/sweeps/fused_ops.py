@@ -286,6 +286,20 @@ def forward_prepared(
     return h, cache
 
 
+def running_factor(count: Tensor, momentum: float | None) -> float:
+    """Count a training batch in ``count`` (batch norm's ``num_batches_tracked``, stacked) and
+    return the weight of its statistics in the running ones, as ``nn.BatchNorm`` does:
+    ``momentum``, or ``1 / count`` (a cumulative average) when it is None.
+
+    Example:
+        >>> count = torch.zeros(2, dtype=torch.long)
+        >>> running_factor(count, None), running_factor(count, None), running_factor(count, 0.1)
+        (1.0, 0.5, 0.1)
+    """
+    count.add_(1)  # counted before the factor is taken
+    return momentum if momentum is not None else 1.0 / float(count[0])
+
+
 def _batch_norm(z: Tensor, li: int, spec: NormSpec, norms: Norms | None) -> Tensor:
     """Each member's ``BatchNorm1d`` of ``z`` ``(K, B, F)``, as nn.BatchNorm1d computes it."""
     if norms is None:
@@ -300,8 +314,7 @@ def _batch_norm(z: Tensor, li: int, spec: NormSpec, norms: Norms | None) -> Tens
         raise ValueError(f"Expected more than 1 value per channel when training, "
                          f"got input size {torch.Size([n, z.shape[2]])}")
     var, mean = torch.var_mean(z, dim=1, keepdim=True, correction=0)
-    count.add_(1)  # as nn.BatchNorm: counted before the factor is taken
-    factor = spec.momentum if spec.momentum is not None else 1.0 / float(count[0])
+    factor = running_factor(count, spec.momentum)
     # As torch's kernel: running = factor * batch + (1 - factor) * running, variance unbiased.
     running_mean.mul_(1.0 - factor).add_(mean.squeeze(1), alpha=factor)
     running_var.mul_(1.0 - factor).add_(var.squeeze(1), alpha=factor * n / (n - 1))

@@ -277,8 +277,7 @@ def _fused_runtime(task: Task, sources: Sources, threads: object,
 def _execute_fused(task: Task, t0: float, sources: Sources,
                    choice: runtime.RuntimeChoice | None = None) -> TaskOutcome:
     try:
-        threads = runtime.using_threads(choice.threads) if choice is not None else nullcontext()
-        with threads, runtime.for_training():
+        with runtime.using_threads(choice.threads) if choice is not None else nullcontext():
             trained = train_task_fused(task, sources)
     except KeyboardInterrupt:
         outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})

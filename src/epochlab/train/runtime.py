@@ -75,10 +75,10 @@ FUSED_MACS_PER_THREAD = 2_500_000
 # A sweep's fused task (K configurations trained as one, in float32) beats training them
 # one by one in bf16 up to this many forward multiply-adds a step per member: with
 # precision "auto" it then stays fused in float32. Measured on the 2-core AMD EPYC
-# (AVX-512 BF16, 1 thread), cnn_small, 8 configurations, batch 32: 0.9 M a step (8x8
-# images) fused 0.32 s vs bf16 one by one 0.83 s; 2.6 M 0.40 vs 0.57; 5.0 M 0.73 vs 0.81;
-# 8.3 M 1.25 vs 1.02; 17 M (28x28) 3.1 vs 1.9. (Against float32 one by one fused won at
-# every size: 3.1 vs 3.5 s at 17 M.)
+# (AVX-512 BF16, 1 thread), cnn_small (fused by hand), 8 configurations, batch 32, 2
+# epochs: 2.6 M a step (12x12 images) fused 0.42 s vs bf16 one by one 0.75 s; 5.0 M 0.92
+# vs 1.00; 8.3 M 1.46 vs 1.35; 17 M (28x28) 2.86 vs 2.28; 8x8 (0.9 M, 3 epochs) 0.20 vs
+# 0.82. (Against float32 one by one fused won at every size: 3.9 vs 5.0 s at 17 M.)
 FUSED_FP32_MAX_MACS = 4_000_000
 
 # A Linear layer counts as large for bf16 from this many weights (256 x 256):

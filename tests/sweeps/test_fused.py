@@ -259,8 +259,12 @@ def test_diverging_member_stops_at_the_right_iteration_and_the_others_are_unchan
     for key, value in ref["state_dict"].items():
         torch.testing.assert_close(bad.state_dict[key], value, rtol=1e-12, atol=1e-12)
     assert len(bad.metrics["loss"]) == bad.epochs_done == ref["updates"] // 5
+    # its per-step record ends at its last finite step, even when that is mid-epoch
+    np.testing.assert_allclose(bad.step_loss, ref["loss"], rtol=1e-12, atol=1e-12)
     for got, want in zip([with_bad[0], with_bad[2]], without, strict=True):
         assert got.status == "completed" and got.updates == 15
+        np.testing.assert_allclose(got.step_loss, want.step_loss, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.grad_norm, want.grad_norm, rtol=1e-12, atol=1e-12)
         for m in want.metrics:
             np.testing.assert_allclose(got.metrics[m], want.metrics[m], rtol=1e-12, atol=1e-12)
         for key in want.state_dict:

@@ -12,7 +12,8 @@ tensor code with no notion of epochs or data:
   ``BatchNorm1d`` between a Linear and its activation (the seed's slide 9
   model; each member's batch statistics and running statistics), and the losses
   ``BCEWithLogits`` / cross-entropy / MSE with the gradient of their
-  per-member batch mean (:func:`loss_and_grad`);
+  per-member batch mean (:func:`loss_and_grad`, and its parts the loop calls:
+  :func:`logits_grad` a step, :func:`row_losses` an epoch);
 - per-member Adam, AdamW and SGD updates on the flat buffer
   (:class:`FusedAdam`, :class:`FusedSGD`) that follow the order of
   operations of ``torch.optim``'s single-tensor (CPU) code paths, with the
@@ -383,7 +384,6 @@ def backward(
 
 def loss_and_grad(
     task: str, z: Tensor, y: Tensor, need_grad: bool = True, need_correct: bool = True,
-    one_minus_y: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Per-member batch-mean loss ``(K,)``, its gradient w.r.t. ``z``, correct counts ``(K,)``.
 
@@ -392,32 +392,69 @@ def loss_and_grad(
     The formulas are those of ``torch.nn.functional`` (``BCEWithLogits`` is
     ``(1 - y) z - log sigmoid(z)``), so float64 results agree to rounding.
     Correct counts are ``None`` for regression or without ``need_correct``
-    (see :func:`correct_counts`). ``one_minus_y`` is ``1 - y`` (binary), when
-    the caller has it at hand (one call fewer a step).
+    (see :func:`correct_counts`). The training loop itself calls the parts:
+    :func:`logits_grad` every step, :func:`row_losses` once an epoch.
     """
-    n = z.shape[1]
-    correct = None
-    if task == "binary":
-        omy = (1.0 - y) if one_minus_y is None else one_minus_y
-        loss = (omy * z).sub_(torch.nn.functional.logsigmoid(z)).mean(dim=(1, 2))
-        grad = torch.sigmoid(z).sub_(y).div_(n) if need_grad else None
-    elif task == "multiclass":
-        logp = torch.log_softmax(z, dim=2)
-        loss = -logp.gather(2, y.unsqueeze(2)).squeeze(2).mean(dim=1)
-        grad = None
-        if need_grad:
-            grad = logp.exp_()
-            grad.scatter_add_(2, y.unsqueeze(2), torch.full_like(grad[:, :, :1], -1.0))
-            grad.div_(n)
-    elif task == "regression":
-        diff = z - y
-        loss = (diff * diff).mean(dim=(1, 2))
-        grad = diff.mul_(2.0 / (n * z.shape[2])) if need_grad else None
-    else:  # pragma: no cover - validated by the caller
-        raise ValueError(f"unknown task {task!r}")
-    if need_correct:
-        correct = correct_counts(task, z, y)
+    loss = row_losses(task, z, y).mean(dim=1)
+    grad = None
+    if need_grad:
+        grad = logits_grad(task, z, *grad_terms(task, y, z.shape[1], z.shape[2], z.dtype))
+    correct = correct_counts(task, z, y) if need_correct else None
     return loss, grad, correct
+
+
+def row_losses(task: str, z: Tensor, y: Tensor) -> Tensor:
+    """Every row's loss ``(K, B)``, for logits ``z`` ``(K, B, C)`` and targets ``y`` as in
+    :func:`loss_and_grad`. The loop computes the losses of a whole epoch's steps at once
+    from the logits it keeps, not step by step (fewer calls a step)."""
+    if task == "binary":
+        return ((1.0 - y) * z).sub_(torch.nn.functional.logsigmoid(z)).squeeze(2)
+    if task == "multiclass":
+        return torch.log_softmax(z, dim=2).gather(2, y.unsqueeze(2)).squeeze(2).neg_()
+    if task == "regression":
+        diff = z - y
+        return (diff * diff).mean(dim=2)
+    raise ValueError(f"unknown task {task!r}")  # pragma: no cover - validated by the caller
+
+
+def batch_means(rows: Tensor, sizes: list[int]) -> Tensor:
+    """Per-step batch means ``(K, steps)`` of the per-row losses ``rows`` ``(K, sum(sizes))``
+    of consecutive batches of ``sizes`` rows (all equal but perhaps the last)."""
+    full = sizes[0]
+    n_full = next((i for i, n in enumerate(sizes) if n != full), len(sizes))
+    head = rows[:, : n_full * full].reshape(rows.shape[0], n_full, full).mean(dim=2)
+    if n_full == len(sizes):
+        return head
+    tail = [part.mean(dim=1, keepdim=True)
+            for part in rows[:, n_full * full :].split(sizes[n_full:], dim=1)]
+    return torch.cat([head, *tail], dim=1)
+
+
+def grad_terms(task: str, y: Tensor, n: int, out: int, dtype: torch.dtype) -> tuple[Tensor, float]:
+    """``(T, a)`` such that the gradient of the batch-mean loss over ``n`` rows w.r.t. the
+    logits is ``T + a f(z)``, with ``f`` the sigmoid (binary), softmax (multiclass) or
+    identity (regression): ``T`` depends on the targets only, so the loop makes it once an
+    epoch for all the epoch's batches and a step makes its gradient in two calls
+    (:func:`logits_grad`)."""
+    if task == "binary":  # (sigmoid(z) - y) / n
+        return y.mul(-1.0 / n), 1.0 / n
+    if task == "multiclass":  # (softmax(z) - onehot(y)) / n
+        term = torch.zeros(*y.shape, out, dtype=dtype)
+        return term.scatter_(-1, y.unsqueeze(-1), -1.0 / n), 1.0 / n
+    scale = 2.0 / (n * out)  # 2 (z - y) / (n C), the mean over rows and outputs
+    return y.mul(-scale), scale
+
+
+def logits_grad(task: str, z: Tensor, term: Tensor, alpha: float) -> Tensor:
+    """The gradient of every member's batch-mean loss w.r.t. its logits ``z``, from the
+    targets' part ``(term, alpha)`` of :func:`grad_terms`."""
+    if task == "binary":
+        f = torch.sigmoid(z)
+    elif task == "multiclass":
+        f = torch.softmax(z, dim=2)
+    else:
+        f = z
+    return torch.add(term, f, alpha=alpha)
 
 
 def correct_counts(task: str, z: Tensor, y: Tensor) -> Tensor | None:

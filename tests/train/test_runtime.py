@@ -84,12 +84,12 @@ def test_bad_precision_is_a_parameter_error_naming_precision(slide1):
 def test_auto_threads_one_for_small_work_more_only_where_cores_are_idle(monkeypatch):
     monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
     assert runtime.choose_threads(200_000, ceiling=4)[0] == 1
-    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.1: 4.0)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 4.0)
     n, why = runtime.choose_threads(10 * runtime.MACS_PER_THREAD, ceiling=4)
     assert n == 4 and "4.0 of 4 cores idle" in why
     assert runtime.choose_threads(2 * runtime.MACS_PER_THREAD, ceiling=4)[0] == 2
     # a busy process on one core: do not put a thread there
-    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.1: 1.0)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 1.0)
     n, why = runtime.choose_threads(10 * runtime.MACS_PER_THREAD, ceiling=4)
     assert n == 1 and "1.0 of 4 cores are idle" in why
     # the caller's count (OMP_NUM_THREADS) is a ceiling
@@ -99,7 +99,7 @@ def test_auto_threads_one_for_small_work_more_only_where_cores_are_idle(monkeypa
 def test_a_fused_group_takes_a_second_thread_from_less_work_than_one_model(monkeypatch):
     # 64 of slide 5's MLPs trained together: 6.9 M multiply-adds a step.
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
-    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.1: 2.0)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
     macs = 64 * 107_520
     assert runtime.choose_threads(macs, ceiling=2)[0] == 1
     n, why = runtime.choose_threads(macs, ceiling=2, per_thread=runtime.FUSED_MACS_PER_THREAD)

@@ -367,11 +367,11 @@ def train_fused(
         raise ValueError(f"The model in `models` cannot be fused: {e}.") from None
     layout = net.layout
     dtype = next(arch.parameters()).dtype
+    want = {key: shape for key, _, shape in layout.entries}
+    want.update({key: tuple(v.shape) for key, v in arch.state_dict().items()
+                 if key in net.buffer_keys})
     for i, sd in enumerate(state_dicts):
         shapes = {key: tuple(v.shape) for key, v in sd.items()}
-        want = {key: shape for key, _, shape in layout.entries}
-        want.update({key: tuple(v.shape) for key, v in arch.state_dict().items()
-                     if key in net.buffer_keys})
         if shapes != want:
             raise ValueError(
                 f"`models[{i}]` has parameters {shapes}, but members must share the "

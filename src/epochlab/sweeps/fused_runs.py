@@ -109,7 +109,12 @@ def train_task_fused(
     """
     members = task.members
     data = load_data(members[0], sources)
-    models = [build_model(m, data, sources) for m in members]
+    # One build per seed: members share the architecture, so a seed gives the same weights.
+    built: dict[int, Any] = {}
+    for m in members:
+        if m.seed not in built:
+            built[m.seed] = build_model(m, data, sources)
+    models = [built[m.seed] for m in members]
     # Members share the architecture: what fit prepares depends only on the seed (its split).
     by_seed: dict[tuple[int, float], Any] = {}
     prepared = []

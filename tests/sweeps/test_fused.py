@@ -397,3 +397,50 @@ def test_matches_epochlab_fit(n_classes, tol):
         assert converted.iterations["batch_size"] == h.iterations["batch_size"]
         assert converted.history["updates"] == h.history["updates"]
         assert converted.history["lr"] == h.history["lr"]
+
+
+def test_a_regression_loss_that_overflows_with_a_finite_gradient_stops_the_member_as_fit():
+    # Targets of 1e19 and inputs of 1e-12: every squared error is 1e38, so the float32 batch
+    # loss overflows at the first step while the gradient (about 1e7) stays finite.
+    from epochlab import fit
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(64, 2)) * 1e-12).astype(np.float32)
+    y = np.full((64, 1), 1e19, dtype=np.float32)
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(2, 1, bias=False))
+
+    h = fit(model(), (X, y), epochs=1, batch_size=32, validation_split=0.0, loss="mse",
+            verbose=0)
+    res = train_fused([model(), model()], X, y, epochs=1, batch_size=32, lrs=[1e-3, 1e-2],
+                      seeds=[0, 1], task="regression")
+    assert h.stop_reason == "diverged" and h.total_updates == 0
+    assert [r.status for r in res] == ["diverged", "diverged"]
+    assert [r.updates for r in res] == [0, 0]
+    assert all(not math.isfinite(r.info["divergence"]["loss"]) for r in res)
+    assert all(math.isfinite(r.info["divergence"]["grad_norm"]) for r in res)
+
+
+def test_a_binary_loss_that_overflows_while_the_logits_cancel_stops_the_member_as_fit():
+    # Logits of +-1.5e37 alternate: each row's BCE is 1.5e37, so the batch loss (4.8e38)
+    # overflows, while the logits sum to 0 (16 of them add to 2.4e38: no overflow) and the
+    # gradient stays finite.
+    from epochlab import fit
+
+    X = np.tile(np.array([[1.5e17], [-1.5e17]], dtype=np.float32), (32, 1))
+    y = np.tile(np.array([0, 1]), 32)
+
+    def model():
+        m = nn.Sequential(nn.Linear(1, 1, bias=False))
+        nn.init.constant_(m[0].weight, 1e20)
+        return m
+
+    h = fit(model(), (X, y), epochs=1, batch_size=32, validation_split=0.0, shuffle=False,
+            verbose=0)
+    res = train_fused([model()], X, y, epochs=1, batch_size=32, lrs=[1e-3], seeds=[0],
+                      shuffle=False)
+    assert h.stop_reason == "diverged" and h.total_updates == 0
+    assert res[0].status == "diverged" and res[0].updates == 0
+    assert math.isfinite(res[0].info["divergence"]["grad_norm"])

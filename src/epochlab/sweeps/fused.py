@@ -679,9 +679,16 @@ class _Chunk:
                 z = net.train_forward(xb)
                 grad = net.backward(logits_grad(task, z, term_b, alpha_b))
                 gnorm = torch.linalg.vector_norm(grad, dim=1)
-                # One check a step: the product is finite when the norms and logits are; a
-                # non-finite one is checked member by member on the loss itself.
-                if not math.isfinite(torch.dot(gnorm, z.sum(dim=(1, 2))).item()):
+                # One check a step, on a product that is non-finite whenever a loss is (or a
+                # gradient): a non-finite one is checked member by member on the loss itself.
+                # BCE and cross-entropy overflow only for logits beyond 1e36, where their norm
+                # (sum of squares) has overflowed long before; a squared error can overflow
+                # with small logits (huge targets), so regression checks its loss.
+                if task == "regression":
+                    probe = row_losses(task, z, ye[:, seen:seen + nb]).mean(dim=1)
+                else:
+                    probe = torch.linalg.vector_norm(z, dim=(1, 2))
+                if not math.isfinite(torch.dot(gnorm, probe).item()):
                     loss = row_losses(task, z, ye[:, seen:seen + nb]).mean(dim=1)
                     ok = (torch.isfinite(loss) & torch.isfinite(gnorm)).numpy()
                     if not ok.all():

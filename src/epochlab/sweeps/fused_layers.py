@@ -60,7 +60,6 @@ from epochlab.sweeps.fused_ops import (
     _per_member,
     _side_by_side,
     backward,
-    forward,
     forward_prepared,
     hand_specs,
     prepare_forward,
@@ -428,7 +427,7 @@ class HandNet(_StackedBuffers):
             x = block.evaluate(x, w, b)
         if self.blocks:
             x = x.reshape(x.shape[0], x.shape[1], -1)
-        return forward(self.views, self.specs, x, self._norms(training=False))[0]
+        return forward_prepared(self.fwd_views, self.specs, x, self._norms(training=False))[0]
 
     def width(self, x_row: Tensor) -> int:
         """Activation values one row produces across the layers (for the memory plan)."""

@@ -761,12 +761,14 @@ class _Chunk:
             values["val_loss"] = vloss.to(torch.float64).numpy()
             if vcorr is not None:
                 values["val_accuracy"] = vcorr.to(torch.float64).numpy() / self.n_val
-        for row, local in enumerate(self.local):
-            for name in self.metric_names:
-                self.metrics[local][name].append(float(values[name][row]))
-            self.epochs_done[local] += 1
-            self.samples[local] += seen
+        cols = {name: values[name].tolist() for name in self.metric_names}
+        for row, local in enumerate(self.local.tolist()):
+            metrics = self.metrics[local]
+            for name, col in cols.items():
+                metrics[name].append(col[row])
             self.info[local]["epoch_time"].append(seconds)
+        self.epochs_done[self.local] += 1
+        self.samples[self.local] += seen
         if self.hook is None:
             return
         full = {}

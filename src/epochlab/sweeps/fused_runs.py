@@ -159,7 +159,8 @@ def train_task_fused(
         lrs=[_lr(m, task.epochs * ipe) for m in members], seeds=[m.seed for m in members],
         optimizer=members[0].optimizer,  # type: ignore[arg-type]
         weight_decay=[m.weight_decay for m in members],
-        validation_split=members[0].validation_split, on_epoch_end=hook,
+        validation_split=members[0].validation_split,
+        on_epoch_end=hook if read_at or any(stoppers) else None,
         task=prepared[0][1].task,  # the loss fit infers for these targets
     )
     out = []

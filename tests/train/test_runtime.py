@@ -187,6 +187,22 @@ def test_idle_cores_and_usable_cores_are_within_the_machine():
     assert 0.0 <= runtime.idle_cores(window=0.01) <= cores
 
 
+@pytest.mark.parametrize("own_seconds, idle", [(0.0, 1.0), (0.03, 2.0)])
+def test_idle_cores_counts_this_process_own_busy_core_as_idle(monkeypatch, own_seconds, idle):
+    # /proc/stat says 3 of 6 ticks idle on 2 CPUs over the window: one core busy. When this
+    # process itself kept a core busy (its OpenMP threads spinning after training), that core
+    # is not taken by another process.
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime, "_proc_stat", iter([(100, 50), (106, 53)]).__next__)
+    clock = SimpleNamespace(sleep=lambda s: None, process_time=iter([5.0, 5.0 + own_seconds]).__next__,
+                            monotonic=iter([7.0, 7.03]).__next__)
+    monkeypatch.setattr(runtime, "time", clock)
+    assert runtime.idle_cores() == pytest.approx(idle)
+
+
 def test_native_bf16_reads_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
     assert runtime.native_bf16("cpu") == (True, "the CPU has AVX512-BF16")

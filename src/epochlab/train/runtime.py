@@ -170,14 +170,17 @@ def usable_cores() -> int:
 
 
 def idle_cores(window: float = 0.03) -> float:
-    """Cores left idle by every process on the machine over the next ``window`` seconds.
+    """Cores left idle by other processes on the machine over the next ``window`` seconds.
 
     Read from ``/proc/stat`` (so a busy process that started a moment ago
     counts, unlike the load average); elsewhere from the 1-minute load average.
-    Its counters tick every 10 ms per core: over 30 ms a quiet 2-core machine read
-    2.0 idle cores and one with a core busy 1.0-1.2, as over 100 ms; over 10 ms
-    the reading swung between 0.7 and 2.0. The wait is part of every decision, so
-    it is kept short (0.1 s was 10% of a one-epoch CNN fit and of a K=64 sweep).
+    This process's own CPU time in the window is counted as idle: after a
+    training run its OpenMP threads spin a few ms before they sleep, and that
+    is not a competitor. The counters tick every 10 ms per core: over 30 ms a
+    quiet 2-core machine read 1.7-2.0 idle cores and one with a core busy 1.0-1.2,
+    as over 100 ms; over 10 ms the reading swung between 0.7 and 2.0. The wait is
+    part of every decision, so it is kept short (0.1 s was 10% of a one-epoch CNN
+    fit and of a K=64 sweep).
     """
     cores = usable_cores()
     a = _proc_stat()
@@ -186,15 +189,17 @@ def idle_cores(window: float = 0.03) -> float:
             return max(0.0, cores - os.getloadavg()[0])
         except (AttributeError, OSError):
             return float(cores)
+    own0, t0 = time.process_time(), time.monotonic()
     time.sleep(window)
     b = _proc_stat()
+    own = (time.process_time() - own0) / max(time.monotonic() - t0, 1e-9)
     if b is None:
         return float(cores)
     total, idle = b[0] - a[0], b[1] - a[1]
     if total <= 0:
         return float(cores)
     n_cpus = os.cpu_count() or cores
-    return min(float(cores), n_cpus * idle / total)
+    return min(float(cores), n_cpus * idle / total + own)
 
 
 def _proc_stat() -> tuple[int, int] | None:

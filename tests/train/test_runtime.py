@@ -106,7 +106,9 @@ def test_a_fused_group_takes_a_second_thread_from_less_work_than_one_model(monke
     assert n == 2 and "6.9 M multiply-adds a step" in why
     n, why = runtime.choose_threads(16 * 107_520, ceiling=2,
                                     per_thread=runtime.FUSED_MACS_PER_THREAD)
-    assert n == 1 and "a 2nd thread pays from 5 M" in why
+    assert n == 1 and "a 2nd thread pays from 3.2 M" in why
+    n, _ = runtime.choose_threads(32 * 107_520, ceiling=2, per_thread=runtime.FUSED_MACS_PER_THREAD)
+    assert n == 2
 
 
 def test_macs_per_step_counts_convolutions_and_linear_layers():

@@ -67,10 +67,12 @@ PRECISIONS = ("auto", "fp32", "bf16")
 MACS_PER_THREAD = 32_000_000
 
 # The same for a fused group (K members' batched matmuls split well across threads):
-# through el.sweep, slide 5's MLP (0.1 M a member step) with 2 threads against 1: K=16
-# 0.42 vs 0.32 s, K=32 0.53 vs 0.53, K=64 0.66 vs 1.05; cnn_small on 8x8 digits, K=8
-# (7.5 M) 0.24 vs 0.29. A 2nd thread for a group from 5 M a step.
-FUSED_MACS_PER_THREAD = 2_500_000
+# through el.sweep, slide 5's MLP (0.1 M a member step, 50 epochs), 1 thread against 2
+# (pinned, so without the 30 ms idle-core reading that "auto" adds for 2): K=4 0.115 vs
+# 0.106 s, K=8 0.164 vs 0.143, K=16 0.287 vs 0.233, K=32 0.48 vs 0.34; K=64 0.92 vs 0.64;
+# cnn_small on 8x8 digits, K=8 (7.5 M) 0.29 vs 0.24. Below K=32 the gain hardly pays for
+# the reading (and not at all in shorter runs): a 2nd thread for a group from 3.2 M a step.
+FUSED_MACS_PER_THREAD = 1_600_000
 
 # A sweep's fused task (K configurations trained as one, in float32) beats training them
 # one by one in bf16 up to this many forward multiply-adds a step per member: with

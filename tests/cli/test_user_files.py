@@ -133,3 +133,41 @@ def test_bad_files_and_models_say_what_failed_without_a_traceback(folder, comman
     res = _run(command, *args, "--epochs", "1", *extra)
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
+
+
+def test_sweep_of_regression_targets_ranks_by_val_loss_and_shows_the_test_loss(folder):
+    # Without --metric: regression logs no accuracy, so the default is val_loss (it was
+    # val_accuracy, which refused the sweep); the test column shows the test loss.
+    tmp, _ = folder
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5])).astype(np.float32)
+    np.savez(tmp / "reg.npz", X=x[:70], y=y[:70], X_test=x[70:], y_test=y[70:])
+    res = _run("sweep", "--data", "reg.npz", "--lr", "0.01,0.001", "--epochs", "2",
+               "--store", str(tmp / "r.db"), "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "val_loss: final" in res.output and "test loss" in res.output
+    store = SQLiteStore(tmp / "r.db")
+    try:
+        runs = store.runs()
+        assert [r.status for r in runs] == ["completed", "completed"]
+        assert all(np.isfinite(r.summary["test"]["loss"]) for r in runs)
+        assert store.study(runs[0].study)["spec"]["metric"] == "val_loss"
+    finally:
+        store.close()
+
+
+def test_an_npz_test_split_is_read_beside_X_and_y_and_half_a_pair_is_refused(folder):
+    from epochlab.data.files import load_npz
+
+    tmp, _ = folder
+    x, y = np.zeros((6, 2)), np.array([0, 1, 0, 1, 0, 1])
+    np.savez(tmp / "a.npz", X=x, y=y, X_test=x[:2], y_test=y[:2])
+    assert load_npz(tmp / "a.npz").x_test.shape == (2, 2)
+    np.savez(tmp / "b.npz", x=x, y=y, x_test=x[:2])
+    with pytest.raises(ValueError, match="holds x_test but not y_test"):
+        load_npz(tmp / "b.npz")
+    res = _run("sweep", "--data", "b.npz", "--epochs", "1", "--store", str(tmp / "b.db"))
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "holds x_test but not y_test" in res.output
+    assert not (tmp / "b.db").exists()

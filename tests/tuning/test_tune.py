@@ -91,6 +91,17 @@ def test_a_users_own_model_and_arrays_each_trial_seeded_as_documented(small):
     assert store.epochs(run.id)[-1]["val_loss"] == h.epochs[-1]["val_loss"]
 
 
+def test_regression_targets_are_tuned_on_val_loss_by_default():
+    # Regression logs no accuracy: without `metric`, tune minimizes val_loss (it refused).
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 4, generator=g)
+    y = x @ torch.tensor([1.0, -1.0, 0.5, 2.0])
+    r = el.tune(lambda: el.models.mlp(4, out_features=1), (x, y), space="lr=choice(0.01,0.001)",
+                trials=2, pruner="none", sampler="grid", epochs=2)
+    assert (r.metric, r.mode) == ("val_loss", "min")
+    assert all(t.value is not None for t in r.trials)
+
+
 def test_optunas_tables_live_beside_the_stores_in_one_file(tmp_path, small):
     path = tmp_path / "epochlab.db"
     store = SQLiteStore(path)

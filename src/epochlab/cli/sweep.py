@@ -73,8 +73,10 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
 @click.option("--early-stopping", "early_stopping", default=None,
               help="e.g. 'val_loss:patience=5,restore=true' (turns prefix sharing off).")
 @click.option("--validation-split", "validation_split", type=float, default=0.2, show_default=True)
-@click.option("--metric", default="val_accuracy", show_default=True,
-              help="The epoch metric that picks the best configuration.")
+@click.option("--metric", default=None,
+              help="The epoch metric that picks the best configuration [default: "
+                   "val_accuracy; val_loss for regression targets; without a validation "
+                   "split, accuracy or loss].")
 @click.option("--mode", type=click.Choice(["max", "min"]), default=None,
               help="Which way --metric is better [default: from its name: min for loss/error/"
                    "mse/mae, max for accuracy/auc/f1/precision/recall; others need --mode].")
@@ -141,7 +143,7 @@ def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, ba
         _check_one_lr(spec, lr)
     # Bad data, model, metric or executor: refused before the store file exists.
     check_executor(workers, executor, ray_address)
-    preflight(spec, sources)
+    spec = preflight(spec, sources)
     store = open_store(store_path)
     try:
         console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in "
@@ -268,12 +270,16 @@ def results_table(result: Any, store: Any) -> Table:
     swept = spec.swept() or ["epochs"]
     table = Table(show_edge=False, pad_edge=False,
                   title=f"{spec.metric}: final = at the weights kept; best = best epoch (n)")
-    for n in ["run", *swept, "status", "final", "best (n)", "test acc", "updates", "from"]:
+    # Test accuracy; the test loss where the runs have no accuracy (regression).
+    tests = [r.summary.get("test", {}) for r in result.runs]
+    test_key = "loss" if not any("accuracy" in t for t in tests) else "accuracy"
+    test_head = "test acc" if test_key == "accuracy" else "test loss"
+    for n in ["run", *swept, "status", "final", "best (n)", test_head, "updates", "from"]:
         table.add_column(n, justify="right")
     for r in result.runs:
         v = metric_values(store.epochs(r.id), spec.metric, spec.mode, r.summary.get("weights_epoch"))
         best = "" if math.isnan(v["best"]) else f"{v['best']:.4f} ({v['best_epoch']})"
-        test = r.summary.get("test", {}).get("accuracy")
+        test = r.summary.get("test", {}).get(test_key)
         mark = " *" if result.best is not None and r.id == result.best.id else ""
         table.add_row(
             f"{r.id}{mark}", *(_cell(r.settings[n]) for n in swept), r.status,

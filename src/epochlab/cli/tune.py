@@ -40,8 +40,9 @@ DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs
               default="auto", show_default=True,
               help="Compare trials at equal epochs or equal optimizer updates; auto: updates "
                    "when the batch size is searched.")
-@click.option("--metric", default="val_accuracy", show_default=True,
-              help="The validation metric to optimize.")
+@click.option("--metric", default=None,
+              help="The validation metric to optimize [default: val_accuracy; val_loss for "
+                   "regression targets].")
 @click.option("--mode", type=click.Choice(["max", "min"]), default=None,
               help="[default: from the metric: max for accuracy, min for loss]")
 @click.option("--epochs", type=int, default=20, show_default=True, help="When not in --space.")
@@ -74,6 +75,7 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
     """
     from epochlab.cli.common import check_model_name
     from epochlab.store import SQLiteStore, default_store_path
+    from epochlab.sweeps.spec import default_metric
     from epochlab.tuning import parse_space, tune
     from epochlab.validation import check_int
 
@@ -86,6 +88,8 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--data") from None
     check_model_name(model)
+    if metric is None:  # regression targets log no accuracy
+        metric = default_metric(bundle.task, validation_split)
     store = SQLiteStore(store_path or default_store_path())  # created only once the rest is known good
     console.print(f"[bold]epochlab tune[/]: data {data} · model {model} · {trials} trials · "
                   f"pruner {pruner} · sampler {sampler}")

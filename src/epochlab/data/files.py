@@ -65,7 +65,8 @@ def from_arrays(
 
 
 def load_npz(path: str | Path) -> DataBundle:
-    """Arrays ``X`` (or ``x``) and ``y``, or ``x_train``/``y_train`` (+ optional ``x_test``/``y_test``).
+    """Arrays ``X`` (or ``x``, ``x_train``, ``X_train``) and ``y`` (or ``y_train``), with an
+    optional test split ``x_test`` (or ``X_test``) and ``y_test``.
 
     Example:
         >>> import numpy as np, tempfile
@@ -77,13 +78,19 @@ def load_npz(path: str | Path) -> DataBundle:
     path = Path(path)
     with np.load(path, allow_pickle=False) as f:
         names = set(f.files)
-        for x_name in ("X", "x"):  # np.savez(path, x=..., y=...) is as common as X
-            if {x_name, "y"} <= names:
-                return from_arrays(f[x_name], f["y"], name=path.name)
-        if {"x_train", "y_train"} <= names:
-            test = {"x_test": f["x_test"], "y_test": f["y_test"]} \
-                if {"x_test", "y_test"} <= names else {}
-            return from_arrays(f["x_train"], f["y_train"], name=path.name, **test)
+        # np.savez(path, x=..., y=...) is as common as X; a test split may come with either.
+        pairs = (("X", "y"), ("x", "y"), ("x_train", "y_train"), ("X_train", "y_train"))
+        train = next((p for p in pairs if set(p) <= names), None)
+        x_test = next((n for n in ("x_test", "X_test") if n in names), None)
+        if train is not None and (x_test is None) == ("y_test" in names):
+            given = x_test or "y_test"
+            raise ParameterError(
+                f"The file {str(path)!r} holds {given} but not "
+                f"{'y_test' if x_test else 'x_test'}; a test split needs both (or neither)."
+            )
+        if train is not None:
+            test = {"x_test": f[x_test], "y_test": f["y_test"]} if x_test else {}
+            return from_arrays(f[train[0]], f[train[1]], name=path.name, **test)
     raise ParameterError(
         f"The file {str(path)!r} holds arrays {sorted(names)}, but must hold X (or x) and y, or "
         "x_train and y_train (with optional x_test and y_test)."

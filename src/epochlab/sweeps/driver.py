@@ -38,7 +38,7 @@ from epochlab.store.memory import MemoryStore
 from epochlab.store.record import check_study, ensure_study
 from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
-from epochlab.sweeps.spec import SweepSpec
+from epochlab.sweeps.spec import SweepSpec, default_metric
 from epochlab.sweeps.worker import TaskOutcome, execute_task, remove_checkpoints
 from epochlab.sweeps.workload import (
     NO_SOURCES,
@@ -170,7 +170,7 @@ def best_run(
     return min(scored, key=lambda t: t[:3])[3] if scored else None
 
 
-def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> None:
+def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
     """Load the data and build each distinct model once, so bad names fail before training.
 
     The CLI calls it before it creates the store, so a refused sweep leaves no file.
@@ -178,6 +178,8 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> None:
     The ranking metric is checked too: it must be one the runs will log
     (``loss``, ``accuracy`` for classification, and their ``val_`` forms when
     there is a validation split), or the whole grid would train for nothing.
+    Returns the spec with its metric decided from the data when it was left None
+    (:meth:`SweepSpec.for_task`).
 
     Example:
         >>> preflight(SweepSpec(data="synthetic", model="cnn"))
@@ -198,6 +200,7 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> None:
             raise ParameterError(f"Cannot build model {c.model!r} on data {c.data!r}: {e}") from None
         check_forward(model, data, c.model, c.data)  # a model that cannot take the data
     task = getattr(data, "task", None)
+    spec = spec.for_task(task)
     if task is not None:
         logged = ["loss"] + (["accuracy"] if task in ("binary", "multiclass") else [])
         logged += [f"val_{m}" for m in logged] if spec.validation_split > 0 else []
@@ -208,6 +211,7 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> None:
                 f"The value of `metric` is {spec.metric!r}, but the runs of this sweep log "
                 f"only: {', '.join(logged)}{hint}."
             )
+    return spec
 
 
 @contextlib.contextmanager
@@ -336,7 +340,8 @@ def sweep(
         validation_split: fraction of the rows held out (seeded, stratified).
         early_stopping: e.g. ``"val_loss:patience=5,restore=true"``.
         metric, mode: what picks the best run; default ``val_accuracy``/max
-            for classification, ``val_loss``/min for regression.
+            for classification, ``val_loss``/min for regression (``accuracy`` and
+            ``loss`` with ``validation_split=0``).
         store: where runs are recorded; None uses a fresh in-memory store.
         name: the study's name; None makes one from the settings.
         workers: 0 trains in this process; N uses N spawned worker processes
@@ -400,7 +405,7 @@ def sweep(
         )
     user = user_inputs(spec_or_make_model, data_or_store)
     if metric is None:
-        metric = "val_loss" if user.task == "regression" else "val_accuracy"
+        metric = default_metric(user.task, validation_split)
     spec = SweepSpec(
         data=user.data, model=user.model, data_fingerprint=user.data_fingerprint,
         model_fingerprint=user.model_fingerprint,
@@ -431,7 +436,7 @@ def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int
         raise ParameterError(f"The value of `select` is {select!r}, but must be one of {SELECT}.")
     t0 = time.perf_counter()
     check_picklable(sources, 1 if executor == "ray" else workers)
-    preflight(spec, sources)
+    spec = preflight(spec, sources)
     name = spec.study_name()
     check_study(store, name, spec.to_dict())  # before waiting for another driver
     with study_lock(store, name) as waited:

@@ -50,7 +50,7 @@ from epochlab.callbacks.early_stopping import parse as parse_early_stopping
 from epochlab.train.trainer import DEFAULT_LR, OPTIMIZERS
 from epochlab.validation import ParameterError, resolve_mode
 
-__all__ = ["FIXED", "MODES", "SWEPT", "Config", "SweepSpec", "canonical_schedule"]
+__all__ = ["FIXED", "MODES", "SWEPT", "Config", "SweepSpec", "canonical_schedule", "default_metric"]
 
 SWEPT = ("epochs", "batch_size", "lr", "batch_norm", "seed", "optimizer", "weight_decay",
          "schedule")
@@ -214,6 +214,18 @@ def _as_tuple(name: str, values: Any) -> tuple:
     return checked
 
 
+def default_metric(task: str | None, validation_split: float) -> str:
+    """The metric that ranks runs when none is given: accuracy, or the loss for regression
+    (which logs no accuracy); a validation metric when there is a validation split.
+
+    Example:
+        >>> default_metric("multiclass", 0.2), default_metric("regression", 0.0)
+        ('val_accuracy', 'loss')
+    """
+    name = "loss" if task == "regression" else "accuracy"
+    return f"val_{name}" if validation_split > 0 else name
+
+
 @dataclass(frozen=True)
 class SweepSpec:
     """A grid of training settings; the product of the swept lists is the set of configurations.
@@ -225,7 +237,10 @@ class SweepSpec:
             the swept settings, each a value or a sequence of values.
         validation_split: fraction of the training rows held out (seeded, stratified).
         early_stopping: ``"val_loss:patience=5,restore=true"`` or None.
-        metric: the epoch metric that ranks configurations (``"val_accuracy"``).
+        metric: the epoch metric that ranks configurations; None: from the data
+            (:func:`default_metric`: ``"val_accuracy"``, ``"val_loss"`` for regression
+            targets, without the ``val_`` when ``validation_split`` is 0), decided by
+            :func:`epochlab.sweeps.driver.preflight`.
         mode: ``"max"`` or ``"min"``: which way ``metric`` is better; None reads it
             from the metric's name (loss/error/mse/mae: min; accuracy/auc/f1/
             precision/recall: max) and refuses any other name.
@@ -253,7 +268,7 @@ class SweepSpec:
     schedule: tuple[str | None, ...] = (None,)
     validation_split: float = 0.2
     early_stopping: str | None = None
-    metric: str = "val_accuracy"
+    metric: str | None = None
     mode: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
@@ -264,6 +279,8 @@ class SweepSpec:
         for n in SWEPT:
             object.__setattr__(self, n, _as_tuple(n, getattr(self, n)))
         for n in ("data", "model", "metric"):
+            if n == "metric" and self.metric is None:
+                continue
             if not isinstance(getattr(self, n), str) or not getattr(self, n):
                 raise _fail(n, getattr(self, n), "a non-empty name")
         vs = self.validation_split
@@ -274,7 +291,8 @@ class SweepSpec:
             raise _fail("mode", self.mode, "'max' or 'min' (or None: from the metric's name)")
         # Which way is better comes from the metric's name (val_loss: min); any other
         # name needs an explicit mode, since a guess would rank the worst run first.
-        object.__setattr__(self, "mode", resolve_mode(self.metric, self.mode))
+        if self.metric is not None:
+            object.__setattr__(self, "mode", resolve_mode(self.metric, self.mode))
         self._check_lr_source()
         if isinstance(self.early_stopping, str) and self.early_stopping.strip().lower() in (
                 "", "none", "off"):
@@ -293,6 +311,17 @@ class SweepSpec:
             v = getattr(self, n)
             if v is not None and (not isinstance(v, str) or not v):
                 raise _fail(n, v, "a non-empty text or None")
+
+    def for_task(self, task: str | None) -> SweepSpec:
+        """This spec with its metric decided for data of ``task`` when it was left to the data.
+
+        Example:
+            >>> SweepSpec().for_task("regression").metric, SweepSpec().for_task("binary").mode
+            ('val_loss', 'max')
+        """
+        if self.metric is not None:
+            return self
+        return replace(self, metric=default_metric(task, self.validation_split))
 
     def _check_lr_source(self) -> None:
         """One learning rate per run: a schedule's own initial rate and other ``lr`` values clash."""

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from epochlab.store.base import DONE, RunRecord, Store, run_key
+from epochlab.sweeps.spec import default_metric
 from epochlab.train.history import History
 from epochlab.tuning.pruning import PRUNERS, Budget, TrialPruning, make_budget, make_pruner
 from epochlab.tuning.space import SearchSpace, parse_space
@@ -268,7 +269,7 @@ def tune(
     pruner: str = "hyperband",
     sampler: str = "tpe",
     prune_by: str = "auto",
-    metric: str = "val_accuracy",
+    metric: str | None = None,
     mode: str | None = None,
     epochs: int = 20,
     batch_size: int = 32,
@@ -305,7 +306,8 @@ def tune(
         prune_by: compare trials at equal ``epochs`` or ``updates``; ``auto``
             uses updates when the space searches the batch size (see
             :mod:`epochlab.tuning.pruning`).
-        metric, mode: the epoch metric optimized (a validation metric) and
+        metric, mode: the epoch metric optimized (a validation metric; default
+            ``val_accuracy``, ``val_loss`` for regression targets) and
             ``"max"``/``"min"`` (inferred for accuracy and loss).
         epochs, batch_size, lr, optimizer, weight_decay, momentum, validation_split, seed:
             every trial's value of the settings the space does not search.
@@ -350,14 +352,8 @@ def tune(
         raise ParameterError(f"The value of `sampler` is {sampler!r}, but must be one of {SAMPLERS}.")
     if sampler == "grid":
         sp.grid()  # every setting must be a finite set
-    mode = mode or _infer_mode(metric)
-    if mode not in ("max", "min"):
-        raise ParameterError(f"The value of `mode` is {mode!r}: give 'max' or 'min' for metric "
-                             f"{metric!r} (inferred only for accuracy and loss).")
-    if not metric.startswith("val_"):
-        raise ParameterError(f"The value of `metric` is {metric!r}, but tuning needs a validation "
-                             "metric (val_accuracy, val_loss, ...): a training metric rewards "
-                             "overfitting.")
+    if metric is not None:
+        _check_metric(metric, mode)
     if not isinstance(validation_split, (int, float)) or not 0 < validation_split < 1:
         raise ParameterError(f"The value of `validation_split` is {validation_split!r}, but must be "
                              "in (0, 1): the pruner compares validation metrics.")
@@ -380,7 +376,10 @@ def tune(
     max_epochs = sp["epochs"].largest() if "epochs" in sp else fixed["epochs"]
     budget = make_budget(prune_by, batch_sizes=[int(b) for b in batch_sizes],
                          max_epochs=int(max_epochs), n_train=n_train)
-    _preflight(factory, train, metric, fixed)
+    task = _preflight(factory, train, metric, fixed)
+    if metric is None:  # from the data: regression targets log no accuracy
+        metric = default_metric(task, validation_split)
+    mode = _check_metric(metric, mode)
 
     described = {"data": data_name, "model": model_name, "space": str(sp), "metric": metric,
                  "mode": mode, "pruner": pruner, "sampler": sampler, "prune_by": budget.by,
@@ -429,9 +428,23 @@ def tune(
                       fixed={k: v for k, v in fixed.items() if k not in sp})
 
 
-def _preflight(factory: Callable[[], torch.nn.Module], train: Any, metric: str,
-               fixed: dict[str, Any]) -> None:
-    """Build the model and train one epoch on a few rows, so a bad model or metric fails now."""
+def _check_metric(metric: str, mode: str | None) -> str:
+    """The mode for ``metric`` (given, or inferred from its name); a validation metric only."""
+    mode = mode or _infer_mode(metric)
+    if mode not in ("max", "min"):
+        raise ParameterError(f"The value of `mode` is {mode!r}: give 'max' or 'min' for metric "
+                             f"{metric!r} (inferred only for accuracy and loss).")
+    if not metric.startswith("val_"):
+        raise ParameterError(f"The value of `metric` is {metric!r}, but tuning needs a validation "
+                             "metric (val_accuracy, val_loss, ...): a training metric rewards "
+                             "overfitting.")
+    return mode
+
+
+def _preflight(factory: Callable[[], torch.nn.Module], train: Any, metric: str | None,
+               fixed: dict[str, Any]) -> str:
+    """Build the model and train one epoch on a few rows, so a bad model or metric fails now;
+    returns the task of the data (``binary``, ``multiclass``, ``regression``)."""
     from epochlab.train.loop import fit
 
     with torch.random.fork_rng(devices=[]):
@@ -448,10 +461,11 @@ def _preflight(factory: Callable[[], torch.nn.Module], train: Any, metric: str,
             h = fit(model, train, epochs=1, batch_size=32, validation_split=0.25, verbose=0)
         except (ValueError, TypeError) as e:
             raise ParameterError(f"A trial cannot train this model on this data: {e}") from None
-    if metric not in h.epochs[0]:
+    if metric is not None and metric not in h.epochs[0]:
         names = [k for k in h.epochs[0] if k.startswith("val_")]
         raise ParameterError(f"The value of `metric` is {metric!r}, but the runs record "
                              f"{', '.join(names)}.")
+    return h.task
 
 
 @dataclass

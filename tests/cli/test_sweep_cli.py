@@ -74,3 +74,33 @@ def test_report_on_a_missing_study_lists_the_ones_there_are(tmp_path, spec_file)
                               "--study", "here", "--store", db, "--no-progress"])
     res = CliRunner().invoke(main, ["report", "--study", "nope", "--store", db])
     assert res.exit_code == 2 and "no study 'nope'" in res.output and "here" in res.output
+
+
+def test_report_without_study_takes_the_only_one_and_else_names_them(tmp_path, spec_file):
+    db = str(tmp_path / "s.db")
+    sweep = ["sweep", "--spec", str(spec_file), "--epochs", "1", "--store", db, "--no-progress"]
+    CliRunner().invoke(main, [*sweep, "--study", "first"])
+    res = CliRunner().invoke(main, ["report", "--store", db, "--out", str(tmp_path / "r1")])
+    assert res.exit_code == 0, res.output
+    assert "study first (the only one" in res.output and (tmp_path / "r1" / "results.csv").exists()
+    CliRunner().invoke(main, [*sweep, "--study", "second"])
+    res = CliRunner().invoke(main, ["report", "--store", db])
+    assert res.exit_code == 2 and "pass --study NAME" in res.output
+    assert "first" in res.output and "second" in res.output
+
+
+def test_report_of_fit_runs_on_regression_targets_ranks_by_val_loss(tmp_path, monkeypatch):
+    # `epochlab fit` stores its runs with no spec; regression runs log no accuracy, so the
+    # report's metric comes from what they logged (it was val_accuracy, refused).
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    np.savez("reg.npz", X=x, y=(x @ np.array([1.0, 2.0, -1.0])).astype(np.float32))
+    fit = CliRunner().invoke(main, ["fit", "--data", "reg.npz", "--epochs", "2", "--verbose", "0",
+                                    "--out", "o", "--store", "f.db"])
+    assert fit.exit_code == 0, fit.output
+    res = CliRunner().invoke(main, ["report", "--store", "f.db", "--out", "r"])
+    assert res.exit_code == 0, res.output
+    assert "by val_loss" in res.output

@@ -9,10 +9,11 @@ from epochlab.cli.common import console
 
 
 @click.command("report")
-@click.option("--study", required=True, help="The study's name (see `epochlab sweep`).")
+@click.option("--study", default=None,
+              help="The study's name (see `epochlab sweep`) [default: the store's only study].")
 @click.option("--store", "store_path", default=None, help="SQLite file [default: ./epochlab.db].")
 @click.option("--out", default=None, help="Output folder [default: runs/report-<study>].")
-@click.option("--metric", default=None, help="Epoch metric [default: the study's, val_accuracy].")
+@click.option("--metric", default=None, help="Epoch metric [default: the study's; for `fit` runs val_accuracy, else val_loss].")
 @click.option("--mode", type=click.Choice(["max", "min"]), default=None,
               help="Which way the metric is better [default: the study's for its metric; "
                    "min for loss/error names, max for accuracy/auc/f1/precision/recall].")
@@ -36,9 +37,12 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
     from epochlab.store import open_store
     from epochlab.validation import check_name, check_out_dir
 
-    check_name("study", study)
-    folder = check_out_dir(out, overwrite=True) if out else Path("runs") / f"report-{study}"
+    if study is not None:
+        check_name("study", study)
     with open_store(store_path, create=False) as store:
+        if study is None:
+            study = _only_study(store)
+        folder = check_out_dir(out, overwrite=True) if out else Path("runs") / f"report-{study}"
         result = write_report(store, study, folder, metric=metric, mode=mode, x=x, y=y,
                               select=select)
         if html:
@@ -62,3 +66,17 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
         console.print("[bold]Advice[/]")
         console.print(format_advice(result["advice"]), markup=False, highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in result["files"].values()))
+
+
+def _only_study(store: object) -> str:
+    """The name of the store's one study; a usage error naming them when there are several."""
+    names = [st["name"] for st in store.studies()]  # type: ignore[attr-defined]
+    where = getattr(store, "path", "the store")
+    if len(names) == 1:
+        console.print(f"study {names[0]} (the only one in {where})", markup=False,
+                      highlight=False)
+        return names[0]
+    if not names:
+        raise click.UsageError(f"{where} holds no studies yet: run `epochlab sweep` first.")
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+    raise click.UsageError(f"{where} holds several studies; pass --study NAME, one of: {shown}.")

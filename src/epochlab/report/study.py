@@ -89,6 +89,20 @@ def _check_metric(store: Store, runs: Sequence[RunRecord], metric: str) -> None:
 _BOOKKEEPING = ("epoch", "updates", "samples_seen", "time", "lr")
 
 
+def _study_metric(store: Store, study: str, spec: dict[str, Any]) -> str:
+    """The study's own metric; for runs stored without one (``epochlab fit``), the first of
+    val_accuracy, val_loss, accuracy, loss that a finished run logged."""
+    if spec.get("metric"):
+        return str(spec["metric"])
+    logged: set[str] = set()
+    for r in _runs(store, study):
+        if r.status in DONE:
+            for row in store.epochs(r.id)[:1]:
+                logged.update(row)
+    return next((m for m in ("val_accuracy", "val_loss", "accuracy", "loss") if m in logged),
+                "val_accuracy")
+
+
 def swept_settings(runs: Sequence[RunRecord]) -> list[str]:
     """Settings that take more than one value across ``runs``, in the spec's order."""
     out = []
@@ -266,7 +280,8 @@ def write_report(
 
     Returns the paths, the best run and the advice items (``"advice"``).
 
-    ``metric`` and ``mode`` default to the study's spec (else ``val_accuracy``, max).
+    ``metric`` and ``mode`` default to the study's spec (else the first of val_accuracy,
+    val_loss, accuracy, loss that its runs logged; the mode from the name).
 
     Example:
         >>> from epochlab.store import MemoryStore
@@ -282,7 +297,7 @@ def write_report(
     if info is None:
         _runs(store, study)  # raises, listing the studies there are
     spec = (info or {}).get("spec") or {}
-    metric = metric or spec.get("metric", "val_accuracy")
+    metric = metric or _study_metric(store, study, spec)
     runs = _runs(store, study)
     _check_metric(store, runs, metric)
     if mode is None:
@@ -430,7 +445,7 @@ def study_sections(
     if info is None:
         _runs(store, study)  # raises, naming the studies there are
     spec = (info or {}).get("spec") or {}
-    metric = metric or spec.get("metric", "val_accuracy")
+    metric = metric or _study_metric(store, study, spec)
     if mode is None:  # the study's mode belongs to its metric; another's comes from the name
         mode = spec["mode"] if metric == spec.get("metric") and "mode" in spec else (
             resolve_mode(metric))

@@ -97,7 +97,6 @@ CASES: list[tuple[list[str], int, str]] = [
     # -- report -------------------------------------------------------------------------------
     (["report", "--study", "none", "--store", "{tmp}/x.db"], 2, r"No runs stored yet at .*x.db"),
     (["report", "--study", "none", "--store", "{store}"], 2, r"There is no study 'none' .*: s"),
-    (["report", "--store", "{store}"], 2, r"Missing option '--study'"),
     (["report", "--study", "", "--store", "{store}"], 2, r"`study` is ''"),
     (["report", "--study", "s", "--store", "{store}", "--metric", "val_f2"], 2,
      r"no run of this study logged it; the runs have: loss, accuracy, val_loss"),

@@ -3,9 +3,14 @@ or (``--html``) as one self-contained HTML page."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from epochlab.cli.common import console
+
+if TYPE_CHECKING:
+    from epochlab.store import Store
 
 
 @click.command("report")
@@ -68,9 +73,9 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
     console.print("wrote " + ", ".join(str(p) for p in result["files"].values()))
 
 
-def _only_study(store: object) -> str:
+def _only_study(store: Store) -> str:
     """The name of the store's one study; a usage error naming them when there are several."""
-    names = [st["name"] for st in store.studies()]  # type: ignore[attr-defined]
+    names = [st["name"] for st in store.studies()]
     where = getattr(store, "path", "the store")
     if len(names) == 1:
         console.print(f"study {names[0]} (the only one in {where})", markup=False,

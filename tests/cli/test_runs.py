@@ -155,3 +155,14 @@ def test_record_history_stores_a_real_fit_with_its_accounting_and_versions(tmp_p
         assert store.iterations(rid) == h.iterations
         with pytest.raises(ValueError, match="not overwritten"):
             record_history(store, "fit", "first", {}, h)
+
+
+def test_python_dash_m_epochlab_is_the_epochlab_command():
+    # Where the `epochlab` script is not on PATH (a notebook's kernel, a bare venv).
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "epochlab", "runs", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Usage: epochlab runs")

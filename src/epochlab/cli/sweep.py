@@ -272,7 +272,7 @@ def results_table(result: Any, store: Any) -> Table:
                   title=f"{spec.metric}: final = at the weights kept; best = best epoch (n)")
     # Test accuracy; the test loss where the runs have no accuracy (regression).
     tests = [r.summary.get("test", {}) for r in result.runs]
-    test_key = "loss" if not any("accuracy" in t for t in tests) else "accuracy"
+    test_key = "accuracy" if any("accuracy" in t for t in tests) else "loss"
     test_head = "test acc" if test_key == "accuracy" else "test loss"
     for n in ["run", *swept, "status", "final", "best (n)", test_head, "updates", "from"]:
         table.add_column(n, justify="right")

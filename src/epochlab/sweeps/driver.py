@@ -38,7 +38,7 @@ from epochlab.store.memory import MemoryStore
 from epochlab.store.record import check_study, ensure_study
 from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
-from epochlab.sweeps.spec import SweepSpec, default_metric
+from epochlab.sweeps.spec import SweepSpec
 from epochlab.sweeps.worker import TaskOutcome, execute_task, remove_checkpoints
 from epochlab.sweeps.workload import (
     NO_SOURCES,
@@ -404,8 +404,6 @@ def sweep(
             "DataBundle, a Dataset or a dataset name."
         )
     user = user_inputs(spec_or_make_model, data_or_store)
-    if metric is None:
-        metric = default_metric(user.task, validation_split)
     spec = SweepSpec(
         data=user.data, model=user.model, data_fingerprint=user.data_fingerprint,
         model_fingerprint=user.model_fingerprint,

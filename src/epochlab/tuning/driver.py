@@ -352,8 +352,8 @@ def tune(
         raise ParameterError(f"The value of `sampler` is {sampler!r}, but must be one of {SAMPLERS}.")
     if sampler == "grid":
         sp.grid()  # every setting must be a finite set
-    if metric is not None:
-        _check_metric(metric, mode)
+    if metric is not None:  # a bad metric fails before the preflight's training
+        mode = _check_metric(metric, mode)
     if not isinstance(validation_split, (int, float)) or not 0 < validation_split < 1:
         raise ParameterError(f"The value of `validation_split` is {validation_split!r}, but must be "
                              "in (0, 1): the pruner compares validation metrics.")
@@ -379,7 +379,7 @@ def tune(
     task = _preflight(factory, train, metric, fixed)
     if metric is None:  # from the data: regression targets log no accuracy
         metric = default_metric(task, validation_split)
-    mode = _check_metric(metric, mode)
+        mode = _check_metric(metric, mode)
 
     described = {"data": data_name, "model": model_name, "space": str(sp), "metric": metric,
                  "mode": mode, "pruner": pruner, "sampler": sampler, "prune_by": budget.by,

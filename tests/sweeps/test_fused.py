@@ -444,3 +444,41 @@ def test_a_binary_loss_that_overflows_while_the_logits_cancel_stops_the_member_a
     assert h.stop_reason == "diverged" and h.total_updates == 0
     assert res[0].status == "diverged" and res[0].updates == 0
     assert math.isfinite(res[0].info["divergence"]["grad_norm"])
+
+
+@pytest.mark.parametrize("kind", ["adam_mlp", "sgd_momentum", "dropout_batchnorm"])
+def test_an_epoch_run_again_from_its_saved_start_gives_the_same_numbers(monkeypatch, kind):
+    # Steps run unchecked and each epoch is checked at its end; a non-finite one runs again
+    # from the state saved at its start. Forcing that replay every epoch must change nothing:
+    # parameters, optimizer moments, batch norm statistics and dropout draws all restored.
+    from epochlab.sweeps import fused
+
+    X, y = _data(n_classes=3)
+    seeds = [0, 1, 2]
+    kw = dict(epochs=3, batch_size=32, validation_split=0.2, lrs=[0.01, 0.003, 0.001],
+              seeds=seeds)
+    if kind == "sgd_momentum":
+        kw.update(optimizer="sgd", momentum=0.9)
+
+    def models():
+        out = []
+        for s in seeds:
+            torch.manual_seed(s)
+            if kind == "dropout_batchnorm":
+                out.append(nn.Sequential(nn.Linear(N_FEATURES, 16), nn.BatchNorm1d(16),
+                                         nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3)))
+            else:
+                out.append(mlp(N_FEATURES, hidden=HIDDEN, out_features=3))
+        return out
+
+    normal = train_fused(models(), X, y, **kw)
+    replays = []
+    monkeypatch.setattr(fused._Chunk, "_all_finite",
+                        lambda self, step_loss: bool(replays.append(1)))
+    replayed = train_fused(models(), X, y, **kw)
+    assert len(replays) == 3
+    for a, b in zip(normal, replayed, strict=True):
+        assert a.updates == b.updates == 3 * 5 and a.step_loss == b.step_loss
+        assert a.metrics == b.metrics and a.grad_norm == b.grad_norm
+        for key in a.state_dict:
+            assert torch.equal(a.state_dict[key], b.state_dict[key]), key

@@ -228,7 +228,8 @@ def estimate_member_bytes(
     """Bytes one member adds to a chunk: weights, optimizer state, its epoch data, activations.
 
     A deliberate over-estimate: the parameter buffer, its gradient, two Adam
-    moments and about three parameter-sized temporaries; the member's
+    moments, about three parameter-sized temporaries and the copies of the
+    parameters and moments saved at each epoch's start; the member's
     gathered epoch rows (features, labels, indices); its validation rows and
     their activations; the activations and gradients of one batch.
     ``width`` is the activation values one row produces across the layers.
@@ -239,7 +240,7 @@ def estimate_member_bytes(
     """
     widths = width
     return (
-        7 * n_params * itemsize
+        10 * n_params * itemsize
         + n_train * (n_features * itemsize + 8 + 8)
         + n_val * (n_features * itemsize + 8 + 2 * widths * itemsize)
         + 4 * batch_size * (widths + n_features) * itemsize
@@ -520,6 +521,17 @@ def _targets(y: Tensor, task: str, out: int, dtype: torch.dtype) -> Tensor:
     return y.to(dtype).reshape(y.shape[0], out)
 
 
+@dataclass
+class _Epoch:
+    """One epoch's batches for every active member: inputs, the targets' part of the logits
+    gradient (:func:`~epochlab.sweeps.fused_ops.grad_terms`), the targets and ``alpha``."""
+
+    xs: list[Tensor]
+    terms: list[Tensor]
+    ye: Tensor
+    alpha: float
+
+
 class _Chunk:
     """One group of members trained at once; members leave the stack when they stop.
 
@@ -557,7 +569,8 @@ class _Chunk:
         elif n_val > 0:
             val_idx = torch.as_tensor(np.stack([splits[s][1] for s in seeds]))
             self.xv, self.yv = x[val_idx], y[val_idx]
-        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        by_seed: dict[int, torch.Generator] = {}
+        self.gens = [by_seed.setdefault(s, torch.Generator().manual_seed(s)) for s in seeds]
         self.const_lr = None
         if not any(callable(lr) for lr in lrs):
             self.const_lr = np.array(lrs, dtype=np.float64)
@@ -652,11 +665,17 @@ class _Chunk:
     # -- the loop --------------------------------------------------------------------
 
     def train(self, epochs: int) -> list[FusedResult]:
-        bs, net, task = self.bs, self.net, self.task
+        bs, task = self.bs, self.task
         for epoch in range(epochs):
             t0 = time.perf_counter()
             if self.shuffle:
-                perm = torch.stack([torch.randperm(self.n_train, generator=g) for g in self.gens])
+                # Members of one seed share a generator: one draw serves them all.
+                drawn: dict[int, Tensor] = {}
+                perm = torch.stack([
+                    drawn[id(g)] if id(g) in drawn
+                    else drawn.setdefault(id(g), torch.randperm(self.n_train, generator=g))
+                    for g in self.gens
+                ])
                 rows_idx = self.train_idx.gather(1, perm)
             else:
                 rows_idx = self.train_idx
@@ -664,90 +683,131 @@ class _Chunk:
             # targets' part of every step's logits gradient.
             xe, ye = _rows(self.x, rows_idx), _rows(self.y, rows_idx)
             term, alpha = grad_terms(task, ye, bs, self.out, self.flat.dtype)
-            xs, terms = xe.split(bs, dim=1), term.split(bs, dim=1)
-            # The epoch's logits and per-step records; its losses and accuracy are computed
-            # from the logits at its end (fewer calls a step).
-            self._ep_z, self._ep_rec, self._settled = [], [], 0
-            seen = 0
-            for b in range(self.ipe):
-                xb, term_b, alpha_b = xs[b], terms[b], alpha
-                nb = xb.shape[1]
-                if nb != bs:  # a last, smaller batch
-                    term_b, alpha_b = grad_terms(task, ye[:, seen:seen + nb], nb, self.out,
-                                                 self.flat.dtype)
-                lr = self._lr(epoch)
-                z = net.train_forward(xb)
-                grad = net.backward(logits_grad(task, z, term_b, alpha_b))
-                gnorm = torch.linalg.vector_norm(grad, dim=1)
-                # One check a step, on a product that is non-finite whenever a loss is (or a
-                # gradient): a non-finite one is checked member by member on the loss itself.
-                # BCE and cross-entropy overflow only for logits beyond 1e36, where their norm
-                # (sum of squares) has overflowed long before; a squared error can overflow
-                # with small logits (huge targets), so regression checks its loss.
-                if task == "regression":
-                    probe = row_losses(task, z, ye[:, seen:seen + nb]).mean(dim=1)
-                else:
-                    probe = torch.linalg.vector_norm(z, dim=(1, 2))
-                if not math.isfinite(torch.dot(gnorm, probe).item()):
-                    loss = row_losses(task, z, ye[:, seen:seen + nb]).mean(dim=1)
-                    ok = (torch.isfinite(loss) & torch.isfinite(gnorm)).numpy()
-                    if not ok.all():
-                        # As fit: no update from a non-finite loss or gradient; the member
-                        # keeps the weights of its last finite step and leaves the stack.
-                        keep, bad = np.flatnonzero(ok), np.flatnonzero(~ok)
-                        for row in bad:
-                            self.info[self.local[row]]["divergence"] = {
-                                "epoch": epoch, "iteration": b + 1, "step": self.updates,
-                                "lr": float(lr[row]), "loss": float(loss[row]),
-                                "grad_norm": float(gnorm[row]),
-                            }
-                        self._settle(ye, seen)
-                        self._finish(bad, "diverged", seen)
-                        if len(keep) == 0:
-                            return self.finished
-                        k_t = torch.as_tensor(keep)
-                        self._ep_z = [t[k_t] for t in self._ep_z]
-                        self._ep_rec = [(r_lr[keep], r_gn[k_t], r_n)
-                                        for r_lr, r_gn, r_n in self._ep_rec]
-                        gnorm, z, grad = gnorm[k_t], z[k_t], grad[k_t]
-                        ye, lr = ye[k_t], lr[keep]
-                        xs = [t[k_t] for t in xs]
-                        terms = [t[k_t] for t in terms]
-                        term_b = term_b[k_t]
-                self.opt.step(grad, lr)
-                self.updates += 1
-                seen += nb
-                self._ep_z.append(z)
-                self._ep_rec.append((lr, gnorm, nb))
-            zc, yc = torch.cat(self._ep_z, dim=1), ye[:, :seen]
-            step_loss = self._settle(ye, seen, zc)
+            ep = _Epoch(list(xe.split(bs, dim=1)), list(term.split(bs, dim=1)), ye, alpha)
+            # Optimistic: the steps run without a finiteness check each, and the epoch's
+            # losses and gradient norms are checked once at its end. Should one be
+            # non-finite, the epoch runs again from the state saved at its start, checking
+            # every step (the same calls in the same order: the same numbers).
+            snap = self._snapshot()
+            seen = self._steps(epoch, ep, check=False)
+            zc, step_loss = self._settle(ep.ye, seen, commit=False)
+            if not self._all_finite(step_loss):
+                self._restore(snap)
+                seen = self._steps(epoch, ep, check=True)
+                if seen < 0:
+                    return self.finished
+                zc, step_loss = self._settle(ep.ye, seen, commit=False)
+            del snap
+            self._commit(step_loss)
             # As fit: sum of (batch mean loss x batch rows) in float64, over rows seen.
             sizes = torch.tensor([r[2] for r in self._ep_rec], dtype=torch.float64)
             loss_sum = step_loss.to(torch.float64) @ sizes
-            correct = correct_counts(task, zc, yc)
+            correct = correct_counts(task, zc, ep.ye[:, :seen])
             self._end_epoch(epoch, loss_sum, correct, seen, time.perf_counter() - t0)
             if len(self.members) == 0:
                 return self.finished
         self._finish(np.arange(len(self.members)), "completed", 0)
         return self.finished
 
-    def _settle(self, ye: Tensor, seen: int, zc: Tensor | None = None) -> Tensor:
-        """The batch-mean losses ``(K, steps)`` of this epoch's steps so far, from their logits;
-        the steps not yet recorded go to the per-step records (before members leave, and at
-        the epoch's end)."""
+    def _snapshot(self) -> tuple[Any, ...]:
+        """What an epoch changes: the parameters, the optimizer's and the net's state."""
+        return self.flat.clone(), self.opt.snapshot(), self.net.snapshot(), self.updates
+
+    def _restore(self, snap: tuple[Any, ...]) -> None:
+        flat, opt, net, self.updates = snap
+        self.flat.copy_(flat)  # in place: the net's views of the buffer stay bound
+        self.opt.restore(opt)
+        self.net.restore(net)
+
+    def _all_finite(self, step_loss: Tensor) -> bool:
+        """Whether every step of the epoch had finite losses and gradient norms."""
+        norms = torch.stack([r[1] for r in self._ep_rec], dim=1)
+        return bool(torch.isfinite(step_loss).all()) and bool(torch.isfinite(norms).all())
+
+    def _steps(self, epoch: int, ep: _Epoch, check: bool) -> int:
+        """The epoch's steps; the rows seen, or -1 when every member diverged.
+
+        With ``check``, each step's losses and gradients are checked before the update: a
+        member whose loss or gradient is not finite makes no update from it, keeps the
+        weights of its last finite step and leaves the stack (as fit stops a run).
+        """
+        bs, net, task = self.bs, self.net, self.task
+        self._ep_z, self._ep_rec, self._settled = [], [], 0
+        seen = 0
+        for b in range(self.ipe):
+            xb, term_b, alpha_b = ep.xs[b], ep.terms[b], ep.alpha
+            nb = xb.shape[1]
+            if nb != bs:  # a last, smaller batch
+                term_b, alpha_b = grad_terms(task, ep.ye[:, seen:seen + nb], nb, self.out,
+                                             self.flat.dtype)
+            lr = self._lr(epoch)
+            z = net.train_forward(xb)
+            grad = net.backward(logits_grad(task, z, term_b, alpha_b))
+            gnorm = torch.linalg.vector_norm(grad, dim=1)
+            if check and not self._finite_step(z, gnorm, ep.ye[:, seen:seen + nb]):
+                loss = row_losses(task, z, ep.ye[:, seen:seen + nb]).mean(dim=1)
+                ok = (torch.isfinite(loss) & torch.isfinite(gnorm)).numpy()
+                if not ok.all():
+                    keep, bad = np.flatnonzero(ok), np.flatnonzero(~ok)
+                    for row in bad:
+                        self.info[self.local[row]]["divergence"] = {
+                            "epoch": epoch, "iteration": b + 1, "step": self.updates,
+                            "lr": float(lr[row]), "loss": float(loss[row]),
+                            "grad_norm": float(gnorm[row]),
+                        }
+                    self._settle(ep.ye, seen)
+                    self._finish(bad, "diverged", seen)
+                    if len(keep) == 0:
+                        return -1
+                    k_t = torch.as_tensor(keep)
+                    self._ep_z = [t[k_t] for t in self._ep_z]
+                    self._ep_rec = [(r_lr[keep], r_gn[k_t], r_n)
+                                    for r_lr, r_gn, r_n in self._ep_rec]
+                    gnorm, z, grad = gnorm[k_t], z[k_t], grad[k_t]
+                    ep.ye, lr = ep.ye[k_t], lr[keep]
+                    ep.xs = [t[k_t] for t in ep.xs]
+                    ep.terms = [t[k_t] for t in ep.terms]
+            self.opt.step(grad, lr)
+            self.updates += 1
+            seen += nb
+            self._ep_z.append(z)
+            self._ep_rec.append((lr, gnorm, nb))
+        return seen
+
+    def _finite_step(self, z: Tensor, gnorm: Tensor, yb: Tensor) -> bool:
+        """One check on a product that is non-finite whenever a loss is (or a gradient);
+        False sends the step to the exact member-by-member check on the loss itself.
+        BCE and cross-entropy overflow only for logits beyond 1e36, where their norm (sum
+        of squares) has overflowed long before; a squared error can overflow with small
+        logits (huge targets), so regression checks its loss."""
+        if self.task == "regression":
+            probe = row_losses(self.task, z, yb).mean(dim=1)
+        else:
+            probe = torch.linalg.vector_norm(z, dim=(1, 2))
+        return math.isfinite(torch.dot(gnorm, probe).item())
+
+    def _settle(self, ye: Tensor, seen: int, commit: bool = True) -> tuple[Tensor, Tensor]:
+        """This epoch's logits so far and the batch-mean losses ``(K, steps)`` of its steps,
+        from them; with ``commit`` the steps not yet recorded go to the per-step records
+        (before members leave, and at the epoch's end: :meth:`_commit`)."""
         if not self._ep_rec:
-            return torch.zeros(len(self.members), 0)
-        if zc is None:
-            zc = torch.cat(self._ep_z, dim=1)
+            return torch.zeros(len(self.members), 0, self.out), torch.zeros(len(self.members), 0)
+        zc = torch.cat(self._ep_z, dim=1)
         sizes = [r[2] for r in self._ep_rec]
         step_loss = batch_means(row_losses(self.task, zc, ye[:, :seen]), sizes)
+        if commit:
+            self._commit(step_loss)
+        return zc, step_loss
+
+    def _commit(self, step_loss: Tensor) -> None:
+        """Move the steps of this epoch not yet recorded into the per-step records."""
         new = self._ep_rec[self._settled:]
         if new:
             lrs = np.stack([r[0] for r in new], axis=1)
             norms = torch.stack([r[1] for r in new], dim=1)
-            self._seg.append((lrs, step_loss[:, self._settled:], norms, sizes[self._settled:]))
+            sizes = [r[2] for r in new]
+            self._seg.append((lrs, step_loss[:, self._settled:], norms, sizes))
         self._settled = len(self._ep_rec)
-        return step_loss
 
     def _end_epoch(
         self, epoch: int, loss_sum: Tensor, correct: Tensor | None, seen: int, seconds: float

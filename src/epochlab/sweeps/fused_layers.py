@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -329,6 +330,14 @@ class _StackedBuffers:
         """One member's buffers (copies), for its state_dict."""
         return {k: v[row].clone() for k, v in self.buffers.items()}
 
+    def snapshot(self) -> Any:
+        """The members' buffers, as copies (:meth:`restore` puts them back in place)."""
+        return {k: v.clone() for k, v in self.buffers.items()}
+
+    def restore(self, snap: Any) -> None:
+        for k, v in snap.items():
+            self.buffers[k].copy_(v)
+
     def _keep_buffers(self, keep: np.ndarray) -> None:
         rows = torch.as_tensor(keep, dtype=torch.int64)
         self.buffers = {k: v[rows] for k, v in self.buffers.items()}
@@ -481,6 +490,15 @@ class StackedNet(_StackedBuffers):
     def select(self, keep: np.ndarray) -> None:
         self.generators = [self.generators[i] for i in keep]
         self._keep_buffers(keep)
+
+    def snapshot(self) -> Any:
+        """The buffers and the dropout generators' states."""
+        return super().snapshot(), [g.get_state() for g in self.generators]
+
+    def restore(self, snap: Any) -> None:
+        super().restore(snap[0])
+        for g, state in zip(self.generators, snap[1], strict=True):
+            g.set_state(state)
 
     def _run(self, named: Mapping[str, Tensor], x: Tensor, step: Step) -> Tensor:
         h = x

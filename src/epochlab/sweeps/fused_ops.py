@@ -522,6 +522,16 @@ class FusedAdam:
         self._step_t = torch.zeros((), dtype=torch.float32)
         self._lr_runs: list[tuple[int, int, float]] | None = None
 
+    def snapshot(self) -> tuple[Tensor, Tensor, np.ndarray]:
+        """The moments and step counts, as copies (:meth:`restore` puts them back)."""
+        return self.exp_avg.clone(), self.exp_avg_sq.clone(), self.steps.copy()
+
+    def restore(self, snap: tuple[Tensor, Tensor, np.ndarray]) -> None:
+        """Back to the state of :meth:`snapshot` (the members must be the same)."""
+        self.exp_avg.copy_(snap[0])
+        self.exp_avg_sq.copy_(snap[1])
+        self.steps = snap[2].copy()
+
     def select(self, rows: Tensor, flat: Tensor) -> None:
         """Keep only members ``rows`` (after some stopped); ``flat`` is their new buffer."""
         idx = rows.numpy()
@@ -694,6 +704,14 @@ class FusedSGD:
         self.u_m, self.u_wd = _uniform(self.momentum), _uniform(self.wd)
         self.t_m = _col(self.momentum, self.flat)
         self.t_wd = _col(self.wd, self.flat)
+
+    def snapshot(self) -> Tensor | None:
+        """The momentum buffer, as a copy (None before the first step)."""
+        return None if self.buf is None else self.buf.clone()
+
+    def restore(self, snap: Tensor | None) -> None:
+        """Back to the state of :meth:`snapshot`."""
+        self.buf = None if snap is None else snap.clone()
 
     def select(self, rows: Tensor, flat: Tensor) -> None:
         """Keep only members ``rows``; ``flat`` is their new buffer."""

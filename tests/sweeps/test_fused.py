@@ -473,8 +473,8 @@ def test_an_epoch_run_again_from_its_saved_start_gives_the_same_numbers(monkeypa
 
     normal = train_fused(models(), X, y, **kw)
     replays = []
-    monkeypatch.setattr(fused._Chunk, "_all_finite",
-                        lambda self, step_loss: bool(replays.append(1)))
+    monkeypatch.setattr(fused._Chunk, "_finite_epoch",
+                        lambda self, ye, seen: bool(replays.append(1)))
     replayed = train_fused(models(), X, y, **kw)
     assert len(replays) == 3
     for a, b in zip(normal, replayed, strict=True):
@@ -482,3 +482,22 @@ def test_an_epoch_run_again_from_its_saved_start_gives_the_same_numbers(monkeypa
         assert a.metrics == b.metrics and a.grad_norm == b.grad_norm
         for key in a.state_dict:
             assert torch.equal(a.state_dict[key], b.state_dict[key]), key
+
+
+def test_metrics_summarized_epoch_by_epoch_equal_those_summarized_at_the_end(monkeypatch):
+    # Without a hook, the epochs' metrics are computed from kept logits in one go at the end
+    # (or when the kept logits pass a size limit); a limit of one value summarizes each epoch.
+    from epochlab.sweeps import fused
+
+    X, y = _data(n_classes=3)
+    kw = dict(epochs=4, batch_size=48, validation_split=0.2, lrs=[0.01, 0.002], seeds=[0, 1])
+    at_end = train_fused(_models([0, 1], 3), X, y, **kw)
+    monkeypatch.setattr(fused, "PENDING_VALUES", 1)
+    each = train_fused(_models([0, 1], 3), X, y, **kw)
+    for a, b in zip(at_end, each, strict=True):
+        assert a.iterations_per_epoch == 4  # 160 rows: three batches of 48 and one of 16
+        assert len(a.metrics["val_accuracy"]) == len(a.step_loss) // 4 == 4
+        for name in a.metrics:
+            np.testing.assert_allclose(a.metrics[name], b.metrics[name], rtol=1e-12, atol=0)
+        np.testing.assert_allclose(a.step_loss, b.step_loss, rtol=1e-12, atol=0)
+        assert a.grad_norm == b.grad_norm and a.lr == b.lr and a.batch_sizes == b.batch_sizes

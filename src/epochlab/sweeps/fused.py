@@ -41,10 +41,9 @@ from epochlab.sweeps.fused_ops import (
     FusedAdam,
     FusedSGD,
     batch_means,
-    correct_counts,
+    correct_rows,
     grad_terms,
     logits_grad,
-    loss_and_grad,
     row_losses,
 )
 from epochlab.train.accounting import iterations_per_epoch
@@ -532,6 +531,23 @@ class _Epoch:
     alpha: float
 
 
+@dataclass
+class _Trained:
+    """An epoch trained, its metrics not yet computed: the logits of its steps and their
+    targets ``(K, rows, ...)``, the validation logits after it, its per-step records
+    ``(lr, grad norm, rows)`` and how many of them are already recorded."""
+
+    z: Tensor
+    y: Tensor
+    zv: Tensor | None
+    rec: list[tuple[np.ndarray, Tensor, int]]
+    settled: int
+
+
+# Logits and targets kept for deferred metrics before they are computed (~16 MB of float32).
+PENDING_VALUES = 4_000_000
+
+
 class _Chunk:
     """One group of members trained at once; members leave the stack when they stop.
 
@@ -590,6 +606,9 @@ class _Chunk:
         # Per-step records of the current active set in blocks of steps, (lr, loss, grad norm)
         # each (members, steps), and the steps' batch sizes; moved to self.rec on a change.
         self._seg: list[tuple[np.ndarray, Tensor, Tensor, list[int]]] = []
+        # Epochs trained whose metrics and records are not yet computed (:meth:`_summarize`).
+        self._pending: list[_Trained] = []
+        self._pending_values = 0
         # The current epoch: its logits, per-step (lr, grad norm, rows), and how many of its
         # steps are already in self._seg (their losses come from the logits).
         self._ep_z: list[Tensor] = []
@@ -620,6 +639,7 @@ class _Chunk:
 
     def _finish(self, rows: np.ndarray, status: Status, samples_now: int) -> None:
         """Record the members at active ``rows`` as done and drop them from the stack."""
+        self._summarize()
         self._flush()
         for row in rows:
             local = self.local[row]
@@ -690,20 +710,21 @@ class _Chunk:
             # every step (the same calls in the same order: the same numbers).
             snap = self._snapshot()
             seen = self._steps(epoch, ep, check=False)
-            zc, step_loss = self._settle(ep.ye, seen, commit=False)
-            if not self._all_finite(step_loss):
+            replayed = not self._finite_epoch(ep.ye, seen)
+            if replayed:
+                self._summarize()  # the epochs before first: the records stay in step order
                 self._restore(snap)
                 seen = self._steps(epoch, ep, check=True)
                 if seen < 0:
                     return self.finished
-                zc, step_loss = self._settle(ep.ye, seen, commit=False)
             del snap
-            self._commit(step_loss)
-            # As fit: sum of (batch mean loss x batch rows) in float64, over rows seen.
-            sizes = torch.tensor([r[2] for r in self._ep_rec], dtype=torch.float64)
-            loss_sum = step_loss.to(torch.float64) @ sizes
-            correct = correct_counts(task, zc, ep.ye[:, :seen])
-            self._end_epoch(epoch, loss_sum, correct, seen, time.perf_counter() - t0)
+            zv = self.net.predict(self.xv) if self.n_val > 0 else None
+            self._pending.append(_Trained(torch.cat(self._ep_z, dim=1), ep.ye[:, :seen], zv,
+                                          self._ep_rec, self._settled))
+            self._pending_values += sum(t.numel() for t in (self._pending[-1].z, ep.ye, zv)
+                                        if t is not None)
+            self._end_epoch(epoch, seen, time.perf_counter() - t0,
+                            summarize=replayed or self._pending_values > PENDING_VALUES)
             if len(self.members) == 0:
                 return self.finished
         self._finish(np.arange(len(self.members)), "completed", 0)
@@ -719,10 +740,18 @@ class _Chunk:
         self.opt.restore(opt)
         self.net.restore(net)
 
-    def _all_finite(self, step_loss: Tensor) -> bool:
-        """Whether every step of the epoch had finite losses and gradient norms."""
-        norms = torch.stack([r[1] for r in self._ep_rec], dim=1)
-        return bool(torch.isfinite(step_loss).all()) and bool(torch.isfinite(norms).all())
+    def _finite_epoch(self, ye: Tensor, seen: int) -> bool:
+        """Whether every step of the epoch had finite losses and gradients, in two dot
+        products: the sum of squares of the logits (of the errors, for regression) and of
+        the gradient norms. Finite sums bound every logit, hence every batch's loss (a
+        row's BCE or cross-entropy is at most twice its largest logit plus log C); an
+        overflowing one only sends the epoch to the exact step-by-step check."""
+        z = torch.cat(self._ep_z, dim=1)
+        if self.task == "regression":
+            z = z - ye[:, :seen]
+        z = z.flatten()
+        norms = torch.stack([r[1] for r in self._ep_rec])
+        return math.isfinite(float(torch.dot(z, z)) + float(norms.square().sum()))
 
     def _steps(self, epoch: int, ep: _Epoch, check: bool) -> int:
         """The epoch's steps; the rows seen, or -1 when every member diverged.
@@ -755,6 +784,7 @@ class _Chunk:
                             "lr": float(lr[row]), "loss": float(loss[row]),
                             "grad_norm": float(gnorm[row]),
                         }
+                    self._summarize()
                     self._settle(ep.ye, seen)
                     self._finish(bad, "diverged", seen)
                     if len(keep) == 0:
@@ -786,51 +816,75 @@ class _Chunk:
             probe = torch.linalg.vector_norm(z, dim=(1, 2))
         return math.isfinite(torch.dot(gnorm, probe).item())
 
-    def _settle(self, ye: Tensor, seen: int, commit: bool = True) -> tuple[Tensor, Tensor]:
-        """This epoch's logits so far and the batch-mean losses ``(K, steps)`` of its steps,
-        from them; with ``commit`` the steps not yet recorded go to the per-step records
-        (before members leave, and at the epoch's end: :meth:`_commit`)."""
+    def _settle(self, ye: Tensor, seen: int) -> None:
+        """Record this epoch's steps so far (before members leave mid-epoch), their losses
+        from their logits; the epoch's end records the rest (:meth:`_summarize`)."""
         if not self._ep_rec:
-            return torch.zeros(len(self.members), 0, self.out), torch.zeros(len(self.members), 0)
+            return
         zc = torch.cat(self._ep_z, dim=1)
         sizes = [r[2] for r in self._ep_rec]
         step_loss = batch_means(row_losses(self.task, zc, ye[:, :seen]), sizes)
-        if commit:
-            self._commit(step_loss)
-        return zc, step_loss
-
-    def _commit(self, step_loss: Tensor) -> None:
-        """Move the steps of this epoch not yet recorded into the per-step records."""
-        new = self._ep_rec[self._settled:]
-        if new:
-            lrs = np.stack([r[0] for r in new], axis=1)
-            norms = torch.stack([r[1] for r in new], dim=1)
-            sizes = [r[2] for r in new]
-            self._seg.append((lrs, step_loss[:, self._settled:], norms, sizes))
+        self._seg.append((np.stack([r[0] for r in self._ep_rec], axis=1), step_loss,
+                          torch.stack([r[1] for r in self._ep_rec], dim=1), sizes))
         self._settled = len(self._ep_rec)
 
-    def _end_epoch(
-        self, epoch: int, loss_sum: Tensor, correct: Tensor | None, seen: int, seconds: float
-    ) -> None:
+    def _summarize(self) -> dict[str, np.ndarray] | None:
+        """The metrics and per-step records of the epochs trained since the last call, in a
+        few calls for all of them; the last epoch's metrics per active member.
+
+        The steps' losses, the epochs' mean losses and accuracies, and the validation
+        losses all come from logits kept as each epoch ended (the validation forward runs
+        then, on that epoch's weights): deferring them costs nothing in exactness and
+        saves some twenty calls an epoch.
+        """
+        pend, self._pending, self._pending_values = self._pending, [], 0
+        if not pend:
+            return None
+        task, k, e = self.task, len(self.members), len(pend)
+        seen, sizes = pend[0].y.shape[1], [r[2] for r in pend[0].rec]
+        if any(p.y.shape[1] != seen or [r[2] for r in p.rec] != sizes for p in pend):
+            raise AssertionError("epochs of unequal steps")  # pragma: no cover - by design
+        zc = torch.cat([p.z for p in pend], dim=1)
+        yc = torch.cat([p.y for p in pend], dim=1)
+        step_loss = batch_means(row_losses(task, zc, yc).view(k, e, seen), sizes)  # (K, E, S)
+        # As fit: sum of (batch mean loss x batch rows) in float64, over rows seen.
+        loss_sum = step_loss.to(torch.float64) @ torch.tensor(sizes, dtype=torch.float64)
         values: dict[str, np.ndarray] = {"loss": (loss_sum / seen).numpy()}
-        if correct is not None:
+        if task != "regression":
+            correct = correct_rows(task, zc, yc).view(k, e, seen).sum(dim=2)
             values["accuracy"] = correct.to(torch.float64).numpy() / seen
         if self.n_val > 0:
-            zv = self.net.predict(self.xv)
-            vloss, _, vcorr = loss_and_grad(self.task, zv, self.yv, need_grad=False)
-            values["val_loss"] = vloss.to(torch.float64).numpy()
-            if vcorr is not None:
+            zv = torch.stack([p.zv for p in pend], dim=1).flatten(1, 2)  # (K, E * n_val, C)
+            yv = self.yv.unsqueeze(1).expand(k, e, *self.yv.shape[1:]).flatten(1, 2)
+            vrows = row_losses(task, zv, yv).view(k, e, self.n_val)
+            values["val_loss"] = vrows.mean(dim=2).to(torch.float64).numpy()
+            if task != "regression":
+                vcorr = correct_rows(task, zv, yv).view(k, e, self.n_val).sum(dim=2)
                 values["val_accuracy"] = vcorr.to(torch.float64).numpy() / self.n_val
-        cols = {name: values[name].tolist() for name in self.metric_names}
+        # The per-step records, but for the steps recorded before members left mid-epoch.
+        done = pend[0].settled
+        recs = [r for p in pend for r in p.rec][done:]
+        if recs:
+            self._seg.append((np.stack([r[0] for r in recs], axis=1),
+                              step_loss.flatten(1)[:, done:],
+                              torch.stack([r[1] for r in recs], dim=1), [r[2] for r in recs]))
         for row, local in enumerate(self.local.tolist()):
             metrics = self.metrics[local]
-            for name, col in cols.items():
-                metrics[name].append(col[row])
+            for name in self.metric_names:
+                metrics[name] += values[name][row].tolist()
+        return {name: col[:, -1] for name, col in values.items()}
+
+    def _end_epoch(self, epoch: int, seen: int, seconds: float, summarize: bool) -> None:
+        for local in self.local.tolist():
             self.info[local]["epoch_time"].append(seconds)
         self.epochs_done[self.local] += 1
         self.samples[self.local] += seen
         if self.hook is None:
+            if summarize:
+                self._summarize()
             return
+        values = self._summarize()
+        assert values is not None
         full = {}
         for name in self.metric_names:
             arr = np.full(self.k_total, np.nan)

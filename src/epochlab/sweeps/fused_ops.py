@@ -418,16 +418,21 @@ def row_losses(task: str, z: Tensor, y: Tensor) -> Tensor:
 
 
 def batch_means(rows: Tensor, sizes: list[int]) -> Tensor:
-    """Per-step batch means ``(K, steps)`` of the per-row losses ``rows`` ``(K, sum(sizes))``
-    of consecutive batches of ``sizes`` rows (all equal but perhaps the last)."""
+    """Per-step batch means ``(..., steps)`` of the per-row losses ``rows`` ``(..., sum(sizes))``
+    of consecutive batches of ``sizes`` rows (all equal but perhaps the last).
+
+    Example:
+        >>> batch_means(torch.tensor([[1.0, 3.0, 5.0, 7.0, 9.0]]), [2, 2, 1])
+        tensor([[2., 6., 9.]])
+    """
     full = sizes[0]
     n_full = next((i for i, n in enumerate(sizes) if n != full), len(sizes))
-    head = rows[:, : n_full * full].reshape(rows.shape[0], n_full, full).mean(dim=2)
+    head = rows[..., : n_full * full].unflatten(-1, (n_full, full)).mean(dim=-1)
     if n_full == len(sizes):
         return head
-    tail = [part.mean(dim=1, keepdim=True)
-            for part in rows[:, n_full * full :].split(sizes[n_full:], dim=1)]
-    return torch.cat([head, *tail], dim=1)
+    tail = [part.mean(dim=-1, keepdim=True)
+            for part in rows[..., n_full * full :].split(sizes[n_full:], dim=-1)]
+    return torch.cat([head, *tail], dim=-1)
 
 
 def grad_terms(task: str, y: Tensor, n: int, out: int, dtype: torch.dtype) -> tuple[Tensor, float]:
@@ -458,15 +463,18 @@ def logits_grad(task: str, z: Tensor, term: Tensor, alpha: float) -> Tensor:
 
 
 def correct_counts(task: str, z: Tensor, y: Tensor) -> Tensor | None:
-    """Rows classified right per member ``(K,)``, or None for regression.
+    """Rows classified right per member ``(K,)``, or None for regression."""
+    if task == "regression":
+        return None
+    return correct_rows(task, z, y).sum(dim=1)
 
-    The training loop calls this once an epoch on all the epoch's logits, not once a step.
-    """
+
+def correct_rows(task: str, z: Tensor, y: Tensor) -> Tensor:
+    """Whether each row is classified right ``(K, B)``, for a classification task; the
+    training loop counts them for all the epochs it summarizes at once."""
     if task == "binary":
-        return ((z > 0) == (y > 0.5)).sum(dim=(1, 2))
-    if task == "multiclass":
-        return (z.argmax(dim=2) == y).sum(dim=1)
-    return None
+        return ((z > 0) == (y > 0.5)).squeeze(2)
+    return z.argmax(dim=2) == y
 
 
 def _col(values: np.ndarray, like: Tensor) -> Tensor:

@@ -769,7 +769,7 @@ class _Chunk:
             if nb != bs:  # a last, smaller batch
                 term_b, alpha_b = grad_terms(task, ep.ye[:, seen:seen + nb], nb, self.out,
                                              self.flat.dtype)
-            lr = self._lr(epoch)
+            lr = self.const_lr if self.const_lr is not None else self._lr(epoch)
             z = net.train_forward(xb)
             grad = net.backward(logits_grad(task, z, term_b, alpha_b))
             gnorm = torch.linalg.vector_norm(grad, dim=1)

@@ -376,6 +376,7 @@ class HandNet(_StackedBuffers):
                 leading.append((f"{prefix}bias", tuple(block.conv.bias.shape)))
         self.layout = FlatLayout(self.specs, leading)
         self.has_norms = any(s.norm is not None for s in self.specs)
+        self._norm_state: Norms | None = None  # the training forward's, for its backward
         self.buffer_keys = [f"{s.norm.prefix}{name}" for s in self.specs if s.norm is not None
                             for name in NORM_BUFFERS]
         self.buffers = {}
@@ -407,6 +408,9 @@ class HandNet(_StackedBuffers):
         return Norms(self.norm_affine, stats, training, [None] * len(self.specs))
 
     def train_forward(self, x: Tensor) -> Tensor:
+        if not self.blocks and not self.has_norms:  # an MLP: the common case, fewest calls
+            z, self._cache = forward_prepared(self.fwd_views, self.specs, x)
+            return z
         self._saved = []
         for i, ((_, block), (w, b)) in enumerate(zip(self.blocks, self.conv_views, strict=True)):
             x, saved = block.forward(x, w, b, input_grad=i > 0)

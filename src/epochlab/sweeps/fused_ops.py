@@ -512,7 +512,9 @@ class FusedAdam:
         self.decoupled = decoupled
         self.exp_avg = torch.zeros_like(flat)
         self.exp_avg_sq = torch.zeros_like(flat)
-        self.steps = np.zeros(flat.shape[0], dtype=np.int64)
+        # Updates made: every active member has made the same number (they start together;
+        # members only ever leave), so the bias corrections are Python floats.
+        self.t = 0
         self._prepare()
 
     def _prepare(self) -> None:
@@ -526,19 +528,25 @@ class FusedAdam:
         self.t_eps = _col(self.eps, like)
         self._lr_seen: np.ndarray | None = None
         self._kernel_ok = True
-        self._delta: Tensor | None = None
         self._step_t = torch.zeros((), dtype=torch.float32)
         self._lr_runs: list[tuple[int, int, float]] | None = None
+        # torch's fused Adam kernel, where it exists and takes the buffer (looked up once: a
+        # step is a few microseconds of Python); the update direction's scratch buffer.
+        kernel = getattr(torch, "_fused_adam_", None)
+        self._kernel = kernel if self.flat.is_contiguous() else None
+        self._delta = torch.zeros_like(self.flat) if self._kernel is not None else None
+        self._kernel_lists = ([self._delta], [self.exp_avg], [self.exp_avg_sq], [],
+                              [self._step_t])
 
-    def snapshot(self) -> tuple[Tensor, Tensor, np.ndarray]:
+    def snapshot(self) -> tuple[Tensor, Tensor, int]:
         """The moments and step counts, as copies (:meth:`restore` puts them back)."""
-        return self.exp_avg.clone(), self.exp_avg_sq.clone(), self.steps.copy()
+        return self.exp_avg.clone(), self.exp_avg_sq.clone(), self.t
 
-    def restore(self, snap: tuple[Tensor, Tensor, np.ndarray]) -> None:
+    def restore(self, snap: tuple[Tensor, Tensor, int]) -> None:
         """Back to the state of :meth:`snapshot` (the members must be the same)."""
         self.exp_avg.copy_(snap[0])
         self.exp_avg_sq.copy_(snap[1])
-        self.steps = snap[2].copy()
+        self.t = snap[2]
 
     def select(self, rows: Tensor, flat: Tensor) -> None:
         """Keep only members ``rows`` (after some stopped); ``flat`` is their new buffer."""
@@ -547,12 +555,12 @@ class FusedAdam:
         self.exp_avg = self.exp_avg[rows]
         self.exp_avg_sq = self.exp_avg_sq[rows]
         self.beta1, self.beta2 = self.beta1[idx], self.beta2[idx]
-        self.eps, self.wd, self.steps = self.eps[idx], self.wd[idx], self.steps[idx]
+        self.eps, self.wd = self.eps[idx], self.wd[idx]
         self._prepare()
 
     def step(self, grad: Tensor, lr: np.ndarray) -> None:
         """One update of every member in place; ``lr`` is float64 ``(K,)``."""
-        self.steps += 1
+        self.t += 1
         if self.u_beta1 is None or self.u_beta2 is None or self.u_eps is None:
             self._step_general(grad, lr)
             return
@@ -574,7 +582,7 @@ class FusedAdam:
         Python floats; only the learning rate is per member.
         """
         p = self.flat
-        t = int(self.steps[0])
+        t = self.t
         b1, b2 = self.u_beta1, self.u_beta2
         if lr is not self._lr_seen:  # a new lr array (schedule, or members left): new column
             self._lr_seen = lr
@@ -614,8 +622,8 @@ class FusedAdam:
         run's learning rate, exactly as ``Adam(fused=True)`` (what ``fit``
         uses) does for one model.
         """
-        kernel = getattr(torch, "_fused_adam_", None)
-        if kernel is None or not (grad.is_contiguous() and self.flat.is_contiguous()):
+        kernel = self._kernel
+        if kernel is None or not grad.is_contiguous():
             self._kernel_ok = False
             return False
         self._step_t.fill_(t)
@@ -639,19 +647,17 @@ class FusedAdam:
         the op-by-op update). False (and never again) where the kernel is
         missing or refuses the tensors; the op-by-op update is used then.
         """
-        kernel = getattr(torch, "_fused_adam_", None)
-        if kernel is None or not (grad.is_contiguous() and self.flat.is_contiguous()):
+        kernel, delta = self._kernel, self._delta
+        if kernel is None or delta is None or not grad.is_contiguous():
             self._kernel_ok = False
             return False
-        if self._delta is None or self._delta.shape != self.flat.shape:
-            self._delta = torch.zeros_like(self.flat)
-        else:
-            self._delta.zero_()
+        delta.zero_()
         self._step_t.fill_(t)
+        d, m, v, no_max, steps = self._kernel_lists
         try:
-            kernel([self._delta], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self._step_t],
-                   lr=1.0, beta1=self.u_beta1, beta2=self.u_beta2, weight_decay=0.0,
-                   eps=self.u_eps, amsgrad=False, maximize=False)
+            kernel(d, [grad], m, v, no_max, steps, lr=1.0, beta1=self.u_beta1,
+                   beta2=self.u_beta2, weight_decay=0.0, eps=self.u_eps, amsgrad=False,
+                   maximize=False)
         except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - old torch
             self._kernel_ok = False
             return False
@@ -674,7 +680,7 @@ class FusedAdam:
             self.exp_avg_sq.mul_(self.u_beta2).addcmul_(grad, grad, value=1.0 - self.u_beta2)
         else:
             self.exp_avg_sq.mul_(self.t_beta2).add_(grad * self.t_omb2 * grad)
-        t = self.steps.astype(np.float64)
+        t = float(self.t)
         step_size = lr / (1.0 - self.beta1**t)
         bc2_sqrt = (1.0 - self.beta2**t) ** 0.5
         denom = self.exp_avg_sq.sqrt()

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from epochlab.data.base import DataBundle
 from epochlab.train.history import History
+from epochlab.train.runtime import manual_seed
 from epochlab.validation import check_out_dir
 
 # Piped or captured output (CI logs, files) gets 120 columns rather than
@@ -173,7 +174,7 @@ def build_model(name: str, data: DataBundle, seed: int, **kwargs: Any) -> torch.
     from epochlab.models.registry import build
 
     factory = model_factory(name)
-    torch.manual_seed(seed)
+    manual_seed(seed)
     if factory is not None:
         return call_factory(name, factory)
     try:

@@ -59,7 +59,7 @@ from epochlab.sweeps.fused import train_fused
 from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.train.data import probe_rows, split_indices
 from epochlab.train.loop import evaluate, fit
-from epochlab.train.runtime import fused_or_one_by_one
+from epochlab.train.runtime import fused_or_one_by_one, manual_seed
 from epochlab.validation import ParameterError, check_float, check_int
 
 __all__ = ["RULES", "LRFindResult", "lr_find", "smooth_curve", "suggest"]
@@ -282,7 +282,7 @@ def _build(model: nn.Module | Callable[[], nn.Module], seed: int) -> nn.Module:
     if isinstance(model, nn.Module):
         return copy.deepcopy(model)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        manual_seed(seed)
         built = model()
     if not isinstance(built, nn.Module):
         raise ParameterError(

@@ -24,6 +24,7 @@ from epochlab.report.figures import integer_ticks, new_figure
 from epochlab.report.html import Section, Table
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
+from epochlab.train.runtime import manual_seed
 from epochlab.train.trainer import Trainer
 
 __all__ = ["reference_agreement", "slide_01", "slide_02", "slide_03", "slide_06", "slide_07"]
@@ -35,7 +36,7 @@ def _accounting_run(t: Tour) -> History:
         return t.results["slide1"]
     d = t.synthetic
     epochs = t.sizes.accounting_epochs
-    torch.manual_seed(0)
+    manual_seed(0)
     model = mlp(20)
     h = fit(model, d.train, epochs=epochs, batch_size=32, validation_split=0.2, seed=0, verbose=0)
     h.extra["test"] = evaluate(model, d)
@@ -161,7 +162,7 @@ def slide_03(t: Tour) -> Section:
 def slide_06(t: Tour) -> Section:
     d = t.synthetic
     epochs, patience = t.sizes.es_max_epochs, 5
-    torch.manual_seed(0)
+    manual_seed(0)
     model = mlp(20)
     es = EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     h = fit(model, d.train, epochs=epochs, batch_size=32, validation_split=0.2, callbacks=[es],

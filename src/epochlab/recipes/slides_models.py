@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from epochlab.data.base import DataBundle
 from epochlab.data.digits import digits
@@ -25,6 +24,7 @@ from epochlab.report.figures import integer_ticks, new_figure
 from epochlab.report.html import Section, Table
 from epochlab.schedules import one_cycle
 from epochlab.train.loop import evaluate, fit
+from epochlab.train.runtime import manual_seed
 
 __all__ = ["slide_10", "slide_11", "slide_12"]
 
@@ -125,7 +125,7 @@ def slide_11(t: Tour) -> Section:
                      z.cnn_one_cycle_epochs, 32, one_cycle()))  # max_lr: fit's lr, 3e-3
     results = []
     for label, epochs, bs, sched in runs:
-        torch.manual_seed(0)
+        manual_seed(0)
         model = build("cnn", data)
         h = fit(model, data.train, epochs=epochs, batch_size=bs, lr=1e-3 if sched is None else 3e-3,
                 schedule=sched, validation_split=0.2, seed=0, verbose=0)
@@ -186,7 +186,7 @@ def slide_12(t: Tour) -> Section:
                   "not in the data folder)")
     study = t.study(12, "lstm")
     vocab = data.info["vocab_size"]
-    torch.manual_seed(0)
+    manual_seed(0)
     lstm = build("lstm", data)
     h = fit(lstm, data.train, epochs=z.lstm_epochs, batch_size=32, validation_split=0.2,
             seed=0, verbose=0)
@@ -201,7 +201,7 @@ def slide_12(t: Tour) -> Section:
                    .score(counts_te, data.y_test))
     bow = DataBundle("word counts", counts_tr, data.y_train, counts_te, data.y_test, "binary",
                      data.classes, (vocab,))
-    torch.manual_seed(0)
+    manual_seed(0)
     bow_mlp = mlp(vocab)
     hb = fit(bow_mlp, bow.train, epochs=z.lstm_epochs, batch_size=32, validation_split=0.2,
              seed=0, verbose=0)

@@ -12,7 +12,6 @@ import statistics
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 import epochlab as el
@@ -24,6 +23,7 @@ from epochlab.report.html import Section, Table
 from epochlab.report.study import heatmap_grid, plot_metric_by, study_rows
 from epochlab.sweeps.spec import canonical_schedule
 from epochlab.train.loop import fit
+from epochlab.train.runtime import manual_seed
 
 __all__ = ["slide_04", "slide_05", "slide_08", "slide_09", "slide_13", "slide_14"]
 
@@ -265,7 +265,7 @@ def slide_09(t: Tour) -> Section:
     linear_name = t.study(9, "batch-norm-slide-model")
     slide_runs = []
     for seed in z.seeds:
-        torch.manual_seed(seed)
+        manual_seed(seed)
         h = fit(_slide_bn_model(), d.train, epochs=z.bn_epochs, batch_size=32,
                 validation_split=0.2, seed=seed, verbose=0)
         t.record(linear_name, f"seed {seed}", h, {

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from epochlab.data.digits import digits
@@ -24,6 +23,7 @@ from epochlab.models.cnn import cnn
 from epochlab.models.transfer import count_parameters, transfer_model, unfreeze
 from epochlab.train.history import History
 from epochlab.train.loop import fit
+from epochlab.train.runtime import manual_seed
 from epochlab.validation import ParameterError
 
 __all__ = ["epochs_to_reach", "transfer_study"]
@@ -131,11 +131,11 @@ def transfer_study(
         histories[phase].append(history)
         return [float(a) for a in history.history["val_accuracy"]]
 
-    torch.manual_seed(seed)
+    manual_seed(seed)
     pretrained = cnn("seed", n_classes=len(source.classes))
     pre_acc = train(pretrained, source, pretrain_epochs, lr, "pretrain")
 
-    torch.manual_seed(seed)
+    manual_seed(seed)
     moved = transfer_model(pretrained, head_hidden=head_hidden, n_classes=len(target.classes))
     trainable, frozen = count_parameters(moved)
     transfer_acc = train(moved, target, epochs, lr, "transfer")
@@ -143,7 +143,7 @@ def transfer_study(
         unfreeze(moved.backbone)
         transfer_acc += train(moved, target, fine_tune_epochs, lr / 10, "transfer")
 
-    torch.manual_seed(seed)
+    manual_seed(seed)
     scratch = cnn("seed", n_classes=len(target.classes), hidden=head_hidden)
     scratch_acc = train(scratch, target, epochs + fine_tune_epochs, lr, "scratch")
 

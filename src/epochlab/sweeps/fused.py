@@ -503,9 +503,14 @@ def _out_features(net: Any, arch: nn.Module, x: Tensor) -> int:
     return int(z.shape[1])
 
 
-def _rows(t: Tensor, idx: Tensor) -> Tensor:
-    """``t[idx]`` for a 2-D index ``(K, n)`` (one gather; a third of advanced indexing's time)."""
-    return t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
+def _rows(t: Tensor, idx: Tensor, out: Tensor | None = None) -> Tensor:
+    """``t[idx]`` for a 2-D index ``(K, n)`` (one gather; a third of advanced indexing's
+    time), into ``out`` when given."""
+    flat_idx = idx.reshape(-1)
+    if out is not None:
+        torch.index_select(t, 0, flat_idx, out=out.view(-1, *t.shape[1:]))
+        return out
+    return t.index_select(0, flat_idx).view(*idx.shape, *t.shape[1:])
 
 
 def _targets(y: Tensor, task: str, out: int, dtype: torch.dtype) -> Tensor:
@@ -608,6 +613,7 @@ class _Chunk:
         self._seg: list[tuple[np.ndarray, Tensor, Tensor, list[int]]] = []
         # Epochs trained whose metrics and records are not yet computed (:meth:`_summarize`).
         self._pending: list[_Trained] = []
+        self._bufs: tuple[Tensor, list[Tensor], Tensor, list[Tensor]] | None = None
         self._pending_values = 0
         # The current epoch: its logits, per-step (lr, grad norm, rows), and how many of its
         # steps are already in self._seg (their losses come from the logits).
@@ -701,26 +707,31 @@ class _Chunk:
                 rows_idx = self.train_idx
             # One gather builds every member's batches for the whole epoch, and one call the
             # targets' part of every step's logits gradient.
-            xe, ye = _rows(self.x, rows_idx), _rows(self.y, rows_idx)
-            term, alpha = grad_terms(task, ye, bs, self.out, self.flat.dtype)
-            ep = _Epoch(list(xe.split(bs, dim=1)), list(term.split(bs, dim=1)), ye, alpha)
+            # Inputs and terms go to buffers kept from epoch to epoch, whose batches are views
+            # made once; the targets are the epoch's own (its metrics are computed later).
+            xe, xs, term, terms = self._epoch_buffers()
+            _rows(self.x, rows_idx, out=xe)
+            ye = _rows(self.y, rows_idx)
+            _, alpha = grad_terms(task, ye, bs, self.out, self.flat.dtype, into=term)
+            ep = _Epoch(xs, terms, ye, alpha)
             # Optimistic: the steps run without a finiteness check each, and the epoch's
             # losses and gradient norms are checked once at its end. Should one be
             # non-finite, the epoch runs again from the state saved at its start, checking
             # every step (the same calls in the same order: the same numbers).
             snap = self._snapshot()
             seen = self._steps(epoch, ep, check=False)
-            replayed = not self._finite_epoch(ep.ye, seen)
+            zc = torch.cat(self._ep_z, dim=1)
+            replayed = not self._finite_epoch(zc, ep.ye, seen)
             if replayed:
                 self._summarize()  # the epochs before first: the records stay in step order
                 self._restore(snap)
                 seen = self._steps(epoch, ep, check=True)
                 if seen < 0:
                     return self.finished
+                zc = torch.cat(self._ep_z, dim=1)
             del snap
             zv = self.net.predict(self.xv) if self.n_val > 0 else None
-            self._pending.append(_Trained(torch.cat(self._ep_z, dim=1), ep.ye[:, :seen], zv,
-                                          self._ep_rec, self._settled))
+            self._pending.append(_Trained(zc, ep.ye[:, :seen], zv, self._ep_rec, self._settled))
             self._pending_values += sum(t.numel() for t in (self._pending[-1].z, ep.ye, zv)
                                         if t is not None)
             self._end_epoch(epoch, seen, time.perf_counter() - t0,
@@ -729,6 +740,18 @@ class _Chunk:
                 return self.finished
         self._finish(np.arange(len(self.members)), "completed", 0)
         return self.finished
+
+    def _epoch_buffers(self) -> tuple[Tensor, list[Tensor], Tensor, list[Tensor]]:
+        """The buffers an epoch's gathered inputs and logits-gradient terms go to, and their
+        batches as views (made once: splitting cost ~40 us an epoch); anew when members
+        leave."""
+        k = len(self.members)
+        if self._bufs is None or self._bufs[0].shape[0] != k:
+            xe = torch.empty(k, self.n_train, *self.x.shape[1:], dtype=self.x.dtype)
+            term = torch.empty(k, self.n_train, self.out, dtype=self.flat.dtype)
+            self._bufs = (xe, list(xe.split(self.bs, dim=1)), term,
+                          list(term.split(self.bs, dim=1)))
+        return self._bufs
 
     def _snapshot(self) -> tuple[Any, ...]:
         """What an epoch changes: the parameters, the optimizer's and the net's state."""
@@ -740,15 +763,13 @@ class _Chunk:
         self.opt.restore(opt)
         self.net.restore(net)
 
-    def _finite_epoch(self, ye: Tensor, seen: int) -> bool:
+    def _finite_epoch(self, zc: Tensor, ye: Tensor, seen: int) -> bool:
         """Whether every step of the epoch had finite losses and gradients, in two dot
         products: the sum of squares of the logits (of the errors, for regression) and of
         the gradient norms. Finite sums bound every logit, hence every batch's loss (a
         row's BCE or cross-entropy is at most twice its largest logit plus log C); an
         overflowing one only sends the epoch to the exact step-by-step check."""
-        z = torch.cat(self._ep_z, dim=1)
-        if self.task == "regression":
-            z = z - ye[:, :seen]
+        z = zc - ye[:, :seen] if self.task == "regression" else zc
         z = z.flatten()
         norms = torch.stack([r[1] for r in self._ep_rec])
         return math.isfinite(float(torch.dot(z, z)) + float(norms.square().sum()))

@@ -435,19 +435,21 @@ def batch_means(rows: Tensor, sizes: list[int]) -> Tensor:
     return torch.cat([head, *tail], dim=-1)
 
 
-def grad_terms(task: str, y: Tensor, n: int, out: int, dtype: torch.dtype) -> tuple[Tensor, float]:
+def grad_terms(task: str, y: Tensor, n: int, out: int, dtype: torch.dtype,
+               into: Tensor | None = None) -> tuple[Tensor, float]:
     """``(T, a)`` such that the gradient of the batch-mean loss over ``n`` rows w.r.t. the
     logits is ``T + a f(z)``, with ``f`` the sigmoid (binary), softmax (multiclass) or
     identity (regression): ``T`` depends on the targets only, so the loop makes it once an
     epoch for all the epoch's batches and a step makes its gradient in two calls
-    (:func:`logits_grad`)."""
-    if task == "binary":  # (sigmoid(z) - y) / n
-        return y.mul(-1.0 / n), 1.0 / n
+    (:func:`logits_grad`). ``T`` ``(K, B, out)`` is written to ``into`` when given."""
     if task == "multiclass":  # (softmax(z) - onehot(y)) / n
-        term = torch.zeros(*y.shape, out, dtype=dtype)
+        term = torch.zeros(*y.shape, out, dtype=dtype) if into is None else into.zero_()
         return term.scatter_(-1, y.unsqueeze(-1), -1.0 / n), 1.0 / n
-    scale = 2.0 / (n * out)  # 2 (z - y) / (n C), the mean over rows and outputs
-    return y.mul(-scale), scale
+    # binary: (sigmoid(z) - y) / n; regression: 2 (z - y) / (n C), the mean over rows and outputs
+    scale = 1.0 / n if task == "binary" else 2.0 / (n * out)
+    if into is None:
+        return y.mul(-scale), scale
+    return torch.mul(y, -scale, out=into), scale
 
 
 def logits_grad(task: str, z: Tensor, term: Tensor, alpha: float) -> Tensor:

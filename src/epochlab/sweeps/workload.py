@@ -39,6 +39,7 @@ from epochlab.data.registry import load
 from epochlab.models.registry import build
 from epochlab.sweeps.spec import Config
 from epochlab.train.loop import evaluate
+from epochlab.train.runtime import manual_seed
 from epochlab.validation import ParameterError
 
 __all__ = [
@@ -115,14 +116,14 @@ def build_model(config: Config, data: UserData, sources: Sources = NO_SOURCES) -
                 f"The model {config.model!r} ({config.model_fingerprint}) was not given to this "
                 "sweep; pass the same make_model again to resume its study."
             ) from None
-        torch.manual_seed(config.seed)
+        manual_seed(config.seed)
         return make_model()
     if not isinstance(data, DataBundle):
         raise ValueError(
             f"Registry model {config.model!r} is sized from a dataset's description; with a "
             f"{type(data).__name__} pass your own make_model instead."
         )
-    torch.manual_seed(config.seed)
+    manual_seed(config.seed)
     return build(config.model, data, **({"batch_norm": True} if config.batch_norm else {}))
 
 
@@ -265,7 +266,7 @@ def user_inputs(make_model: Callable[[], nn.Module] | str, data: Any) -> UserInp
             "zero-argument function returning a torch.nn.Module (or a SweepSpec)."
         )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        manual_seed(0)
         try:
             model = make_model()
         except TypeError as e:

@@ -41,6 +41,7 @@ from epochlab.train.runtime import (
     check_precision,
     check_threads,
     for_training,
+    manual_seed,
     resolve,
     using_threads,
 )
@@ -386,7 +387,7 @@ def run(
     n_train = data.n_train
     with torch.random.fork_rng(devices=[]):  # dropout draws from torch's RNG: seed it, leave the caller's alone
         if s.global_step == 0:  # each rank its own dropout stream
-            torch.manual_seed(dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)))
+            manual_seed(dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)))
         else:  # resumed: dropout goes on from the checkpoint's RNG state
             s.install_rngs()
         trainer.model.train()

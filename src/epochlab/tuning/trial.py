@@ -22,6 +22,7 @@ from epochlab.store.base import DONE, Store
 from epochlab.store.record import status_of, summarize
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
+from epochlab.train.runtime import manual_seed
 from epochlab.tuning.pruning import Budget, TrialPruning, make_pruner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +46,7 @@ def train_trial(factory: Callable[[], torch.nn.Module], train: Any, settings: di
         >>> train_trial(lambda: el.models.mlp(20), d.train, s, [])[0].total_updates
         40
     """
-    torch.manual_seed(settings["seed"])
+    manual_seed(settings["seed"])
     model = factory()
     history = fit(model, train, epochs=settings["epochs"], batch_size=settings["batch_size"],
                   validation_split=settings["validation_split"], optimizer=settings["optimizer"],

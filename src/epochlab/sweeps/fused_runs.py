@@ -115,18 +115,13 @@ def train_task_fused(
         if m.seed not in built:
             built[m.seed] = build_model(m, data, sources)
     models = [built[m.seed] for m in members]
-    # Members share the architecture: what fit prepares depends only on the seed (its split).
-    by_seed: dict[tuple[int, float], Any] = {}
-    prepared = []
-    for m, model in zip(members, models, strict=True):
-        key = (m.seed, m.validation_split)
-        if key not in by_seed:
-            by_seed[key] = prepare_data(model, data.train, validation_split=m.validation_split,
-                                        validation_data=None, validation_split_mode="random",
-                                        loss=None, seed=m.seed)
-        prepared.append(by_seed[key])
-    n_train = prepared[0][0].n_train
-    ipe = iterations_per_epoch(n_train, members[0].batch_size, False)
+    # What fit prepares (checks, the loss for these targets, the split's sizes and kind) is
+    # the same for every member: members share the data, the architecture and the
+    # validation split, and a split's sizes do not depend on its seed.
+    prep, spec = prepare_data(models[0], data.train, validation_split=members[0].validation_split,
+                              validation_data=None, validation_split_mode="random", loss=None,
+                              seed=members[0].seed)
+    ipe = iterations_per_epoch(prep.n_train, members[0].batch_size, False)
     stoppers = [parse_early_stopping(m.early_stopping) if m.early_stopping else None for m in members]
     trainers = [_MemberTrainer() for _ in members]
     read_at = {e for e in task.read_outs if e < task.epochs}
@@ -161,11 +156,11 @@ def train_task_fused(
         weight_decay=[m.weight_decay for m in members],
         validation_split=members[0].validation_split,
         on_epoch_end=hook if read_at or any(stoppers) else None,
-        task=prepared[0][1].task,  # the loss fit infers for these targets
+        task=spec.task,  # the loss fit infers for these targets
     )
     out = []
     for i, (m, res) in enumerate(zip(members, results, strict=True)):
-        h = _history(m, task, res, *prepared[i])
+        h = _history(m, task, res, prep.split, spec)
         trainer = trainers[i]
         if res.status == "stopped":
             h.stop_message = trainer.history.stop_message
@@ -179,11 +174,11 @@ def train_task_fused(
     return out
 
 
-def _history(member: Config, task: Task, res: FusedResult, prep: Any, spec: Any) -> History:
+def _history(member: Config, task: Task, res: FusedResult, split: str, spec: Any) -> History:
     """``res`` as the History ``fit`` returns for ``member`` trained alone to ``task.epochs``."""
     h = History()
     h.loss_name, h.task, h.loss_reason = spec.name, spec.task, spec.reason
-    h.start(n_train=prep.n_train, n_val=prep.n_val, batch_size=member.batch_size,
+    h.start(n_train=res.n_train, n_val=res.n_val, batch_size=member.batch_size,
             iterations_per_epoch=res.iterations_per_epoch, epochs_planned=task.epochs,
-            validation_split=prep.split, params=_params(member, task.epochs))
+            validation_split=split, params=_params(member, task.epochs))
     return res.to_history(h)

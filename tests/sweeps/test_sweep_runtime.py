@@ -10,6 +10,7 @@ import epochlab as el
 from epochlab.cli import main
 from epochlab.store.memory import MemoryStore
 from epochlab.sweeps import SweepSpec, sweep
+from epochlab.sweeps.workload import NO_SOURCES
 
 SMALL = {"data": "synthetic", "data_options": {"n_samples": 200}, "model": "mlp"}
 
@@ -24,6 +25,25 @@ def test_fused_group_records_its_thread_choice_and_restores_the_callers():
         assert r.summary["fused"]["members"] == 2
         assert rt["threads"] == 1 and rt["threads_reason"].startswith("2 members trained together")
         assert rt["precision"] == "fp32"
+
+
+def test_a_fused_group_takes_a_second_thread_only_for_a_run_long_enough_to_pay(monkeypatch):
+    # Choosing 2 threads costs a 30 ms reading of the idle cores: 12 of slide 5's MLPs over
+    # 50 epochs (1.3 G multiply-adds) get it; the same group over 2 epochs keeps one thread.
+    from epochlab.train import runtime
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    from epochlab.sweeps.plan import make_plan
+    from epochlab.sweeps.worker import _fused_runtime
+
+    for epochs, threads, words in [(50, 2, "1.3 M multiply-adds a step"), (2, 1, "a short run")]:
+        spec = SweepSpec(data="synthetic", model="mlp", epochs=[epochs],
+                         lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
+        task = make_plan(spec.configs()).tasks[0]
+        choice = _fused_runtime(task, NO_SOURCES, None, "auto")
+        assert choice.threads == threads and words in choice.threads_reason, choice
 
 
 def test_unfused_runs_record_fits_choice_and_the_pinned_threads():

@@ -104,10 +104,10 @@ def test_a_fused_group_takes_a_second_thread_from_less_work_than_one_model(monke
     assert runtime.choose_threads(macs, ceiling=2)[0] == 1
     n, why = runtime.choose_threads(macs, ceiling=2, per_thread=runtime.FUSED_MACS_PER_THREAD)
     assert n == 2 and "6.9 M multiply-adds a step" in why
-    n, why = runtime.choose_threads(16 * 107_520, ceiling=2,
+    n, why = runtime.choose_threads(8 * 107_520, ceiling=2,
                                     per_thread=runtime.FUSED_MACS_PER_THREAD)
-    assert n == 1 and "a 2nd thread pays from 3.2 M" in why
-    n, _ = runtime.choose_threads(32 * 107_520, ceiling=2, per_thread=runtime.FUSED_MACS_PER_THREAD)
+    assert n == 1 and "a 2nd thread pays from 1 M" in why
+    n, _ = runtime.choose_threads(12 * 107_520, ceiling=2, per_thread=runtime.FUSED_MACS_PER_THREAD)
     assert n == 2
 
 
@@ -202,7 +202,38 @@ def test_idle_cores_counts_this_process_own_busy_core_as_idle(monkeypatch, own_s
     clock = SimpleNamespace(sleep=lambda s: None, process_time=iter([5.0, 5.0 + own_seconds]).__next__,
                             monotonic=iter([7.0, 7.03]).__next__)
     monkeypatch.setattr(runtime, "time", clock)
+    monkeypatch.setattr(runtime, "_window", None)
     assert runtime.idle_cores() == pytest.approx(idle)
+
+
+def test_a_reading_begun_early_waits_only_for_the_rest_of_its_window_and_is_used_once(monkeypatch):
+    # A sweep begins the reading as it starts; the thread choice ~20 ms later sleeps only
+    # the 10 ms left of the 30 ms window and reads /proc/stat from the sweep's start.
+    from types import SimpleNamespace
+
+    now = {"t": 100.0}
+    slept = []
+    clock = SimpleNamespace(
+        monotonic=lambda: now["t"], process_time=lambda: 0.0,
+        sleep=lambda s: (slept.append(round(s, 6)), now.__setitem__("t", now["t"] + s)))
+    monkeypatch.setattr(runtime, "time", clock)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    stats = iter([(100, 50), (106, 56), (200, 100), (206, 103)])
+    monkeypatch.setattr(runtime, "_proc_stat", lambda: next(stats))
+    monkeypatch.setattr(runtime, "_window", None)
+    runtime.start_idle_window()
+    now["t"] += 0.02
+    runtime.start_idle_window()  # begun 20 ms ago: kept
+    now["t"] += 0.0  # the choice comes at once
+    assert runtime.idle_cores() == pytest.approx(2.0) and slept == [0.01]
+    assert runtime.idle_cores() == pytest.approx(1.0) and slept == [0.01, 0.03]  # read anew
+    now["t"] += 5.0
+    stats = iter([(300, 150), (400, 160), (406, 163)])
+    runtime.start_idle_window()
+    now["t"] += 2.0  # a second later the early reading is stale: read anew
+    slept.clear()
+    assert runtime.idle_cores() == pytest.approx(1.0) and slept == [0.03]
 
 
 def test_native_bf16_reads_the_cpu_flags(monkeypatch):

@@ -32,6 +32,7 @@ from epochlab.sweeps.plan import make_plan
 from epochlab.sweeps.spec import SweepSpec, parse_cli_lists
 from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, user_inputs
 from epochlab.sweeps.workload import load_data as load_config_data
+from epochlab.train.runtime import start_idle_window
 from epochlab.validation import ParameterError
 
 
@@ -124,6 +125,7 @@ def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, ba
     torch.manual_seed(seed); make_model() trained with fit; the run keys hold
     fingerprints of the file's contents and of the model).
     """
+    start_idle_window()  # the thread choice's reading runs while the command sets up
     sources, user = _user_inputs(data, target, model, batch_norm)
     if user:
         data, model = user.pop("data"), user.pop("model")

@@ -49,7 +49,7 @@ from epochlab.sweeps.workload import (
 )
 from epochlab.train.data import check_forward
 from epochlab.train.history import History
-from epochlab.train.runtime import check_precision, check_threads
+from epochlab.train.runtime import check_precision, check_threads, start_idle_window
 from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -381,6 +381,7 @@ def sweep(
         >>> len(result.runs), result.trained, sorted(result.statuses().items())
         (4, 2, [('completed', 4)])
     """
+    start_idle_window()  # the thread choice's reading runs while the sweep sets up
     check_threads(threads)
     check_precision(precision)
     if isinstance(spec_or_make_model, SweepSpec):

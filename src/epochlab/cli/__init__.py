@@ -16,6 +16,7 @@ the original exception is raised as it is.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
@@ -25,17 +26,35 @@ from typing import Any
 import click
 
 from epochlab import __version__
-from epochlab.cli.batch_size import batch_size_command
-from epochlab.cli.fit import fit_command
-from epochlab.cli.lr_find import lr_find_command
-from epochlab.cli.report import report_command
-from epochlab.cli.runs import runs_command
-from epochlab.cli.sweep import sweep_command
-from epochlab.cli.tour import tour_command
-from epochlab.cli.tune import tune_command
 from epochlab.validation import ParameterError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+# The subcommands, imported when one is run (torch, scikit-learn and matplotlib take ~2 s
+# to load): name -> (module, attribute, the first paragraph of its help, which
+# `epochlab --help` lists without importing it; a test keeps it equal to the command's).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "batch-size": ("epochlab.cli.batch_size", "batch_size_command",
+                   "Measure the gradient noise scale B_simple per epoch and turn it into "
+                   "batch-size advice."),
+    "fit": ("epochlab.cli.fit", "fit_command",
+            "Train one model and print the accounting, a per-epoch table, advice and test "
+            "metrics."),
+    "lr-find": ("epochlab.cli.lr_find", "lr_find_command",
+                "Raise the learning rate exponentially on copies of the model and suggest one."),
+    "report": ("epochlab.cli.report", "report_command",
+               "Write heatmap.png, curves_<setting>.png and results.csv for a study; print the "
+               "best run."),
+    "runs": ("epochlab.cli.runs", "runs_command",
+             "List stored runs: settings, final validation metrics, updates, seconds."),
+    "sweep": ("epochlab.cli.sweep", "sweep_command",
+              "Train every combination of the given settings and report the best."),
+    "tour": ("epochlab.cli.tour", "tour_command",
+             "Run every slide of the seed (15 sections) and write OUT/index.html."),
+    "tune": ("epochlab.cli.tune", "tune_command",
+             "Search settings with Optuna; the pruner decides how many epochs each trial "
+             "deserves."),
+}
 
 
 def debug_enabled() -> bool:
@@ -83,7 +102,33 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 
 
 class EpochlabGroup(click.Group):
-    """A click group that applies the package's error policy around every command."""
+    """A click group that applies the package's error policy around every command, and
+    imports a subcommand (:data:`COMMANDS`) only when it runs or shows its own help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute, _ = COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``epochlab --help``, as click writes it, from :data:`COMMANDS`."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in COMMANDS:
+                text = click.utils.make_default_short_help(COMMANDS[name][2], limit)
+            else:
+                text = self.commands[name].get_short_help_str(limit)
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
@@ -118,7 +163,7 @@ class EpochlabGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def _usage(self, argv: list[str], prog: str, message: str) -> None:
-        command = next((a for a in argv if a in self.commands), None)
+        command = next((a for a in argv if a in self.commands or a in COMMANDS), None)
         where = f"{prog} {command}" if command else prog
         click.echo(f"Error: {one_line(message)} (see '{where} --help')", err=True)
         sys.exit(EXIT_USAGE)
@@ -136,13 +181,4 @@ def main() -> None:
     """
 
 
-main.add_command(fit_command)
-main.add_command(runs_command)
-main.add_command(sweep_command)
-main.add_command(report_command)
-main.add_command(lr_find_command)
-main.add_command(batch_size_command)
-main.add_command(tour_command)
-main.add_command(tune_command)
-
-__all__ = ["EpochlabGroup", "failure_message", "main", "one_line"]
+__all__ = ["COMMANDS", "EpochlabGroup", "failure_message", "main", "one_line"]

@@ -10,7 +10,8 @@ import click
 import numpy as np
 from rich.table import Table
 
-from epochlab.cli.common import console, load_data, n_params, out_dir, probe_model
+from epochlab.cli.common import load_data, n_params, out_dir, probe_model
+from epochlab.cli.output import console
 from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
 
 

@@ -9,20 +9,12 @@ from typing import Any
 
 import click
 import torch
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from epochlab.data.base import DataBundle
 from epochlab.train.history import History
 from epochlab.train.runtime import manual_seed
 from epochlab.validation import check_out_dir
-
-# Piped or captured output (CI logs, files) gets 120 columns rather than
-# rich's 80, so the result tables are not squeezed into ellipses.
-_probe = Console()
-console = Console(highlight=False, width=None if _probe.is_terminal else max(_probe.width, 120))
-err_console = Console(stderr=True, highlight=False)
 
 
 class ThreadsType(click.ParamType):
@@ -216,11 +208,6 @@ def out_dir(path: str | None, prefix: str, *, overwrite: bool = False,
         except FileExistsError:  # another run took this name: draw again
             continue
         return p
-
-
-def warn(message: str) -> None:
-    """One warning line on stderr (yellow on a terminal): the command goes on."""
-    err_console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def n_params(model: torch.nn.Module) -> tuple[int, int]:

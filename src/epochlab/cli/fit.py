@@ -19,16 +19,14 @@ from epochlab.callbacks.progress import ProgressBar
 from epochlab.cli.common import (
     build_model,
     check_model_name,
-    console,
     epoch_table,
-    err_console,
     load_data,
     n_params,
     out_dir,
     probe_model,
     runtime_options,
-    warn,
 )
+from epochlab.cli.output import console, err_console, warn
 from epochlab.data.base import DataBundle
 from epochlab.diagnose.advice import advise_history, format_advice
 from epochlab.report.curves import plot_curves, plot_lr

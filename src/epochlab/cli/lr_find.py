@@ -8,7 +8,8 @@ import os
 import click
 from rich.table import Table
 
-from epochlab.cli.common import console, load_data, model_factory, n_params, out_dir, probe_model
+from epochlab.cli.common import load_data, model_factory, n_params, out_dir, probe_model
+from epochlab.cli.output import console
 from epochlab.diagnose.lr_find import RULES, lr_find
 from epochlab.models.registry import build
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from epochlab.cli.common import console
+from epochlab.cli.output import console
 
 if TYPE_CHECKING:
     from epochlab.store import Store

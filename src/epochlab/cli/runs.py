@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from epochlab.cli.common import console
+from epochlab.cli.output import console
 from epochlab.store import STATUSES, RunRecord, SQLiteStore, open_store
 from epochlab.validation import ParameterError
 

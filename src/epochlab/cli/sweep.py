@@ -18,13 +18,12 @@ from rich.table import Table
 
 from epochlab.cli.common import (
     call_factory,
-    console,
     is_data_file,
     load_data,
     model_factory,
     runtime_options,
-    warn,
 )
+from epochlab.cli.output import console, warn
 from epochlab.store import open_store
 from epochlab.sweeps.driver import best_run, metric_values, preflight, sweep
 from epochlab.sweeps.executors import check_executor

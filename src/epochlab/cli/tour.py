@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from epochlab.cli.common import console
+from epochlab.cli.output import console
 
 
 @click.command("tour")

@@ -18,7 +18,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from epochlab.cli.common import console, out_dir
+from epochlab.cli.common import out_dir
+from epochlab.cli.output import console
 
 DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs=int(5,50)"
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from epochlab._atomic import atomic_write
-from epochlab.train.runtime import describe_runtime
 from epochlab.validation import ParameterError
 
 ITERATION_COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "batch_size")
@@ -296,6 +295,8 @@ class History:
             lines.append(f"lr scaling: {r['rule']}: {r['lr']:.4g} x {r['factor']:g} = "
                          f"{r['scaled_lr']:.4g}, reached over {r['warmup_steps']} warmup updates")
         if "runtime" in self.extra:
+            from epochlab.train.runtime import describe_runtime  # torch: only when printing
+
             lines.append(f"runtime: {describe_runtime(self.extra['runtime'])}")
         if self.stop_message:
             lines.append(self.stop_message)

@@ -11,18 +11,16 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from epochlab._lazy import attach
 
 __version__ = "0.1.0"
 
 # What `import epochlab` offers, loaded on first use: the package itself imports nothing
 # heavy, so `epochlab --help` and `--version` answer without loading torch, scikit-learn
-# and matplotlib (~1.6 s here). Names map to the module that defines them; subpackages
-# map to themselves.
-_SUBMODULES = ("callbacks", "cli", "data", "diagnose", "models", "recipes", "reference",
-               "report", "schedules", "store", "sweeps", "train", "tuning", "validation")
-_NAMES = {
+# and matplotlib (~1.6 s here). A new public name goes here, in __all__ and below.
+__getattr__, __dir__ = attach(__name__, {
     "Callback": "epochlab.callbacks.base",
     "ModelCheckpoint": "epochlab.callbacks.checkpoint",
     "CSVLogger": "epochlab.callbacks.csv_logger",
@@ -42,23 +40,8 @@ _NAMES = {
     "Trainer": "epochlab.train.trainer",
     "tune": "epochlab.tuning",
     "ParameterError": "epochlab.validation",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        value = importlib.import_module(f"epochlab.{name}")
-    elif name in _NAMES:
-        value = getattr(importlib.import_module(_NAMES[name]), name)
-    else:
-        raise AttributeError(f"module 'epochlab' has no attribute {name!r}")
-    globals()[name] = value  # the next access skips this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_SUBMODULES, *_NAMES})
-
+}, submodules=("callbacks", "cli", "data", "diagnose", "models", "recipes", "reference",
+               "report", "schedules", "store", "sweeps", "train", "tuning", "validation"))
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported
     from epochlab import callbacks, data, diagnose, models, schedules, sweeps

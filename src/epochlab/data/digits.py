@@ -13,8 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from epochlab.data.base import DataBundle
 from epochlab.validation import ParameterError
@@ -57,6 +55,9 @@ def digits(
     if not 0.0 < test_size < 1.0:
         raise ParameterError(f"The value of `test_size` is {test_size}, but must be in (0, 1).")
     keep = _check_labels(labels)
+
+    from sklearn.datasets import load_digits  # 0.6 s to import: only when loaded
+    from sklearn.model_selection import train_test_split
 
     raw = load_digits()
     x = (raw.data / _MAX_PIXEL).astype(np.float32)

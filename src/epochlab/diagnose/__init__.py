@@ -9,16 +9,32 @@
   (McCandlish et al. 2018) as a callback, and batch-size advice from it.
 """
 
-from epochlab.diagnose.advice import (
-    Advice,
-    RunResult,
-    advise_history,
-    advise_runs,
-    format_advice,
-    runs_from_store,
-)
-from epochlab.diagnose.lr_find import RULES, LRFindResult, LRSweep, lr_find, lr_sweep
-from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
+from typing import TYPE_CHECKING
+
+from epochlab._lazy import attach
+
+# Loaded on first use: `advice` is pure functions, and the report reads it without
+# loading torch through `lr_find`.
+__getattr__, __dir__ = attach(__name__, {
+    **dict.fromkeys(("Advice", "RunResult", "advise_history", "advise_runs", "format_advice",
+                     "runs_from_store"), "epochlab.diagnose.advice"),
+    **dict.fromkeys(("RULES", "LRFindResult", "LRSweep", "lr_find", "lr_sweep"),
+                    "epochlab.diagnose.lr_find"),
+    **dict.fromkeys(("GradientNoiseScale", "batch_size_advice"),
+                    "epochlab.diagnose.noise_scale"),
+}, submodules=("advice", "lr_find", "noise_scale"))
+
+if TYPE_CHECKING:
+    from epochlab.diagnose.advice import (
+        Advice,
+        RunResult,
+        advise_history,
+        advise_runs,
+        format_advice,
+        runs_from_store,
+    )
+    from epochlab.diagnose.lr_find import RULES, LRFindResult, LRSweep, lr_find, lr_sweep
+    from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
 
 __all__ = ["RULES", "Advice", "GradientNoiseScale", "LRFindResult", "LRSweep", "RunResult",
            "advise_history", "advise_runs", "batch_size_advice", "format_advice", "lr_find",

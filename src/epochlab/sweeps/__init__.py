@@ -14,12 +14,30 @@ Imports run one way: ``spec -> workload -> plan -> worker -> driver``.
   K configurations of one model as one vectorized model (:func:`train_fused`).
 """
 
-from epochlab.sweeps.driver import SweepResult, best_run, metric_values, sweep
-from epochlab.sweeps.executors import Executor, InProcessExecutor, ProcessPoolExecutor
-from epochlab.sweeps.fused import FusedResult, train_fused
-from epochlab.sweeps.fused_layers import is_fusable
-from epochlab.sweeps.plan import Plan, Task, make_plan
-from epochlab.sweeps.spec import Config, SweepSpec
+from typing import TYPE_CHECKING
+
+from epochlab._lazy import attach
+
+# Loaded on first use (the spec and the plan without the fused engine, torch's optimizers).
+__getattr__, __dir__ = attach(__name__, {
+    **dict.fromkeys(("SweepResult", "best_run", "metric_values", "sweep"),
+                    "epochlab.sweeps.driver"),
+    **dict.fromkeys(("Executor", "InProcessExecutor", "ProcessPoolExecutor"),
+                    "epochlab.sweeps.executors"),
+    **dict.fromkeys(("FusedResult", "train_fused"), "epochlab.sweeps.fused"),
+    "is_fusable": "epochlab.sweeps.fused_layers",
+    **dict.fromkeys(("Plan", "Task", "make_plan"), "epochlab.sweeps.plan"),
+    **dict.fromkeys(("Config", "SweepSpec"), "epochlab.sweeps.spec"),
+}, submodules=("driver", "executors", "fused", "fused_conv", "fused_layers", "fused_ops",
+               "fused_runs", "plan", "ray_executor", "spec", "worker", "workload"))
+
+if TYPE_CHECKING:
+    from epochlab.sweeps.driver import SweepResult, best_run, metric_values, sweep
+    from epochlab.sweeps.executors import Executor, InProcessExecutor, ProcessPoolExecutor
+    from epochlab.sweeps.fused import FusedResult, train_fused
+    from epochlab.sweeps.fused_layers import is_fusable
+    from epochlab.sweeps.plan import Plan, Task, make_plan
+    from epochlab.sweeps.spec import Config, SweepSpec
 
 __all__ = [
     "Config", "Executor", "FusedResult", "InProcessExecutor", "Plan", "ProcessPoolExecutor",

@@ -61,7 +61,7 @@ class LSTMClassifier(nn.Module):
             real = x != self.padding_idx
             # A stable sort of "is padding" moves the real tokens to the front in
             # their original order, so "pre" and "post" padding become the same
-            # left-aligned row, whose state after token t is read at t = length - 1.
+            # left-aligned row, read at its last real token (index length - 1).
             order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
             x = torch.gather(x, 1, order)
             # An all-padding row has length 0 (no state to read): read one

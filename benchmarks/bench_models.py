@@ -36,7 +36,9 @@ from epochlab.recipes.transfer import transfer_study
 def _train(model, data, epochs: int, batch_size: int, seed: int,
            schedule=None) -> tuple[list[float], float]:
     t0 = time.perf_counter()
-    h = el.fit(model, data.train, epochs=epochs, batch_size=batch_size, lr=1e-3,
+    # A schedule that names its own rate (one-cycle's max_lr) takes no separate lr.
+    lr = {} if schedule is not None else {"lr": 1e-3}
+    h = el.fit(model, data.train, epochs=epochs, batch_size=batch_size, **lr,
                schedule=schedule, validation_data=data.test, seed=seed, verbose=0)
     return [float(a) for a in h.history["val_accuracy"]], time.perf_counter() - t0
 

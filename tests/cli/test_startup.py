@@ -65,3 +65,23 @@ def test_the_package_loads_its_names_on_first_use():
         assert "no_such_name" in str(e)
     else:
         raise AssertionError("a missing name must raise AttributeError")
+
+
+def test_every_module_is_reachable_as_an_attribute_after_import_epochlab():
+    # `el.train.data.split_indices` worked when the package imported everything; a
+    # benchmark used it. Checked in a fresh process, where nothing else imported them.
+    code = (
+        "import pkgutil, epochlab\n"
+        "missing = []\n"
+        "for m in pkgutil.walk_packages(epochlab.__path__, 'epochlab.'):\n"
+        "    if m.name.endswith('__main__') or '._' in m.name:\n"
+        "        continue\n"
+        "    obj = epochlab\n"
+        "    try:\n"
+        "        for part in m.name.split('.')[1:]:\n"
+        "            obj = getattr(obj, part)\n"
+        "    except AttributeError:\n"
+        "        missing.append(m.name)\n"
+        "print(missing)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

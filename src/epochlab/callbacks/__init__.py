@@ -9,6 +9,7 @@
 - :mod:`~epochlab.callbacks.reduce_lr`: ``ReduceLROnPlateau``.
 """
 
+from epochlab._lazy import attach as _lazy_attach
 from epochlab.callbacks.base import Callback, CallbackList
 from epochlab.callbacks.checkpoint import ModelCheckpoint, load_checkpoint
 from epochlab.callbacks.csv_logger import CSVLogger
@@ -29,3 +30,7 @@ __all__ = [
     "ReduceLROnPlateau",
     "load_checkpoint",
 ]
+
+# Submodules load on first use as attributes too (`el.callbacks.<module>`), as when the package
+# imported them all.
+__getattr__, __dir__ = _lazy_attach(__name__, {})

@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from epochlab import __version__
+from epochlab._lazy import attach as _lazy_attach
 from epochlab.validation import ParameterError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -182,3 +183,7 @@ def main() -> None:
 
 
 __all__ = ["COMMANDS", "EpochlabGroup", "failure_message", "main", "one_line"]
+
+# Submodules load on first use as attributes too (`el.cli.<module>`), as when the package
+# imported them all.
+__getattr__, __dir__ = _lazy_attach(__name__, {})

@@ -12,6 +12,7 @@ Example:
 
 from importlib.util import find_spec
 
+from epochlab._lazy import attach as _lazy_attach
 from epochlab.data.base import DataBundle
 from epochlab.data.digits import digits
 from epochlab.data.download import cache_dir, fetch
@@ -38,3 +39,7 @@ if find_spec("epochlab.data.sequences") is not None:
     from epochlab.data.sequences import sequences as sequences
 
     __all__.append("sequences")
+
+# Submodules load on first use as attributes too (`el.data.<module>`), as when the package
+# imported them all.
+__getattr__, __dir__ = _lazy_attach(__name__, {})

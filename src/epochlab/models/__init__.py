@@ -7,6 +7,7 @@ Models never import the training loop; the slide-10 experiment is
 :func:`epochlab.recipes.transfer_study`.
 """
 
+from epochlab._lazy import attach as _lazy_attach
 from epochlab.models.cnn import CNN, Backbone, cnn
 from epochlab.models.lstm import LSTMClassifier, lstm_classifier
 from epochlab.models.mlp import mlp
@@ -38,3 +39,7 @@ __all__ = [
     "transfer_model",
     "unfreeze",
 ]
+
+# Submodules load on first use as attributes too (`el.models.<module>`), as when the package
+# imported them all.
+__getattr__, __dir__ = _lazy_attach(__name__, {})

@@ -8,7 +8,12 @@
   :mod:`epochlab.diagnose.advice`).
 """
 
+from epochlab._lazy import attach as _lazy_attach
 from epochlab.report.curves import plot_curves, plot_lr
 from epochlab.report.heatmap import plot_heatmap
 
 __all__ = ["plot_curves", "plot_heatmap", "plot_lr"]
+
+# Submodules load on first use as attributes too (`el.report.<module>`), as when the package
+# imported them all.
+__getattr__, __dir__ = _lazy_attach(__name__, {})

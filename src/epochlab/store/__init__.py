@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from epochlab._lazy import attach as _lazy_attach
 from epochlab.store.base import DONE, FINISHED, STATUSES, RunRecord, Store, StoreError, run_key
 from epochlab.store.memory import MemoryStore
 from epochlab.store.record import (
@@ -80,3 +81,7 @@ __all__ = [
     "SQLiteStore", "record_history", "summarize", "package_versions", "status_of", "run_key",
     "default_store_path", "DEFAULT_STORE",
 ]
+
+# Submodules load on first use as attributes too (`el.store.<module>`), as when the package
+# imported them all.
+__getattr__, __dir__ = _lazy_attach(__name__, {})

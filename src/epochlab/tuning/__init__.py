@@ -12,6 +12,7 @@ The package is ``tuning`` so that ``el.tune`` is a plain function (as
 ``el.sweep`` is, with its package named ``sweeps``).
 """
 
+from epochlab._lazy import attach as _lazy_attach
 from epochlab.tuning.driver import SAMPLERS, TrialRow, TuneResult, tune
 from epochlab.tuning.pruning import (
     PRUNE_BY,
@@ -28,3 +29,7 @@ __all__ = [
     "PRUNERS", "PRUNE_BY", "SAMPLERS", "Budget", "Param", "SearchSpace", "TrialPruning",
     "TrialRow", "TuneResult", "make_budget", "make_pruner", "parse_space", "train_trial", "tune",
 ]
+
+# Submodules load on first use as attributes too (`el.tuning.<module>`), as when the package
+# imported them all.
+__getattr__, __dir__ = _lazy_attach(__name__, {})

@@ -38,8 +38,10 @@ from epochlab.train.losses import (
     resolve_metrics,
 )
 from epochlab.train.runtime import (
+    EVAL_ROWS,
     check_precision,
     check_threads,
+    eval_rows,
     for_training,
     manual_seed,
     resolve,
@@ -48,8 +50,6 @@ from epochlab.train.runtime import (
 )
 from epochlab.train.trainer import OptimizerLike, Trainer, evaluate_tensors
 from epochlab.validation import ParameterError, check_bool
-
-EVAL_CHUNK = 1024
 
 
 class TrainingError(RuntimeError):
@@ -272,8 +272,10 @@ def fit(
     # Processes sharing the machine share its cores: each takes its part at most.
     local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)) if ctx is not None else 1
     ceiling = max(1, torch.get_num_threads() // local)
-    choice = resolve(model, _probe_rows(prepared), batch_size, threads=threads,
-                     precision=precision, ceiling=ceiling)
+    probe = _probe_rows(prepared)
+    choice = resolve(model, probe, batch_size, threads=threads, precision=precision,
+                     ceiling=ceiling)
+    eval_batch = eval_rows(model, probe, batch_size) if prepared.val is not None else None
     trainer.use_precision(choice.autocast_dtype, channels_last=choice.channels_last)
     if choice.channels_last:
         _to_channels_last(prepared)
@@ -305,7 +307,7 @@ def fit(
     # results are bit-identical only for one count, and "auto" depends on the idle cores.
     with using_threads(trainer.state.history.extra["runtime"]["threads"]), for_training():
         return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                   drop_last=drop_last, seed=seed)
+                   drop_last=drop_last, seed=seed, eval_batch=eval_batch)
 
 
 def _probe_rows(prepared: PreparedData) -> torch.Tensor:
@@ -382,8 +384,13 @@ def run(
     shuffle: bool = True,
     drop_last: bool = False,
     seed: int = 0,
+    eval_batch: int | None = None,
 ) -> History:
-    """The epoch loop over ``trainer.step``; resumes from ``trainer.state``'s position."""
+    """The epoch loop over ``trainer.step``; resumes from ``trainer.state``'s position.
+
+    ``eval_batch``: rows per validation forward (default ``max(batch_size, EVAL_ROWS)``;
+    :func:`~epochlab.train.runtime.eval_rows` sizes it to the model).
+    """
     s, h, cbs = trainer.state, trainer.state.history, trainer.callbacks
     want_begin, want_end = cbs.wants("on_batch_begin"), cbs.wants("on_batch_end")
     n_train = data.n_train
@@ -416,7 +423,8 @@ def run(
                     break
                 val = None
                 if data.val is not None:
-                    val = trainer.evaluate(*data.val, batch_size=max(batch_size, EVAL_CHUNK))
+                    val = trainer.evaluate(*data.val,
+                                           batch_size=eval_batch or max(batch_size, EVAL_ROWS))
                 row = h.add_epoch(s.epoch, trainer.epoch_logs(), val, lr=trainer._lr_set,
                                   updates=s.global_step, samples_seen=s.samples_seen,
                                   seconds=time.perf_counter() - t0)
@@ -461,11 +469,14 @@ def evaluate(
     model: nn.Module,
     data: Any,
     *,
-    batch_size: int = EVAL_CHUNK,
+    batch_size: int | None = None,
     loss: str | Callable | None = None,
     metrics: Sequence[str] = ("accuracy",),
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on ``(X, y)`` (or a DataBundle's test split).
+
+    ``batch_size``: rows per forward pass; by default up to 1,024, fewer for a model
+    with large activations (:func:`~epochlab.train.runtime.eval_rows`).
 
     Example:
         >>> import epochlab as el
@@ -485,4 +496,7 @@ def evaluate(
     out_shape = out_features_of(model, x[:2])
     spec = resolve_loss(loss, y, out_shape[1] if len(out_shape) == 2 else 1)
     y = prepare_targets(spec, y, out_shape, "evaluation data", float_dtype(model))
+    if batch_size is None:
+        batch_size = eval_rows(model, x[:2], 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     return evaluate_tensors(model, spec, resolve_metrics(metrics, spec.task), x, y, batch_size)

@@ -90,6 +90,12 @@ FUSED_THREADS_MIN_RUN = 700_000_000
 # 0.82. (Against float32 one by one fused won at every size: 3.9 vs 5.0 s at 17 M.)
 FUSED_FP32_MAX_MACS = 4_000_000
 
+# Evaluation (validation, test metrics) runs in chunks of at most this many rows, fewer
+# where one layer's output would pass EVAL_ACTIVATION_BYTES (see eval_rows): below glibc's
+# 32 MiB mmap threshold, so reusing_memory keeps the blocks from one chunk to the next.
+EVAL_ROWS = 1024
+EVAL_ACTIVATION_BYTES = 16 * 1024 * 1024
+
 # A Linear layer counts as large for bf16 from this many weights (256 x 256):
 # on AVX-512 BF16 bf16 autocast ran a 256-wide MLP 1.16x, a 512-wide 1.4x
 # faster, and a 64- or 128-wide one slower than float32.
@@ -264,10 +270,42 @@ def macs_per_step(model: nn.Module, x_rows: torch.Tensor, batch_size: int) -> in
         >>> macs_per_step(el.models.mlp(20), torch.zeros(2, 20), 32)  # (20*64 + 64*32 + 32) * 32
         107520
     """
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, *_CONV, *_RECURRENT))]
-    if x_rows.dim() == 2 and all(isinstance(m, nn.Linear) for m in layers):
-        return sum(m.weight.numel() for m in layers) * batch_size
-    total = [0]
+    return int(_probe(model, x_rows)[0] * batch_size)
+
+
+def eval_rows(model: nn.Module, x_rows: torch.Tensor, batch_size: int,
+              most: int = EVAL_ROWS) -> int:
+    """Rows per forward pass when evaluating: ``most``, fewer where the model's largest layer
+    output would pass :data:`EVAL_ACTIVATION_BYTES`, never fewer than ``batch_size``.
+
+    glibc maps blocks above 32 MiB afresh and unmaps them when freed, so a larger
+    activation is page-faulted in at every pass (the seed CNN's 1,024-row chunks: 44 MB
+    for the first convolution's output, ~23,000 faults a validation pass; at 192 rows
+    its 12,000-image epoch took 0.81 s instead of 0.89). Smaller chunks also keep a big
+    model's evaluation within the memory its training batches need.
+
+    Example:
+        >>> import torch, epochlab as el
+        >>> eval_rows(el.models.mlp(20), torch.zeros(2, 20), 32)
+        1024
+        >>> eval_rows(el.models.cnn("seed"), torch.zeros(2, 1, 28, 28), 64)  # 86.5 KB a row
+        193
+    """
+    per_row = _probe(model, x_rows)[1]
+    fit = EVAL_ACTIVATION_BYTES // max(per_row, 1)
+    return max(batch_size, min(most, fit))
+
+
+def _probe(model: nn.Module, x_rows: torch.Tensor) -> tuple[float, int]:
+    """Forward multiply-adds per row, and the bytes per row of the largest output of a layer
+    (float32), from a forward pass over ``x_rows`` in eval mode; a model of Linear layers on
+    flat rows from its weights, without running it."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    layers = [m for m in leaves if isinstance(m, (nn.Linear, *_CONV, *_RECURRENT))]
+    if x_rows.dim() == 2 and layers and all(isinstance(m, nn.Linear) for m in layers):
+        widest = max([x_rows.shape[1], *(m.out_features for m in layers)])
+        return float(sum(m.weight.numel() for m in layers)), 4 * widest
+    total, largest, rows = [0], [0], max(x_rows.shape[0], 1)
 
     def hook(mod: nn.Module, inp: object, out: object) -> None:
         if isinstance(out, tuple):  # recurrent layers: (output, state)
@@ -276,6 +314,7 @@ def macs_per_step(model: nn.Module, x_rows: torch.Tensor, batch_size: int) -> in
             out = out.data
         if not isinstance(out, torch.Tensor):
             return
+        largest[0] = max(largest[0], out.numel())
         if isinstance(mod, nn.Linear):
             total[0] += mod.weight.numel() * (out.numel() // max(out.shape[-1], 1))
         elif isinstance(mod, _CONV):
@@ -284,7 +323,7 @@ def macs_per_step(model: nn.Module, x_rows: torch.Tensor, batch_size: int) -> in
             weights = sum(p.numel() for n, p in mod.named_parameters() if n.startswith("weight"))
             total[0] += weights * (out.numel() // max(out.shape[-1], 1))
 
-    handles = [m.register_forward_hook(hook) for m in layers]
+    handles = [m.register_forward_hook(hook) for m in leaves]
     was_training = model.training
     model.eval()
     try:
@@ -294,7 +333,7 @@ def macs_per_step(model: nn.Module, x_rows: torch.Tensor, batch_size: int) -> in
         model.train(was_training)
         for h in handles:
             h.remove()
-    return int(total[0] * batch_size / max(x_rows.shape[0], 1))
+    return total[0] / rows, 4 * -(-largest[0] // rows)
 
 
 def bf16_layers(model: nn.Module) -> str | None:

@@ -27,8 +27,15 @@ printed with the 1-minute load average taken when it finished. The Keras
 side needs TensorFlow (``pip install 'epochlab[bench]'``); without it only
 epochlab's side runs. Not a test: timings on a shared machine are noisy.
 
-    python benchmarks/bench_vs_keras.py            # full: about 7 minutes on 2 cores
-    python benchmarks/bench_vs_keras.py --quick    # smoke run: fewer images and epochs
+The CNN's two sides vary by up to 40% from run to run on a shared VM (Keras
+27-38 s for the same fit within one hour), so ``--cnn-pairs N`` times the CNN
+N times more on each side, in fresh child processes (the slides at 1 epoch as
+their warm-up), alternating which side goes first, and prints every pair's
+ratio and their median.
+
+    python benchmarks/bench_vs_keras.py                 # full: about 3-7 minutes on 2 cores
+    python benchmarks/bench_vs_keras.py --cnn-pairs 4   # and 4 more CNN pairs (~4 min more)
+    python benchmarks/bench_vs_keras.py --quick         # smoke run: fewer images and epochs
 """
 
 from __future__ import annotations
@@ -240,6 +247,8 @@ def main() -> None:
     p.add_argument("--side", choices=["keras", "epochlab"], help=argparse.SUPPRESS)
     p.add_argument("--cfg", help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
+    p.add_argument("--cnn-pairs", type=int, default=0, metavar="N",
+                   help="time the CNN N more times on each side, alternating, for a median ratio")
     args = p.parse_args()
     if args.side:
         cfg = json.loads(args.cfg)
@@ -299,6 +308,31 @@ def main() -> None:
     se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
     print(f"  auto vs float32: {statistics.fmean(diffs):+.2f} points "
           f"(paired over {len(diffs)} seeds, standard error {se:.2f})")
+    if args.cnn_pairs > 0 and keras:
+        _cnn_pairs(cfg, args.cnn_pairs, keras, ours)
+
+
+def _cnn_pairs(cfg: dict[str, Any], n: int, keras: dict[str, Any], ours: dict[str, Any]) -> None:
+    """The CNN timed ``n`` more times on each side (fresh processes, alternating order), with
+    the first run's pair: every ratio and their median."""
+    name = "slide 11 CNN, MNIST-sized"
+    small = {**cfg, "epochs": {10: 1, 20: 1, 50: 1, 100: 1}, "seeds": 1, "digits_epochs": 1}
+    pairs = [(keras[name], ours[name])]
+    for i in range(n):
+        sides = ("keras", "epochlab") if i % 2 else ("epochlab", "keras")
+        got = {side: _child(side, small) for side in sides}
+        if got["keras"] is None or got["epochlab"] is None:
+            return
+        pairs.append((got["keras"][name], got["epochlab"][name]))
+    print(f"\n{name}, {len(pairs)} pairs (the first from the run above; then alternating "
+          "which side runs first):")
+    for k, o in pairs:
+        print(f"  Keras {k['seconds']:6.2f} s (load {k['load']:.2f})  epochlab "
+              f"{o['seconds']:6.2f} s (load {o['load']:.2f})  {k['seconds'] / o['seconds']:.2f}x")
+    ratios = [k["seconds"] / o["seconds"] for k, o in pairs]
+    print(f"  median {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}x); "
+          f"median seconds: Keras {statistics.median(k['seconds'] for k, _ in pairs):.2f}, "
+          f"epochlab {statistics.median(o['seconds'] for _, o in pairs):.2f}")
 
 
 if __name__ == "__main__":

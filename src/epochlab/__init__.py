@@ -9,18 +9,16 @@ Example:
     (20, 200)
 """
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
-from epochlab._lazy import attach
+from epochlab._lazy import attach as _attach
 
 __version__ = "0.1.0"
 
 # What `import epochlab` offers, loaded on first use: the package itself imports nothing
 # heavy, so `epochlab --help` and `--version` answer without loading torch, scikit-learn
 # and matplotlib (~1.6 s here). A new public name goes here, in __all__ and below.
-__getattr__, __dir__ = attach(__name__, {
+__getattr__, __dir__ = _attach(__name__, {
     "Callback": "epochlab.callbacks.base",
     "ModelCheckpoint": "epochlab.callbacks.checkpoint",
     "CSVLogger": "epochlab.callbacks.csv_logger",
@@ -61,6 +59,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported
     from epochlab.train.trainer import StepRecord, Trainer
     from epochlab.tuning import tune
     from epochlab.validation import ParameterError
+
+del TYPE_CHECKING  # not a name of the package
 
 __all__ = [
     "CSVLogger",

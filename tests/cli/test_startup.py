@@ -1,4 +1,4 @@
-"""`epochlab --help`, `--version`, a mistyped command and `runs` answer without loading torch."""
+"""`epochlab --help`, `--version`, a mistyped command, `runs` and `report` answer without loading torch."""
 
 from __future__ import annotations
 
@@ -37,6 +37,28 @@ def test_runs_lists_a_store_without_loading_torch(tmp_path):
             "print(sorted(m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "completed" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_report_writes_its_figures_without_loading_torch(tmp_path):
+    # `epochlab report` reads runs and draws: 0.56 s (matplotlib) instead of 2.3 s.
+    from epochlab.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.db")
+    sid = store.create_study("demo")
+    for lr, acc in ((0.1, 0.7), (0.01, 0.8)):
+        rid = store.add_run(sid, f"lr={lr}", {"lr": lr, "epochs": 2})
+        store.finish_run(rid, "completed", {"total_updates": 4},
+                         [{"epoch": 0, "val_accuracy": acc - 0.1, "val_loss": 1.0},
+                          {"epoch": 1, "val_accuracy": acc, "val_loss": 0.5}])
+    store.close()
+    code = ("import sys\nfrom epochlab.cli import main\ntry:\n"
+            f"    main(['report', '--store', {str(tmp_path / 's.db')!r}, '--study', 'demo', "
+            f"'--out', {str(tmp_path / 'out')!r}, '--html'])\n"
+            "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+    assert (tmp_path / "out" / "index.html").exists() and (tmp_path / "out" / "results.csv").exists()
 
 
 def test_the_help_listing_is_each_commands_own_help():

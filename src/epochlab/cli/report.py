@@ -59,7 +59,7 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
     if best is None:
         console.print(f"[red]No finished run has a finite {result['metric']}.[/]")
     else:
-        from epochlab.sweeps.spec import SWEPT
+        from epochlab.sweeps.ranking import SWEPT
 
         settings = {k: best.settings[k] for k in SWEPT if k in best.settings}
         row = next(r for r in result["rows"] if r["run"] == best.id)

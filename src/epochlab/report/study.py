@@ -47,8 +47,7 @@ from epochlab.report.figures import integer_ticks, new_figure, save_figure
 from epochlab.report.heatmap import plot_heatmap
 from epochlab.report.html import Section, Table
 from epochlab.store.base import DONE, RunRecord, Store
-from epochlab.sweeps.driver import best_run, metric_values
-from epochlab.sweeps.spec import SWEPT
+from epochlab.sweeps.ranking import SWEPT, best_run, metric_values
 from epochlab.train.history import History
 from epochlab.validation import ParameterError, resolve_mode
 

@@ -20,8 +20,8 @@ from epochlab._lazy import attach
 
 # Loaded on first use (the spec and the plan without the fused engine, torch's optimizers).
 __getattr__, __dir__ = attach(__name__, {
-    **dict.fromkeys(("SweepResult", "best_run", "metric_values", "sweep"),
-                    "epochlab.sweeps.driver"),
+    **dict.fromkeys(("SweepResult", "sweep"), "epochlab.sweeps.driver"),
+    **dict.fromkeys(("best_run", "metric_values"), "epochlab.sweeps.ranking"),
     **dict.fromkeys(("Executor", "InProcessExecutor", "ProcessPoolExecutor"),
                     "epochlab.sweeps.executors"),
     **dict.fromkeys(("FusedResult", "train_fused"), "epochlab.sweeps.fused"),
@@ -29,7 +29,7 @@ __getattr__, __dir__ = attach(__name__, {
     **dict.fromkeys(("Plan", "Task", "make_plan"), "epochlab.sweeps.plan"),
     **dict.fromkeys(("Config", "SweepSpec"), "epochlab.sweeps.spec"),
 }, submodules=("driver", "executors", "fused", "fused_conv", "fused_layers", "fused_ops",
-               "fused_runs", "plan", "ray_executor", "spec", "worker", "workload"))
+               "fused_runs", "plan", "ranking", "ray_executor", "spec", "worker", "workload"))
 
 if TYPE_CHECKING:
     from epochlab.sweeps.driver import SweepResult, best_run, metric_values, sweep

@@ -38,6 +38,7 @@ from epochlab.store.memory import MemoryStore
 from epochlab.store.record import check_study, ensure_study
 from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
+from epochlab.sweeps.ranking import SELECT, best_run, metric_values
 from epochlab.sweeps.spec import SweepSpec
 from epochlab.sweeps.worker import TaskOutcome, execute_task, remove_checkpoints
 from epochlab.sweeps.workload import (
@@ -58,32 +59,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DONE", "SweepResult", "best_run", "check_picklable", "metric_values", "preflight", "sweep",
 ]
-
-SELECT = ("final", "best")
-
-
-def metric_values(
-    rows: Sequence[dict[str, float]], metric: str, mode: str, weights_epoch: int | None = None,
-) -> dict[str, Any]:
-    """``final`` (at the weights the run ends with), ``best`` (over epochs) and ``best_epoch``.
-
-    ``final`` is the value at ``weights_epoch`` (the best epoch after early
-    stopping with restore) or else at the last epoch; ``best`` is slide 13's
-    max (or min) over all epochs. NaN when the metric is missing.
-
-    Example:
-        >>> metric_values([{"val_accuracy": 0.8}, {"val_accuracy": 0.7}], "val_accuracy", "max")
-        {'final': 0.7, 'best': 0.8, 'best_epoch': 1}
-    """
-    values = [float(r.get(metric, math.nan)) for r in rows]
-    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
-    if not finite:
-        return {"final": math.nan, "best": math.nan, "best_epoch": None}
-    at = weights_epoch if weights_epoch is not None and weights_epoch < len(values) else -1
-    pick = max if mode == "max" else min
-    best, idx = pick(finite, key=lambda t: (t[0], -t[1]) if mode == "max" else (t[0], t[1]))
-    return {"final": values[at], "best": best, "best_epoch": idx + 1}
-
 
 @dataclass
 class SweepResult:
@@ -146,28 +121,6 @@ class SweepResult:
         for r in self.runs:
             out[r.status] = out.get(r.status, 0) + 1
         return out
-
-
-def best_run(
-    store: Store, runs: Sequence[RunRecord], metric: str, mode: str = "max", select: str = "final",
-) -> RunRecord | None:
-    """The best done run by ``metric``; ties go to fewer total updates, then grid order.
-
-    ``select="final"`` ranks by the value at the weights each run ends with;
-    ``"best"`` by the best value over its epochs (slide 13's
-    ``max(history['val_accuracy'])``, which favours longer runs because a
-    longer run's epochs include a shorter one's).
-    """
-    if select not in SELECT:
-        raise ParameterError(f"The value of `select` is {select!r}, but must be one of {SELECT}.")
-    scored = []
-    for order, r in enumerate(runs):
-        if r.status not in DONE:
-            continue
-        v = metric_values(store.epochs(r.id), metric, mode, r.summary.get("weights_epoch"))[select]
-        if math.isfinite(v):
-            scored.append(((-v if mode == "max" else v), r.summary.get("total_updates", 0), order, r))
-    return min(scored, key=lambda t: t[:3])[3] if scored else None
 
 
 def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:

@@ -47,14 +47,12 @@ except ModuleNotFoundError:  # Python 3.10
 
 from epochlab import schedules
 from epochlab.callbacks.early_stopping import parse as parse_early_stopping
+from epochlab.sweeps.ranking import SWEPT
 from epochlab.train.trainer import DEFAULT_LR, OPTIMIZERS
 from epochlab.validation import ParameterError, resolve_mode
 
 __all__ = ["FIXED", "MODES", "SWEPT", "Config", "SweepSpec", "canonical_schedule", "default_metric"]
 
-SWEPT = ("epochs", "batch_size", "lr", "batch_norm", "seed", "optimizer", "weight_decay",
-         "schedule")
-"""Settings a sweep takes as lists; the product of the lists is the set of configurations."""
 
 FIXED = ("data", "data_options", "model", "validation_split", "early_stopping",
          "data_fingerprint", "model_fingerprint")

@@ -79,6 +79,17 @@ def test_linear_relu_and_tanh_keep_the_hand_written_path(act):
     _check_sweep_equals_fit(_act(act), _data(), net=HandNet)
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["biases", "a-layer-without-bias"])
+def test_relu_and_tanh_stacks_with_and_without_biases_on_the_hand_written_path(bias):
+    # All biased: the plain-MLP step (biases side by side, one sum for their gradients).
+    def make():
+        return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5, bias=bias), nn.ReLU(),
+                             nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+
+    assert make_net(make()).plain_mlp is bias
+    _check_sweep_equals_fit(make, _data(classes=3), net=HandNet)
+
+
 @pytest.mark.parametrize(
     "act",
     [nn.LeakyReLU(0.1), nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(), nn.Sigmoid(),

@@ -43,7 +43,6 @@ from epochlab.sweeps.fused_ops import (
     batch_means,
     correct_rows,
     grad_terms,
-    logits_grad,
     row_losses,
 )
 from epochlab.train.accounting import iterations_per_epoch
@@ -791,8 +790,7 @@ class _Chunk:
                 term_b, alpha_b = grad_terms(task, ep.ye[:, seen:seen + nb], nb, self.out,
                                              self.flat.dtype)
             lr = self.const_lr if self.const_lr is not None else self._lr(epoch)
-            z = net.train_forward(xb)
-            grad = net.backward(logits_grad(task, z, term_b, alpha_b))
+            z, grad = net.train_step(xb, task, term_b, alpha_b)
             gnorm = torch.linalg.vector_norm(grad, dim=1)
             if check and not self._finite_step(z, gnorm, ep.ye[:, seen:seen + nb]):
                 loss = row_losses(task, z, ep.ye[:, seen:seen + nb]).mean(dim=1)

@@ -57,12 +57,14 @@ from epochlab.sweeps.fused_conv import HandBlock, conv_relu_pool, fusable_block
 from epochlab.sweeps.fused_ops import (
     NORM_BUFFERS,
     FlatLayout,
+    MLPBackward,
     Norms,
     _per_member,
     _side_by_side,
     backward,
     forward_prepared,
     hand_specs,
+    logits_grad,
     prepare_forward,
     running_factor,
     sequential_leaves,
@@ -374,8 +376,12 @@ class HandNet(_StackedBuffers):
             leading.append((f"{prefix}weight", tuple(block.conv.weight.shape)))
             if block.conv.bias is not None:
                 leading.append((f"{prefix}bias", tuple(block.conv.bias.shape)))
-        self.layout = FlatLayout(self.specs, leading)
         self.has_norms = any(s.norm is not None for s in self.specs)
+        # A plain MLP (the common case) trains in the fewest calls: MLPBackward.
+        self.plain_mlp = (not self.blocks and not self.has_norms
+                          and all(s.bias for s in self.specs))
+        self.layout = FlatLayout(self.specs, leading, biases_last=self.plain_mlp)
+        self._mlp: MLPBackward | None = None
         self._norm_state: Norms | None = None  # the training forward's, for its backward
         self.buffer_keys = [f"{s.norm.prefix}{name}" for s in self.specs if s.norm is not None
                             for name in NORM_BUFFERS]
@@ -392,6 +398,7 @@ class HandNet(_StackedBuffers):
         self.conv_views = [(named[f"{p}weight"], named.get(f"{p}bias")) for p, _ in self.blocks]
         self.conv_grads = [(named_grad[f"{p}weight"], named_grad.get(f"{p}bias"))
                            for p, _ in self.blocks]
+        self._mlp = MLPBackward(self.layout, flat, grad) if self.plain_mlp else None
 
     def start(self, seeds: list[int]) -> None:
         return None
@@ -421,6 +428,19 @@ class HandNet(_StackedBuffers):
         self._norm_state = self._norms(training=True)
         z, self._cache = forward_prepared(self.fwd_views, self.specs, x, self._norm_state)
         return z
+
+    def train_step(self, x: Tensor, task: str, term: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+        """One training forward and backward: the logits and the filled gradient buffer,
+        for the logits' gradient ``term + alpha f(z)`` (:func:`logits_grad`)."""
+        mlp = self._mlp
+        if mlp is None:
+            z = self.train_forward(x)
+            return z, self.backward(logits_grad(task, z, term, alpha))
+        z, cache = forward_prepared(self.fwd_views, self.specs, x)
+        buf, parts = mlp.buffer(x.shape[1])
+        logits_grad(task, z, term, alpha, out=parts[-1])
+        mlp.run(cache, buf, parts)
+        return z, self.grad
 
     def backward(self, dz: Tensor) -> Tensor:
         g = backward(self.views, self.grad_views, self.specs, self._cache, dz, self._norm_state,
@@ -519,6 +539,11 @@ class StackedNet(_StackedBuffers):
             self._z = self._run({**self._leaves, **self.buffers}, x,
                                 Step(True, self.generators))
         return self._z.detach()
+
+    def train_step(self, x: Tensor, task: str, term: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+        """One training forward and backward (as :meth:`HandNet.train_step`)."""
+        z = self.train_forward(x)
+        return z, self.backward(logits_grad(task, z, term, alpha))
 
     def backward(self, dz: Tensor) -> Tensor:
         leaves = list(self._leaves.values())

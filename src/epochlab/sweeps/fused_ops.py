@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,23 +166,28 @@ class FlatLayout:
     """Offsets of every parameter of one member in a row of the ``(K, P)`` buffer.
 
     The order is the model's ``state_dict`` order, so one row is
-    ``torch.cat([p.flatten() for p in model.state_dict().values()])``.
+    ``torch.cat([p.flatten() for p in model.state_dict().values()])``; with
+    ``biases_last`` the stack's biases follow all its weights, side by side (so
+    :class:`MLPBackward` writes all their gradients in one call). Rows are
+    read and written by key (:meth:`stack`, :meth:`unstack`), never by position.
     Built from the hand-written path's layers (``specs``) or, with
     :meth:`of_params`, from any model's parameters.
     """
 
     def __init__(self, specs: list[LayerSpec],
-                 leading: list[tuple[str, tuple[int, ...]]] | None = None) -> None:
+                 leading: list[tuple[str, tuple[int, ...]]] | None = None,
+                 biases_last: bool = False) -> None:
         self.specs = specs
         entries: list[tuple[str, tuple[int, ...]]] = list(leading or [])  # e.g. conv blocks
+        biases = []
         for s in specs:
             entries.append((f"{s.prefix}weight", (s.out_features, s.in_features)))
             if s.bias:
-                entries.append((f"{s.prefix}bias", (s.out_features,)))
+                (biases if biases_last else entries).append((f"{s.prefix}bias", (s.out_features,)))
             if s.norm is not None:
                 entries.append((f"{s.norm.prefix}weight", (s.out_features,)))
                 entries.append((f"{s.norm.prefix}bias", (s.out_features,)))
-        self._set(entries)
+        self._set(entries + biases)
 
     @classmethod
     def of_params(cls, entries: list[tuple[str, tuple[int, ...]]]) -> FlatLayout:
@@ -386,6 +392,93 @@ def backward(
     return None  # pragma: no cover - the loop returns at the first layer
 
 
+class MLPBackward:
+    """:func:`backward` for a stack of Linear layers that all have a bias and no batch norm
+    (the seed's MLPs), in the fewest calls a step.
+
+    Every layer's gradient w.r.t. its output goes into one ``(K, B, sum of widths)``
+    buffer (:meth:`buffer`; the caller writes the logits' gradient into its last slice),
+    so one sum over the rows gives every bias gradient, into the biases' side-by-side
+    place in the gradient buffer (a :class:`FlatLayout` with ``biases_last``). The
+    activations' backward writes straight into the buffer (``grad_input=``), and tanh's
+    is torch's own ``tanh_backward``, as autograd's.
+
+    Example:
+        >>> specs = [LayerSpec(0, 3, 4, True, "relu", "0."), LayerSpec(2, 4, 1, True, None, "2.")]
+        >>> layout = FlatLayout(specs, biases_last=True)
+        >>> flat, grad = torch.randn(2, layout.n_params), torch.zeros(2, layout.n_params)
+        >>> mlp = MLPBackward(layout, flat, grad)
+        >>> x = torch.randn(2, 5, 3)
+        >>> z, cache = forward(layout.views(flat), specs, x)
+        >>> buf, parts = mlp.buffer(5)
+        >>> _ = torch.mul(z, 0.2, out=parts[-1])
+        >>> mlp.run(cache, buf, parts)
+        >>> ref = torch.zeros_like(grad)
+        >>> _ = backward(layout.views(flat), layout.views(ref), specs, cache, z * 0.2)
+        >>> torch.allclose(grad, ref)
+        True
+    """
+
+    def __init__(self, layout: FlatLayout, flat: Tensor, grad: Tensor) -> None:
+        specs = layout.specs
+        if not all(s.bias and s.norm is None for s in specs):
+            raise ValueError("MLPBackward needs biased Linear layers without batch norm")
+        offsets = {key: off for key, off, _ in layout.entries}
+        first = offsets[f"{specs[0].prefix}bias"]
+        self.widths = [s.out_features for s in specs]
+        if any(offsets[f"{s.prefix}bias"] != first + sum(self.widths[:i])
+               for i, s in enumerate(specs)):
+            raise ValueError("the biases are not side by side: use FlatLayout(biases_last=True)")
+        self.bias_grads = grad[:, first:first + sum(self.widths)]
+        views, grad_views = layout.views(flat), layout.views(grad)
+        # Each layer's input's activation (a stack has one between every two Linears).
+        acts = [_ACT_BACKWARD.get(s.activation) for s in specs[:-1]]
+        self.layers = [(w, gw, act) for (w, _), (gw, _), act
+                       in zip(views, grad_views, [None, *acts], strict=True)]
+        self._bufs: dict[int, tuple[Tensor, list[Tensor]]] = {}
+
+    def buffer(self, rows: int) -> tuple[Tensor, list[Tensor]]:
+        """The ``(K, rows, sum of widths)`` buffer and its per-layer slices (kept per size)."""
+        got = self._bufs.get(rows)
+        if got is None:
+            g = self.bias_grads
+            buf = torch.empty(g.shape[0], rows, g.shape[1], dtype=g.dtype)
+            got = self._bufs[rows] = (buf, list(buf.split(self.widths, dim=2)))
+        return got
+
+    def run(self, cache: list[Tensor], buf: Tensor, parts: list[Tensor]) -> None:
+        """Every gradient into the gradient buffer; ``parts[-1]`` holds the logits'."""
+        layers = self.layers
+        li = len(layers) - 1
+        dz = parts[li]
+        while True:
+            w, gw, act_backward = layers[li]
+            h_in = cache[li]
+            # bmm into a fresh tensor, then copy: bmm(out=) into a strided view of the flat
+            # buffer leaves the batched kernel (about 3x slower).
+            gw.copy_(torch.bmm(dz.transpose(1, 2), h_in))
+            if li == 0:
+                break
+            li -= 1
+            dz = act_backward(torch.bmm(dz, w), h_in, parts[li])
+        torch.sum(buf, dim=1, out=self.bias_grads)
+
+
+def _relu_backward(dh: Tensor, h: Tensor, out: Tensor) -> Tensor:
+    return _THRESHOLD_BACKWARD(dh, h, 0.0, grad_input=out)
+
+
+def _tanh_backward(dh: Tensor, h: Tensor, out: Tensor) -> Tensor:
+    return _TANH_BACKWARD(dh, h, grad_input=out)
+
+
+_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.grad_input
+_TANH_BACKWARD = torch.ops.aten.tanh_backward.grad_input
+_ACT_BACKWARD: dict[str | None, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "relu": _relu_backward, "tanh": _tanh_backward,
+}
+
+
 def loss_and_grad(
     task: str, z: Tensor, y: Tensor, need_grad: bool = True, need_correct: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -456,16 +549,19 @@ def grad_terms(task: str, y: Tensor, n: int, out: int, dtype: torch.dtype,
     return torch.mul(y, -scale, out=into), scale
 
 
-def logits_grad(task: str, z: Tensor, term: Tensor, alpha: float) -> Tensor:
+def logits_grad(task: str, z: Tensor, term: Tensor, alpha: float,
+                out: Tensor | None = None) -> Tensor:
     """The gradient of every member's batch-mean loss w.r.t. its logits ``z``, from the
-    targets' part ``(term, alpha)`` of :func:`grad_terms`."""
+    targets' part ``(term, alpha)`` of :func:`grad_terms`; into ``out`` when given."""
     if task == "binary":
         f = torch.sigmoid(z)
     elif task == "multiclass":
         f = torch.softmax(z, dim=2)
     else:
         f = z
-    return torch.add(term, f, alpha=alpha)
+    if out is None:
+        return torch.add(term, f, alpha=alpha)
+    return torch.add(term, f, alpha=alpha, out=out)
 
 
 def correct_counts(task: str, z: Tensor, y: Tensor) -> Tensor | None:
@@ -540,6 +636,10 @@ class FusedAdam:
         # step is a few microseconds of Python); the update direction's scratch buffer.
         kernel = getattr(torch, "_fused_adam_", None)
         self._kernel = kernel if self.flat.is_contiguous() else None
+        # AdamW's kernel at lr 1 and weight decay 1 first multiplies the scratch buffer by
+        # 1 - 1 * 1 (zeroes it), then subtracts the update: the lr-1 update without a
+        # separate zero_ call a step (the same numbers: 0 - u).
+        self._kernel_w = getattr(torch, "_fused_adamw_", None)
         self._delta = torch.zeros_like(self.flat) if self._kernel is not None else None
         self._kernel_lists = ([self._delta], [self.exp_avg], [self.exp_avg_sq], [],
                               [self._step_t])
@@ -553,6 +653,8 @@ class FusedAdam:
         self.exp_avg.copy_(snap[0])
         self.exp_avg_sq.copy_(snap[1])
         self.t = snap[2]
+        if self._delta is not None:  # it may hold the non-finite update of an undone step
+            self._delta.zero_()
 
     def select(self, rows: Tensor, flat: Tensor) -> None:
         """Keep only members ``rows`` (after some stopped); ``flat`` is their new buffer."""
@@ -658,12 +760,16 @@ class FusedAdam:
         if kernel is None or delta is None or not grad.is_contiguous():
             self._kernel_ok = False
             return False
-        delta.zero_()
+        wd = 0.0
+        if self._kernel_w is not None:
+            kernel, wd = self._kernel_w, 1.0
+        else:  # torch without the AdamW kernel
+            delta.zero_()
         self._step_t.fill_(t)
         d, m, v, no_max, steps = self._kernel_lists
         try:
             kernel(d, [grad], m, v, no_max, steps, lr=1.0, beta1=self.u_beta1,
-                   beta2=self.u_beta2, weight_decay=0.0, eps=self.u_eps, amsgrad=False,
+                   beta2=self.u_beta2, weight_decay=wd, eps=self.u_eps, amsgrad=False,
                    maximize=False)
         except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - old torch
             self._kernel_ok = False

@@ -436,10 +436,10 @@ class HandNet(_StackedBuffers):
         if mlp is None:
             z = self.train_forward(x)
             return z, self.backward(logits_grad(task, z, term, alpha))
-        z, cache = forward_prepared(self.fwd_views, self.specs, x)
-        buf, parts = mlp.buffer(x.shape[1])
+        z, cache = mlp.forward(x)
+        buf, parts, parts_t = mlp.buffer(x.shape[1])
         logits_grad(task, z, term, alpha, out=parts[-1])
-        mlp.run(cache, buf, parts)
+        mlp.run(cache, buf, parts, parts_t)
         return z, self.grad
 
     def backward(self, dz: Tensor) -> Tensor:

@@ -410,9 +410,9 @@ class MLPBackward:
         >>> mlp = MLPBackward(layout, flat, grad)
         >>> x = torch.randn(2, 5, 3)
         >>> z, cache = forward(layout.views(flat), specs, x)
-        >>> buf, parts = mlp.buffer(5)
+        >>> buf, parts, parts_t = mlp.buffer(5)
         >>> _ = torch.mul(z, 0.2, out=parts[-1])
-        >>> mlp.run(cache, buf, parts)
+        >>> mlp.run(cache, buf, parts, parts_t)
         >>> ref = torch.zeros_like(grad)
         >>> _ = backward(layout.views(flat), layout.views(ref), specs, cache, z * 0.2)
         >>> torch.allclose(grad, ref)
@@ -435,32 +435,48 @@ class MLPBackward:
         acts = [_ACT_BACKWARD.get(s.activation) for s in specs[:-1]]
         self.layers = [(w, gw, act) for (w, _), (gw, _), act
                        in zip(views, grad_views, [None, *acts], strict=True)]
-        self._bufs: dict[int, tuple[Tensor, list[Tensor]]] = {}
+        # Forward: (W^T, b[:, None], the activation's in-place call) per layer.
+        self.forward_layers = [(w.transpose(1, 2), b.unsqueeze(1), _ACT_FORWARD.get(s.activation))
+                               for (w, b), s in zip(views, specs, strict=True)]
+        self._bufs: dict[int, tuple[Tensor, list[Tensor], list[Tensor]]] = {}
 
-    def buffer(self, rows: int) -> tuple[Tensor, list[Tensor]]:
-        """The ``(K, rows, sum of widths)`` buffer and its per-layer slices (kept per size)."""
+    def buffer(self, rows: int) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """The ``(K, rows, sum of widths)`` buffer, its per-layer slices and their transposes
+        (views made once per batch size: a step then makes none)."""
         got = self._bufs.get(rows)
         if got is None:
             g = self.bias_grads
             buf = torch.empty(g.shape[0], rows, g.shape[1], dtype=g.dtype)
-            got = self._bufs[rows] = (buf, list(buf.split(self.widths, dim=2)))
+            parts = list(buf.split(self.widths, dim=2))
+            got = self._bufs[rows] = (buf, parts, [p.transpose(1, 2) for p in parts])
         return got
 
-    def run(self, cache: list[Tensor], buf: Tensor, parts: list[Tensor]) -> None:
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The logits and every layer's input (:func:`forward_prepared`, without batch norms)."""
+        cache = [x]
+        for wt, b, act in self.forward_layers:
+            x = torch.baddbmm(b, x, wt)
+            if act is not None:
+                x = act(x)
+            cache.append(x)
+        return x, cache
+
+    def run(self, cache: list[Tensor], buf: Tensor, parts: list[Tensor],
+            parts_t: list[Tensor]) -> None:
         """Every gradient into the gradient buffer; ``parts[-1]`` holds the logits'."""
         layers = self.layers
         li = len(layers) - 1
-        dz = parts[li]
         while True:
             w, gw, act_backward = layers[li]
             h_in = cache[li]
             # bmm into a fresh tensor, then copy: bmm(out=) into a strided view of the flat
             # buffer leaves the batched kernel (about 3x slower).
-            gw.copy_(torch.bmm(dz.transpose(1, 2), h_in))
+            gw.copy_(torch.bmm(parts_t[li], h_in))
             if li == 0:
                 break
+            dh = torch.bmm(parts[li], w)
             li -= 1
-            dz = act_backward(torch.bmm(dz, w), h_in, parts[li])
+            act_backward(dh, h_in, parts[li])
         torch.sum(buf, dim=1, out=self.bias_grads)
 
 
@@ -472,10 +488,18 @@ def _tanh_backward(dh: Tensor, h: Tensor, out: Tensor) -> Tensor:
     return _TANH_BACKWARD(dh, h, grad_input=out)
 
 
-_THRESHOLD_BACKWARD = torch.ops.aten.threshold_backward.grad_input
-_TANH_BACKWARD = torch.ops.aten.tanh_backward.grad_input
+def _op(overload: torch._ops.OpOverload) -> Callable[..., Tensor]:
+    """An aten overload's C++ entry (``_op``), which skips a Python call a step."""
+    return getattr(overload, "_op", overload)
+
+
+_THRESHOLD_BACKWARD = _op(torch.ops.aten.threshold_backward.grad_input)
+_TANH_BACKWARD = _op(torch.ops.aten.tanh_backward.grad_input)
 _ACT_BACKWARD: dict[str | None, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
     "relu": _relu_backward, "tanh": _tanh_backward,
+}
+_ACT_FORWARD: dict[str | None, Callable[[Tensor], Tensor]] = {
+    "relu": torch.relu_, "tanh": torch.tanh_,
 }
 
 

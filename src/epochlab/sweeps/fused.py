@@ -696,11 +696,13 @@ class _Chunk:
             if self.shuffle:
                 # Members of one seed share a generator: one draw serves them all.
                 drawn: dict[int, Tensor] = {}
-                perm = torch.stack([
+                draws = [
                     drawn[id(g)] if id(g) in drawn
                     else drawn.setdefault(id(g), torch.randperm(self.n_train, generator=g))
                     for g in self.gens
-                ])
+                ]
+                perm = (draws[0].expand(len(draws), -1) if len(drawn) == 1
+                        else torch.stack(draws))
                 rows_idx = self.train_idx.gather(1, perm)
             else:
                 rows_idx = self.train_idx
@@ -770,8 +772,8 @@ class _Chunk:
         overflowing one only sends the epoch to the exact step-by-step check."""
         z = zc - ye[:, :seen] if self.task == "regression" else zc
         z = z.flatten()
-        norms = torch.stack([r[1] for r in self._ep_rec])
-        return math.isfinite(float(torch.dot(z, z)) + float(norms.square().sum()))
+        norms = torch.cat([r[1] for r in self._ep_rec])
+        return math.isfinite(torch.dot(z, z).add_(torch.dot(norms, norms)).item())
 
     def _steps(self, epoch: int, ep: _Epoch, check: bool) -> int:
         """The epoch's steps; the rows seen, or -1 when every member diverged.
@@ -848,7 +850,12 @@ class _Chunk:
     def _record_steps(self, recs: list[tuple[np.ndarray, Tensor, int]], step_loss: Tensor) -> None:
         """Steps' ``(lr, grad norm, rows)`` records and their losses ``(K, steps)`` into the
         per-step records of the current active set (:meth:`_flush` moves them on)."""
-        self._seg.append((np.stack([r[0] for r in recs], axis=1), step_loss,
+        first = recs[0][0]
+        if all(r[0] is first for r in recs):  # constant rates: one array, every step
+            lrs = np.repeat(first[:, None], len(recs), axis=1)
+        else:
+            lrs = np.stack([r[0] for r in recs], axis=1)
+        self._seg.append((lrs, step_loss,
                           torch.stack([r[1] for r in recs], dim=1), [r[2] for r in recs]))
 
     def _summarize(self) -> dict[str, np.ndarray] | None:

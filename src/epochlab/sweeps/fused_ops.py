@@ -653,6 +653,7 @@ class FusedAdam:
         self.t_wd = _col(self.wd, like)
         self.t_eps = _col(self.eps, like)
         self._lr_seen: np.ndarray | None = None
+        self._fast_lr: np.ndarray | None = None  # see step()
         self._kernel_ok = True
         self._step_t = torch.zeros((), dtype=torch.float32)
         self._lr_runs: list[tuple[int, int, float]] | None = None
@@ -693,6 +694,9 @@ class FusedAdam:
     def step(self, grad: Tensor, lr: np.ndarray) -> None:
         """One update of every member in place; ``lr`` is float64 ``(K,)``."""
         self.t += 1
+        if lr is self._fast_lr:  # the rates of the last step, which took the common path
+            self._fast_step(grad)
+            return
         if self.u_beta1 is None or self.u_beta2 is None or self.u_eps is None:
             self._step_general(grad, lr)
             return
@@ -736,6 +740,8 @@ class FusedAdam:
                 p.add_(self._delta, alpha=self._uniform_lr)
             else:
                 p.addcmul_(self._delta, self._lr_col)
+            if self._kernel_w is not None and self.u_wd == 0.0:
+                self._fast_lr = lr  # the next steps at these rates: _fast_step
             return
         self.exp_avg.lerp_(grad, 1.0 - b1)
         self.exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
@@ -746,6 +752,19 @@ class FusedAdam:
             p.addcdiv_(self.exp_avg, denom, value=-self._uniform_lr / bc1)
         else:  # param - lr_k / bc1 * exp_avg / denom, lr_k per member
             p.addcdiv_(self.exp_avg * self._neg_lr_col, denom, value=1.0 / bc1)
+
+    def _fast_step(self, grad: Tensor) -> None:
+        """:meth:`_kernel_step` and the update, with nothing decided again: the same rates
+        as the last step, no weight decay, shared betas and eps, the AdamW kernel."""
+        self._step_t.fill_(self.t)
+        d, m, v, no_max, steps = self._kernel_lists
+        self._kernel_w(d, [grad], m, v, no_max, steps, lr=1.0, beta1=self.u_beta1,
+                       beta2=self.u_beta2, weight_decay=1.0, eps=self.u_eps, amsgrad=False,
+                       maximize=False)
+        if self._uniform_lr is not None:
+            self.flat.add_(d[0], alpha=self._uniform_lr)
+        else:
+            self.flat.addcmul_(d[0], self._lr_col)
 
     def _kernel_runs(self, grad: Tensor, t: int) -> bool:
         """The whole update with torch's fused Adam kernel, one call per run of equal lrs.

@@ -252,6 +252,8 @@ def unpack_columns(packed: list[tuple[str, str, bytes]]) -> dict[str, list]:
 
 def _column_kind(values: list) -> str:
     types = set(map(type, values))
+    if types == {float}:  # losses, rates, norms: no per-value check needed
+        return "f8"
     if types <= {int}:  # the common cases first, without a Python loop per value
         return "i8" if not values or (-(2**63) <= min(values) and max(values) < 2**63) else "json"
     if types <= {int, float}:

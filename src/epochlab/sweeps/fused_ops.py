@@ -654,6 +654,9 @@ class FusedAdam:
         self.t_eps = _col(self.eps, like)
         self._lr_seen: np.ndarray | None = None
         self._fast_lr: np.ndarray | None = None  # see step()
+        # _kernel_runs' per-run slices of the buffers, and of the last gradient it saw.
+        self._runs_args: list[tuple[list[Tensor], list[Tensor], list[Tensor], float]] | None = None
+        self._runs_grad: tuple[Tensor | None, list[list[Tensor]]] = (None, [])
         self._kernel_ok = True
         self._step_t = torch.zeros((), dtype=torch.float32)
         self._lr_runs: list[tuple[int, int, float]] | None = None
@@ -732,7 +735,10 @@ class FusedAdam:
             few = len(starts) <= max(1, len(lr) // 4)
             self._lr_runs = [(a, b, float(lr[a])) for a, b in zip(starts, ends, strict=True)]
             self._lr_runs = self._lr_runs if few else None
+            self._runs_args = None
         if self._kernel_ok and self._lr_runs is not None and self._kernel_runs(grad, t):
+            if self.u_wd == 0.0:
+                self._fast_lr = lr  # the next steps at these rates: _fast_step
             return
         if self._kernel_ok and self._kernel_step(grad, t):
             # self._delta = -(m / bc1) / (sqrt(v / bc2) + eps): the update at lr 1
@@ -754,9 +760,18 @@ class FusedAdam:
             p.addcdiv_(self.exp_avg * self._neg_lr_col, denom, value=1.0 / bc1)
 
     def _fast_step(self, grad: Tensor) -> None:
-        """:meth:`_kernel_step` and the update, with nothing decided again: the same rates
-        as the last step, no weight decay, shared betas and eps, the AdamW kernel."""
+        """:meth:`_kernel_runs`, or :meth:`_kernel_step` and the update, with nothing decided
+        again: the same rates as the last step, no weight decay, shared betas and eps."""
         self._step_t.fill_(self.t)
+        runs = self._runs_args
+        if runs is not None:
+            if grad is not self._runs_grad[0]:
+                self._runs_grad = (grad, [[grad[a:b]] for a, b, _ in self._lr_runs])
+            for (ps, ms, vs, lr), gs in zip(runs, self._runs_grad[1], strict=True):
+                self._kernel(ps, gs, ms, vs, [], [self._step_t], lr=lr, beta1=self.u_beta1,
+                             beta2=self.u_beta2, weight_decay=0.0, eps=self.u_eps,
+                             amsgrad=False, maximize=False)
+            return
         d, m, v, no_max, steps = self._kernel_lists
         self._kernel_w(d, [grad], m, v, no_max, steps, lr=1.0, beta1=self.u_beta1,
                        beta2=self.u_beta2, weight_decay=1.0, eps=self.u_eps, amsgrad=False,
@@ -780,14 +795,17 @@ class FusedAdam:
             return False
         self._step_t.fill_(t)
         p, m, v = self.flat, self.exp_avg, self.exp_avg_sq
+        runs = [([p[a:b]], [m[a:b]], [v[a:b]], lr) for a, b, lr in self._lr_runs]
+        grads = [[grad[a:b]] for a, b, _ in self._lr_runs]
         try:
-            for a, b, lr in self._lr_runs:
-                kernel([p[a:b]], [grad[a:b]], [m[a:b]], [v[a:b]], [], [self._step_t], lr=lr,
-                       beta1=self.u_beta1, beta2=self.u_beta2, weight_decay=0.0,
-                       eps=self.u_eps, amsgrad=False, maximize=False)
+            for (ps, ms, vs, lr), gs in zip(runs, grads, strict=True):
+                kernel(ps, gs, ms, vs, [], [self._step_t], lr=lr, beta1=self.u_beta1,
+                       beta2=self.u_beta2, weight_decay=0.0, eps=self.u_eps, amsgrad=False,
+                       maximize=False)
         except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - old torch
             self._kernel_ok = False
             return False
+        self._runs_args, self._runs_grad = runs, (grad, grads)  # kept for _fast_step
         return True
 
     def _kernel_step(self, grad: Tensor, t: int) -> bool:

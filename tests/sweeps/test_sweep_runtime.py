@@ -38,12 +38,48 @@ def test_a_fused_group_takes_a_second_thread_only_for_a_run_long_enough_to_pay(m
     from epochlab.sweeps.plan import make_plan
     from epochlab.sweeps.worker import _fused_runtime
 
+    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: 0.0)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     for epochs, threads, words in [(50, 2, "1.3 M multiply-adds a step"), (2, 1, "a short run")]:
         spec = SweepSpec(data="synthetic", model="mlp", epochs=[epochs],
                          lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
         task = make_plan(spec.configs()).tasks[0]
-        choice = _fused_runtime(task, NO_SOURCES, None, "auto")
+        choice, later = _fused_runtime(task, NO_SOURCES, None, "auto")
+        if later is not None:  # chosen between epochs, once the reading is in
+            assert choice.threads == 1 and later() is True
+            choice = later.choice
         assert choice.threads == threads and words in choice.threads_reason, choice
+
+
+def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(monkeypatch):
+    # The first epochs run on 1 thread while idle cores are read, the rest on 2: the numbers
+    # are those of a sweep pinned to 1 thread (a group without convolutions).
+    from epochlab.train import runtime
+
+    spec = SweepSpec(data="synthetic", data_options={"n_samples": 400}, model="mlp",
+                     epochs=[6], lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
+    pinned = sweep(spec, MemoryStore(), progress=False, threads=1)
+    polls = iter([0.02, 0.01])  # two epochs before the reading is in
+    monkeypatch.setattr(runtime, "FUSED_THREADS_MIN_RUN", 0)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
+    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: next(polls, 0.0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        later = sweep(spec, MemoryStore(), progress=False)
+        assert torch.get_num_threads() == 2  # the caller's count is back
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(pinned.runs, later.runs, strict=True):
+        rt = b.summary["runtime"]
+        assert rt["threads"] == 2 and "first epochs ran on 1 thread" in rt["threads_reason"]
+        assert _untimed(pinned.history(a)) == _untimed(later.history(b))
+        assert pinned.history(a).iterations == later.history(b).iterations
+
+
+def _untimed(h: el.History) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "time"} for row in h.epochs]
 
 
 def test_unfused_runs_record_fits_choice_and_the_pinned_threads():

@@ -290,6 +290,7 @@ def train_fused(
     max_members_per_chunk: int | None = None,
     memory_budget: int | None = None,
     template: nn.Module | None = None,
+    between_epochs: Callable[[], bool] | None = None,
 ) -> list[FusedResult]:
     """Train K copies of one architecture together, each as if trained alone.
 
@@ -332,6 +333,8 @@ def train_fused(
         memory_budget: Bytes one chunk may use (default 1 GiB); see
             :func:`estimate_member_bytes`.
         template: The architecture when ``models`` are state_dicts.
+        between_epochs: Called before each epoch until it returns True (the sweep's
+            worker uses it to take more threads once its reading of idle cores is in).
 
     Returns:
         One :class:`FusedResult` per member, in the order of ``models``.
@@ -468,6 +471,7 @@ def train_fused(
             batch_size=batch_size, ipe=ipe, n_train=n_train, n_val=n_val,
             shuffle=shuffle, on_epoch_end=on_epoch_end, out_features=out,
         )
+        run.between = between_epochs
         if optimizer == "sgd":
             run.opt = FusedSGD(run.flat, mom_k[members], wd_k[members], nesterov)
         else:
@@ -477,6 +481,7 @@ def train_fused(
         with for_training():  # freed memory reused, subnormals flushed, as in fit
             for res in run.train(epochs):
                 results[res.member] = res
+        between_epochs = run.between
     return [r for r in results if r is not None]
 
 
@@ -619,6 +624,7 @@ class _Chunk:
         self._ep_z: list[Tensor] = []
         self._ep_rec: list[tuple[np.ndarray, Tensor, int]] = []
         self._settled = 0
+        self.between: Callable[[], bool] | None = None  # train_fused's between_epochs
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -692,6 +698,8 @@ class _Chunk:
     def train(self, epochs: int) -> list[FusedResult]:
         bs, task = self.bs, self.task
         for epoch in range(epochs):
+            if self.between is not None and self.between():
+                self.between = None
             t0 = time.perf_counter()
             if self.shuffle:
                 # Members of one seed share a generator: one draw serves them all.

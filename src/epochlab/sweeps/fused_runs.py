@@ -21,6 +21,7 @@ restore follow exactly the code ``fit`` runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -90,9 +91,10 @@ def _params(member: Config, epochs: int) -> dict[str, Any]:
 
 
 def train_task_fused(
-    task: Task, sources: Sources = NO_SOURCES,
+    task: Task, sources: Sources = NO_SOURCES, between_epochs: Callable[[], bool] | None = None,
 ) -> list[tuple[Config, History, dict[str, float], dict[int, dict[str, float]]]]:
     """Train every member of ``task`` at once; per member ``(member, history, test, read_outs)``.
+    ``between_epochs``: as :func:`~epochlab.sweeps.fused.train_fused`'s.
 
     ``test`` holds the test metrics of the weights the member ends with,
     ``read_outs`` those at each shorter read-out epoch, as
@@ -157,6 +159,7 @@ def train_task_fused(
         validation_split=members[0].validation_split,
         on_epoch_end=hook if read_at or any(stoppers) else None,
         task=spec.task,  # the loss fit infers for these targets
+        between_epochs=between_epochs,
     )
     out = []
     for i, (m, res) in enumerate(zip(members, results, strict=True)):

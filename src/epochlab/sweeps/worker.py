@@ -18,6 +18,7 @@ on divergence; the sweep goes on), ``interrupted`` (Ctrl-C) and ``failed``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import time
@@ -27,6 +28,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from epochlab import schedules
 from epochlab.callbacks.base import Callback
@@ -230,9 +233,10 @@ def execute_task(task: Task, sources: Sources = NO_SOURCES, threads: object = "a
     results for read-outs already passed (a fused task: all ``interrupted``).
     """
     t0 = time.perf_counter()
-    choice = _fused_runtime(task, sources, threads, precision) if task.fused else None
-    if choice is not None and choice.precision == "fp32":
-        return _execute_fused(task, t0, sources, choice)
+    if task.fused:
+        choice, later = _fused_runtime(task, sources, threads, precision)
+        if choice.precision == "fp32":
+            return _execute_fused(task, t0, sources, choice, later)
     outcomes: list[RunOutcome] = []
     interrupted = False
     for member in task.members:
@@ -254,9 +258,10 @@ def _failed(task: Task, member: Config, e: Exception) -> list[RunOutcome]:
             for c in _member_runs(task, member)]
 
 
-def _fused_runtime(task: Task, sources: Sources, threads: object,
-                   precision: str) -> runtime.RuntimeChoice:
-    """Threads for all members' work together, and the precision the members would use."""
+def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str,
+                   ) -> tuple[runtime.RuntimeChoice, _LaterThreads | None]:
+    """Threads for all members' work together, and the precision the members would use;
+    with the choice to make between epochs where the threads wait on a reading."""
     member = task.members[0]
     data = load_data(member, sources)
     model = build_model(member, data, sources)
@@ -270,15 +275,53 @@ def _fused_runtime(task: Task, sources: Sources, threads: object,
     macs = (runtime.macs_per_step(model, rows, member.batch_size) * len(task.members)
             if pinned is None else 0)
     run_macs = macs * task.epochs * _steps_per_epoch(data, member)
+    group = f"{len(task.members)} members trained together: "
     if pinned is None and run_macs < runtime.FUSED_THREADS_MIN_RUN:
         n, n_why = 1, (f"a short run ({run_macs / 1e9:.2g} G multiply-adds in all): a 2nd "
                        "thread would not buy back the 30 ms reading of idle cores it takes")
+    elif (pinned is None and prec == "fp32" and macs >= 2 * runtime.FUSED_MACS_PER_THREAD
+          and min(torch.get_num_threads(), runtime.usable_cores()) > 1
+          and not any(isinstance(m, runtime.CONV_LAYERS) for m in model.modules())):
+        start = runtime.RuntimeChoice(
+            1, group + "1 thread: the run ended before the reading of idle cores was in",
+            prec, why, channels_last)
+        return start, _LaterThreads(start, macs, group)
     else:
         n, n_why = runtime.choose_threads(macs, threads,
                                           per_thread=runtime.FUSED_MACS_PER_THREAD)
     if pinned is None:
-        n_why = f"{len(task.members)} members trained together: {n_why}"
-    return runtime.RuntimeChoice(n, n_why, prec, why, channels_last)
+        n_why = group + n_why
+    return runtime.RuntimeChoice(n, n_why, prec, why, channels_last), None
+
+
+class _LaterThreads:
+    """A fused group's thread choice made without waiting for the reading of idle cores.
+
+    The group starts on 1 thread; before the first epoch that begins once the reading
+    spans its window (:func:`~epochlab.train.runtime.idle_window_left`), it takes the
+    threads :func:`~epochlab.train.runtime.choose_threads` gives. This saves the wait (up
+    to 30 ms a sweep command) and changes no number: a group without convolutions
+    trains to the same bits on any thread count (a test checks it). The engine calls it
+    between epochs (``between_epochs``); :attr:`choice` is what was chosen.
+    """
+
+    def __init__(self, choice: runtime.RuntimeChoice, macs: int, group: str) -> None:
+        self.choice = choice
+        self._macs, self._group, self._ceiling = macs, group, torch.get_num_threads()
+        runtime.start_idle_window()  # keeps one the sweep began less than 0.1 s ago
+
+    def __call__(self) -> bool:
+        if runtime.idle_window_left() > 0.0:
+            return False
+        n, why = runtime.choose_threads(self._macs, ceiling=self._ceiling,
+                                        per_thread=runtime.FUSED_MACS_PER_THREAD)
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self.choice = dataclasses.replace(
+            self.choice, threads=n,
+            threads_reason=f"{self._group}{why} (its first epochs ran on 1 thread while idle "
+                           "cores were read)")
+        return True
 
 
 def _steps_per_epoch(data: Any, member: Config) -> int:
@@ -292,10 +335,11 @@ def _steps_per_epoch(data: Any, member: Config) -> int:
 
 
 def _execute_fused(task: Task, t0: float, sources: Sources,
-                   choice: runtime.RuntimeChoice | None = None) -> TaskOutcome:
+                   choice: runtime.RuntimeChoice | None = None,
+                   later: _LaterThreads | None = None) -> TaskOutcome:
     try:
         with runtime.using_threads(choice.threads) if choice is not None else nullcontext():
-            trained = train_task_fused(task, sources)
+            trained = train_task_fused(task, sources, between_epochs=later)
     except KeyboardInterrupt:
         outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})
                     for m in task.members for c in _member_runs(task, m)]
@@ -305,6 +349,8 @@ def _execute_fused(task: Task, t0: float, sources: Sources,
         return TaskOutcome(task.label, outcomes, time.perf_counter() - t0)
     outcomes = []
     fused = {"task": task.label, "members": len(task.members)}
+    if later is not None:
+        choice = later.choice
     for member, h, test_end, tests in trained:
         if choice is not None:
             h.extra["runtime"] = choice.as_dict()

@@ -103,6 +103,7 @@ LARGE_LINEAR = 256 * 256
 
 _RECURRENT = (nn.RNNBase,)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_LAYERS = _CONV  # convolutions: their results may depend on the thread count
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,19 @@ def start_idle_window() -> None:
     now = time.monotonic()
     if _window is None or not 0.0 <= now - _window[0] < 0.1:
         _window = (now, _proc_stat(), time.process_time())
+
+
+def idle_window_left(window: float = 0.03) -> float:
+    """Seconds until the reading begun by :func:`start_idle_window` spans ``window`` (0.0
+    when it does, or when none is begun): then :func:`idle_cores` answers without waiting.
+
+    Example:
+        >>> start_idle_window(); 0.0 <= idle_window_left() <= 0.03
+        True
+    """
+    if _window is None:
+        return 0.0
+    return max(0.0, window - (time.monotonic() - _window[0]))
 
 
 def _proc_stat() -> tuple[int, int] | None:

@@ -625,6 +625,7 @@ class _Chunk:
         self._ep_rec: list[tuple[np.ndarray, Tensor, int]] = []
         self._settled = 0
         self.between: Callable[[], bool] | None = None  # train_fused's between_epochs
+        self._last_lr: tuple[list[float], np.ndarray] | None = None  # see _lr
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -687,10 +688,13 @@ class _Chunk:
     def _lr(self, epoch: int) -> np.ndarray:
         if self.const_lr is not None:
             return self.const_lr
-        out = np.empty(len(self.local))
-        for row, local in enumerate(self.local):
-            lr = self.lrs[local]
-            out[row] = lr(self.updates, epoch) if callable(lr) else lr
+        values = [lr(self.updates, epoch) if callable(lr) else lr
+                  for lr in (self.lrs[local] for local in self.local)]
+        last = self._last_lr
+        if last is not None and last[0] == values:  # the same rates: the same array, so the
+            return last[1]                          # optimizer's per-rate set-up is kept
+        out = np.array(values, dtype=np.float64)
+        self._last_lr = (values, out)
         return out
 
     # -- the loop --------------------------------------------------------------------

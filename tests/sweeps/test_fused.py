@@ -273,6 +273,37 @@ def test_diverging_member_stops_at_the_right_iteration_and_the_others_are_unchan
                                        rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_members_of_one_seed_share_their_rows_and_still_leave_one_by_one(n_classes):
+    # One seed: the rows are gathered once and seen by all members (expanded views). A
+    # member that diverges mid-epoch and one the hook stops leave; each equals its own fit.
+    X, y = _data(n_classes=n_classes)
+    out = 1 if n_classes == 2 else n_classes
+
+    def exploding(step, epoch):
+        return 1e-3 * 10.0 ** min(30 * step, 300)
+
+    def stop_the_third_after_epoch_1(epoch, metrics):
+        return np.array([False, False, epoch == 1])
+
+    # (Three classes: the second member at 0.005 instead. Past 1e150 the hand-written
+    # softmax gradient and autograd's overflow one step apart: both diverge, not always at
+    # the same update.)
+    second = exploding if n_classes == 2 else 0.005
+    seeds, lrs = [1, 1, 1], [0.01, second, 0.001]
+    kw = dict(epochs=3, batch_size=32, validation_split=0.2)
+    res = train_fused(_models(seeds, out), X, y, lrs=lrs, seeds=seeds,
+                      on_epoch_end=stop_the_third_after_epoch_1, **kw)
+    assert [r.status for r in res[::2]] == ["completed", "stopped"]
+    _assert_same(res[0], reference_fit(_models([1], out)[0], X, y, lr=0.01, seed=1, **kw))
+    ref = reference_fit(_models([1], out)[0], X, y, lr=second, seed=1, **kw)
+    assert res[1].status == ref["status"] == ("diverged" if n_classes == 2 else "completed")
+    assert res[1].updates == ref["updates"]
+    np.testing.assert_allclose(res[1].step_loss, ref["loss"], rtol=1e-12, atol=1e-12)
+    ref = reference_fit(_models([1], out)[0], X, y, lr=0.001, seed=1, **{**kw, "epochs": 2})
+    _assert_same(res[2], ref, status="stopped")
+
+
 def test_hook_stops_one_member_and_the_others_go_on():
     X, y = _data()
     seen = []

@@ -588,12 +588,19 @@ class _Chunk:
         net.load_buffers(state_dicts, dtype)
         net.bind(self.flat, self.grad)
         self.train_idx = torch.as_tensor(np.stack([splits[s][0] for s in seeds]))
+        # Members of one seed share their split and shuffles: their rows are gathered once
+        # and seen by all (expanded views: the batched matmuls read them as fast).
+        self.shared_rows = len(set(seeds)) == 1
         if shared_val is not None:
             self.xv = shared_val[0].unsqueeze(0).expand(size, *shared_val[0].shape)
             self.yv = shared_val[1].unsqueeze(0).expand(size, *shared_val[1].shape)
         elif n_val > 0:
             val_idx = torch.as_tensor(np.stack([splits[s][1] for s in seeds]))
-            self.xv, self.yv = x[val_idx], y[val_idx]
+            if self.shared_rows:
+                self.xv = x[val_idx[0]].unsqueeze(0).expand(size, -1, *x.shape[1:])
+                self.yv = y[val_idx[0]].unsqueeze(0).expand(size, -1, *y.shape[1:])
+            else:
+                self.xv, self.yv = x[val_idx], y[val_idx]
         by_seed: dict[int, torch.Generator] = {}
         self.gens = [by_seed.setdefault(s, torch.Generator().manual_seed(s)) for s in seeds]
         self.const_lr = None
@@ -681,7 +688,7 @@ class _Chunk:
         self.train_idx = self.train_idx[rows]
         self.gens = [self.gens[i] for i in keep]
         if self.n_val > 0:
-            self.xv, self.yv = self.xv[rows], self.yv[rows]
+            self.xv, self.yv = self.xv[rows], self.yv[rows]  # (materialized: few members left)
         if self.const_lr is not None:
             self.const_lr = self.const_lr[keep]
 
@@ -723,8 +730,13 @@ class _Chunk:
             # epoch to epoch whose batches are views made once; the targets are the epoch's
             # own (its metrics are computed from them later).
             xe, xs, term, terms = self._epoch_buffers()
-            _rows(self.x, rows_idx, out=xe)
-            ye = _rows(self.y, rows_idx)
+            if self.shared_rows:  # one member's rows, seen by all
+                _rows(self.x, rows_idx[:1], out=xe)
+                ye = _rows(self.y, rows_idx[:1]).expand(len(self.members), *rows_idx.shape[1:],
+                                                         *self.y.shape[1:])
+            else:
+                _rows(self.x, rows_idx, out=xe)
+                ye = _rows(self.y, rows_idx)
             _, alpha = grad_terms(task, ye, bs, self.out, self.flat.dtype, into=term)
             ep = _Epoch(xs, terms, ye, alpha)
             # Optimistic: the steps run without a finiteness check each, and the epoch's
@@ -759,11 +771,12 @@ class _Chunk:
         batches as views (made once: splitting cost ~40 us an epoch); anew when members
         leave."""
         k = len(self.members)
-        if self._bufs is None or self._bufs[0].shape[0] != k:
-            xe = torch.empty(k, self.n_train, *self.x.shape[1:], dtype=self.x.dtype)
+        if self._bufs is None or self._bufs[2].shape[0] != k:
+            rows = 1 if self.shared_rows else k
+            xe = torch.empty(rows, self.n_train, *self.x.shape[1:], dtype=self.x.dtype)
+            xs = [v.expand(k, *v.shape[1:]) for v in xe.split(self.bs, dim=1)]
             term = torch.empty(k, self.n_train, self.out, dtype=self.flat.dtype)
-            self._bufs = (xe, list(xe.split(self.bs, dim=1)), term,
-                          list(term.split(self.bs, dim=1)))
+            self._bufs = (xe, xs, term, list(term.split(self.bs, dim=1)))
         return self._bufs
 
     def _snapshot(self) -> tuple[Any, ...]:

@@ -129,6 +129,34 @@ def _worker(path: str, worker: int, n: int, barrier) -> None:
     store.close()
 
 
+def test_a_store_created_between_the_two_header_reads_is_still_recognized(tmp_path, monkeypatch):
+    # Another process creates the store just after this one read the application id: read
+    # one by one, the header looked like (0, its version), "not an epochlab store".
+    from epochlab.store import sqlite as sqlite_store
+
+    path = tmp_path / "race.db"
+    empty = sqlite3.connect(path)
+    empty.execute("PRAGMA journal_mode=WAL")  # as the other process leaves it: readers and
+    empty.close()                             # one writer at once
+    real_connect, other = sqlite3.connect, []
+
+    def connect(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        if not other:
+            def trace(sql: str) -> None:
+                if sql.strip().lower() == "pragma user_version" and not other:
+                    other.append(SQLiteStore(path))  # the other process, creating the store
+            conn.set_trace_callback(trace)
+        return conn
+
+    monkeypatch.setattr(sqlite_store.sqlite3, "connect", connect)
+    store = SQLiteStore(path, timeout=5)
+    assert other, "the other store was not created between the reads"
+    assert store.create_study("s") == other[0].create_study("s")
+    store.close()
+    other[0].close()
+
+
 def test_two_processes_writing_one_file_lose_and_duplicate_nothing(tmp_path):
     path = str(tmp_path / "shared.db")  # neither process finds a schema: both race to create it
     ctx = multiprocessing.get_context("spawn")

@@ -218,8 +218,14 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _header(conn: sqlite3.Connection) -> tuple[int, int]:
-        return (conn.execute("PRAGMA application_id").fetchone()[0],
-                conn.execute("PRAGMA user_version").fetchone()[0])
+        # Both fields from one snapshot: read one by one, another process creating the store
+        # could commit between them (application_id 0 with its user_version: "not a store").
+        conn.execute("BEGIN")
+        try:
+            return (conn.execute("PRAGMA application_id").fetchone()[0],
+                    conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.execute("COMMIT")
 
     @staticmethod
     def _has_tables(conn: sqlite3.Connection) -> bool:

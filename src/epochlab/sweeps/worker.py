@@ -300,9 +300,11 @@ class _LaterThreads:
     The group starts on 1 thread; before the first epoch that begins once the reading
     spans its window (:func:`~epochlab.train.runtime.idle_window_left`), it takes the
     threads :func:`~epochlab.train.runtime.choose_threads` gives. This saves the wait (up
-    to 30 ms a sweep command) and changes no number: a group without convolutions
-    trains to the same bits on any thread count (a test checks it). The engine calls it
-    between epochs (``between_epochs``); :attr:`choice` is what was chosen.
+    to 30 ms a sweep command) and changes no number: the fused engine's ops for a group
+    without convolutions (batched matmuls, per-member sums and norms) gave the same bits
+    on 1 and 2 threads for every MLP tried (``docs/notes/speed-targets.md``; a test checks
+    a switch mid-run). The engine calls it between epochs (``between_epochs``);
+    :attr:`choice` is what was chosen.
     """
 
     def __init__(self, choice: runtime.RuntimeChoice, macs: int, group: str) -> None:

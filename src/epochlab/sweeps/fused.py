@@ -153,14 +153,15 @@ class FusedResult:
         n = self.updates
         h.extend_steps(self.step_loss[:n], self.lr[:n], self.grad_norm[:n], self.batch_sizes[:n],
                        ipe)
-        sizes = np.cumsum([0, *self.batch_sizes])
+        sizes = np.cumsum([0, *self.batch_sizes]).tolist()
         times = self.info.get("epoch_time", [])
+        train_cols = [(k, v) for k, v in self.metrics.items() if not k.startswith("val_")]
+        val_cols = [(k[4:], v) for k, v in self.metrics.items() if k.startswith("val_")]
         for e in range(self.epochs_done):
-            train = {k: v[e] for k, v in self.metrics.items() if not k.startswith("val_")}
-            val = {k[4:]: v[e] for k, v in self.metrics.items() if k.startswith("val_")}
             last = (e + 1) * ipe
-            h.add_epoch(e, train, val or None, lr=self.lr[last - 1], updates=last,
-                        samples_seen=int(sizes[last]),
+            h.add_epoch(e, {k: v[e] for k, v in train_cols},
+                        {k: v[e] for k, v in val_cols} if val_cols else None,
+                        lr=self.lr[last - 1], updates=last, samples_seen=sizes[last],
                         seconds=times[e] if e < len(times) else math.nan)
         if "divergence" in self.info:
             h.record_divergence(**self.info["divergence"])

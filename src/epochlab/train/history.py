@@ -150,7 +150,7 @@ class History:
         first = len(it["step"])
         steps = range(first, first + len(losses))
         it["step"].extend(steps)
-        it["epoch"].extend(i // iterations_per_epoch for i in steps)
+        it["epoch"].extend([i // iterations_per_epoch for i in steps])
         it["loss"].extend(losses)
         it["lr"].extend(lrs)
         it["grad_norm"].extend(grad_norms)

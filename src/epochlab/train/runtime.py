@@ -408,7 +408,7 @@ def choose_threads(macs: int, threads: object = None, *, ceiling: int | None = N
             "extra threads wait for each other, and training can be many times slower "
             "(`epochlab fit --data digits --model cnn --epochs 1` took 93 s on 64 threads, "
             "4 s on 2 cores). Use "
-            f"threads='auto' or at most {cores}.", stacklevel=3)
+            f"threads='auto' (--threads auto) or at most {cores}.", stacklevel=3)
         return pinned, f"set by threads={pinned}: more than the {cores} usable core(s)"
     ceiling = torch.get_num_threads() if ceiling is None else ceiling
     if ceiling <= 1:

@@ -742,12 +742,7 @@ class FusedAdam:
                 self._fast_lr = lr  # the next steps at these rates: _fast_step
             return
         if self._kernel_ok and self._kernel_step(grad, t):
-            # self._delta = -(m / bc1) / (sqrt(v / bc2) + eps): the update at lr 1
-            if self._uniform_lr is not None:
-                p.add_(self._delta, alpha=self._uniform_lr)
-            else:
-                p.addcmul_(self._delta, self._lr_col)
-            if self._kernel_w is not None and self.u_wd == 0.0:
+            if self.u_wd == 0.0:
                 self._fast_lr = lr  # the next steps at these rates: _fast_step
             return
         self.exp_avg.lerp_(grad, 1.0 - b1)
@@ -761,26 +756,13 @@ class FusedAdam:
             p.addcdiv_(self.exp_avg * self._neg_lr_col, denom, value=1.0 / bc1)
 
     def _fast_step(self, grad: Tensor) -> None:
-        """:meth:`_kernel_runs`, or :meth:`_kernel_step` and the update, with nothing decided
-        again: the same rates as the last step, no weight decay, shared betas and eps."""
+        """The kernel update of the last step again, with nothing decided anew: the same
+        rates, no weight decay, shared betas and eps, the kernel known to take the tensors."""
         self._step_t.fill_(self.t)
-        runs = self._runs_args
-        if runs is not None:
-            if grad is not self._runs_grad[0]:
-                self._runs_grad = (grad, [[grad[a:b]] for a, b, _ in self._lr_runs])
-            for (ps, ms, vs, lr), gs in zip(runs, self._runs_grad[1], strict=True):
-                self._kernel(ps, gs, ms, vs, [], [self._step_t], lr=lr, beta1=self.u_beta1,
-                             beta2=self.u_beta2, weight_decay=0.0, eps=self.u_eps,
-                             amsgrad=False, maximize=False)
-            return
-        d, m, v, no_max, steps = self._kernel_lists
-        self._kernel_w(d, [grad], m, v, no_max, steps, lr=1.0, beta1=self.u_beta1,
-                       beta2=self.u_beta2, weight_decay=1.0, eps=self.u_eps, amsgrad=False,
-                       maximize=False)
-        if self._uniform_lr is not None:
-            self.flat.add_(d[0], alpha=self._uniform_lr)
+        if self._runs_args is not None:
+            self._update_runs(grad)
         else:
-            self.flat.addcmul_(d[0], self._lr_col)
+            self._update_lr1(grad)
 
     def _kernel_runs(self, grad: Tensor, t: int) -> bool:
         """The whole update with torch's fused Adam kernel, one call per run of equal lrs.
@@ -790,53 +772,61 @@ class FusedAdam:
         run's learning rate, exactly as ``Adam(fused=True)`` (what ``fit``
         uses) does for one model.
         """
-        kernel = self._kernel
-        if kernel is None or not grad.is_contiguous():
+        if self._kernel is None or not grad.is_contiguous():
             self._kernel_ok = False
             return False
         self._step_t.fill_(t)
-        p, m, v = self.flat, self.exp_avg, self.exp_avg_sq
-        runs = [([p[a:b]], [m[a:b]], [v[a:b]], lr) for a, b, lr in self._lr_runs]
-        grads = [[grad[a:b]] for a, b, _ in self._lr_runs]
+        if self._runs_args is None:  # each run's slices of the buffers, kept while it holds
+            p, m, v = self.flat, self.exp_avg, self.exp_avg_sq
+            self._runs_args = [([p[a:b]], [m[a:b]], [v[a:b]], lr) for a, b, lr in self._lr_runs]
+            self._runs_grad = (None, [])
         try:
-            for (ps, ms, vs, lr), gs in zip(runs, grads, strict=True):
-                kernel(ps, gs, ms, vs, [], [self._step_t], lr=lr, beta1=self.u_beta1,
-                       beta2=self.u_beta2, weight_decay=0.0, eps=self.u_eps, amsgrad=False,
-                       maximize=False)
+            self._update_runs(grad)
         except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - old torch
             self._kernel_ok = False
             return False
-        self._runs_args, self._runs_grad = runs, (grad, grads)  # kept for _fast_step
         return True
+
+    def _update_runs(self, grad: Tensor) -> None:
+        if grad is not self._runs_grad[0]:
+            self._runs_grad = (grad, [[grad[a:b]] for a, b, _ in self._lr_runs])
+        for (ps, ms, vs, lr), gs in zip(self._runs_args, self._runs_grad[1], strict=True):
+            self._kernel(ps, gs, ms, vs, [], [self._step_t], lr=lr, beta1=self.u_beta1,
+                         beta2=self.u_beta2, weight_decay=0.0, eps=self.u_eps, amsgrad=False,
+                         maximize=False)
 
     def _kernel_step(self, grad: Tensor, t: int) -> bool:
-        """Moments and the lr-1 update in one pass with torch's fused Adam kernel.
-
-        The kernel takes one learning rate per call; run at lr 1 on a zeroed
-        scratch buffer it leaves the update direction there, and the caller
-        scales it by each member's lr (a third of the passes over memory of
-        the op-by-op update). False (and never again) where the kernel is
+        """Moments and the lr-1 update in one pass with torch's fused Adam kernel, then each
+        member's rate (:meth:`_update_lr1`). False (and never again) where the kernel is
         missing or refuses the tensors; the op-by-op update is used then.
         """
-        kernel, delta = self._kernel, self._delta
-        if kernel is None or delta is None or not grad.is_contiguous():
+        if self._kernel is None or self._delta is None or not grad.is_contiguous():
             self._kernel_ok = False
             return False
-        wd = 0.0
-        if self._kernel_w is not None:
-            kernel, wd = self._kernel_w, 1.0
-        else:  # torch without the AdamW kernel
-            delta.zero_()
         self._step_t.fill_(t)
-        d, m, v, no_max, steps = self._kernel_lists
         try:
-            kernel(d, [grad], m, v, no_max, steps, lr=1.0, beta1=self.u_beta1,
-                   beta2=self.u_beta2, weight_decay=wd, eps=self.u_eps, amsgrad=False,
-                   maximize=False)
+            self._update_lr1(grad)
         except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover - old torch
             self._kernel_ok = False
             return False
         return True
+
+    def _update_lr1(self, grad: Tensor) -> None:
+        """The kernel takes one learning rate per call; run at lr 1 on a zeroed scratch buffer
+        it leaves the update direction there, ``-(m / bc1) / (sqrt(v / bc2) + eps)``, which
+        is scaled by each member's lr (a third of the passes over memory of the op-by-op
+        update). AdamW's kernel at lr 1 and weight decay 1 zeroes the buffer itself."""
+        d, m, v, no_max, steps = self._kernel_lists
+        kernel, wd = self._kernel_w, 1.0
+        if kernel is None:  # torch without the AdamW kernel
+            kernel, wd = self._kernel, 0.0
+            d[0].zero_()
+        kernel(d, [grad], m, v, no_max, steps, lr=1.0, beta1=self.u_beta1, beta2=self.u_beta2,
+               weight_decay=wd, eps=self.u_eps, amsgrad=False, maximize=False)
+        if self._uniform_lr is not None:
+            self.flat.add_(d[0], alpha=self._uniform_lr)
+        else:
+            self.flat.addcmul_(d[0], self._lr_col)
 
     def _step_general(self, grad: Tensor, lr: np.ndarray) -> None:
         p = self.flat

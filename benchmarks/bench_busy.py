@@ -33,9 +33,13 @@ from collections.abc import Callable
 import torch
 
 import epochlab as el
+from epochlab.sweeps.executors import _die_with_parent
 
 
-def _spin(cpu: int | None) -> None:
+def _spin(cpu: int | None, parent: int) -> None:
+    # Dies with this benchmark, even when it is killed (a spinner left behind had skewed the
+    # next benchmarks: the sweep's own workers' guard).
+    _die_with_parent(parent)
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     while True:
@@ -48,7 +52,8 @@ class Busy:
     def __enter__(self) -> Busy:
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         cpu = cpus[-1] if cpus else None
-        self.proc = mp.get_context("spawn").Process(target=_spin, args=(cpu,), daemon=True)
+        self.proc = mp.get_context("spawn").Process(target=_spin, args=(cpu, os.getpid()),
+                                                   daemon=True)
         self.proc.start()
         time.sleep(0.5)  # let it reach its core before timing starts
         return self

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from epochlab.store import DONE, MemoryStore, SQLiteStore, Store, run_key
+from epochlab.store import DONE, Finished, MemoryStore, SQLiteStore, Store, run_key
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -143,6 +143,28 @@ class TestStoreContract:
         rec = store.run(rid)
         assert rec.status == "running" and rec.summary == {} and rec.finished_at is None
         assert store.epochs(rid) == [] and store.iterations(rid) == {}
+
+    def test_finish_runs_writes_a_tasks_runs_all_or_none(self, store):
+        # A sweep records a task's runs in one transaction: a run that cannot be finished
+        # (already done, unknown, unstorable) leaves every run of the call as it was.
+        sid = store.create_study("s")
+        done = _finished(store, sid, "done")
+        a, b = store.add_run(sid, "a", {}), store.add_run(sid, "b", {})
+        store.start_run(a)
+        ok = Finished(a, "completed", {"final": 1.0}, [{"epoch": 0, "loss": 0.5}], {"step": [0]})
+        for bad, error in ((Finished(done, "completed", {}, []), ValueError),
+                           (Finished(999, "completed", {}, []), KeyError),
+                           (Finished(b, "completed", {}, [], shared_from=998), KeyError),
+                           (Finished(b, "completed", {}, [{"loss": object()}]), TypeError),
+                           (ok, ValueError)):  # the same run twice: the 2nd would overwrite
+            with pytest.raises(error):
+                store.finish_runs([ok, bad])
+            assert store.run(a).status == "running" and store.epochs(a) == []
+            assert store.run(b).status == "pending"
+        store.finish_runs([ok, Finished(b, "completed", {}, [{"epoch": 0, "loss": 0.4}],
+                                        shared_from=a, group="g")])
+        assert store.run(a).status == "completed" and store.iterations(a) == {"step": [0]}
+        assert store.run(b).shared_from == a and store.epochs(b) == [{"epoch": 0, "loss": 0.4}]
 
     def test_reset_stale_marks_running_runs_interrupted_and_reruns_only_unfinished(self, store):
         sid = store.create_study("s")

@@ -87,3 +87,26 @@ def test_a_repeated_split_is_the_same_split_and_the_caller_may_change_its_copy(s
     assert not np.array_equal(split_indices(len(y), 0.2, seed=6, stratify=y)[1], va2)
     strings = np.array(["a", "b"], dtype=object)[y]  # labels without bytes to key: still split
     np.testing.assert_array_equal(split_indices(len(y), 0.2, seed=5, stratify=strings)[1], va2)
+
+
+def test_the_split_is_scikit_learns_train_test_split_row_for_row():
+    # epochlab draws the split itself (scikit-learn's validation cost more than the split);
+    # stored runs and a user's own train_test_split must keep seeing the same rows.
+    from sklearn.model_selection import train_test_split
+
+    from epochlab.train.data import _random_split
+
+    rs = np.random.RandomState(7)
+    for _ in range(300):
+        n = int(rs.randint(4, 300))
+        k = int(rs.randint(1, 7))
+        labels = rs.choice(k, size=n, p=rs.dirichlet(np.ones(k)))  # imbalanced, some ties
+        if rs.rand() < 0.3:
+            labels = labels.astype(np.float32)  # binary targets come as floats
+        n_val, seed = int(rs.randint(1, n)), int(rs.randint(0, 2**31))
+        stratify = labels if rs.rand() < 0.8 else None
+        tr, va, how = _random_split(n, n_val, seed, stratify)
+        want = train_test_split(np.arange(n), test_size=n_val, random_state=seed, shuffle=True,
+                                stratify=stratify if how == "random, stratified" else None)
+        np.testing.assert_array_equal(tr, want[0])
+        np.testing.assert_array_equal(va, want[1])

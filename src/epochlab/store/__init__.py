@@ -22,7 +22,16 @@ import os
 from pathlib import Path
 
 from epochlab._lazy import attach as _lazy_attach
-from epochlab.store.base import DONE, FINISHED, STATUSES, RunRecord, Store, StoreError, run_key
+from epochlab.store.base import (
+    DONE,
+    FINISHED,
+    STATUSES,
+    Finished,
+    RunRecord,
+    Store,
+    StoreError,
+    run_key,
+)
 from epochlab.store.memory import MemoryStore
 from epochlab.store.record import (
     check_study,
@@ -77,7 +86,7 @@ def open_store(path: str | os.PathLike | None = None, *, create: bool = True,
 
 __all__ = [
     "open_store", "check_study", "ensure_study", "study_conflict",
-    "DONE", "FINISHED", "STATUSES", "RunRecord", "Store", "StoreError", "MemoryStore",
+    "DONE", "FINISHED", "STATUSES", "Finished", "RunRecord", "Store", "StoreError", "MemoryStore",
     "SQLiteStore", "record_history", "summarize", "package_versions", "status_of", "run_key",
     "default_store_path", "DEFAULT_STORE",
 ]

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from epochlab.store.base import (
     DONE,
     STATUSES,
+    Finished,
     RunRecord,
     Store,
     check_status,
@@ -123,21 +125,34 @@ class MemoryStore(Store):
         shared_from: int | None = None,
         group: str | None = None,
     ) -> None:
+        self.finish_runs([Finished(run_id, status, summary, epochs, iterations, shared_from, group)])
+
+    def finish_runs(self, finished: Sequence[Finished]) -> None:
         # Encode everything first: a value that cannot be stored changes nothing.
-        check_status(status)
-        summary_json = dumps(summary)
-        rows = dumps(list(epochs))  # one call for all rows (half the time of one per row)
-        packed = pack_columns(iterations)
+        encoded = []
+        for f in finished:
+            check_status(f.status)
+            # one dumps for all epoch rows (half the time of one per row)
+            encoded.append((f, dumps(f.summary), dumps(list(f.epochs)), pack_columns(f.iterations)))
         with self._lock:
-            r = self._get(run_id)
-            if r["status"] in DONE:
-                raise ValueError(f"Run {run_id} is already {r['status']}; it is not overwritten.")
-            if shared_from is not None:
-                self._get(shared_from)
-            r.update(status=status, summary=summary_json, shared_from=shared_from, group=group,
-                     finished_at=time.time())
-            self._epochs[run_id] = rows
-            self._iterations[run_id] = packed
+            # Check them all before writing any: all of them or none, as one transaction.
+            done = set()
+            for f, *_ in encoded:
+                r = self._get(f.run_id)
+                if r["status"] in DONE or f.run_id in done:
+                    status = r["status"] if r["status"] in DONE else f.status
+                    raise ValueError(f"Run {f.run_id} is already {status}; it is not overwritten.")
+                if f.shared_from is not None:
+                    self._get(f.shared_from)
+                if f.status in DONE:
+                    done.add(f.run_id)
+            now = time.time()
+            for f, summary_json, rows, packed in encoded:
+                self._runs[f.run_id].update(status=f.status, summary=summary_json,
+                                            shared_from=f.shared_from, group=f.group,
+                                            finished_at=now)
+                self._epochs[f.run_id] = rows
+                self._iterations[f.run_id] = packed
 
     def reset_stale(self, study_id: int) -> int:
         with self._lock:

@@ -28,7 +28,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from epochlab.store.base import (
     DONE,
     STATUSES,
+    Finished,
     RunRecord,
     Store,
     StoreError,
@@ -370,26 +371,39 @@ class SQLiteStore(Store):
         shared_from: int | None = None,
         group: str | None = None,
     ) -> None:
-        # Encode everything before the transaction, so it holds the write lock only briefly.
-        check_status(status)
-        summary_json = dumps(summary)
-        rows = [(run_id, i, dumps(row)) for i, row in enumerate(epochs)]
-        packed = pack_columns(iterations)
+        self.finish_runs([Finished(run_id, status, summary, epochs, iterations, shared_from, group)])
+
+    def finish_runs(self, finished: Sequence[Finished]) -> None:
+        # Encode everything before the transaction, so it holds the write lock only briefly
+        # and a value that cannot be stored writes nothing.
+        writes = [self._finisher(f) for f in finished]
 
         def write(conn: sqlite3.Connection) -> None:
-            current = self._status(conn, run_id)
-            if current in DONE:
-                raise ValueError(f"Run {run_id} is already {current}; it is not overwritten.")
-            if shared_from is not None:
-                self._status(conn, shared_from)
-            self._delete_metrics(conn, [run_id])
-            conn.execute("UPDATE epochlab_runs SET status = ?, summary = ?, shared_from = ?, grp = ?, "
-                         "finished_at = ? WHERE id = ?",
-                         (status, summary_json, shared_from, group, time.time(), run_id))
-            conn.executemany("INSERT INTO epochlab_epochs (run_id, epoch, metrics) VALUES (?, ?, ?)", rows)
-            self._insert_iterations(conn, run_id, packed)
+            for w in writes:
+                w(conn)
 
         self._write(write)
+
+    def _finisher(self, f: Finished) -> Callable[[sqlite3.Connection], None]:
+        check_status(f.status)
+        summary_json = dumps(f.summary)
+        rows = [(f.run_id, i, dumps(row)) for i, row in enumerate(f.epochs)]
+        packed = pack_columns(f.iterations)
+
+        def write(conn: sqlite3.Connection) -> None:
+            current = self._status(conn, f.run_id)
+            if current in DONE:
+                raise ValueError(f"Run {f.run_id} is already {current}; it is not overwritten.")
+            if f.shared_from is not None:
+                self._status(conn, f.shared_from)
+            self._delete_metrics(conn, [f.run_id])
+            conn.execute("UPDATE epochlab_runs SET status = ?, summary = ?, shared_from = ?, grp = ?, "
+                         "finished_at = ? WHERE id = ?",
+                         (f.status, summary_json, f.shared_from, f.group, time.time(), f.run_id))
+            conn.executemany("INSERT INTO epochlab_epochs (run_id, epoch, metrics) VALUES (?, ?, ?)", rows)
+            self._insert_iterations(conn, f.run_id, packed)
+
+        return write
 
     def reset_stale(self, study_id: int) -> int:
         def write(conn: sqlite3.Connection) -> int:

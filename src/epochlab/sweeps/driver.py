@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from epochlab.store.base import DONE, RunRecord, Store
+from epochlab.store.base import DONE, Finished, RunRecord, Store
 from epochlab.store.memory import MemoryStore
 from epochlab.store.record import check_study, ensure_study
 from epochlab.sweeps.executors import ExecutorError, make_executor
@@ -489,14 +489,16 @@ def _remove_empty(folder: str | None) -> None:
 def _record(store: Store, ids: dict[str, int], task: Task, out: TaskOutcome | ExecutorError) -> None:
     """Write a task's outcomes: trained runs first, so read-offs can point at them."""
     if isinstance(out, ExecutorError):
-        for c in task.runs():
-            store.finish_run(ids[c.key], "failed", {"error": out.message}, [])
+        store.finish_runs([Finished(ids[c.key], "failed", {"error": out.message}, [])
+                           for c in task.runs()])
         return
+    finished = []
     for r in out.runs:
         src = None if r.trained_key is None else ids[r.trained_key]
         group = f"prefix-{ids[r.trained_key or r.key]}" if task.shared else None
-        store.finish_run(ids[r.key], r.status, r.summary, r.epochs, r.iterations or None,
-                         shared_from=src, group=group)
+        finished.append(Finished(ids[r.key], r.status, r.summary, r.epochs, r.iterations or None,
+                                 shared_from=src, group=group))
+    store.finish_runs(finished)  # one transaction a task
 
 
 class _NoProgress:

@@ -32,7 +32,7 @@ from epochlab.callbacks.early_stopping import parse as parse_early_stopping
 from epochlab.sweeps.fused import EpochEnd, FusedResult, train_fused
 from epochlab.sweeps.plan import Task
 from epochlab.sweeps.spec import Config
-from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data, test_metrics
+from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data, test_evaluator
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.history import History
 from epochlab.train.loop import prepare_data, run_params
@@ -129,10 +129,11 @@ def train_task_fused(
     read_at = {e for e in task.read_outs if e < task.epochs}
     tests: list[dict[int, dict[str, float]]] = [{} for _ in members]
     template = build_model(members[0], data, sources)
+    evaluate_template = test_evaluator(template, data)  # the test rows prepared once a task
 
     def evaluate_weights(state: dict[str, torch.Tensor]) -> dict[str, float]:
         template.load_state_dict(state)
-        return test_metrics(template, data)
+        return evaluate_template()
 
     def hook(epoch: int, metrics: EpochEnd) -> np.ndarray | None:
         stop = np.zeros(len(members), dtype=bool)

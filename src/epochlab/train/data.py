@@ -137,7 +137,7 @@ def split_indices(
 
 
 # The splits made lately: a sweep splits the same rows with the same seed for every member
-# (12 runs of slide 5 share 3 splits), and a stratified split costs ~0.4 ms.
+# (12 runs of slide 5 share 3 splits), and a stratified split costs ~0.15 ms.
 _SPLITS: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, str]] = {}
 _SPLITS_KEPT = 32
 
@@ -145,8 +145,6 @@ _SPLITS_KEPT = 32
 def _random_split(
     n: int, n_val: int, seed: int, stratify: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    from sklearn.model_selection import train_test_split
-
     how = "random"
     if stratify is not None:
         _, counts = np.unique(stratify, return_counts=True)
@@ -155,10 +153,56 @@ def _random_split(
         else:
             stratify = None
             how = "random (not stratified: a class has too few rows)"
-    tr, va = train_test_split(
-        np.arange(n), test_size=n_val, random_state=seed, shuffle=True, stratify=stratify
-    )
+    if stratify is not None and (stratify.ndim != 1 or stratify.dtype == object):
+        from sklearn.model_selection import train_test_split
+
+        tr, va = train_test_split(
+            np.arange(n), test_size=n_val, random_state=seed, shuffle=True, stratify=stratify
+        )
+        return tr, va, how
+    rng = np.random.RandomState(seed)
+    if stratify is None:
+        order = rng.permutation(n)
+        return order[n_val:], order[:n_val], how
+    tr, va = _stratified_split(stratify, n - n_val, n_val, rng)
     return tr, va, how
+
+
+def _stratified_split(
+    labels: np.ndarray, n_train: int, n_val: int, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows scikit-learn's ``train_test_split(..., stratify=labels, random_state=seed)``
+    picks (``StratifiedShuffleSplit``, the same draws from the same ``RandomState``), without
+    its input validation, which cost more than the split (~0.4 of ~0.45 ms; a sweep command
+    splits once per seed). ``tests/train/test_data.py`` compares the two."""
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    train_per_class = _class_quota(counts, n_train, rng)
+    val_per_class = _class_quota(counts - train_per_class, n_val, rng)
+    train: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    for rows, k_train, k_val in zip(by_class, train_per_class, val_per_class, strict=True):
+        shuffled = rows[rng.permutation(len(rows))]
+        train.append(shuffled[:k_train])
+        val.append(shuffled[k_train : k_train + k_val])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(val))
+
+
+def _class_quota(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Rows per class out of ``draws``: each class's share rounded down, the rows left given
+    to the largest remainders, ties broken at random (scikit-learn's ``_approximate_mode``)."""
+    share = counts / counts.sum() * draws
+    quota = np.floor(share)
+    missing = int(draws - quota.sum())
+    remainder = share - quota
+    for value in np.unique(remainder)[::-1]:  # the largest remainders first
+        if missing <= 0:
+            break
+        (tied,) = np.nonzero(remainder == value)
+        take = min(len(tied), missing)
+        quota[rng.choice(tied, size=take, replace=False)] += 1
+        missing -= take
+    return quota.astype(int)
 
 
 class ArraySource:

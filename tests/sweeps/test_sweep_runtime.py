@@ -51,6 +51,26 @@ def test_a_fused_group_takes_a_second_thread_only_for_a_run_long_enough_to_pay(m
         assert choice.threads == threads and words in choice.threads_reason, choice
 
 
+def test_a_group_with_batch_norm_chooses_its_threads_before_it_starts(monkeypatch):
+    # torch's batch norm sums a channel's rows in per-thread parts (1 and 2 threads differ in
+    # the last bits): a switch between epochs, timed by the reading of idle cores, would make
+    # the numbers depend on when the reading came in. Such a group waits for it, as convs do.
+    from epochlab.sweeps.plan import make_plan
+    from epochlab.sweeps.worker import _fused_runtime
+    from epochlab.train import runtime
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    for batch_norm, later_expected in ((False, True), (True, False)):
+        spec = SweepSpec(data="synthetic", model="mlp", epochs=[50], batch_norm=batch_norm,
+                         lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
+        choice, later = _fused_runtime(make_plan(spec.configs()).tasks[0], NO_SOURCES, None, "auto")
+        assert (later is not None) is later_expected
+        if later is None:
+            assert choice.threads == 2 and "first epochs" not in choice.threads_reason
+
+
 def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(monkeypatch):
     # The first epochs run on 1 thread while idle cores are read, the rest on 2: the numbers
     # are those of a sweep pinned to 1 thread (a group without convolutions).

@@ -281,7 +281,7 @@ def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str
                        "thread would not buy back the 30 ms reading of idle cores it takes")
     elif (pinned is None and prec == "fp32" and macs >= 2 * runtime.FUSED_MACS_PER_THREAD
           and min(torch.get_num_threads(), runtime.usable_cores()) > 1
-          and not any(isinstance(m, runtime.CONV_LAYERS) for m in model.modules())):
+          and not any(isinstance(m, runtime.THREAD_SENSITIVE_LAYERS) for m in model.modules())):
         start = runtime.RuntimeChoice(
             1, group + "1 thread: the run ended before the reading of idle cores was in",
             prec, why, channels_last)
@@ -301,8 +301,8 @@ class _LaterThreads:
     spans its window (:func:`~epochlab.train.runtime.idle_window_left`), it takes the
     threads :func:`~epochlab.train.runtime.choose_threads` gives. This saves the wait (up
     to 30 ms a sweep command) and changes no number: the fused engine's ops for a group
-    without convolutions (batched matmuls, per-member sums and norms) gave the same bits
-    on 1 and 2 threads for every MLP tried (``docs/notes/speed-targets.md``; a test checks
+    without convolutions and batch norms (batched matmuls, per-member sums, layer norms)
+    gave the same bits on 1 and 2 threads for every MLP tried (``docs/notes/speed-targets.md``; a test checks
     a switch mid-run). The engine calls it between epochs (``between_epochs``);
     :attr:`choice` is what was chosen.
     """

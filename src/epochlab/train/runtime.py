@@ -103,7 +103,10 @@ LARGE_LINEAR = 256 * 256
 
 _RECURRENT = (nn.RNNBase,)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-CONV_LAYERS = _CONV  # convolutions: their results may depend on the thread count
+# Layers whose results may depend on the thread count: convolutions, and batch norm (its
+# kernel sums each channel's rows in per-thread parts: 1 and 2 threads differ in the last
+# bits, for (32, 192) inputs already). Layer norm and the batched matmuls do not.
+THREAD_SENSITIVE_LAYERS = (*_CONV, nn.modules.batchnorm._BatchNorm)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 from rich.table import Table
 
 from epochlab.cli.common import load_data, n_params, out_dir, probe_model
-from epochlab.cli.output import console
+from epochlab.cli.output import console, print_table
 from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
 
 
@@ -66,7 +66,7 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
                              every=every, seed=seed)
     history = fit(model, data.train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                   lr=lr, validation_split=validation_split, seed=seed, callbacks=[gns], verbose=0)
-    console.print(noise_table(history))
+    print_table(noise_table(history))
     info = history.extra.get("gns", {})
     noise = info.get("last_smoothed", math.nan)
     advice = None
@@ -78,7 +78,7 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
         reached = _epochs_reached(history)
         advice = batch_size_advice(noise, n_train=history.n_train, batch_size=batch_size,
                                    epochs_reached=reached)
-        console.print(advice_table(advice))
+        print_table(advice_table(advice))
         console.print(f"[bold]{advice['text']}[/]")
         caveat = "" if optimizer == "sgd" else (
             f" (the paper's model is for SGD; with {optimizer} treat it as a rough guide)")

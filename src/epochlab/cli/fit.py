@@ -26,7 +26,7 @@ from epochlab.cli.common import (
     probe_model,
     runtime_options,
 )
-from epochlab.cli.output import console, err_console, warn
+from epochlab.cli.output import console, err_console, print_table, warn
 from epochlab.data.base import DataBundle
 from epochlab.diagnose.advice import advise_history, format_advice
 from epochlab.report.curves import plot_curves, plot_lr
@@ -232,7 +232,7 @@ def _keep(history: History, model: torch.nn.Module, data: DataBundle, model_name
     """A run that trained is kept: stored first, then its files, then its figures."""
     console.print(history.summary())
     if history.epochs:
-        console.print(epoch_table(history))
+        print_table(epoch_table(history))
     if stopper is not None:
         console.print(_early_stopping_line(stopper, history))
     try:  # advice is a reading of the run: if it fails, the run is still kept

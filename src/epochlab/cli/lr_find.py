@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from epochlab.cli.common import load_data, model_factory, n_params, out_dir, probe_model
-from epochlab.cli.output import console
+from epochlab.cli.output import console, print_table
 from epochlab.diagnose.lr_find import RULES, lr_find
 from epochlab.models.registry import build
 
@@ -65,7 +65,7 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
     console.print(f"trained {res.how} in {res.seconds:.1f}s (load {os.getloadavg()[0]:.1f}); "
                   f"curves kept {min(res.kept)}-{max(res.kept)} of {num_iter} updates "
                   "(stopped where the loss diverged)")
-    console.print(rules_table(res))
+    print_table(rules_table(res))
     console.print(f"[bold]{res.line()}[/]")
     res.plot(folder / "lr_find.png")
     (folder / "lr_find.json").write_text(json.dumps(res.to_dict()))

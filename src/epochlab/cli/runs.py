@@ -14,11 +14,9 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
-from epochlab.cli.output import console
+from epochlab.cli.output import console, print_table
 from epochlab.store import STATUSES, RunRecord, SQLiteStore, open_store
 from epochlab.validation import ParameterError
 
@@ -146,11 +144,7 @@ def studies_command(ctx: click.Context, store_path: str | None, as_json: bool) -
 
 def _print_table(table: Table) -> None:
     # A terminal shrinks a wide table to fit; a pipe or file gets every cell in full.
-    if console.is_terminal:
-        console.print(table)
-    else:
-        width = Measurement.get(console, console.options.update_width(1000), table).maximum
-        Console(width=max(width, console.width), highlight=False, file=console.file).print(table)
+    print_table(table, full_width=not console.is_terminal)
 
 
 def _open(store_path: str | None) -> SQLiteStore:

@@ -23,7 +23,7 @@ from epochlab.cli.common import (
     model_factory,
     runtime_options,
 )
-from epochlab.cli.output import console, warn
+from epochlab.cli.output import console, print_table, warn
 from epochlab.store import open_store
 from epochlab.sweeps.driver import best_run, metric_values, preflight, sweep
 from epochlab.sweeps.executors import check_executor
@@ -205,7 +205,7 @@ def _report(result: Any, store: Any, select: str) -> None:
     console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s; "
                   f"{result.skipped} already done; " +
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))
-    console.print(results_table(result, store))
+    print_table(results_table(result, store))
     _print_best(result, store, select)
     _print_advice(result, store, select)
     _failures(result)

@@ -19,7 +19,7 @@ import click
 from rich.table import Table
 
 from epochlab.cli.common import out_dir
-from epochlab.cli.output import console
+from epochlab.cli.output import console, print_table
 
 DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs=int(5,50)"
 
@@ -142,7 +142,7 @@ def _print_result(result: Any, path: Any) -> None:
     b = result.budget
     console.print(f"pruning compared trials at equal [bold]{b.by}[/] ({b.reason}); first rung "
                   f"at {b.min_resource} {b.by}, longest trial {b.max_resource} {b.by}")
-    console.print(trials_table(result))
+    print_table(trials_table(result))
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts().items()))
     console.print(f"study [cyan]{result.study}[/]: {len(result.trials)} trials ({counts}); "
                   f"{result.resumed} were already done; {result.seconds:.1f}s")

@@ -144,3 +144,21 @@ def test_process_pool_runs_fused_tasks_as_in_process():
         assert a.summary["fused"] == b.summary["fused"]
         for ra, rb in zip(pool_store.epochs(a.id), here_store.epochs(b.id), strict=True):
             assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5)
+
+
+def test_the_epochs_a_sweep_recorded_are_those_its_store_gives_back(tmp_path):
+    # The ranking and the report read the rows the sweep just wrote from memory, not the store:
+    # they must be the same rows, read-offs, a diverged run and a rerun sweep included.
+    from epochlab.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s.db")
+    spec = SweepSpec(**SMALL, epochs=[1, 3], batch_size=[8], optimizer="sgd", lr=[1e-2, 1e6], name="s")
+    first = sweep(spec, store, progress=False)
+    assert {r.status for r in first.runs} >= {"completed", "diverged"}
+    assert set(first.recorded) == {r.id for r in first.runs}
+    again = sweep(spec, store, progress=False)  # nothing to train: every row from the store
+    assert again.trained == 0 and again.recorded == {}
+    for r in first.runs:
+        assert first.epochs(r) == store.epochs(r.id) == again.epochs(r.id)
+    assert first.best.id == again.best.id
+    store.close()

@@ -185,11 +185,12 @@ def _check_one_lr(spec: SweepSpec, lr_text: str) -> None:
 
 class _EpochsReadOnce:
     """The store as the report reads it: the table, the best run and the advice each read
-    every run's epochs, so each run's are read (and decoded) once."""
+    every run's epochs, so each run's are read (and decoded) once, and not at all for the
+    runs this sweep just recorded (``recorded``: the rows it wrote)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, recorded: dict[int, list[dict[str, float]]] | None = None) -> None:
         self._store = store
-        self._epochs: dict[int, list[dict[str, float]]] = {}
+        self._epochs: dict[int, list[dict[str, float]]] = dict(recorded or {})
 
     def epochs(self, run_id: int) -> list[dict[str, float]]:
         if run_id not in self._epochs:
@@ -201,7 +202,7 @@ class _EpochsReadOnce:
 
 
 def _report(result: Any, store: Any, select: str) -> None:
-    store = _EpochsReadOnce(store)
+    store = _EpochsReadOnce(store, result.recorded)
     console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s; "
                   f"{result.skipped} already done; " +
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))

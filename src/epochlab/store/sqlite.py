@@ -185,6 +185,7 @@ class SQLiteStore(Store):
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         try:
+            conn.execute("PRAGMA synchronous=NORMAL")  # first: creating the schema syncs less
             app_id, version = self._header(conn)
             if app_id == 0 and version == 0:
                 if not self._has_tables(conn):
@@ -211,7 +212,6 @@ class SQLiteStore(Store):
             if version == 1:
                 self._transaction(conn, self._upgrade_from_1)
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
         except sqlite3.DatabaseError as e:

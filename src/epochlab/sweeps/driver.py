@@ -86,6 +86,19 @@ class SweepResult:
     seconds: float
     best: RunRecord | None
     store: Store | None = field(default=None, repr=False)
+    # The epoch rows this call recorded, by run id: what the store gives back, without reading
+    # and decoding them again for the ranking and the report (600 rows for slide 5's grid).
+    recorded: dict[int, list[dict[str, float]]] = field(default_factory=dict, repr=False,
+                                                         compare=False)
+
+    def epochs(self, run: RunRecord | int) -> list[dict[str, float]]:
+        """The epoch rows of ``run`` (a record of :attr:`runs` or its id), as the store has them."""
+        rid = run if isinstance(run, int) else run.id
+        if rid in self.recorded:
+            return [dict(row) for row in self.recorded[rid]]
+        if self.store is None:
+            raise ValueError("This SweepResult has no store to read runs from.")
+        return self.store.epochs(rid)
 
     def history(self, run: RunRecord | int) -> History:
         """The History of ``run`` (a record of :attr:`runs` or its id), rebuilt from the store.
@@ -411,6 +424,7 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
     status = {r.key: r.status for r in store.runs(name)}
     todo = [c for c in configs if status[c.key] not in DONE]
     in_flight: set[int] = set()  # started, not yet recorded
+    recorded: dict[int, list[dict[str, float]]] = {}
     try:
         with make_executor(workers, executor, ray_address) as ex, \
                 _progress(progress, console) as bar:
@@ -437,6 +451,8 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
 
             for i, out in ex.run(work, executed.tasks, on_start=start):
                 _record(store, ids, executed.tasks[i], out)
+                if isinstance(out, TaskOutcome):
+                    recorded.update((ids[r.key], r.epochs) for r in out.runs)
                 if isinstance(out, TaskOutcome) and not out.interrupted:
                     remove_checkpoints(ckpt, executed.tasks[i])  # recorded: no longer needed
                 in_flight.difference_update(ids[c.key] for c in executed.tasks[i].runs())
@@ -460,8 +476,23 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
                        precision=precision),
         executed=executed, runs=runs, skipped=len(configs) - len(todo),
         seconds=time.perf_counter() - t0,
-        best=best_run(store, runs, spec.metric, spec.mode, select), store=store,
+        best=best_run(_RecordedEpochs(store, recorded), runs, spec.metric, spec.mode, select),
+        store=store, recorded=recorded,
     )
+
+
+class _RecordedEpochs:
+    """``store`` whose ``epochs`` come from the rows just recorded where it has them."""
+
+    def __init__(self, store: Store, recorded: dict[int, list[dict[str, float]]]) -> None:
+        self._store, self._recorded = store, recorded
+
+    def epochs(self, run_id: int) -> list[dict[str, float]]:
+        rows = self._recorded.get(run_id)
+        return self._store.epochs(run_id) if rows is None else rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 def _checkpoint_root(store: Store, study: str, executor: str) -> str | None:

@@ -30,6 +30,7 @@ so two spellings of one schedule give one key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -99,9 +100,10 @@ class Config:
                 del d[k]
         return d
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """The canonical run key: sorted, compact JSON of :attr:`settings`."""
+        """The canonical run key: sorted, compact JSON of :attr:`settings` (made once: a sweep
+        looks a run up by it a dozen times)."""
         return json.dumps(self.settings, sort_keys=True, separators=(",", ":"))
 
     def with_epochs(self, epochs: int) -> Config:

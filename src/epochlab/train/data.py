@@ -121,6 +121,11 @@ def split_indices(
     if mode == "tail":
         return np.arange(n - n_val), np.arange(n - n_val, n), "tail (last rows, as Keras)"
     labels = None if stratify is None else np.ascontiguousarray(stratify)
+    if (labels is not None and labels.dtype.kind == "f" and labels.size
+            and (labels % 1 == 0).all() and (np.abs(labels) < 2**53).all()):
+        # Class ids as floats (fit stratifies by its prepared float targets, the fused engine
+        # by the raw int labels): the same classes, the same split, one cache entry.
+        labels = labels.astype(np.int64)
     if labels is not None and labels.dtype == object:  # no bytes to key it by
         return _random_split(n, n_val, seed, labels)
     digest = None if labels is None else hashlib.blake2b(labels.tobytes(), digest_size=16)

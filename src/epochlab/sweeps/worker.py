@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import shutil
 import time
 import traceback
@@ -141,7 +142,7 @@ def checkpoint_dir(root: str | Path, task: Task, member: Config) -> Path:
 
 def remove_checkpoints(root: str | Path | None, task: Task) -> None:
     """Delete the checkpoints of ``task``'s members (their runs are recorded)."""
-    if root is None:
+    if root is None or not os.path.isdir(root):  # none saved yet (fused tasks save none)
         return
     for member in task.members:
         shutil.rmtree(checkpoint_dir(root, task, member), ignore_errors=True)

@@ -472,8 +472,10 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
     runs = [by_key[c.key] for c in configs]
     return SweepResult(
         study=name, study_id=sid, spec=spec,
-        plan=make_plan(configs, share_prefixes=share_prefixes, fuse=fuse, sources=sources,
-                       precision=precision),
+        # The whole grid's plan: the one just executed when it was the whole grid, unsplit.
+        plan=executed if len(todo) == len(configs) and per_task is None else make_plan(
+            configs, share_prefixes=share_prefixes, fuse=fuse, sources=sources,
+            precision=precision),
         executed=executed, runs=runs, skipped=len(configs) - len(todo),
         seconds=time.perf_counter() - t0,
         best=best_run(_RecordedEpochs(store, recorded), runs, spec.metric, spec.mode, select),

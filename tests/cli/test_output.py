@@ -10,10 +10,11 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from epochlab.cli.output import _plain_layout, print_table
+from epochlab.cli.output import _literal, _plain_layout, print_table
 
 WORDS = ["1", "10 *", "0.1", "0.0001", "completed", "early_stopped", "", "run 3", "0.8688 (22)",
-         "exponential:decay_steps=1000", "on", "off", "1000", "数据", "é"]
+         "exponential:decay_steps=1000", "on", "off", "1000", "数据", "é", "[bold]x[/]", "a[/b]",
+         ":smile:", "exp[2].csv"]
 
 
 def _table(rng: random.Random, title: str | None) -> Table:
@@ -29,7 +30,11 @@ def _table(rng: random.Random, title: str | None) -> Table:
 def _printed(table: Table, fast: bool, terminal: bool, width: int) -> str:
     con = Console(file=io.StringIO(), width=width, force_terminal=terminal, highlight=False,
                   color_system="truecolor" if terminal else None)
-    print_table(table, con) if fast else con.print(table)
+    if fast:
+        print_table(table, con)
+    else:  # rich itself, the cells as plain text
+        _literal(table)
+        con.print(table)
     return con.file.getvalue()
 
 
@@ -39,10 +44,11 @@ def test_plain_tables_print_as_rich_prints_them(terminal):
     laid_out = 0
     for n in range(300):
         title = rng.choice([None, "val_accuracy: final = at the weights kept", "x", "数据 (n)"])
-        table, width = _table(rng, title), rng.choice([40, 80, 120])
+        seed, width = rng.random(), rng.choice([40, 80, 120])
         con = Console(file=io.StringIO(), width=width)
-        laid_out += _plain_layout(table, con, width) is not None
-        ours, rich = _printed(table, True, terminal, width), _printed(table, False, terminal, width)
+        laid_out += _plain_layout(_table(random.Random(seed), title), con, width) is not None
+        ours = _printed(_table(random.Random(seed), title), True, terminal, width)
+        rich = _printed(_table(random.Random(seed), title), False, terminal, width)
         if terminal:  # the same characters, the header bold and the title italic
             plain = re.compile(r"\x1b\[[0-9;]*m")
             assert plain.sub("", ours) == plain.sub("", rich), n
@@ -52,18 +58,34 @@ def test_plain_tables_print_as_rich_prints_them(terminal):
     assert laid_out > 100  # 129 of 300 took the fast path; the rest (too wide, long titles) rich
 
 
+def test_cells_are_shown_as_written_not_read_as_markup():
+    # A study named "[bold]x" or "a[/b]", or a setting ":smile:": rich would restyle the first,
+    # fail on the second ("closing tag doesn't match") and draw an emoji for the third.
+    for width in (80, 20):  # laid out here, and (too wide) by rich
+        table = Table(show_edge=False, pad_edge=False, title="[red]title[/]")
+        table.add_column("study")
+        table.add_column(":smile:")
+        table.add_row("[bold]demo[/bold]", "a[/b]")
+        con = Console(file=io.StringIO(), width=width)
+        print_table(table, con)
+        out = con.file.getvalue()
+        for text in ("[red]title[/]", "[bold]demo[/bold]", "a[/b]", ":smile:"):
+            assert text in out.replace("\n", "") or width == 20, (text, out)
+        assert "😄" not in out
+
+
 def test_what_it_does_not_know_is_left_to_rich():
-    table = Table(show_edge=False, pad_edge=False)
-    table.add_column("status")
-    table.add_row("[red]diverged[/]")  # markup: rich's to interpret
-    con = Console(file=io.StringIO(), width=80)
-    assert _plain_layout(table, con, 80) is None
-    print_table(table, con)
-    assert "diverged" in con.file.getvalue() and "[red]" not in con.file.getvalue()
     boxed = Table(title="edged")  # rich's default outer edge
     boxed.add_column("a")
+    con = Console(file=io.StringIO(), width=80)
     assert _plain_layout(boxed, con, 80) is None
     wide = Table(show_edge=False, pad_edge=False)
     wide.add_column("a")
     wide.add_row("x" * 100)  # wider than the console: rich wraps it
     assert _plain_layout(wide, con, 80) is None
+    two_lines = Table(show_edge=False, pad_edge=False)
+    two_lines.add_column("a")
+    two_lines.add_row("x\ny")
+    assert _plain_layout(two_lines, con, 80) is None
+    print_table(two_lines, con)
+    assert "x" in con.file.getvalue() and "y" in con.file.getvalue()

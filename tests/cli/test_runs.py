@@ -166,3 +166,21 @@ def test_python_dash_m_epochlab_is_the_epochlab_command():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Usage: epochlab runs")
+
+
+def test_names_and_settings_are_shown_as_written_not_as_markup(tmp_path):
+    # A study named with brackets or colons: rich read "[/z]" as a closing tag (the command
+    # failed with MarkupError), "[bold]" as a style and ":smile:" as an emoji.
+    name = "q[/z] :smile: [bold]b"
+    db = str(tmp_path / "s.db")
+    res = CliRunner().invoke(main, ["sweep", "--data", "synthetic", "--epochs", "1", "--study", name,
+                                    "--store", db, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert f"study {name} in" in res.output
+    for args in (["runs", "studies"], ["runs", "--study", name], ["runs", "show", "1"],
+                 ["report", "--study", name, "--out", str(tmp_path / "rep")]):
+        res = CliRunner().invoke(main, [*args, "--store", db])
+        assert res.exit_code == 0, (args, res.output)
+        assert "😄" not in res.output and "MarkupError" not in res.output
+    res = CliRunner().invoke(main, ["runs", "studies", "--store", db])
+    assert name in res.output

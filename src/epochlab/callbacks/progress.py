@@ -47,7 +47,7 @@ class EpochLogger(Callback):
         self.console = console
 
     def on_train_begin(self, trainer, logs):
-        self._console = self.console or Console(highlight=False)
+        self._console = self.console or Console(highlight=False, emoji=False)
         self._epochs = logs.get("epochs", 0)
         runtime = trainer.state.history.extra.get("runtime")
         if runtime and trainer.state.global_step == 0:
@@ -57,13 +57,13 @@ class EpochLogger(Callback):
         n = trainer.state.history.iterations_per_epoch
         self._console.print(
             f"Epoch {int(logs['epoch']) + 1}/{self._epochs} · {n} it · {format_logs(logs)} "
-            f"· {logs['time']:.2f}s"
+            f"· {logs['time']:.2f}s", markup=False,  # metric names are the user's: shown as given
         )
 
     def on_train_end(self, trainer, logs):
         h = trainer.state.history
         if h.stop_message:
-            self._console.print(h.stop_message)
+            self._console.print(h.stop_message, markup=False)
 
 
 class ProgressBar(EpochLogger):

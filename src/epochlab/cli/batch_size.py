@@ -11,7 +11,7 @@ import numpy as np
 from rich.table import Table
 
 from epochlab.cli.common import load_data, n_params, out_dir, probe_model
-from epochlab.cli.output import console, print_table
+from epochlab.cli.output import console, escape, print_table
 from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
 
 
@@ -55,8 +55,8 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
     folder = out_dir(out, "batch-size")  # checked before training, after the names
     trainable, _ = n_params(model)
     console.print(
-        f"[bold]epochlab batch-size[/]: data [cyan]{data.name}[/] ({len(data.x_train)} train rows, "
-        f"{data.task}) · model [cyan]{model_name}[/] ({trainable:,} trainable parameters) · "
+        f"[bold]epochlab batch-size[/]: data [cyan]{escape(data.name)}[/] ({len(data.x_train)} train "
+        f"rows, {data.task}) · model [cyan]{escape(model_name)}[/] ({trainable:,} trainable parameters) · "
         f"{optimizer} lr {lr:g}, batch {batch_size}, {epochs} epochs"
     )
     stratify = data.y_train if data.task in ("binary", "multiclass") else None
@@ -79,7 +79,7 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
         advice = batch_size_advice(noise, n_train=history.n_train, batch_size=batch_size,
                                    epochs_reached=reached)
         print_table(advice_table(advice))
-        console.print(f"[bold]{advice['text']}[/]")
+        console.print(f"[bold]{escape(advice['text'])}[/]")
         caveat = "" if optimizer == "sgd" else (
             f" (the paper's model is for SGD; with {optimizer} treat it as a rough guide)")
         console.print(f"B_simple measured at the end of training: {noise:.0f} rows{caveat}.")
@@ -90,7 +90,7 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
     (folder / "batch_size.json").write_text(json.dumps(
         {"noise_scale": noise, "advice": advice, "records": gns.records, "settings": info}))
     console.print(f"wrote {folder / 'gns.png'}, {folder / 'history.json'}, "
-                  f"{folder / 'batch_size.json'} (load {os.getloadavg()[0]:.1f})")
+                  f"{folder / 'batch_size.json'} (load {os.getloadavg()[0]:.1f})", markup=False)
 
 
 def _epochs_reached(history) -> float:

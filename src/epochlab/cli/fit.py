@@ -26,7 +26,7 @@ from epochlab.cli.common import (
     probe_model,
     runtime_options,
 )
-from epochlab.cli.output import console, err_console, print_table, warn
+from epochlab.cli.output import console, err_console, escape, print_table, warn
 from epochlab.data.base import DataBundle
 from epochlab.diagnose.advice import advise_history, format_advice
 from epochlab.report.curves import plot_curves, plot_lr
@@ -196,8 +196,8 @@ def _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,
         folder = folder if folder is not None else out_dir(None, "fit")
         folder.mkdir(parents=True, exist_ok=True)
     console.print(
-        f"[bold]epochlab fit[/]: data [cyan]{data.name}[/] ({len(data.x_train)} train / "
-        f"{len(data.x_test)} test rows, {data.task}) · model [cyan]{model_name}[/] "
+        f"[bold]epochlab fit[/]: data [cyan]{escape(data.name)}[/] ({len(data.x_train)} train / "
+        f"{len(data.x_test)} test rows, {data.task}) · model [cyan]{escape(model_name)}[/] "
         f"({trainable:,} trainable parameters{f', {frozen:,} frozen' if frozen else ''})"
     )
     try:
@@ -230,11 +230,11 @@ def _keep(history: History, model: torch.nn.Module, data: DataBundle, model_name
           batch_norm: bool, stopper: EarlyStopping | None, folder: Path, store: Any,
           study: str, study_spec: dict[str, Any]) -> None:
     """A run that trained is kept: stored first, then its files, then its figures."""
-    console.print(history.summary())
+    console.print(history.summary(), markup=False)
     if history.epochs:
         print_table(epoch_table(history))
     if stopper is not None:
-        console.print(_early_stopping_line(stopper, history))
+        console.print(_early_stopping_line(stopper, history), markup=False)
     try:  # advice is a reading of the run: if it fails, the run is still kept
         advice = advise_history(history)
         history.extra["advice"] = [a.to_dict() for a in advice]
@@ -260,10 +260,10 @@ def _keep(history: History, model: torch.nn.Module, data: DataBundle, model_name
     torch.save(model.state_dict(), folder / "model.pt")
     written.append(folder / "model.pt")
     written += _figures(history, folder)
-    console.print("wrote " + ", ".join(str(p) for p in written))
+    console.print("wrote " + ", ".join(str(p) for p in written), markup=False)
     if stored is not None:
         console.print(f"stored as run {stored} in {store.path} (study {study!r}; "
-                      "see `epochlab runs`)")
+                      "see `epochlab runs`)", markup=False)
     if interrupted:
         raise KeyboardInterrupt  # the CLI exits 130, after the run was kept
 
@@ -390,7 +390,8 @@ def _resume_lines(entry: dict[str, Any]) -> None:
              f"(moved to {Path(bad['moved_to']).name})")
     where = (f"at the start of epoch {entry['epoch'] + 1}" if not entry["batch_in_epoch"] else
              f"in epoch {entry['epoch'] + 1}, after its iteration {entry['batch_in_epoch']}")
-    console.print(f"resumed from {entry['path']} {where} ({entry['global_step']} updates done)")
+    console.print(f"resumed from {entry['path']} {where} ({entry['global_step']} updates done)",
+                  markup=False)
 
 
 def _parse_schedule(text: str | None, lr: float,

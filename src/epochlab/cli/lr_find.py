@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from epochlab.cli.common import load_data, model_factory, n_params, out_dir, probe_model
-from epochlab.cli.output import console, print_table
+from epochlab.cli.output import console, escape, print_table
 from epochlab.diagnose.lr_find import RULES, lr_find
 from epochlab.models.registry import build
 
@@ -51,8 +51,8 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
     folder = out_dir(out, "lr-find")  # checked before training, after the names
     trainable, _ = n_params(probe)
     console.print(
-        f"[bold]epochlab lr-find[/]: data [cyan]{data.name}[/] ({len(data.x_train)} train rows, "
-        f"{data.task}) · model [cyan]{model_name}[/] ({trainable:,} trainable parameters) · "
+        f"[bold]epochlab lr-find[/]: data [cyan]{escape(data.name)}[/] ({len(data.x_train)} train "
+        f"rows, {data.task}) · model [cyan]{escape(model_name)}[/] ({trainable:,} trainable parameters) · "
         f"{optimizer}, batch {batch_size}, {num_iter} updates from {start_lr:g} to {end_lr:g}, "
         f"{seeds} seeds"
     )
@@ -66,10 +66,10 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
                   f"curves kept {min(res.kept)}-{max(res.kept)} of {num_iter} updates "
                   "(stopped where the loss diverged)")
     print_table(rules_table(res))
-    console.print(f"[bold]{res.line()}[/]")
+    console.print(f"[bold]{escape(res.line())}[/]")
     res.plot(folder / "lr_find.png")
     (folder / "lr_find.json").write_text(json.dumps(res.to_dict()))
-    console.print(f"wrote {folder / 'lr_find.png'}, {folder / 'lr_find.json'}")
+    console.print(f"wrote {folder / 'lr_find.png'}, {folder / 'lr_find.json'}", markup=False)
 
 
 def rules_table(res) -> Table:

@@ -13,9 +13,13 @@ from rich.text import Text
 
 # Piped or captured output (CI logs, files) gets 120 columns rather than
 # rich's 80, so the result tables are not squeezed into ellipses.
+# emoji=False: a ":name:" in a study name, a path or a setting is shown as written. Markup is
+# kept for epochlab's own words; what users wrote is escaped where it meets markup, and
+# tables show their cells as plain text (print_table).
 _probe = Console()
-console = Console(highlight=False, width=None if _probe.is_terminal else max(_probe.width, 120))
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, emoji=False,
+                  width=None if _probe.is_terminal else max(_probe.width, 120))
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 def warn(message: str) -> None:
@@ -26,11 +30,13 @@ def warn(message: str) -> None:
 def print_table(table: Table, con: Console | None = None, *, full_width: bool = False) -> None:
     """Print ``table`` as ``con.print(table)`` does, faster for the plain tables the CLI makes.
 
-    A table of plain-text cells that fits the console's width (epochlab's results tables,
-    with rich's default heavy-head box and no outer edge) is laid out here and printed as
-    one line of text each row: rich measures and wraps every cell, ~5 ms for a sweep's 12
-    rows and ~20 ms for a 50-epoch fit's, against ~0.2 ms. Anything else (markup in a cell,
-    a table wider than the console, other boxes or styles) is left to rich. The output is
+    Cells, headers and the title are text, shown as written: a ``[bold]`` or ``:smile:``
+    in a study name or a setting is not markup (rich would restyle it, or fail on a
+    ``[/x]``). A table of one-line cells that fits the console's width (epochlab's results
+    tables, with rich's default heavy-head box and no outer edge) is laid out here and
+    printed as one line of text each row: rich measures and wraps every cell, ~5 ms for a
+    sweep's 12 rows and ~20 ms for a 50-epoch fit's, against ~0.2 ms. Anything else (a
+    table wider than the console, other boxes or styles) is left to rich. The output is
     rich's, character for character (``tests/cli/test_output.py`` compares them).
     ``full_width``: never squeeze the table to the console's width (a pipe or file gets
     every cell in full).
@@ -53,7 +59,9 @@ def print_table(table: Table, con: Console | None = None, *, full_width: bool = 
     text = _plain_layout(table, con, width=None if full_width else con.width)
     if text is not None:
         con.print(text, no_wrap=True, overflow="ignore", crop=False)
-    elif full_width:
+        return
+    _literal(table)
+    if full_width:
         width = Measurement.get(con, con.options.update_width(1000), table).maximum
         Console(width=max(width, con.width), highlight=False, file=con.file).print(table)
     else:
@@ -121,6 +129,16 @@ def _plain_table(table: Table) -> bool:
 
 
 def _plain_text(value: str) -> bool:
-    # What rich would print as given: no markup, no :emoji: codes, one line, no tabs or
-    # control characters.
-    return "[" not in value and value.count(":") < 2 and value.isprintable()
+    # One line: no newlines, tabs or other control characters (rich expands or wraps them).
+    return value.isprintable()
+
+
+def _literal(table: Table) -> None:
+    """Make ``table``'s text cells, headers and title plain :class:`Text`, which rich prints as
+    written (a ``str`` cell would be read as markup and emoji codes)."""
+    for column in table.columns:
+        if isinstance(column.header, str):
+            column.header = Text(column.header)
+        column._cells = [Text(v) if isinstance(v, str) else v for v in column._cells]
+    if isinstance(table.title, str):
+        table.title = Text(table.title, style="table.title")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from epochlab.cli.output import console
+from epochlab.cli.output import console, escape
 
 if TYPE_CHECKING:
     from epochlab.store import Store
@@ -57,20 +57,21 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
                 store, study, folder, metric=metric, mode=mode, select=select)
     best = result["best"]
     if best is None:
-        console.print(f"[red]No finished run has a finite {result['metric']}.[/]")
+        console.print(f"[red]No finished run has a finite {escape(result['metric'])}.[/]")
     else:
         from epochlab.sweeps.ranking import SWEPT
 
         settings = {k: best.settings[k] for k in SWEPT if k in best.settings}
         row = next(r for r in result["rows"] if r["run"] == best.id)
-        console.print(f"[bold]Best run[/] {best.id} by {result['metric']} ({select}, "
-                      f"{result['mode']}): {row[result['metric'] + '_' + select]:.4f}  {settings}")
+        console.print(f"[bold]Best run[/] {best.id} by {escape(result['metric'])} ({select}, "
+                      f"{result['mode']}): {row[result['metric'] + '_' + select]:.4f}  "
+                      f"{escape(str(settings))}")
     if result["advice"]:
         from epochlab.diagnose.advice import format_advice
 
         console.print("[bold]Advice[/]")
         console.print(format_advice(result["advice"]), markup=False, highlight=False)
-    console.print("wrote " + ", ".join(str(p) for p in result["files"].values()))
+    console.print("wrote " + ", ".join(str(p) for p in result["files"].values()), markup=False)
 
 
 def _only_study(store: Store) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from epochlab.cli.output import console, print_table
+from epochlab.cli.output import console, escape, print_table
 from epochlab.store import STATUSES, RunRecord, SQLiteStore, open_store
 from epochlab.validation import ParameterError
 
@@ -94,23 +94,24 @@ def show_command(ctx: click.Context, run_id: int, store_path: str | None, as_jso
         _echo_json(out)
         return
     s = record.summary
-    console.print(f"[bold]run {record.id}[/] · study [cyan]{record.study}[/] · "
+    console.print(f"[bold]run {record.id}[/] · study [cyan]{escape(record.study)}[/] · "
                   f"[bold]{record.status}[/]"
                   + (f" · read off run {record.shared_from}" if record.shared_from else "")
-                  + (f" · group {record.group}" if record.group else ""))
-    console.print("settings: " + _pairs(record.settings))
+                  + (f" · group {escape(record.group)}" if record.group else ""))
+    # What runs recorded is shown as it is: no markup in a setting or a message.
+    console.print("settings: " + _pairs(record.settings), markup=False)
     accounting = {k: s[k] for k in _ACCOUNTING if k in s}
     if isinstance(accounting.get("seconds"), float):
         accounting["seconds"] = round(accounting["seconds"], 2)
     if accounting:
-        console.print("accounting: " + _pairs(accounting))
+        console.print("accounting: " + _pairs(accounting), markup=False)
     for name in ("final", "best"):
         if s.get(name):
-            console.print(f"{name}: " + _pairs(s[name]))
+            console.print(f"{name}: " + _pairs(s[name]), markup=False)
     if s.get("stop_message"):
-        console.print(s["stop_message"])
+        console.print(s["stop_message"], markup=False)
     if s.get("versions"):
-        console.print("versions: " + _pairs(s["versions"]))
+        console.print("versions: " + _pairs(s["versions"]), markup=False)
     console.print(f"iterations stored: {n_iter}")
     if epochs:
         _print_table(_epoch_table(epochs, s.get("weights_epoch")))

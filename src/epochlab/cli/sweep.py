@@ -23,7 +23,7 @@ from epochlab.cli.common import (
     model_factory,
     runtime_options,
 )
-from epochlab.cli.output import console, print_table, warn
+from epochlab.cli.output import console, escape, print_table, warn
 from epochlab.store import open_store
 from epochlab.sweeps.driver import best_run, metric_values, preflight, sweep
 from epochlab.sweeps.executors import check_executor
@@ -147,8 +147,8 @@ def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, ba
     spec = preflight(spec, sources)
     store = open_store(store_path)
     try:
-        console.print(f"[bold]epochlab sweep[/]: study [cyan]{spec.study_name()}[/] in "
-                      f"{store.path}")
+        console.print(f"[bold]epochlab sweep[/]: study [cyan]{escape(spec.study_name())}[/] in "
+                      f"{escape(str(store.path))}")
         plan = make_plan(spec.configs(), share_prefixes=not no_share, fuse=fuse,
                          sources=sources, precision=precision)
         console.print(plan.describe(), markup=False, highlight=False)
@@ -331,16 +331,16 @@ def _print_advice(result: Any, store: Any, select: str) -> None:
 def _print_best(result: Any, store: Any, select: str) -> None:
     spec, best = result.spec, result.best
     if best is None:
-        console.print(f"[red]No finished run has a finite {spec.metric}.[/]")
+        console.print(f"[red]No finished run has a finite {escape(spec.metric)}.[/]")
         return
     v = metric_values(store.epochs(best.id), spec.metric, spec.mode, best.summary.get("weights_epoch"))
     params = {n: best.settings[n] for n in (spec.swept() or ["epochs", "batch_size"])}
     how = "at the weights each run ends with" if select == "final" else "best epoch of each run"
-    console.print(f"[bold]Best parameters[/]: {params}  (run {best.id}; {spec.metric} "
+    console.print(f"[bold]Best parameters[/]: {escape(str(params))}  (run {best.id}; {escape(spec.metric)} "
                   f"{v[select]:.4f}, {how}; ties -> fewer updates)")
     other = "best" if select == "final" else "final"
     alt = best_run(store, result.runs, spec.metric, spec.mode, other)
     if alt is not None and alt.id != best.id:
         alt_params = {n: alt.settings[n] for n in params}
         console.print(f"  ranking by {'max over epochs (slide 13)' if other == 'best' else 'final'}"
-                      f" would pick {alt_params} (run {alt.id})")
+                      f" would pick {alt_params} (run {alt.id})", markup=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from epochlab.cli.output import console
+from epochlab.cli.output import console, escape
 
 
 @click.command("tour")
@@ -52,7 +52,7 @@ def tour_command(out, overwrite, quick, store_path, study_prefix, threads) -> No
     out = out_dir(out, "tour", overwrite=overwrite, marker="index.html")
     torch.set_num_threads(threads)
     console.print(f"[bold]epochlab tour[/] ({'quick' if quick else 'full'}): 15 slides of the "
-                  f"seed; runs recorded in {path}")
+                  f"seed; runs recorded in {escape(str(path))}")
     t0 = time.perf_counter()
     try:
         result = run_tour(out, quick=quick, store=store, prefix=study_prefix, console=console)
@@ -62,7 +62,8 @@ def tour_command(out, overwrite, quick, store_path, study_prefix, threads) -> No
     console.print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, "
                   f"{len(result.sections)} sections) in {time.perf_counter() - t0:.0f} s "
                   f"(CPU {result.cpu_seconds:.0f} s, load average {load:.1f}); studies "
-                  + (f"{result.studies[0]} ... {result.studies[-1]}" if result.studies else "none"))
+                  + (f"{result.studies[0]} ... {result.studies[-1]}" if result.studies else "none"),
+                  markup=False)
     if result.failed:
         raise click.ClickException(
             f"slide(s) {', '.join(map(str, result.failed))} failed; the page says why.")

@@ -19,7 +19,7 @@ import click
 from rich.table import Table
 
 from epochlab.cli.common import out_dir
-from epochlab.cli.output import console, print_table
+from epochlab.cli.output import console, escape, print_table
 
 DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs=int(5,50)"
 
@@ -92,8 +92,8 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
     if metric is None:  # regression targets log no accuracy
         metric = default_metric(bundle.task, validation_split)
     store = SQLiteStore(store_path or default_store_path())  # created only once the rest is known good
-    console.print(f"[bold]epochlab tune[/]: data {data} · model {model} · {trials} trials · "
-                  f"pruner {pruner} · sampler {sampler}")
+    console.print(f"[bold]epochlab tune[/]: data {escape(data)} · model {escape(model)} · {trials} "
+                  f"trials · pruner {escape(pruner)} · sampler {escape(sampler)}")
     console.print(f"space: {space}", markup=False, highlight=False, soft_wrap=True)
     def on_trial(t: Any) -> None:
         console.print(_trial_line(t, metric), markup=False, highlight=False, soft_wrap=True)
@@ -118,7 +118,8 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
     plot_optimization_history(result, folder / "history.png")
     plot_budget(result, folder / "budget.png")
     write_trials_csv(result, folder / "trials.csv")
-    console.print(f"wrote {folder / 'history.png'}, {folder / 'budget.png'}, {folder / 'trials.csv'}", soft_wrap=True)
+    console.print(f"wrote {folder / 'history.png'}, {folder / 'budget.png'}, {folder / 'trials.csv'}",
+                  soft_wrap=True, markup=False)
 
 
 def _trial_line(t: Any, metric: str) -> str:
@@ -144,13 +145,13 @@ def _print_result(result: Any, path: Any) -> None:
                   f"at {b.min_resource} {b.by}, longest trial {b.max_resource} {b.by}")
     print_table(trials_table(result))
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts().items()))
-    console.print(f"study [cyan]{result.study}[/]: {len(result.trials)} trials ({counts}); "
+    console.print(f"study [cyan]{escape(result.study)}[/]: {len(result.trials)} trials ({counts}); "
                   f"{result.resumed} were already done; {result.seconds:.1f}s")
     if result.best is None:
-        console.print(f"[red]No trial completed with a finite {result.metric}.[/]")
+        console.print(f"[red]No trial completed with a finite {escape(result.metric)}.[/]")
     else:
-        console.print(f"[bold]Best parameters[/]: {result.best_params}  (trial "
-                      f"{result.best.number}, run {result.best.run_id}; {result.metric} "
+        console.print(f"[bold]Best parameters[/]: {escape(str(result.best_params))}  (trial "
+                      f"{result.best.number}, run {result.best.run_id}; {escape(result.metric)} "
                       f"{result.best_value:.4f})")
     r = result.update_ratio
     if math.isfinite(r):

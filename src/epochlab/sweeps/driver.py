@@ -406,7 +406,7 @@ def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int
     check_study(store, name, spec.to_dict())  # before waiting for another driver
     with study_lock(store, name) as waited:
         if waited and console is not None:
-            console.print(f"(waited for another sweep of study {name!r} to finish)")
+            console.print(f"(waited for another sweep of study {name!r} to finish)", markup=False)
         return _run_locked(spec, store, sources, name, t0, workers=workers, progress=progress,
                            share_prefixes=share_prefixes, fuse=fuse, select=select,
                            console=console, threads=threads, precision=precision,

@@ -144,6 +144,32 @@ class TestStoreContract:
         assert rec.status == "running" and rec.summary == {} and rec.finished_at is None
         assert store.epochs(rid) == [] and store.iterations(rid) == {}
 
+    def test_add_runs_adds_a_grid_at_once_and_never_duplicates_a_key(self, store):
+        sid = store.create_study("s")
+        first = store.add_run(sid, "a", {"lr": 0.1})
+        ids = store.add_runs(sid, [("b", {"lr": 0.01}), ("a", {"lr": 9.9}), ("b", {})])
+        assert ids[1] == first and ids[0] == ids[2] != first
+        assert [r.key for r in store.runs("s")] == ["a", "b"]
+        assert store.run(first).settings == {"lr": 0.1}  # the first settings are kept
+        with pytest.raises(TypeError):  # one unstorable: none added
+            store.add_runs(sid, [("c", {}), ("d", {"x": object()})])
+        with pytest.raises(ValueError, match="`key`"):
+            store.add_runs(sid, [("e", {}), ("", {})])
+        with pytest.raises(KeyError, match="4321"):
+            store.add_runs(4321, [("f", {})])
+        assert [r.key for r in store.runs("s")] == ["a", "b"]
+
+    def test_start_runs_starts_a_tasks_runs_all_or_none(self, store):
+        sid = store.create_study("s")
+        done = _finished(store, sid, "done")
+        a, b = store.add_runs(sid, [("a", {}), ("b", {})])
+        for bad in ([a, done], [a, 999], [a, b, a]):  # done, unknown, named twice
+            with pytest.raises((ValueError, KeyError)):
+                store.start_runs(bad)
+            assert store.run(a).status == store.run(b).status == "pending"
+        store.start_runs([a, b])
+        assert store.run(a).status == store.run(b).status == "running"
+
     def test_finish_runs_writes_a_tasks_runs_all_or_none(self, store):
         # A sweep records a task's runs in one transaction: a run that cannot be finished
         # (already done, unknown, unstorable) leaves every run of the call as it was.

@@ -29,7 +29,8 @@ against every backend):
   epoch prefix is never trained itself). Finishing a run that is already
   :data:`DONE` raises ``ValueError``: a stored result is never overwritten.
   ``finish_runs`` finishes several runs (a sweep task's) in one transaction:
-  all of them or, when one cannot be, none.
+  all of them or, when one cannot be, none; ``add_runs`` and ``start_runs``
+  likewise add a grid and start a task's runs.
   Values that cannot be stored (not JSON-serializable, iteration columns of
   unequal length, an unknown status) raise before anything is written.
 - ``reset_stale(study_id)`` turns runs left ``running`` by a process that
@@ -138,6 +139,25 @@ class Store(ABC):
     @abstractmethod
     def start_run(self, run_id: int) -> None:
         """Mark the run running, with its start time; ValueError if running or done."""
+
+    def add_runs(self, study_id: int, runs: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+        """:meth:`add_run` for each ``(key, settings)``, in one transaction where the backend
+        has them (a sweep adds its whole grid at once); the runs' ids, in order.
+
+        Example:
+            >>> from epochlab.store import MemoryStore
+            >>> store = MemoryStore()
+            >>> sid = store.create_study("demo")
+            >>> store.add_runs(sid, [("a", {}), ("b", {}), ("a", {})])
+            [1, 2, 1]
+        """
+        return [self.add_run(study_id, key, settings) for key, settings in runs]
+
+    def start_runs(self, run_ids: Sequence[int]) -> None:
+        """:meth:`start_run` for each id, all of them or (when one cannot start) none, in one
+        transaction where the backend has them (a sweep starts a task's runs together)."""
+        for run_id in run_ids:
+            self.start_run(run_id)
 
     @abstractmethod
     def finish_run(

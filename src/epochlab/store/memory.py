@@ -86,33 +86,50 @@ class MemoryStore(Store):
             return out
 
     def add_run(self, study_id: int, key: str, settings: dict[str, Any]) -> int:
-        check_text(key, "key")
-        settings_json = dumps(settings)
+        return self.add_runs(study_id, [(key, settings)])[0]
+
+    def add_runs(self, study_id: int, runs: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+        rows = []
+        for key, settings in runs:  # checked and encoded first: a bad one adds nothing
+            check_text(key, "key")
+            rows.append((key, dumps(settings)))
         with self._lock:
             if study_id not in self._studies:
                 raise KeyError(f"There is no study with id {study_id}.")
-            rid = self._keys.get((study_id, key))
-            if rid is None:
-                rid = len(self._runs) + 1
-                self._runs[rid] = {
-                    "study_id": study_id, "key": key, "settings": settings_json,
-                    "status": "pending", "summary": "{}", "shared_from": None, "group": None,
-                    "created_at": time.time(), "started_at": None, "finished_at": None,
-                }
-                self._keys[(study_id, key)] = rid
-            return rid
+            ids = []
+            for key, settings_json in rows:
+                rid = self._keys.get((study_id, key))
+                if rid is None:
+                    rid = len(self._runs) + 1
+                    self._runs[rid] = {
+                        "study_id": study_id, "key": key, "settings": settings_json,
+                        "status": "pending", "summary": "{}", "shared_from": None, "group": None,
+                        "created_at": time.time(), "started_at": None, "finished_at": None,
+                    }
+                    self._keys[(study_id, key)] = rid
+                ids.append(rid)
+            return ids
 
     def start_run(self, run_id: int) -> None:
+        self.start_runs([run_id])
+
+    def start_runs(self, run_ids: Sequence[int]) -> None:
         with self._lock:
-            r = self._get(run_id)
-            if r["status"] == "running" or r["status"] in DONE:
-                raise ValueError(
-                    f"Run {run_id} is {r['status']}; only a pending, interrupted or failed run "
-                    "can be started."
-                )
-            self._epochs.pop(run_id, None)
-            self._iterations.pop(run_id, None)
-            r.update(status="running", summary="{}", started_at=time.time(), finished_at=None)
+            started: set[int] = set()
+            for run_id in run_ids:  # all checked before any starts (one named twice: running)
+                status = "running" if run_id in started else self._get(run_id)["status"]
+                if status == "running" or status in DONE:
+                    raise ValueError(
+                        f"Run {run_id} is {status}; only a pending, interrupted or failed run "
+                        "can be started."
+                    )
+                started.add(run_id)
+            now = time.time()
+            for run_id in run_ids:
+                self._epochs.pop(run_id, None)
+                self._iterations.pop(run_id, None)
+                self._runs[run_id].update(status="running", summary="{}", started_at=now,
+                                          finished_at=None)
 
     def finish_run(
         self,

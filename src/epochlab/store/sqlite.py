@@ -332,31 +332,44 @@ class SQLiteStore(Store):
                 for sid, name, spec, created in rows]
 
     def add_run(self, study_id: int, key: str, settings: dict[str, Any]) -> int:
-        check_text(key, "key")
-        settings_json = dumps(settings)
+        return self.add_runs(study_id, [(key, settings)])[0]
 
-        def write(conn: sqlite3.Connection) -> int:
+    def add_runs(self, study_id: int, runs: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+        rows = []
+        for key, settings in runs:  # checked and encoded before the transaction
+            check_text(key, "key")
+            rows.append((key, dumps(settings)))
+
+        def write(conn: sqlite3.Connection) -> list[int]:
             if conn.execute("SELECT 1 FROM epochlab_studies WHERE id = ?", (study_id,)).fetchone() is None:
                 raise KeyError(f"There is no study with id {study_id} in {self.path}.")
-            conn.execute(
-                "INSERT INTO epochlab_runs (study_id, key, settings, status, created_at) "
-                "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (study_id, key) DO NOTHING",
-                (study_id, key, settings_json, time.time()),
-            )
-            return conn.execute("SELECT id FROM epochlab_runs WHERE study_id = ? AND key = ?",
-                                (study_id, key)).fetchone()[0]
+            ids = []
+            for key, settings_json in rows:
+                conn.execute(
+                    "INSERT INTO epochlab_runs (study_id, key, settings, status, created_at) "
+                    "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (study_id, key) DO NOTHING",
+                    (study_id, key, settings_json, time.time()),
+                )
+                ids.append(conn.execute("SELECT id FROM epochlab_runs WHERE study_id = ? AND key = ?",
+                                        (study_id, key)).fetchone()[0])
+            return ids
 
         return self._write(write)
 
     def start_run(self, run_id: int) -> None:
+        self.start_runs([run_id])
+
+    def start_runs(self, run_ids: Sequence[int]) -> None:
         def write(conn: sqlite3.Connection) -> None:
-            status = self._status(conn, run_id)
-            if status == "running" or status in DONE:
-                raise ValueError(f"Run {run_id} is {status}; only a pending, interrupted or "
-                                 "failed run can be started.")
-            self._delete_metrics(conn, [run_id])
-            conn.execute("UPDATE epochlab_runs SET status = 'running', summary = '{}', started_at = ?, "
-                         "finished_at = NULL WHERE id = ?", (time.time(), run_id))
+            now = time.time()
+            for run_id in run_ids:
+                status = self._status(conn, run_id)
+                if status == "running" or status in DONE:
+                    raise ValueError(f"Run {run_id} is {status}; only a pending, interrupted or "
+                                     "failed run can be started.")
+                self._delete_metrics(conn, [run_id])
+                conn.execute("UPDATE epochlab_runs SET status = 'running', summary = '{}', "
+                             "started_at = ?, finished_at = NULL WHERE id = ?", (now, run_id))
 
         self._write(write)
 

@@ -26,6 +26,7 @@ import os
 import pickle
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,8 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
     (``loss``, ``accuracy`` for classification, and their ``val_`` forms when
     there is a validation split), or the whole grid would train for nothing.
     Returns the spec with its metric decided from the data when it was left None
-    (:meth:`SweepSpec.for_task`).
+    (:meth:`SweepSpec.for_task`). The spec it returned, given back with the same
+    ``sources`` (the CLI's check, then the sweep's), is returned as it is: checked already.
 
     Example:
         >>> preflight(SweepSpec(data="synthetic", model="cnn"))
@@ -153,6 +155,8 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
         ...
         epochlab.validation.ParameterError: Cannot build model 'cnn' on data 'synthetic': ...
     """
+    if _checked and _checked[0]() is spec and _checked[1]() is sources:
+        return spec
     seen = set()
     data = None
     for c in spec.configs():
@@ -177,7 +181,13 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
                 f"The value of `metric` is {spec.metric!r}, but the runs of this sweep log "
                 f"only: {', '.join(logged)}{hint}."
             )
+    _checked[:] = [weakref.ref(spec), weakref.ref(sources)]
     return spec
+
+
+# The last spec preflight returned and its sources, weakly (they may hold a user's data):
+# the same objects are not checked twice.
+_checked: list[weakref.ref] = []
 
 
 @contextlib.contextmanager
@@ -420,7 +430,8 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
     sid = ensure_study(store, name, spec.to_dict())
     store.reset_stale(sid)  # safe: this driver holds the study
     configs = spec.configs()
-    ids = {c.key: store.add_run(sid, c.key, c.settings) for c in configs}
+    ids = dict(zip((c.key for c in configs),
+                   store.add_runs(sid, [(c.key, c.settings) for c in configs]), strict=True))
     status = {r.key: r.status for r in store.runs(name)}
     todo = [c for c in configs if status[c.key] not in DONE]
     in_flight: set[int] = set()  # started, not yet recorded
@@ -445,9 +456,9 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
             job = bar.add_task("sweep", total=len(configs), completed=len(configs) - len(todo))
 
             def start(i: int) -> None:
-                for c in executed.tasks[i].runs():
-                    store.start_run(ids[c.key])
-                    in_flight.add(ids[c.key])
+                run_ids = [ids[c.key] for c in executed.tasks[i].runs()]
+                store.start_runs(run_ids)  # a task's runs together
+                in_flight.update(run_ids)
 
             for i, out in ex.run(work, executed.tasks, on_start=start):
                 _record(store, ids, executed.tasks[i], out)

@@ -380,7 +380,7 @@ def backward(
             torch.sum(dz, dim=1, out=gb)
         if li == 0:
             return torch.bmm(dz, w) if input_grad else None
-        dh = torch.bmm(dz, w)
+        dh = torch.mul(dz, w) if w.shape[1] == 1 else torch.bmm(dz, w)  # one output: an outer product
         act = specs[li - 1].activation
         if act == "relu":
             # autograd's own ReLU backward: one fused kernel, no bool mask tensor.
@@ -433,8 +433,10 @@ class MLPBackward:
         views, grad_views = layout.views(flat), layout.views(grad)
         # Each layer's input's activation (a stack has one between every two Linears).
         acts = [_ACT_BACKWARD.get(s.activation) for s in specs[:-1]]
-        self.layers = [(w, gw, act) for (w, _), (gw, _), act
-                       in zip(views, grad_views, [None, *acts], strict=True)]
+        # The input's gradient: a batched matmul, or for a layer of one output (a binary
+        # classifier's last) an outer product, the same products without a matmul's call.
+        self.layers = [(w, gw, act, torch.mul if w.shape[1] == 1 else torch.bmm)
+                       for (w, _), (gw, _), act in zip(views, grad_views, [None, *acts], strict=True)]
         # Forward: (W^T, b[:, None], the activation's in-place call) per layer.
         self.forward_layers = [(w.transpose(1, 2), b.unsqueeze(1), _ACT_FORWARD.get(s.activation))
                                for (w, b), s in zip(views, specs, strict=True)]
@@ -467,14 +469,14 @@ class MLPBackward:
         layers = self.layers
         li = len(layers) - 1
         while True:
-            w, gw, act_backward = layers[li]
+            w, gw, act_backward, input_grad = layers[li]
             h_in = cache[li]
             # bmm into a fresh tensor, then copy: bmm(out=) into a strided view of the flat
             # buffer leaves the batched kernel (about 3x slower).
             gw.copy_(torch.bmm(parts_t[li], h_in))
             if li == 0:
                 break
-            dh = torch.bmm(parts[li], w)
+            dh = input_grad(parts[li], w)
             li -= 1
             act_backward(dh, h_in, parts[li])
         torch.sum(buf, dim=1, out=self.bias_grads)

@@ -25,9 +25,10 @@ from epochlab.cli.common import (
 )
 from epochlab.cli.output import console, escape, print_table, warn
 from epochlab.store import open_store
-from epochlab.sweeps.driver import best_run, metric_values, preflight, sweep
+from epochlab.sweeps.driver import preflight, sweep
 from epochlab.sweeps.executors import check_executor
 from epochlab.sweeps.plan import make_plan
+from epochlab.sweeps.ranking import EpochsReadOnce, best_run, metric_values
 from epochlab.sweeps.spec import SweepSpec, parse_cli_lists
 from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, user_inputs
 from epochlab.sweeps.workload import load_data as load_config_data
@@ -183,26 +184,8 @@ def _check_one_lr(spec: SweepSpec, lr_text: str) -> None:
             )
 
 
-class _EpochsReadOnce:
-    """The store as the report reads it: the table, the best run and the advice each read
-    every run's epochs, so each run's are read (and decoded) once, and not at all for the
-    runs this sweep just recorded (``recorded``: the rows it wrote)."""
-
-    def __init__(self, store: Any, recorded: dict[int, list[dict[str, float]]] | None = None) -> None:
-        self._store = store
-        self._epochs: dict[int, list[dict[str, float]]] = dict(recorded or {})
-
-    def epochs(self, run_id: int) -> list[dict[str, float]]:
-        if run_id not in self._epochs:
-            self._epochs[run_id] = self._store.epochs(run_id)
-        return self._epochs[run_id]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
 def _report(result: Any, store: Any, select: str) -> None:
-    store = _EpochsReadOnce(store, result.recorded)
+    store = EpochsReadOnce(store, result.recorded)
     console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s; "
                   f"{result.skipped} already done; " +
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))

@@ -152,17 +152,16 @@ class MemoryStore(Store):
             # one dumps for all epoch rows (half the time of one per row)
             encoded.append((f, dumps(f.summary), dumps(list(f.epochs)), pack_columns(f.iterations)))
         with self._lock:
-            # Check them all before writing any: all of them or none, as one transaction.
-            done = set()
+            # Check them all before writing any: all of them or none, as one transaction (a
+            # run named twice has the first one's status by the second).
+            finishing: dict[int, str] = {}
             for f, *_ in encoded:
-                r = self._get(f.run_id)
-                if r["status"] in DONE or f.run_id in done:
-                    status = r["status"] if r["status"] in DONE else f.status
+                status = finishing.get(f.run_id) or self._get(f.run_id)["status"]
+                if status in DONE:
                     raise ValueError(f"Run {f.run_id} is already {status}; it is not overwritten.")
                 if f.shared_from is not None:
                     self._get(f.shared_from)
-                if f.status in DONE:
-                    done.add(f.run_id)
+                finishing[f.run_id] = f.status
             now = time.time()
             for f, summary_json, rows, packed in encoded:
                 self._runs[f.run_id].update(status=f.status, summary=summary_json,

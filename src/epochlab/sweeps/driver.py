@@ -39,7 +39,7 @@ from epochlab.store.memory import MemoryStore
 from epochlab.store.record import check_study, ensure_study
 from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
-from epochlab.sweeps.ranking import SELECT, best_run, metric_values
+from epochlab.sweeps.ranking import SELECT, EpochsReadOnce, best_run, metric_values
 from epochlab.sweeps.spec import SweepSpec
 from epochlab.sweeps.worker import TaskOutcome, execute_task, remove_checkpoints
 from epochlab.sweeps.workload import (
@@ -489,23 +489,9 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
             precision=precision),
         executed=executed, runs=runs, skipped=len(configs) - len(todo),
         seconds=time.perf_counter() - t0,
-        best=best_run(_RecordedEpochs(store, recorded), runs, spec.metric, spec.mode, select),
+        best=best_run(EpochsReadOnce(store, recorded), runs, spec.metric, spec.mode, select),
         store=store, recorded=recorded,
     )
-
-
-class _RecordedEpochs:
-    """``store`` whose ``epochs`` come from the rows just recorded where it has them."""
-
-    def __init__(self, store: Store, recorded: dict[int, list[dict[str, float]]]) -> None:
-        self._store, self._recorded = store, recorded
-
-    def epochs(self, run_id: int) -> list[dict[str, float]]:
-        rows = self._recorded.get(run_id)
-        return self._store.epochs(run_id) if rows is None else rows
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def _checkpoint_root(store: Store, study: str, executor: str) -> str | None:

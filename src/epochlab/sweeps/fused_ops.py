@@ -380,7 +380,7 @@ def backward(
             torch.sum(dz, dim=1, out=gb)
         if li == 0:
             return torch.bmm(dz, w) if input_grad else None
-        dh = torch.mul(dz, w) if w.shape[1] == 1 else torch.bmm(dz, w)  # one output: an outer product
+        dh = _input_grad_op(w)(dz, w)
         act = specs[li - 1].activation
         if act == "relu":
             # autograd's own ReLU backward: one fused kernel, no bool mask tensor.
@@ -433,9 +433,7 @@ class MLPBackward:
         views, grad_views = layout.views(flat), layout.views(grad)
         # Each layer's input's activation (a stack has one between every two Linears).
         acts = [_ACT_BACKWARD.get(s.activation) for s in specs[:-1]]
-        # The input's gradient: a batched matmul, or for a layer of one output (a binary
-        # classifier's last) an outer product, the same products without a matmul's call.
-        self.layers = [(w, gw, act, torch.mul if w.shape[1] == 1 else torch.bmm)
+        self.layers = [(w, gw, act, _input_grad_op(w))
                        for (w, _), (gw, _), act in zip(views, grad_views, [None, *acts], strict=True)]
         # Forward: (W^T, b[:, None], the activation's in-place call) per layer.
         self.forward_layers = [(w.transpose(1, 2), b.unsqueeze(1), _ACT_FORWARD.get(s.activation))
@@ -480,6 +478,13 @@ class MLPBackward:
             li -= 1
             act_backward(dh, h_in, parts[li])
         torch.sum(buf, dim=1, out=self.bias_grads)
+
+
+def _input_grad_op(w: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """How a layer's input gradient ``dz @ W`` is taken for weights ``w`` ``(K, out, in)``: a
+    batched matmul, or for one output (a binary classifier's last layer) an outer product,
+    ``torch.mul``: the same products (bit for bit) without a matmul's call."""
+    return torch.mul if w.shape[1] == 1 else torch.bmm
 
 
 def _relu_backward(dh: Tensor, h: Tensor, out: Tensor) -> Tensor:

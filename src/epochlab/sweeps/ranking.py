@@ -63,3 +63,29 @@ def best_run(
         if math.isfinite(v):
             scored.append(((-v if mode == "max" else v), r.summary.get("total_updates", 0), order, r))
     return min(scored, key=lambda t: t[:3])[3] if scored else None
+
+
+class EpochsReadOnce:
+    """``store`` as a ranking or a report reads it: each run's epoch rows read (and decoded)
+    once, and not at all for runs whose rows are given in ``recorded`` (a sweep's, just
+    written). Everything else is the store's.
+
+    Example:
+        >>> from epochlab.store import MemoryStore
+        >>> store = MemoryStore()
+        >>> rid = store.add_run(store.create_study("demo"), "a", {})
+        >>> EpochsReadOnce(store, {rid: [{"loss": 0.5}]}).epochs(rid)
+        [{'loss': 0.5}]
+    """
+
+    def __init__(self, store: Any, recorded: dict[int, list[dict[str, float]]] | None = None) -> None:
+        self._store = store
+        self._epochs: dict[int, list[dict[str, float]]] = dict(recorded or {})
+
+    def epochs(self, run_id: int) -> list[dict[str, float]]:
+        if run_id not in self._epochs:
+            self._epochs[run_id] = self._store.epochs(run_id)
+        return self._epochs[run_id]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

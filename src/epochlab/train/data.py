@@ -179,7 +179,7 @@ def _stratified_split(
     """The rows scikit-learn's ``train_test_split(..., stratify=labels, random_state=seed)``
     picks (``StratifiedShuffleSplit``, the same draws from the same ``RandomState``), without
     its input validation, which cost more than the split (~0.4 of ~0.45 ms; a sweep command
-    splits once per seed). ``tests/train/test_data.py`` compares the two."""
+    splits once per seed). ``tests/train/test_accounting.py`` compares the two."""
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
     train_per_class = _class_quota(counts, n_train, rng)

@@ -17,10 +17,12 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from epochlab import evaluate, fit
 from epochlab.models import mlp
 from epochlab.sweeps import is_fusable, train_fused
-from epochlab.sweeps.fused import chunk_sizes
+from epochlab.sweeps.fused import chunk_sizes, stacked_evaluator
 from epochlab.sweeps.fused_ops import FlatLayout, backward, forward, loss_and_grad, parse_sequential
+from epochlab.train import runtime
 
 N_FEATURES = 8
 HIDDEN = (16, 8)
@@ -533,3 +535,51 @@ def test_metrics_summarized_epoch_by_epoch_equal_those_summarized_at_the_end(mon
             np.testing.assert_allclose(a.metrics[name], b.metrics[name], rtol=1e-12, atol=0)
         np.testing.assert_allclose(a.step_loss, b.step_loss, rtol=1e-12, atol=0)
         assert a.grad_norm == b.grad_norm and a.lr == b.lr and a.batch_sizes == b.batch_sizes
+
+
+def _trained(make, seeds, x, y, steps=3):
+    """Models of ``make`` with different weights and batch-norm statistics (a few updates)."""
+    out = []
+    for s in seeds:
+        torch.manual_seed(s)
+        m = make()
+        fit(m, (x, y), epochs=steps, batch_size=32, lr=1e-2, seed=s, verbose=0)
+        out.append(m)
+    return out
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 3 * 3, 3)).double()
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass-batch-norm", "regression", "cnn",
+                                  "layernorm-dropout"])
+def test_stacked_test_metrics_equal_evaluate_on_each_member(monkeypatch, kind):
+    """A fused task's test metrics (one stacked forward for all members) are what
+    epochlab.evaluate gives each member alone; in row chunks too (a small memory ceiling)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, N_FEATURES))
+    task = {"binary": "binary", "regression": "regression"}.get(kind, "multiclass")
+    if kind == "cnn":
+        x = rng.normal(size=(90, 1, 8, 8))
+    y = {"binary": rng.integers(0, 2, 90), "regression": rng.normal(size=(90, 2))}.get(
+        kind, rng.integers(0, 3, 90))
+    out = {"binary": 1, "regression": 2}.get(kind, 3)
+    make = {
+        "cnn": _cnn,
+        "multiclass-batch-norm": lambda: mlp(N_FEATURES, hidden=HIDDEN, out_features=out,
+                                             batch_norm=True).double(),
+        "layernorm-dropout": lambda: nn.Sequential(
+            nn.Linear(N_FEATURES, 16), nn.LayerNorm(16), nn.GELU(), nn.Dropout(0.3),
+            nn.Linear(16, out)).double(),
+    }.get(kind, lambda: mlp(N_FEATURES, hidden=HIDDEN, out_features=out).double())
+    models = _trained(make, [0, 1, 2], x, y.astype(np.float64 if task == "regression" else np.int64))
+    want = [evaluate(m, (x, y)) for m in models]
+    for ceiling in (runtime.EVAL_ACTIVATION_BYTES, 4096):  # all rows at once; a few at a time
+        monkeypatch.setattr(runtime, "EVAL_ACTIVATION_BYTES", ceiling)
+        got = stacked_evaluator(make(), x, y, task)([m.state_dict() for m in models])
+        assert [sorted(g) for g in got] == [sorted(w) for w in want]
+        for g, w in zip(got, want, strict=True):
+            for k in w:
+                assert g[k] == pytest.approx(w[k], rel=1e-12, abs=1e-12), (kind, ceiling, k)

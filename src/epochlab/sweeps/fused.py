@@ -508,6 +508,69 @@ def _out_features(net: Any, arch: nn.Module, x: Tensor) -> int:
     return int(z.shape[1])
 
 
+def stacked_evaluator(
+    arch: nn.Module, X: Any, y: Any, task: str,
+) -> Callable[[Sequence[dict[str, Tensor]]], list[dict[str, float]]]:
+    """Loss (and, for classification, accuracy) of many weight sets of one fusable
+    architecture on ``(X, y)``, in one stacked forward for all of them.
+
+    A fused task's test metrics: what :func:`epochlab.evaluate` gives each set of weights
+    alone, to float rounding (the same formulas, summed in another order), as the fused
+    validation metrics are. The data is converted once; each call stacks the weights it
+    is given, and runs the rows in chunks whose activations stay under
+    :data:`~epochlab.train.runtime.EVAL_ACTIVATION_BYTES`.
+
+    Example:
+        >>> import epochlab as el
+        >>> d = el.data.synthetic(n_samples=200)
+        >>> models = []
+        >>> for s in (0, 1):
+        ...     _ = torch.manual_seed(s)
+        ...     models.append(el.models.mlp(20))
+        >>> test = stacked_evaluator(models[0], d.x_test, d.y_test, "binary")
+        >>> got = test([m.state_dict() for m in models])
+        >>> want = [el.evaluate(m, d.test) for m in models]
+        >>> all(abs(g[k] - w[k]) < 1e-6 for g, w in zip(got, want) for k in w)
+        True
+    """
+    from epochlab.train.runtime import EVAL_ACTIVATION_BYTES
+
+    net = make_net(arch)
+    dtype = next(arch.parameters()).dtype
+    x = _as_tensor(X, dtype)
+    if net.flatten_input:
+        x = x.reshape(x.shape[0], -1)
+    n = x.shape[0]
+    out = _out_features(net, arch, x)
+    yt = _targets(_as_tensor(y), task, out, dtype)
+    row_values = max(1, net.width(x[0])) * x.element_size()
+
+    def evaluate(state_dicts: Sequence[dict[str, Tensor]]) -> list[dict[str, float]]:
+        k = len(state_dicts)
+        if n == 0 or k == 0:
+            return [{} for _ in range(k)]
+        flat = net.layout.stack(list(state_dicts), dtype)
+        net.load_buffers(list(state_dicts), dtype)
+        net.bind(flat, flat)  # the gradient's views are never used: no training here
+        step = max(1, EVAL_ACTIVATION_BYTES // (k * row_values))
+        loss = torch.zeros(k, dtype=torch.float64)
+        correct = torch.zeros(k, dtype=torch.int64)
+        with torch.no_grad():
+            for s in range(0, n, step):
+                xb, yb = x[s : s + step], yt[s : s + step]
+                z = net.predict(xb.unsqueeze(0).expand(k, *xb.shape))
+                yk = yb.unsqueeze(0).expand(k, *yb.shape)
+                loss += row_losses(task, z, yk).to(torch.float64).sum(dim=1)
+                if task != "regression":
+                    correct += correct_rows(task, z, yk).sum(dim=1)
+        losses, hits = (loss / n).tolist(), (correct.to(torch.float64) / n).tolist()
+        if task == "regression":
+            return [{"loss": v} for v in losses]
+        return [{"loss": v, "accuracy": a} for v, a in zip(losses, hits, strict=True)]
+
+    return evaluate
+
+
 def _rows(t: Tensor, idx: Tensor, out: Tensor | None = None) -> Tensor:
     """``t[idx]`` for a 2-D index ``(K, n)`` (one gather; a third of advanced indexing's
     time), into ``out`` when given."""

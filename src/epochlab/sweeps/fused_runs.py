@@ -9,9 +9,10 @@ the :class:`~epochlab.train.history.History` that
 alone, written by the same code: ``fit``'s data preparation (split, loss),
 :func:`epochlab.train.loop.run_params` and the History's own recording
 methods (steps, epochs, divergence, end); the early-stopping record and
-(with ``restore=true``) the best epoch's weights. Test metrics are those of
-:func:`epochlab.evaluate` on the member's weights, at every read-out epoch
-and at the end.
+(with ``restore=true``) the best epoch's weights. Test metrics, at every
+read-out epoch and at the end, come from one stacked forward of all members
+(:func:`~epochlab.sweeps.fused.stacked_evaluator`): those of
+:func:`epochlab.evaluate` on each member's weights, to float rounding.
 
 Early stopping is the real :class:`~epochlab.callbacks.EarlyStopping`, one
 per member, driven through a small stand-in for the trainer
@@ -29,10 +30,11 @@ import torch
 
 from epochlab import schedules
 from epochlab.callbacks.early_stopping import parse as parse_early_stopping
-from epochlab.sweeps.fused import EpochEnd, FusedResult, train_fused
+from epochlab.data.base import DataBundle
+from epochlab.sweeps.fused import EpochEnd, FusedResult, stacked_evaluator, train_fused
 from epochlab.sweeps.plan import Task
 from epochlab.sweeps.spec import Config
-from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data, test_evaluator
+from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.history import History
 from epochlab.train.loop import prepare_data, run_params
@@ -128,18 +130,17 @@ def train_task_fused(
     trainers = [_MemberTrainer() for _ in members]
     read_at = {e for e in task.read_outs if e < task.epochs}
     tests: list[dict[int, dict[str, float]]] = [{} for _ in members]
-    template = build_model(members[0], data, sources)
-    evaluate_template = test_evaluator(template, data)  # the test rows prepared once a task
-
-    def evaluate_weights(state: dict[str, torch.Tensor]) -> dict[str, float]:
-        template.load_state_dict(state)
-        return evaluate_template()
+    # Every member's test metrics from one stacked forward (as the validation metrics), the
+    # test rows converted once a task.
+    test = _test_stack(models[0], data, spec.task)
 
     def hook(epoch: int, metrics: EpochEnd) -> np.ndarray | None:
         stop = np.zeros(len(members), dtype=bool)
+        if epoch + 1 in read_at:
+            active = [int(i) for i in metrics.active]
+            for i, got in zip(active, test([metrics.weights(i) for i in active]), strict=True):
+                tests[i][epoch + 1] = got
         for i in metrics.active:
-            if epoch + 1 in read_at:
-                tests[i][epoch + 1] = evaluate_weights(metrics.weights(int(i)))
             es = stoppers[i]
             if es is None:
                 continue
@@ -162,7 +163,7 @@ def train_task_fused(
         task=spec.task,  # the loss fit infers for these targets
         between_epochs=between_epochs,
     )
-    out = []
+    histories, finals = [], []
     for i, (m, res) in enumerate(zip(members, results, strict=True)):
         h = _history(m, task, res, prep.split, spec)
         trainer = trainers[i]
@@ -174,8 +175,18 @@ def train_task_fused(
             trainer.history = h
             stoppers[i].on_train_end(trainer, {"stop_reason": h.stop_reason})
             final = trainer.model.restored or final
-        out.append((m, h, evaluate_weights(final), tests[i]))
-    return out
+        histories.append(h)
+        finals.append(final)
+    return list(zip(members, histories, test(finals), tests, strict=True))
+
+
+def _test_stack(arch: torch.nn.Module, data: Any, task: str,
+                ) -> Callable[[list[dict[str, torch.Tensor]]], list[dict[str, float]]]:
+    """Test metrics of many weight sets of ``arch`` at once (:func:`stacked_evaluator`); an
+    empty dict each where the data has no test split, as :func:`test_metrics` gives."""
+    if not isinstance(data, DataBundle) or not len(data.x_test):
+        return lambda states: [{} for _ in states]
+    return stacked_evaluator(arch, data.x_test, data.y_test, task)
 
 
 def _history(member: Config, task: Task, res: FusedResult, split: str, spec: Any) -> History:

@@ -274,6 +274,19 @@ class TestStoreContract:
         assert all(type(v) is float for v in got["loss"])
         assert store.iterations(store.add_run(store.run(rid).study_id, "none", {})) == {}
 
+    @pytest.mark.parametrize("col", [
+        [0, 127, -128], [0, 128], [-129, 5], [32767, -32768], [32768, 0], [2**31 - 1, -(2**31)],
+        [2**31, 0], [2**63 - 1, -(2**63)],                      # each int width's edges
+        [0.5, 0.75, -0.0, float("inf"), float("nan")],         # float32 values
+        [0.1, 0.5], [1e300, 0.5], [1e-45, 1.0], [3.4028235e38, 2.0**-149],
+    ])
+    def test_iteration_columns_come_back_exactly_whatever_width_they_are_stored_in(self, store, col):
+        rid = store.add_run(store.create_study("s"), "k", {})
+        store.finish_run(rid, "completed", {}, [], {"c": col})
+        got = store.iterations(rid)["c"]
+        assert [type(v) for v in got] == [type(v) for v in col]
+        assert [repr(v) for v in got] == [repr(v) for v in col]  # -0.0, nan, every bit
+
     def test_epoch_rows_keep_their_column_order(self, store):
         rid = store.add_run(store.create_study("s"), "k", {})
         row = {"epoch": 0, "loss": 0.5, "accuracy": 0.7, "val_loss": 0.6, "lr": 0.1}

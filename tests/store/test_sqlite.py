@@ -78,7 +78,7 @@ def test_iterations_are_stored_as_one_blob_per_column(tmp_path):
                                                "loss": [0.5] * 5000})
     conn = sqlite3.connect(tmp_path / "runs.db")
     rows = conn.execute("SELECT name, kind, length(data) FROM epochlab_iterations").fetchall()
-    assert rows == [("step", "i8", 40000), ("loss", "f8", 40000)]
+    assert rows == [("step", "i2", 10000), ("loss", "f4", 20000)]  # narrowest exact types
 
 
 def test_a_failure_inside_finish_runs_transaction_rolls_everything_back(tmp_path, monkeypatch):

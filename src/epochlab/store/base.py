@@ -265,15 +265,20 @@ def check_text(value: Any, param: str) -> None:
 
 
 def pack_columns(columns: dict[str, list] | None) -> list[tuple[str, str, bytes]]:
-    """Iteration columns as ``(name, kind, data)``: int64 or float64 arrays, or JSON.
+    """Iteration columns as ``(name, kind, data)``: little-endian numeric arrays, or JSON.
+
+    ``kind`` is the numpy type of ``data`` (``"<" + kind``): the narrowest of int8 to int64
+    that holds an int column; float32 for a float column whose every value is a float32
+    (the losses and gradient norms of float32 training, stored exactly in half the bytes),
+    else float64; ``"json"`` for anything else.
 
     Raises ValueError when the columns differ in length, TypeError when a
     value cannot be stored.
 
     Example:
-        >>> packed = pack_columns({"step": [0, 1], "loss": [0.5, float("nan")]})
+        >>> packed = pack_columns({"step": [0, 1], "loss": [0.5, float("nan")], "lr": [0.1, 0.1]})
         >>> [(n, k) for n, k, _ in packed]
-        [('step', 'i8'), ('loss', 'f8')]
+        [('step', 'i1'), ('loss', 'f4'), ('lr', 'f8')]
         >>> unpack_columns(packed)["loss"]
         [0.5, nan]
     """
@@ -291,11 +296,31 @@ def pack_columns(columns: dict[str, list] | None) -> list[tuple[str, str, bytes]
         values = list(col)
         kind = _column_kind(values)
         if kind == "json":
-            data = dumps(values).encode()
-        else:
-            data = np.asarray(values, dtype="<" + kind).tobytes()
-        packed.append((name, kind, data))
+            packed.append((name, kind, dumps(values).encode()))
+            continue
+        arr = np.asarray(values, dtype=np.float64 if kind == "f8" else np.int64)
+        kind, arr = _narrowest(arr)
+        packed.append((name, kind, arr.astype("<" + kind, copy=False).tobytes()))
     return packed
+
+
+_INT_KINDS = [(kind, np.iinfo("<" + kind)) for kind in ("i1", "i2", "i4")]
+
+
+def _narrowest(arr: np.ndarray) -> tuple[str, np.ndarray]:
+    """The narrowest kind that holds every value of an int64 or float64 array exactly."""
+    if arr.dtype == np.float64:
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, unequal, float64
+            narrow = arr.astype(np.float32)
+        if np.array_equal(narrow, arr, equal_nan=True):  # compares as float64: exact
+            return "f4", narrow
+        return "f8", arr
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        for kind, info in _INT_KINDS:
+            if info.min <= lo and hi <= info.max:
+                return kind, arr
+    return "i8", arr
 
 
 def unpack_columns(packed: list[tuple[str, str, bytes]]) -> dict[str, list]:

@@ -162,3 +162,24 @@ def test_the_epochs_a_sweep_recorded_are_those_its_store_gives_back(tmp_path):
         assert first.epochs(r) == store.epochs(r.id) == again.epochs(r.id)
     assert first.best.id == again.best.id
     store.close()
+
+
+def test_a_sweep_in_this_process_gives_memory_back_once_not_after_every_run(monkeypatch):
+    """Each fit returns freed memory to the system as it ends (malloc_trim); in a sweep the
+    runs reuse it from one to the next and the heap is trimmed once, at the end."""
+    from epochlab.train import runtime
+
+    class Libc:  # glibc's two calls, counted
+        trims = 0
+
+        def mallopt(self, *args):
+            return 1
+
+        def malloc_trim(self, pad):
+            Libc.trims += 1
+            return 1
+
+    monkeypatch.setattr(runtime, "_glibc", Libc)
+    spec = SweepSpec(**SMALL, epochs=[1], lr=[1e-2, 1e-3], seed=[0, 1], name="m")
+    result = sweep(spec, MemoryStore(), progress=False, fuse=False)
+    assert len(result.runs) == 4 and Libc.trims == 1

@@ -386,6 +386,7 @@ class HandNet(_StackedBuffers):
         self.buffer_keys = [f"{s.norm.prefix}{name}" for s in self.specs if s.norm is not None
                             for name in NORM_BUFFERS]
         self.buffers = {}
+        self._norm_memo: dict[bool, tuple[dict[str, Tensor], Any, Norms]] = {}
 
     def bind(self, flat: Tensor, grad: Tensor) -> None:
         self.views = self.layout.views(flat)
@@ -407,12 +408,20 @@ class HandNet(_StackedBuffers):
         self._keep_buffers(keep)
 
     def _norms(self, training: bool) -> Norms | None:
+        """The batch norms' parameters and statistics, made once for the buffers and views
+        bound now (a step then builds none; its cache is overwritten step by step)."""
         if not self.has_norms:
             return None
-        b = self.buffers
-        stats = [None if s.norm is None else tuple(b[s.norm.prefix + n] for n in NORM_BUFFERS)
-                 for s in self.specs]
-        return Norms(self.norm_affine, stats, training, [None] * len(self.specs))
+        got = self._norm_memo.get(training)
+        # The objects themselves are compared (and held): new buffers (members left, or
+        # loaded) or new views (a new parameter buffer) make new Norms.
+        if got is None or got[0] is not self.buffers or got[1] is not self.norm_affine:
+            b = self.buffers
+            stats = [None if s.norm is None else tuple(b[s.norm.prefix + n] for n in NORM_BUFFERS)
+                     for s in self.specs]
+            got = self._norm_memo[training] = (
+                b, self.norm_affine, Norms(self.norm_affine, stats, training, [None] * len(self.specs)))
+        return got[2]
 
     def train_forward(self, x: Tensor) -> Tensor:
         if not self.blocks and not self.has_norms:  # an MLP: the common case, fewest calls

@@ -272,12 +272,14 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
             STACKED_LAYERS[type(module)](module)  # a builder refuses settings it cannot fuse
         except ValueError as err:
             raise ValueError(f"layer {prefix.rstrip('.')}: {err}") from None
-    for _, module in leaves:  # buffers: only batch norm's running statistics are stacked
-        if not isinstance(module, BUFFERED) and any(True for _ in module.buffers(recurse=False)):
+    # Buffers: only batch norm's running statistics are stacked. (Read from each module's
+    # own table: Module.buffers() walks the tree through generators, ~10x slower.)
+    for _, module in leaves:
+        if not isinstance(module, BUFFERED) and _own_buffers(module):
             raise ValueError(f"the model's {type(module).__name__} has buffers; only batch "
                              "norm's running statistics can be fused")
-    owned = {id(b) for _, m in leaves for b in m.buffers(recurse=False)}
-    if any(id(b) not in owned for b in model.buffers()):
+    owned = {id(b) for _, m in leaves for b in _own_buffers(m)}
+    if any(id(b) not in owned for m in model.modules() for b in _own_buffers(m)):
         raise ValueError("the model has buffers outside its layers; they cannot be fused")
     params = list(model.parameters())
     if not params:
@@ -288,6 +290,11 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
     if len(dtypes) > 1 or not params[0].is_floating_point():
         raise ValueError(f"the parameters must share one floating dtype, not {sorted(map(str, dtypes))}")
     return leaves
+
+
+def _own_buffers(module: nn.Module) -> list[Tensor]:
+    """The buffers ``module`` registered itself (``module.buffers(recurse=False)``)."""
+    return [b for b in module._buffers.values() if b is not None]
 
 
 def is_fusable(model: nn.Module) -> Fusability:

@@ -3,8 +3,10 @@
 This module owns the file format. Tables: ``epochlab_studies``,
 ``epochlab_runs`` (unique ``(study_id, key)``), ``epochlab_epochs`` (one JSON
 row per epoch) and ``epochlab_iterations`` (one row per run and column: a
-packed int64/float64 array, or JSON), so thousands of iterations cost one
-small BLOB per column, not thousands of rows. ``PRAGMA application_id`` marks
+packed little-endian array whose ``kind`` is its numpy type code, the
+narrowest exact one of int8 to int64 and float32 or float64, or JSON; see
+:func:`~epochlab.store.base.pack_columns`), so thousands of iterations cost
+one small BLOB per column, not thousands of rows. ``PRAGMA application_id`` marks
 the file as an epochlab store and ``PRAGMA user_version`` holds the schema
 version.
 

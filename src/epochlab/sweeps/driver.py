@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from epochlab.data.base import DataBundle
 from epochlab.store.base import DONE, Finished, RunRecord, Store
 from epochlab.store.memory import MemoryStore
 from epochlab.store.record import check_study, ensure_study
@@ -51,6 +52,7 @@ from epochlab.sweeps.workload import (
 )
 from epochlab.train.data import check_forward
 from epochlab.train.history import History
+from epochlab.train.loop import evaluation_data
 from epochlab.train.runtime import check_precision, check_threads, start_idle_window
 from epochlab.validation import ParameterError
 
@@ -169,6 +171,14 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
         except (ValueError, TypeError) as e:
             raise ParameterError(f"Cannot build model {c.model!r} on data {c.data!r}: {e}") from None
         check_forward(model, data, c.model, c.data)  # a model that cannot take the data
+        if isinstance(data, DataBundle) and len(data.x_test):
+            # The test split is evaluated after training: bad labels or values in it would
+            # fail every run only then.
+            try:
+                evaluation_data(model, data)
+            except (ParameterError, ValueError) as e:
+                raise ParameterError(f"The test split of the data {c.data!r} cannot be "
+                                     f"evaluated by the model {c.model!r}: {e}") from None
     task = getattr(data, "task", None)
     spec = spec.for_task(task)
     if task is not None:

@@ -533,16 +533,18 @@ def stacked_evaluator(
         >>> all(abs(g[k] - w[k]) < 1e-6 for g, w in zip(got, want) for k in w)
         True
     """
+    from epochlab.train.loop import evaluation_data
     from epochlab.train.runtime import EVAL_ACTIVATION_BYTES
 
     net = make_net(arch)
     dtype = next(arch.parameters()).dtype
-    x = _as_tensor(X, dtype)
+    # The rows checked and converted as evaluate does (the same errors for bad test data).
+    _, x, y_eval = evaluation_data(arch, (X, y))
     if net.flatten_input:
         x = x.reshape(x.shape[0], -1)
     n = x.shape[0]
     out = _out_features(net, arch, x)
-    yt = _targets(_as_tensor(y), task, out, dtype)
+    yt = _targets(y_eval, task, out, dtype)
     row_values = max(1, net.width(x[0])) * x.element_size()
 
     def evaluate(state_dicts: Sequence[dict[str, Tensor]]) -> list[dict[str, float]]:

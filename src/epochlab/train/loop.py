@@ -512,6 +512,28 @@ def evaluator(
         >>> test() == el.evaluate(model, d.test)
         True
     """
+    spec, x, y = evaluation_data(model, data, loss=loss)
+    if batch_size is None:
+        batch_size = eval_rows(model, x[:2], 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    metric_fns = resolve_metrics(metrics, spec.task)
+    return lambda: evaluate_tensors(model, spec, metric_fns, x, y, batch_size)
+
+
+def evaluation_data(
+    model: nn.Module, data: Any, *, loss: str | Callable | None = None,
+) -> tuple[LossSpec, torch.Tensor, torch.Tensor]:
+    """The loss, inputs and targets :func:`evaluate` works on, checked as it checks them (a
+    :class:`~epochlab.validation.ParameterError` saying what is wrong with the data).
+
+    ``data`` is ``(X, y)`` or a bundle (its test split).
+
+    Example:
+        >>> import epochlab as el
+        >>> spec, x, y = evaluation_data(el.models.mlp(20), el.data.synthetic().test)
+        >>> spec.task, tuple(x.shape), tuple(y.shape)
+        ('binary', (200, 20), (200, 1))
+    """
     if hasattr(data, "x_test"):
         data = (data.x_test, data.y_test)
     x, y = _split_xy(data, "data")
@@ -521,9 +543,4 @@ def evaluator(
     x = _cast_x(x, model)
     out_shape = out_features_of(model, x[:2])
     spec = resolve_loss(loss, y, out_shape[1] if len(out_shape) == 2 else 1)
-    y = prepare_targets(spec, y, out_shape, "evaluation data", float_dtype(model))
-    if batch_size is None:
-        batch_size = eval_rows(model, x[:2], 1)
-    batch_size = check_int("batch_size", batch_size, 1)
-    metric_fns = resolve_metrics(metrics, spec.task)
-    return lambda: evaluate_tensors(model, spec, metric_fns, x, y, batch_size)
+    return spec, x, prepare_targets(spec, y, out_shape, "evaluation data", float_dtype(model))

@@ -174,21 +174,27 @@ def test_an_npz_test_split_is_read_beside_X_and_y_and_half_a_pair_is_refused(fol
 
 
 @pytest.mark.parametrize("fuse", ["--fuse", "--no-fuse"])
-@pytest.mark.parametrize("bad", ["a class the training rows lack", "a NaN label"])
-def test_a_test_split_the_model_cannot_evaluate_is_refused_before_any_training(folder, fuse, bad):
-    """Test metrics come after training: a bad test split would fail every run only then."""
+@pytest.mark.parametrize("bad", ["a test class the training rows lack", "a NaN test label",
+                                 "an inf training feature"])
+def test_data_the_model_cannot_take_is_refused_before_any_training(folder, fuse, bad):
+    """Bad values fail the command, before the store exists: not every run one by one, nor
+    (the test split is evaluated after training) only after all of the training."""
     tmp, _ = folder
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(60, 3)), rng.integers(0, 3, 60)
     y_test = rng.integers(0, 3, 20).astype(float)
-    if bad == "a NaN label":
+    if bad == "a NaN test label":
         y_test[4] = np.nan
-    else:
+    elif bad == "a test class the training rows lack":
         y_test[4] = 3  # the model is sized for the training rows' 3 classes
+    else:
+        x[7, 2] = np.inf
     np.savez(tmp / "bad.npz", x_train=x, y_train=y, x_test=rng.normal(size=(20, 3)), y_test=y_test)
     res = CliRunner().invoke(main, ["sweep", "--data", "bad.npz", "--epochs", "2",
                                     "--lr", "1e-2,1e-3", "--store", "s.db", "--no-progress", fuse])
     assert res.exit_code != 0 and "Traceback" not in res.output
-    assert "The test split of the data 'bad.npz' cannot be evaluated" in res.output
-    assert ("labels must lie in 0..2" if bad != "a NaN label" else "non-finite") in res.output
+    split = "training rows" if bad == "an inf training feature" else "test split"
+    assert f"The {split} of the data 'bad.npz' cannot be used with the model" in res.output
+    assert {"a NaN test label": "non-finite", "an inf training feature": "rows [7] and columns [2]",
+            }.get(bad, "labels must lie in 0..2") in res.output
     assert not (tmp / "s.db").exists()  # nothing created, nothing trained

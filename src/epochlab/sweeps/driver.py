@@ -171,14 +171,19 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
         except (ValueError, TypeError) as e:
             raise ParameterError(f"Cannot build model {c.model!r} on data {c.data!r}: {e}") from None
         check_forward(model, data, c.model, c.data)  # a model that cannot take the data
-        if isinstance(data, DataBundle) and len(data.x_test):
-            # The test split is evaluated after training: bad labels or values in it would
-            # fail every run only then.
-            try:
-                evaluation_data(model, data)
-            except (ParameterError, ValueError) as e:
-                raise ParameterError(f"The test split of the data {c.data!r} cannot be "
-                                     f"evaluated by the model {c.model!r}: {e}") from None
+        if isinstance(data, DataBundle):
+            # The values and labels, checked as fit and evaluate check them, so that a bad
+            # one fails the command before the store exists, not every run (the test split,
+            # evaluated after training, only after all of it).
+            splits = [("training rows", (data.x_train, data.y_train), "training data")]
+            if len(data.x_test):
+                splits.append(("test split", (data.x_test, data.y_test), "evaluation data"))
+            for name, xy, where in splits:
+                try:
+                    evaluation_data(model, xy, where=where)
+                except (ParameterError, ValueError) as e:
+                    raise ParameterError(f"The {name} of the data {c.data!r} cannot be used "
+                                         f"with the model {c.model!r}: {e}") from None
     task = getattr(data, "task", None)
     spec = spec.for_task(task)
     if task is not None:

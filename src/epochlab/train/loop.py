@@ -522,9 +522,11 @@ def evaluator(
 
 def evaluation_data(
     model: nn.Module, data: Any, *, loss: str | Callable | None = None,
+    where: str = "evaluation data",
 ) -> tuple[LossSpec, torch.Tensor, torch.Tensor]:
     """The loss, inputs and targets :func:`evaluate` works on, checked as it checks them (a
-    :class:`~epochlab.validation.ParameterError` saying what is wrong with the data).
+    :class:`~epochlab.validation.ParameterError` saying what is wrong with the data, which
+    it calls ``where``).
 
     ``data`` is ``(X, y)`` or a bundle (its test split).
 
@@ -539,8 +541,8 @@ def evaluation_data(
     x, y = _split_xy(data, "data")
     device = _device_of(model)
     x, y = as_tensor("X", x, device), as_tensor("y", y, device)
-    check_pair(x, y, "evaluation data")
+    check_pair(x, y, where)
     x = _cast_x(x, model)
     out_shape = out_features_of(model, x[:2])
     spec = resolve_loss(loss, y, out_shape[1] if len(out_shape) == 2 else 1)
-    return spec, x, prepare_targets(spec, y, out_shape, "evaluation data", float_dtype(model))
+    return spec, x, prepare_targets(spec, y, out_shape, where, float_dtype(model))

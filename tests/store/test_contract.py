@@ -192,6 +192,16 @@ class TestStoreContract:
         assert store.run(a).status == "completed" and store.iterations(a) == {"step": [0]}
         assert store.run(b).shared_from == a and store.epochs(b) == [{"epoch": 0, "loss": 0.4}]
 
+    def test_a_run_finished_twice_in_one_call_keeps_the_last_unless_the_first_is_final(self, store):
+        sid = store.create_study("s")
+        a = store.add_run(sid, "a", {})
+        store.finish_runs([Finished(a, "failed", {"error": "x"}, [{"epoch": 0, "loss": 9.0}],
+                                    {"step": [0, 1]}),
+                           Finished(a, "completed", {"final": 1.0}, [{"epoch": 0, "loss": 0.5}],
+                                    {"step": [0]})])  # a failed run may be finished again
+        assert store.run(a).status == "completed" and store.run(a).summary == {"final": 1.0}
+        assert store.epochs(a) == [{"epoch": 0, "loss": 0.5}] and store.iterations(a) == {"step": [0]}
+
     def test_reset_stale_marks_running_runs_interrupted_and_reruns_only_unfinished(self, store):
         sid = store.create_study("s")
         other = store.create_study("other")

@@ -294,14 +294,26 @@ def pack_columns(columns: dict[str, list] | None) -> list[tuple[str, str, bytes]
         if not isinstance(name, str):
             raise TypeError(f"Iteration column names must be str, but got {name!r}.")
         values = list(col)
-        kind = _column_kind(values)
-        if kind == "json":
-            packed.append((name, kind, dumps(values).encode()))
-            continue
-        arr = np.asarray(values, dtype=np.float64 if kind == "f8" else np.int64)
+        arr = _int_array(values)  # the common int column without a Python pass for its range
+        if arr is None:
+            kind = _column_kind(values)
+            if kind == "json":
+                packed.append((name, kind, dumps(values).encode()))
+                continue
+            arr = np.asarray(values, dtype=np.float64 if kind == "f8" else np.int64)
         kind, arr = _narrowest(arr)
         packed.append((name, kind, arr.astype("<" + kind, copy=False).tobytes()))
     return packed
+
+
+def _int_array(values: list) -> np.ndarray | None:
+    """``values`` as int64 when they are all Python ints that fit it; None otherwise."""
+    if not values or type(values[0]) is not int or set(map(type, values)) != {int}:
+        return None
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError:  # beyond int64: stored as JSON
+        return None
 
 
 _INT_KINDS = [(kind, np.iinfo("<" + kind)) for kind in ("i1", "i2", "i4")]

@@ -391,34 +391,42 @@ class SQLiteStore(Store):
     def finish_runs(self, finished: Sequence[Finished]) -> None:
         # Encode everything before the transaction, so it holds the write lock only briefly
         # and a value that cannot be stored writes nothing.
-        writes = [self._finisher(f) for f in finished]
+        updates, epoch_rows, iteration_rows = [], [], []
+        last = {f.run_id: i for i, f in enumerate(finished)}
+        for i, f in enumerate(finished):
+            check_status(f.status)
+            summary = dumps(f.summary)
+            epochs = [(f.run_id, e, dumps(row)) for e, row in enumerate(f.epochs)]
+            packed = pack_columns(f.iterations)
+            if last[f.run_id] != i:  # a run named twice: checked, and written as the last says
+                continue
+            updates.append([f.status, summary, f.shared_from, f.group, 0.0, f.run_id])
+            epoch_rows += epochs
+            iteration_rows += [(f.run_id, pos, name, kind, data)
+                               for pos, (name, kind, data) in enumerate(packed)]
 
         def write(conn: sqlite3.Connection) -> None:
-            for w in writes:
-                w(conn)
+            # Every run checked before any is written (a run named twice has the first one's
+            # status by the second), then each kind of row in one statement for all runs.
+            finishing: dict[int, str] = {}
+            for f in finished:
+                current = finishing.get(f.run_id) or self._status(conn, f.run_id)
+                if current in DONE:
+                    raise ValueError(f"Run {f.run_id} is already {current}; it is not overwritten.")
+                if f.shared_from is not None:
+                    self._status(conn, f.shared_from)
+                finishing[f.run_id] = f.status
+            self._delete_metrics(conn, list(finishing))
+            now = time.time()
+            for row in updates:
+                row[4] = now
+            conn.executemany("UPDATE epochlab_runs SET status = ?, summary = ?, shared_from = ?, "
+                             "grp = ?, finished_at = ? WHERE id = ?", updates)
+            conn.executemany("INSERT INTO epochlab_epochs (run_id, epoch, metrics) VALUES (?, ?, ?)",
+                             epoch_rows)
+            self._insert_iterations(conn, iteration_rows)
 
         self._write(write)
-
-    def _finisher(self, f: Finished) -> Callable[[sqlite3.Connection], None]:
-        check_status(f.status)
-        summary_json = dumps(f.summary)
-        rows = [(f.run_id, i, dumps(row)) for i, row in enumerate(f.epochs)]
-        packed = pack_columns(f.iterations)
-
-        def write(conn: sqlite3.Connection) -> None:
-            current = self._status(conn, f.run_id)
-            if current in DONE:
-                raise ValueError(f"Run {f.run_id} is already {current}; it is not overwritten.")
-            if f.shared_from is not None:
-                self._status(conn, f.shared_from)
-            self._delete_metrics(conn, [f.run_id])
-            conn.execute("UPDATE epochlab_runs SET status = ?, summary = ?, shared_from = ?, grp = ?, "
-                         "finished_at = ? WHERE id = ?",
-                         (f.status, summary_json, f.shared_from, f.group, time.time(), f.run_id))
-            conn.executemany("INSERT INTO epochlab_epochs (run_id, epoch, metrics) VALUES (?, ?, ?)", rows)
-            self._insert_iterations(conn, f.run_id, packed)
-
-        return write
 
     def reset_stale(self, study_id: int) -> int:
         def write(conn: sqlite3.Connection) -> int:
@@ -485,12 +493,12 @@ class SQLiteStore(Store):
         conn.executemany("DELETE FROM epochlab_iterations WHERE run_id = ?", [(r,) for r in run_ids])
 
     @staticmethod
-    def _insert_iterations(conn: sqlite3.Connection, run_id: int,
-                           packed: list[tuple[str, str, bytes]]) -> None:
+    def _insert_iterations(conn: sqlite3.Connection, rows: list[tuple[int, int, str, str, bytes]],
+                           ) -> None:
+        """``(run_id, pos, name, kind, data)`` rows, every run's in one statement."""
         conn.executemany(
             "INSERT INTO epochlab_iterations (run_id, pos, name, kind, data) VALUES (?, ?, ?, ?, ?)",
-            [(run_id, i, name, kind, data) for i, (name, kind, data) in enumerate(packed)],
-        )
+            rows)
 
 
 def _record(row: tuple) -> RunRecord:

@@ -134,3 +134,28 @@ def test_cli_sweep_prints_the_runtime_and_takes_the_options(tmp_path):
     assert "runtime: 1 thread (set by --threads) · float32 (set by precision='fp32')" in r.output
     bad = CliRunner().invoke(main, ["sweep", "--epochs", "1", "--threads", "none"])
     assert bad.exit_code == 2 and "--threads" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_the_model_the_thread_choice_probed_trains_as_one_built_afresh(batch_norm):
+    """A fused task trains its first seed's model from the one its runtime choice built and
+    probed (in eval mode): the same numbers, batch norm's statistics included, as a task
+    that builds every model itself."""
+    from epochlab.sweeps.fused_runs import train_task_fused
+    from epochlab.sweeps.plan import make_plan
+    from epochlab.sweeps.worker import execute_task
+
+    spec = SweepSpec(**SMALL, epochs=[2], lr=[1e-2, 1e-3], seed=[0, 1], batch_norm=[batch_norm])
+    [task] = make_plan(spec.configs()).tasks
+    assert task.fused
+    out = execute_task(task, NO_SOURCES, threads=1)
+    fresh = {m.key: h for m, h, _, _ in train_task_fused(task)}
+    assert len(out.runs) == 4
+
+    def untimed(rows):
+        return [{k: v for k, v in e.items() if k != "time"} for e in rows]
+
+    for run in out.runs:
+        want = fresh[run.key]
+        assert untimed(run.epochs) == untimed(want.epochs)  # bit for bit
+        assert run.iterations["loss"] == want.iterations["loss"]

@@ -345,16 +345,14 @@ class SQLiteStore(Store):
         def write(conn: sqlite3.Connection) -> list[int]:
             if conn.execute("SELECT 1 FROM epochlab_studies WHERE id = ?", (study_id,)).fetchone() is None:
                 raise KeyError(f"There is no study with id {study_id} in {self.path}.")
-            ids = []
-            for key, settings_json in rows:
-                conn.execute(
-                    "INSERT INTO epochlab_runs (study_id, key, settings, status, created_at) "
-                    "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (study_id, key) DO NOTHING",
-                    (study_id, key, settings_json, time.time()),
-                )
-                ids.append(conn.execute("SELECT id FROM epochlab_runs WHERE study_id = ? AND key = ?",
-                                        (study_id, key)).fetchone()[0])
-            return ids
+            now = time.time()
+            conn.executemany(  # in order: new runs' ids follow the order given
+                "INSERT INTO epochlab_runs (study_id, key, settings, status, created_at) "
+                "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (study_id, key) DO NOTHING",
+                [(study_id, key, settings_json, now) for key, settings_json in rows])
+            by_key = dict(conn.execute("SELECT key, id FROM epochlab_runs WHERE study_id = ?",
+                                       (study_id,)))
+            return [by_key[key] for key, _ in rows]
 
         return self._write(write)
 
@@ -363,15 +361,18 @@ class SQLiteStore(Store):
 
     def start_runs(self, run_ids: Sequence[int]) -> None:
         def write(conn: sqlite3.Connection) -> None:
-            now = time.time()
+            starting: set[int] = set()  # a run named twice is running by the second
             for run_id in run_ids:
-                status = self._status(conn, run_id)
+                status = "running" if run_id in starting else self._status(conn, run_id)
                 if status == "running" or status in DONE:
                     raise ValueError(f"Run {run_id} is {status}; only a pending, interrupted or "
                                      "failed run can be started.")
-                self._delete_metrics(conn, [run_id])
-                conn.execute("UPDATE epochlab_runs SET status = 'running', summary = '{}', "
-                             "started_at = ?, finished_at = NULL WHERE id = ?", (now, run_id))
+                starting.add(run_id)
+            self._delete_metrics(conn, list(run_ids))
+            now = time.time()
+            conn.executemany("UPDATE epochlab_runs SET status = 'running', summary = '{}', "
+                             "started_at = ?, finished_at = NULL WHERE id = ?",
+                             [(now, run_id) for run_id in run_ids])
 
         self._write(write)
 

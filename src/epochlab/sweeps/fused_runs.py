@@ -94,9 +94,12 @@ def _params(member: Config, epochs: int) -> dict[str, Any]:
 
 def train_task_fused(
     task: Task, sources: Sources = NO_SOURCES, between_epochs: Callable[[], bool] | None = None,
+    built: dict[int, torch.nn.Module] | None = None,
 ) -> list[tuple[Config, History, dict[str, float], dict[int, dict[str, float]]]]:
     """Train every member of ``task`` at once; per member ``(member, history, test, read_outs)``.
-    ``between_epochs``: as :func:`~epochlab.sweeps.fused.train_fused`'s.
+    ``between_epochs``: as :func:`~epochlab.sweeps.fused.train_fused`'s. ``built``: models
+    already built for some seeds (as :func:`~epochlab.sweeps.workload.build_model` builds
+    them, untrained), used instead of building them again.
 
     ``test`` holds the test metrics of the weights the member ends with,
     ``read_outs`` those at each shorter read-out epoch, as
@@ -114,7 +117,7 @@ def train_task_fused(
     members = task.members
     data = load_data(members[0], sources)
     # One build per seed: members share the architecture, so a seed gives the same weights.
-    built: dict[int, Any] = {}
+    built = dict(built or {})
     for m in members:
         if m.seed not in built:
             built[m.seed] = build_model(m, data, sources)

@@ -236,9 +236,10 @@ def execute_task(task: Task, sources: Sources = NO_SOURCES, threads: object = "a
     """
     t0 = time.perf_counter()
     if task.fused:
-        choice, later = _fused_runtime(task, sources, threads, precision)
+        choice, later, model = _fused_runtime(task, sources, threads, precision)
         if choice.precision == "fp32":
-            return _execute_fused(task, t0, sources, choice, later)
+            return _execute_fused(task, t0, sources, choice, later,
+                                  built={task.members[0].seed: model})
     outcomes: list[RunOutcome] = []
     interrupted = False
     for member in task.members:
@@ -261,9 +262,11 @@ def _failed(task: Task, member: Config, e: Exception) -> list[RunOutcome]:
 
 
 def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str,
-                   ) -> tuple[runtime.RuntimeChoice, _LaterThreads | None]:
+                   ) -> tuple[runtime.RuntimeChoice, _LaterThreads | None, torch.nn.Module]:
     """Threads for all members' work together, and the precision the members would use;
-    with the choice to make between epochs where the threads wait on a reading."""
+    with the choice to make between epochs where the threads wait on a reading; and the
+    first member's model it was chosen from (built as training builds it, only probed in
+    eval mode: training takes it as that seed's model)."""
     member = task.members[0]
     data = load_data(member, sources)
     model = build_model(member, data, sources)
@@ -287,13 +290,13 @@ def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str
         start = runtime.RuntimeChoice(
             1, group + "1 thread: the run ended before the reading of idle cores was in",
             prec, why, channels_last)
-        return start, _LaterThreads(start, macs, group)
+        return start, _LaterThreads(start, macs, group), model
     else:
         n, n_why = runtime.choose_threads(macs, threads,
                                           per_thread=runtime.FUSED_MACS_PER_THREAD)
     if pinned is None:
         n_why = group + n_why
-    return runtime.RuntimeChoice(n, n_why, prec, why, channels_last), None
+    return runtime.RuntimeChoice(n, n_why, prec, why, channels_last), None, model
 
 
 class _LaterThreads:
@@ -340,10 +343,11 @@ def _steps_per_epoch(data: Any, member: Config) -> int:
 
 def _execute_fused(task: Task, t0: float, sources: Sources,
                    choice: runtime.RuntimeChoice | None = None,
-                   later: _LaterThreads | None = None) -> TaskOutcome:
+                   later: _LaterThreads | None = None,
+                   built: dict[int, torch.nn.Module] | None = None) -> TaskOutcome:
     try:
         with runtime.using_threads(choice.threads) if choice is not None else nullcontext():
-            trained = train_task_fused(task, sources, between_epochs=later)
+            trained = train_task_fused(task, sources, between_epochs=later, built=built)
     except KeyboardInterrupt:
         outcomes = [RunOutcome(c.key, "interrupted", {"stop_reason": "interrupted"})
                     for m in task.members for c in _member_runs(task, m)]

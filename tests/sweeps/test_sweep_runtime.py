@@ -44,7 +44,7 @@ def test_a_fused_group_takes_a_second_thread_only_for_a_run_long_enough_to_pay(m
         spec = SweepSpec(data="synthetic", model="mlp", epochs=[epochs],
                          lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
         task = make_plan(spec.configs()).tasks[0]
-        choice, later = _fused_runtime(task, NO_SOURCES, None, "auto")
+        choice, later, _ = _fused_runtime(task, NO_SOURCES, None, "auto")
         if later is not None:  # chosen between epochs, once the reading is in
             assert choice.threads == 1 and later() is True
             choice = later.choice
@@ -65,7 +65,8 @@ def test_a_group_with_batch_norm_chooses_its_threads_before_it_starts(monkeypatc
     for batch_norm, later_expected in ((False, True), (True, False)):
         spec = SweepSpec(data="synthetic", model="mlp", epochs=[50], batch_norm=batch_norm,
                          lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
-        choice, later = _fused_runtime(make_plan(spec.configs()).tasks[0], NO_SOURCES, None, "auto")
+        choice, later, _ = _fused_runtime(make_plan(spec.configs()).tasks[0], NO_SOURCES, None,
+                                          "auto")
         assert (later is not None) is later_expected
         if later is None:
             assert choice.threads == 2 and "first epochs" not in choice.threads_reason

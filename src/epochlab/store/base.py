@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +258,33 @@ def check_status(status: str, allowed: tuple[str, ...] = FINISHED) -> None:
         raise ParameterError(f"The value of `status` is {status!r}, but must be one of {allowed}.")
 
 
+def check_starting(run_ids: Sequence[int], status_of: Callable[[int], str]) -> None:
+    """What :meth:`Store.start_runs` checks before it starts any: ValueError for a run that
+    is running or done (a run named twice is running by the second); ``status_of`` raises
+    KeyError for an unknown one."""
+    started: set[int] = set()
+    for run_id in run_ids:
+        status = "running" if run_id in started else status_of(run_id)
+        if status == "running" or status in DONE:
+            raise ValueError(f"Run {run_id} is {status}; only a pending, interrupted or failed "
+                             "run can be started.")
+        started.add(run_id)
+
+
+def check_finishing(finished: Sequence[Finished], status_of: Callable[[int], str]) -> None:
+    """What :meth:`Store.finish_runs` checks before it writes any: ValueError for a run already
+    done (a run named twice has the first one's status by the second); ``status_of`` raises
+    KeyError for an unknown run or ``shared_from``."""
+    finishing: dict[int, str] = {}
+    for f in finished:
+        status = finishing.get(f.run_id) or status_of(f.run_id)
+        if status in DONE:
+            raise ValueError(f"Run {f.run_id} is already {status}; it is not overwritten.")
+        if f.shared_from is not None:
+            status_of(f.shared_from)
+        finishing[f.run_id] = f.status
+
+
 def check_text(value: Any, param: str) -> None:
     """ValueError unless ``value`` is a non-empty string (study names, run keys)."""
     if not isinstance(value, str) or not value:
@@ -294,26 +321,13 @@ def pack_columns(columns: dict[str, list] | None) -> list[tuple[str, str, bytes]
         if not isinstance(name, str):
             raise TypeError(f"Iteration column names must be str, but got {name!r}.")
         values = list(col)
-        arr = _int_array(values)  # the common int column without a Python pass for its range
+        arr = _column_array(values)
         if arr is None:
-            kind = _column_kind(values)
-            if kind == "json":
-                packed.append((name, kind, dumps(values).encode()))
-                continue
-            arr = np.asarray(values, dtype=np.float64 if kind == "f8" else np.int64)
+            packed.append((name, "json", dumps(values).encode()))
+            continue
         kind, arr = _narrowest(arr)
         packed.append((name, kind, arr.astype("<" + kind, copy=False).tobytes()))
     return packed
-
-
-def _int_array(values: list) -> np.ndarray | None:
-    """``values`` as int64 when they are all Python ints that fit it; None otherwise."""
-    if not values or type(values[0]) is not int or set(map(type, values)) != {int}:
-        return None
-    try:
-        return np.asarray(values, dtype=np.int64)
-    except OverflowError:  # beyond int64: stored as JSON
-        return None
 
 
 _INT_KINDS = [(kind, np.iinfo("<" + kind)) for kind in ("i1", "i2", "i4")]
@@ -346,22 +360,27 @@ def unpack_columns(packed: list[tuple[str, str, bytes]]) -> dict[str, list]:
     return out
 
 
-def _column_kind(values: list) -> str:
+def _column_array(values: list) -> np.ndarray | None:
+    """``values`` as an int64 or float64 array that holds each exactly; None: store as JSON."""
     types = set(map(type, values))
     if types == {float}:  # losses, rates, norms: no per-value check needed
-        return "f8"
-    if types <= {int}:  # the common cases first, without a Python loop per value
-        return "i8" if not values or (-(2**63) <= min(values) and max(values) < 2**63) else "json"
+        return np.asarray(values, dtype=np.float64)
+    if types <= {int}:  # steps, epochs, batch sizes: numpy checks the range
+        try:
+            return np.asarray(values, dtype=np.int64)
+        except OverflowError:
+            return None
     if types <= {int, float}:
-        ints = [v for v in values if type(v) is int]
         # Ints up to 2**53 are exact in float64, so a mixed column loses nothing but its type.
-        return "f8" if all(abs(v) <= 2**53 for v in ints) else "json"
+        if all(abs(v) <= 2**53 for v in values if type(v) is int):
+            return np.asarray(values, dtype=np.float64)
+        return None
 
     def is_int(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
     if all(is_int(v) and -(2**63) <= v < 2**63 for v in values):
-        return "i8"
+        return np.asarray(values, dtype=np.int64)
     if all(isinstance(v, (float, np.floating)) or (is_int(v) and abs(v) <= 2**53) for v in values):
-        return "f8"
-    return "json"
+        return np.asarray(values, dtype=np.float64)
+    return None

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from epochlab.store.base import (
-    DONE,
     STATUSES,
     Finished,
     RunRecord,
     Store,
+    check_finishing,
+    check_starting,
     check_status,
     check_text,
     dumps,
@@ -115,15 +116,7 @@ class MemoryStore(Store):
 
     def start_runs(self, run_ids: Sequence[int]) -> None:
         with self._lock:
-            started: set[int] = set()
-            for run_id in run_ids:  # all checked before any starts (one named twice: running)
-                status = "running" if run_id in started else self._get(run_id)["status"]
-                if status == "running" or status in DONE:
-                    raise ValueError(
-                        f"Run {run_id} is {status}; only a pending, interrupted or failed run "
-                        "can be started."
-                    )
-                started.add(run_id)
+            check_starting(run_ids, self._status)  # all checked before any starts
             now = time.time()
             for run_id in run_ids:
                 self._epochs.pop(run_id, None)
@@ -152,16 +145,8 @@ class MemoryStore(Store):
             # one dumps for all epoch rows (half the time of one per row)
             encoded.append((f, dumps(f.summary), dumps(list(f.epochs)), pack_columns(f.iterations)))
         with self._lock:
-            # Check them all before writing any: all of them or none, as one transaction (a
-            # run named twice has the first one's status by the second).
-            finishing: dict[int, str] = {}
-            for f, *_ in encoded:
-                status = finishing.get(f.run_id) or self._get(f.run_id)["status"]
-                if status in DONE:
-                    raise ValueError(f"Run {f.run_id} is already {status}; it is not overwritten.")
-                if f.shared_from is not None:
-                    self._get(f.shared_from)
-                finishing[f.run_id] = f.status
+            # Check them all before writing any: all of them or none, as one transaction.
+            check_finishing(finished, self._status)
             now = time.time()
             for f, summary_json, rows, packed in encoded:
                 self._runs[f.run_id].update(status=f.status, summary=summary_json,
@@ -205,6 +190,9 @@ class MemoryStore(Store):
         with self._lock:
             self._get(run_id)
             return unpack_columns(self._iterations.get(run_id, []))
+
+    def _status(self, run_id: int) -> str:
+        return self._get(run_id)["status"]
 
     def _get(self, run_id: int) -> dict[str, Any]:
         try:

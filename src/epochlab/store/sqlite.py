@@ -36,12 +36,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from epochlab.store.base import (
-    DONE,
     STATUSES,
     Finished,
     RunRecord,
     Store,
     StoreError,
+    check_finishing,
+    check_starting,
     check_status,
     check_text,
     dumps,
@@ -361,13 +362,7 @@ class SQLiteStore(Store):
 
     def start_runs(self, run_ids: Sequence[int]) -> None:
         def write(conn: sqlite3.Connection) -> None:
-            starting: set[int] = set()  # a run named twice is running by the second
-            for run_id in run_ids:
-                status = "running" if run_id in starting else self._status(conn, run_id)
-                if status == "running" or status in DONE:
-                    raise ValueError(f"Run {run_id} is {status}; only a pending, interrupted or "
-                                     "failed run can be started.")
-                starting.add(run_id)
+            check_starting(run_ids, lambda run_id: self._status(conn, run_id))
             self._delete_metrics(conn, list(run_ids))
             now = time.time()
             conn.executemany("UPDATE epochlab_runs SET status = 'running', summary = '{}', "
@@ -407,17 +402,10 @@ class SQLiteStore(Store):
                                for pos, (name, kind, data) in enumerate(packed)]
 
         def write(conn: sqlite3.Connection) -> None:
-            # Every run checked before any is written (a run named twice has the first one's
-            # status by the second), then each kind of row in one statement for all runs.
-            finishing: dict[int, str] = {}
-            for f in finished:
-                current = finishing.get(f.run_id) or self._status(conn, f.run_id)
-                if current in DONE:
-                    raise ValueError(f"Run {f.run_id} is already {current}; it is not overwritten.")
-                if f.shared_from is not None:
-                    self._status(conn, f.shared_from)
-                finishing[f.run_id] = f.status
-            self._delete_metrics(conn, list(finishing))
+            # Every run checked before any is written, then each kind of row in one statement
+            # for all runs.
+            check_finishing(finished, lambda run_id: self._status(conn, run_id))
+            self._delete_metrics(conn, list(last))
             now = time.time()
             for row in updates:
                 row[4] = now

@@ -47,6 +47,7 @@ from epochlab.sweeps.workload import (
     NO_SOURCES,
     Sources,
     build_model,
+    has_test_split,
     load_data,
     user_inputs,
 )
@@ -176,7 +177,7 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
             # one fails the command before the store exists, not every run (the test split,
             # evaluated after training, only after all of it).
             splits = [("training rows", (data.x_train, data.y_train), "training data")]
-            if len(data.x_test):
+            if has_test_split(data):
                 splits.append(("test split", (data.x_test, data.y_test), "evaluation data"))
             for name, xy, where in splits:
                 try:

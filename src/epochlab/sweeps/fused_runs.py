@@ -30,11 +30,10 @@ import torch
 
 from epochlab import schedules
 from epochlab.callbacks.early_stopping import parse as parse_early_stopping
-from epochlab.data.base import DataBundle
 from epochlab.sweeps.fused import EpochEnd, FusedResult, stacked_evaluator, train_fused
 from epochlab.sweeps.plan import Task
 from epochlab.sweeps.spec import Config
-from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, load_data
+from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, has_test_split, load_data
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.history import History
 from epochlab.train.loop import prepare_data, run_params
@@ -187,7 +186,7 @@ def _test_stack(arch: torch.nn.Module, data: Any, task: str,
                 ) -> Callable[[list[dict[str, torch.Tensor]]], list[dict[str, float]]]:
     """Test metrics of many weight sets of ``arch`` at once (:func:`stacked_evaluator`); an
     empty dict each where the data has no test split, as :func:`test_metrics` gives."""
-    if not isinstance(data, DataBundle) or not len(data.x_test):
+    if not has_test_split(data):
         return lambda states: [{} for _ in states]
     return stacked_evaluator(arch, data.x_test, data.y_test, task)
 

@@ -18,7 +18,7 @@ module is the one place that turns names into objects, below both of them:
 - :func:`user_inputs`: a user's ``make_model`` and data as labels,
   fingerprints and :class:`Sources` (what a spec and its workers need).
 - :func:`test_metrics`: the test-set metrics of a model, as a sweep stores them
-  (:func:`test_evaluator`: prepared once, for many weights of one model).
+  (:func:`has_test_split`: whether there are any).
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from epochlab.data.files import from_arrays
 from epochlab.data.registry import load
 from epochlab.models.registry import build
 from epochlab.sweeps.spec import Config
-from epochlab.train.loop import evaluator
+from epochlab.train.loop import evaluate
 from epochlab.train.runtime import manual_seed
 from epochlab.validation import ParameterError
 
 __all__ = [
     "Sources", "UserInputs", "build_model", "user_inputs", "data_fingerprint", "load_data", "model_fingerprint",
-    "test_evaluator", "test_metrics", "train_data",
+    "has_test_split", "test_metrics", "train_data",
 ]
 
 UserData = DataBundle | Dataset
@@ -133,17 +133,14 @@ def train_data(data: UserData) -> Any:
     return data.train if isinstance(data, DataBundle) else data
 
 
+def has_test_split(data: UserData) -> bool:
+    """Whether ``data`` has test rows (a bundle's ``x_test``; a Dataset has none)."""
+    return isinstance(data, DataBundle) and len(data.x_test) > 0
+
+
 def test_metrics(model: nn.Module, data: UserData) -> dict[str, float]:
     """Loss and metrics of ``model`` on the test split; empty when there is none."""
-    return test_evaluator(model, data)()
-
-
-def test_evaluator(model: nn.Module, data: UserData) -> Callable[[], dict[str, float]]:
-    """:func:`test_metrics` prepared once for ``model`` (:func:`~epochlab.train.loop.evaluator`):
-    each call gives those of the weights ``model`` holds then."""
-    if not isinstance(data, DataBundle) or not len(data.x_test):
-        return dict
-    return evaluator(model, data)
+    return evaluate(model, data) if has_test_split(data) else {}
 
 
 def _digest(parts: list[bytes]) -> str:

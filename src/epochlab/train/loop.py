@@ -486,38 +486,11 @@ def evaluate(
         >>> sorted(el.evaluate(model, d.test))
         ['accuracy', 'loss']
     """
-    return evaluator(model, data, batch_size=batch_size, loss=loss, metrics=metrics)()
-
-
-def evaluator(
-    model: nn.Module,
-    data: Any,
-    *,
-    batch_size: int | None = None,
-    loss: str | Callable | None = None,
-    metrics: Sequence[str] = ("accuracy",),
-) -> Callable[[], dict[str, float]]:
-    """:func:`evaluate` prepared once: each call evaluates ``model``'s weights *then*.
-
-    The data's checks and conversion, the loss and the metrics are settled
-    here, once, so evaluating many sets of weights of one architecture (a
-    sweep's runs, loaded into one model in turn) costs the forward passes
-    alone. Every call gives what :func:`evaluate` would, bit for bit.
-
-    Example:
-        >>> import epochlab as el
-        >>> d = el.data.synthetic()
-        >>> model = el.models.mlp(20)
-        >>> test = el.train.loop.evaluator(model, d.test)
-        >>> test() == el.evaluate(model, d.test)
-        True
-    """
     spec, x, y = evaluation_data(model, data, loss=loss)
     if batch_size is None:
         batch_size = eval_rows(model, x[:2], 1)
     batch_size = check_int("batch_size", batch_size, 1)
-    metric_fns = resolve_metrics(metrics, spec.task)
-    return lambda: evaluate_tensors(model, spec, metric_fns, x, y, batch_size)
+    return evaluate_tensors(model, spec, resolve_metrics(metrics, spec.task), x, y, batch_size)
 
 
 def evaluation_data(

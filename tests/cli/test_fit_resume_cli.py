@@ -129,6 +129,19 @@ def test_resume_flags_need_a_checkpoint_dir_and_a_valid_interval(tmp_path):
     assert r.exit_code == 2 and "'epoch', a number of updates >= 1" in r.output
 
 
+def test_resume_says_so_when_the_folder_has_no_checkpoint_yet(tmp_path):
+    # Keras' BackupAndRestore starts afresh silently; a mistyped folder should not.
+    ck = tmp_path / "ck"
+    r = _invoke("--epochs", "1", "--checkpoint-dir", str(ck), "--resume", "--out", str(tmp_path / "a"))
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert f"--resume: no checkpoint in {ck} yet, so training starts from the beginning" in flat
+    again = _invoke("--epochs", "1", "--checkpoint-dir", str(ck), "--resume", "--out",
+                    str(tmp_path / "b"))
+    assert again.exit_code == 0 and "no checkpoint in" not in again.output
+    assert "resumed from" in again.output
+
+
 def test_a_corrupted_checkpoint_is_reported_and_the_previous_used(tmp_path):
     ck = tmp_path / "ck"
     r = _invoke("--epochs", "2", "--checkpoint-dir", str(ck), "--out", str(tmp_path / "a"))

@@ -41,7 +41,7 @@ from epochlab.train.distributed import (
 )
 from epochlab.train.history import History
 from epochlab.train.loop import evaluate, fit
-from epochlab.train.resume import CheckpointWarning
+from epochlab.train.resume import CheckpointWarning, checkpoint_paths
 from epochlab.validation import (
     ParameterError,
     check_float,
@@ -200,6 +200,10 @@ def _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,
         f"{len(data.x_test)} test rows, {data.task}) · model [cyan]{escape(model_name)}[/] "
         f"({trainable:,} trainable parameters{f', {frozen:,} frozen' if frozen else ''})"
     )
+    if rank0 and checkpoint["resume"] and not checkpoint_paths(checkpoint["checkpoint_dir"]):
+        # A mistyped folder would otherwise restart a long run without a word.
+        console.print(f"--resume: no checkpoint in {checkpoint['checkpoint_dir']} yet, so training "
+                      "starts from the beginning", markup=False)
     try:
         with warnings.catch_warnings():
             # Skipped checkpoints are printed as one line each below, not as Python warnings.

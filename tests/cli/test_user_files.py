@@ -198,3 +198,35 @@ def test_data_the_model_cannot_take_is_refused_before_any_training(folder, fuse,
     assert {"a NaN test label": "non-finite", "an inf training feature": "rows [7] and columns [2]",
             }.get(bad, "labels must lie in 0..2") in res.output
     assert not (tmp / "s.db").exists()  # nothing created, nothing trained
+
+
+def test_a_csv_target_of_class_names_trains_as_classes(folder):
+    # Iris-style files name their classes; they are encoded 0..K-1 in sorted order.
+    tmp, _ = folder
+    rows = ["a,b,species"] + [f"{i % 7},{i % 3},{('setosa', 'versicolor', 'virginica')[i % 3]}"
+                              for i in range(30)]
+    (tmp / "iris.csv").write_text("\n".join(rows) + "\n")
+    from epochlab.data.files import load_csv
+
+    d = load_csv(tmp / "iris.csv", "species")
+    assert d.task == "multiclass" and d.classes == ("setosa", "versicolor", "virginica")
+    assert d.y_train[:4].tolist() == [0, 1, 2, 0]
+    for command, extra in (("fit", ["--no-store", "--verbose", "0"]),
+                           ("sweep", ["--no-progress", "--store", str(tmp / "i.db")])):
+        res = _run(command, "--data", "iris.csv", "--target", "species", "--epochs", "1", *extra)
+        assert res.exit_code == 0, res.output
+    (tmp / "gap.csv").write_text("a,species\n1,setosa\n2,\n")
+    res = _run("fit", "--data", "gap.csv", "--target", "species", "--epochs", "1", "--no-store")
+    assert res.exit_code == 2 and "line 3 has none; every row needs its label" in res.output
+
+
+def test_arrays_with_text_labels_encode_train_and_test_alike():
+    from epochlab.data.files import from_arrays
+    from epochlab.validation import ParameterError
+
+    x = np.zeros((4, 2), np.float32)
+    d = from_arrays(x, np.array(["b", "a", "b", "a"]), x_test=x[:2], y_test=np.array(["a", "b"]))
+    assert d.classes == ("a", "b") and d.task == "binary"
+    assert d.y_train.tolist() == [1, 0, 1, 0] and d.y_test.tolist() == [0, 1]
+    with pytest.raises(ParameterError, match=r"test labels \['c'\] are not among"):
+        from_arrays(x, np.array(["b", "a", "b", "a"]), x_test=x[:1], y_test=np.array(["c"]))

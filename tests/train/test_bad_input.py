@@ -99,3 +99,38 @@ def test_unknown_optimizer_and_loss(small_xy):
 def test_drop_last_with_too_few_rows(small_xy):
     with pytest.raises(ValueError, match="no full batch"):
         _fit(*small_xy, batch_size=500, drop_last=True)
+
+
+def test_text_labels_say_how_to_encode_them(small_xy):
+    x, y = small_xy
+    names = np.array(["cat", "dog"])[y % 2]
+    with pytest.raises(ValueError, match=r"`y` holds strings \(e.g. '(cat|dog)'\); encode the "
+                                         r"classes as integer ids 0..K-1 first"):
+        _fit(x, names)
+
+
+def test_integer_x_for_a_float_model_says_to_convert_it(small_xy):
+    x, y = small_xy
+    with pytest.raises(ValueError, match=r"X holds integers \(int64\).*convert them to floats"):
+        _fit(x.astype(np.int64), y)
+
+
+def test_a_dataloader_says_to_pass_its_dataset(small_xy):
+    import torch
+
+    x, y = small_xy
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
+        torch.as_tensor(x), torch.as_tensor(y)), batch_size=8)
+    with pytest.raises(ValueError, match=r"got DataLoader\. Pass its dataset and batch size"):
+        el.fit(el.models.mlp(x.shape[1]), loader, epochs=1, batch_size=8)
+
+
+def test_fractional_labels_for_a_classifier_say_they_were_read_as_regression(small_xy):
+    import torch
+
+    x, y = small_xy
+    model = torch.nn.Linear(x.shape[1], 3)
+    with pytest.raises(ValueError, match=r"not whole numbers \(e.g. [01].5\), so it was read as "
+                                         r"regression targets; class labels must be the "
+                                         r"integers 0..2"):
+        _fit(x, y + 0.5, model=model)

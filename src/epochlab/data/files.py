@@ -6,12 +6,14 @@
 - :func:`load_npz`: arrays ``X``/``y``, or ``x_train``/``y_train`` with
   optional ``x_test``/``y_test``.
 - :func:`load_csv`: a header row; every column but ``target`` is a feature
-  and must be numeric (a non-numeric one is an error naming it).
+  and must be numeric (a non-numeric one is an error naming it); the target
+  holds numbers or class names (encoded as ids 0..K-1 in sorted order).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -39,16 +41,43 @@ def _task(y: np.ndarray) -> tuple[str, tuple[str, ...]]:
     return "multiclass", tuple(str(i) for i in range(n))
 
 
+def _named_classes(y: np.ndarray, y_test: np.ndarray | None, where: str,
+                   ) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
+    """Text labels as class ids 0..K-1, the names in sorted order; the test labels by the
+    same names (a name only the test split has is an error)."""
+    names = sorted({str(v).strip() for v in y.ravel()})
+    if "" in names:
+        raise ParameterError(f"{where}: a label is empty; every row needs its class name.")
+    ids = {n: i for i, n in enumerate(names)}
+    coded = np.array([ids[str(v).strip()] for v in y.ravel()], dtype=np.int64).reshape(y.shape)
+    coded_test = None
+    if y_test is not None:
+        unknown = sorted({str(v).strip() for v in y_test.ravel()} - set(ids))
+        if unknown:
+            raise ParameterError(
+                f"{where}: the test labels {unknown[:5]} are not among the training labels "
+                f"{names[:10]}{'...' if len(names) > 10 else ''}."
+            )
+        coded_test = np.array([ids[str(v).strip()] for v in y_test.ravel()],
+                              dtype=np.int64).reshape(y_test.shape)
+    return coded, coded_test, tuple(names)
+
+
 def from_arrays(
     x: Any, y: Any, *, name: str = "arrays", x_test: Any = None, y_test: Any = None,
 ) -> DataBundle:
     """A DataBundle of the user's arrays (an empty test split when none is given).
+
+    Labels given as text (class names) become class ids 0..K-1, the names in
+    sorted order; ``classes`` keeps the names.
 
     Example:
         >>> import numpy as np
         >>> d = from_arrays(np.zeros((6, 3), np.float32), np.array([0, 1, 2, 0, 1, 2]))
         >>> d.task, d.n_classes, d.input_shape, d.x_test.shape
         ('multiclass', 3, (3,), (0, 3))
+        >>> from_arrays(np.zeros((3, 2)), np.array(["dog", "cat", "dog"])).y_train.tolist()
+        [1, 0, 1]
     """
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
@@ -56,9 +85,15 @@ def from_arrays(
             f"The value of `data` is arrays of shapes {x.shape} and {y.shape}, but must be "
             "(X, y) with one row per example in both."
         )
+    names: tuple[str, ...] = ()
+    if y.dtype.kind in "US":
+        y_test = None if y_test is None else np.asarray(y_test)
+        y, y_test, names = _named_classes(y, y_test, f"The labels of {name!r}")
     if x_test is None:
         x_test, y_test = x[:0], y[:0]
     task, classes = _task(y)
+    if names:
+        task, classes = ("binary" if len(names) <= 2 else "multiclass"), names
     return DataBundle(name=name, x_train=x, y_train=y, x_test=np.asarray(x_test),
                       y_test=np.asarray(y_test), task=task,  # type: ignore[arg-type]
                       classes=classes, input_shape=tuple(x.shape[1:]))
@@ -127,24 +162,43 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
         raise ParameterError(f"The file {str(path)!r} has a header but no rows.")
     cols: dict[str, np.ndarray] = {}
     for j, name in enumerate(header):
-        values = []
-        for i, r in enumerate(body, start=2):
-            cell = r[j].strip() if j < len(r) else ""
+        values: list[Any] = []
+        cells = [(r[j].strip() if j < len(r) else "") for r in body]
+        for i, cell in enumerate(cells, start=2):
             try:
                 values.append(float(cell))
             except ValueError:
+                if name == target and cell:  # class names: encoded below
+                    if "" in cells:
+                        raise ParameterError(
+                            f"Column {name!r} of {str(path)!r} holds class names, but line "
+                            f"{cells.index('') + 2} has none; every row needs its label."
+                        ) from None
+                    values = cells
+                    break
+                what = "is empty" if not cell else f"holds {cell!r}"
                 raise ParameterError(
-                    f"Column {name!r} of {str(path)!r} is not numeric (line {i}: {cell!r}); "
-                    "every feature column and the target must hold numbers."
+                    f"Column {name!r} of {str(path)!r} is not numeric: line {i} {what}. Every "
+                    "feature column must hold numbers (the target may hold numbers or class "
+                    "names)."
                 ) from None
         cols[name] = np.array(values)
     y = cols.pop(target)
-    if all(math.isfinite(v) and v == round(v) for v in y):
-        y = y.astype(np.int64)  # whole numbers: class labels
+    if y.dtype.kind in "US":
+        y, _, names = _named_classes(y, None, f"Column {target!r} of {str(path)!r}")
+        y_names: tuple[str, ...] | None = names
+    elif all(math.isfinite(v) and v == round(v) for v in y):
+        y, y_names = y.astype(np.int64), None  # whole numbers: class labels
+    else:
+        y_names = None
     x = np.stack(list(cols.values()), axis=1).astype(np.float32) if cols else None
     if x is None:
         raise ParameterError(f"The file {str(path)!r} has no feature columns besides {target!r}.")
-    return from_arrays(x, y, name=path.name)
+    bundle = from_arrays(x, y, name=path.name)
+    if y_names is not None:
+        task = "binary" if len(y_names) <= 2 else "multiclass"
+        bundle = dataclasses.replace(bundle, task=task, classes=y_names)
+    return bundle
 
 
 def load_file(path: str | Path, target: str | None = None) -> DataBundle:

@@ -46,7 +46,7 @@ from epochlab.sweeps.fused_ops import (
     row_losses,
 )
 from epochlab.train.accounting import iterations_per_epoch
-from epochlab.train.data import split_indices
+from epochlab.train.data import as_tensor, split_indices
 from epochlab.train.history import History
 from epochlab.train.runtime import for_training
 
@@ -207,8 +207,8 @@ def _infer_task(y: Tensor, out_features: int, task: str | None) -> str:
     return "binary" if out_features == 1 else "multiclass"
 
 
-def _as_tensor(a: Any, dtype: torch.dtype | None = None) -> Tensor:
-    t = torch.as_tensor(np.asarray(a) if not isinstance(a, Tensor) else a)
+def _as_tensor(name: str, a: Any, dtype: torch.dtype | None = None) -> Tensor:
+    t = as_tensor(name, a)  # fit's conversion: strings and odd objects get fit's errors
     return t.to(dtype) if dtype is not None else t
 
 
@@ -417,8 +417,8 @@ def train_fused(
     if validation_split > 0 and validation_data is not None:
         raise ValueError("Pass `validation_split` or `validation_data`, not both.")
 
-    x_all = _as_tensor(X, dtype)
-    y_raw = _as_tensor(y)
+    x_all = _as_tensor("X", X, dtype)
+    y_raw = _as_tensor("y", y)
     if y_raw.shape[0] != x_all.shape[0]:
         raise ValueError(f"`X` has {x_all.shape[0]} rows but `y` has {y_raw.shape[0]}.")
     if net.flatten_input:  # leading nn.Flatten layers: one reshape of the data
@@ -439,8 +439,8 @@ def train_fused(
     n_train = len(splits[seeds_k[0]][0])
     shared_val: tuple[Tensor, Tensor] | None = None
     if validation_data is not None:
-        xv = _as_tensor(validation_data[0], dtype)
-        yv = _targets(_as_tensor(validation_data[1]), task, out, dtype)
+        xv = _as_tensor("validation X", validation_data[0], dtype)
+        yv = _targets(_as_tensor("validation y", validation_data[1]), task, out, dtype)
         shared_val = (xv, yv)
         n_val = xv.shape[0]
     else:

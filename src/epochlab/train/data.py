@@ -32,8 +32,17 @@ def as_tensor(name: str, a: Any, device: torch.device | None = None) -> torch.Te
         t = a
     else:
         try:
-            t = torch.as_tensor(np.asarray(a))
+            arr = np.asarray(a)
+            if arr.dtype.kind in "US":  # text: say how to make numbers of it
+                example = str(arr.flat[0]) if arr.size else ""
+                fix = ("encode the classes as integer ids 0..K-1 first, e.g. "
+                       "`classes, y = np.unique(y, return_inverse=True)`"
+                       if name.split()[-1] == "y" else "turn them into numbers first")
+                raise ParameterError(f"`{name}` holds strings (e.g. {example!r}); {fix}.")
+            t = torch.as_tensor(arr)
         except (TypeError, ValueError) as e:
+            if isinstance(e, ParameterError):
+                raise
             raise ParameterError(
                 f"`{name}` must be a NumPy array, a tensor or a list of numbers; "
                 f"got {type(a).__name__} ({e})."

@@ -66,9 +66,14 @@ def _split_xy(data: Any, where: str) -> tuple[Any, Any]:
         return data.x_train, data.y_train
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return data[0], data[1]
+    hint = ""
+    if isinstance(data, torch.utils.data.DataLoader):
+        hint = (" Pass its dataset and batch size instead (`loader.dataset`, "
+                "`batch_size=loader.batch_size`): fit makes and shuffles the batches itself, "
+                "which is how it counts epochs and iterations exactly.")
     raise ParameterError(
         f"`{where}` must be (X, y) arrays or tensors, a DataBundle, or a torch Dataset; "
-        f"got {type(data).__name__}."
+        f"got {type(data).__name__}.{hint}"
     )
 
 

@@ -145,9 +145,17 @@ def prepare_targets(
     if y.ndim == 1 and len(out_shape) == 2 and out_shape[1] == 1:
         y = y.reshape(-1, 1)
     if tuple(out_shape[1:]) != tuple(y.shape[1:]):
+        targets = ("one value per row" if y.ndim == 1 else
+                   f"shape (rows, {', '.join(map(str, y.shape[1:]))})")
+        hint = ""
+        if y.ndim == 1 and len(out_shape) == 2 and not _is_integral(y):
+            hint = (f" y holds values that are not whole numbers (e.g. "
+                    f"{float(y[~(y == y.round())][0]):g}), so it was read as regression "
+                    f"targets; class labels must be the integers 0..{out_shape[1] - 1}, and "
+                    "a regression model has 1 output.")
         raise ParameterError(
             f"{where}: the model outputs shape {out_shape} but the regression targets "
-            f"have shape (rows, {', '.join(map(str, y.shape[1:]))})."
+            f"have {targets}.{hint}"
         )
     return y
 
@@ -193,6 +201,18 @@ def resolve_metrics(
     return out
 
 
+def _integer_input_hint(x: torch.Tensor, error: Exception) -> str:
+    """How to fix integer inputs that reached a layer computing in floats (fit keeps integer
+    X as is, for models that look the values up with ``nn.Embedding``)."""
+    text = str(error)
+    if x.is_floating_point() or x.is_complex() or not any(
+            s in text for s in ("dtype", "scalar type", "Long", "Int")):
+        return ""
+    return (f". X holds integers ({str(x.dtype).removeprefix('torch.')}), which fit passes on "
+            "unchanged for models that look them up (nn.Embedding); for this model convert "
+            "them to floats first (`np.asarray(X, dtype=np.float32)` or `x.float()`).")
+
+
 def out_features_of(model: nn.Module, x_probe: torch.Tensor) -> tuple[int, ...]:
     """The model's output shape on a probe batch, in eval mode and without gradients."""
     was_training = model.training
@@ -204,6 +224,7 @@ def out_features_of(model: nn.Module, x_probe: torch.Tensor) -> tuple[int, ...]:
         # Not a ParameterError: the model's own code failed, which may be a bug in it.
         raise ValueError(
             f"The model failed on a batch of input shape {tuple(x_probe.shape)}: {e}"
+            f"{_integer_input_hint(x_probe, e)}"
         ) from e
     finally:
         model.train(was_training)

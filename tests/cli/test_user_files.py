@@ -230,3 +230,13 @@ def test_arrays_with_text_labels_encode_train_and_test_alike():
     assert d.y_train.tolist() == [1, 0, 1, 0] and d.y_test.tolist() == [0, 1]
     with pytest.raises(ParameterError, match=r"test labels \['c'\] are not among"):
         from_arrays(x, np.array(["b", "a", "b", "a"]), x_test=x[:1], y_test=np.array(["c"]))
+
+
+def test_integer_features_for_a_float_model_say_how_to_convert_them(folder):
+    tmp, _ = folder
+    x = np.random.default_rng(0).integers(0, 5, (40, 3))
+    np.savez(tmp / "ints.npz", x=x, y=(x[:, 0] > 2).astype(int))
+    for command, extra in (("fit", ["--no-store"]), ("sweep", ["--no-progress"])):
+        res = _run(command, "--data", "ints.npz", "--epochs", "1", *extra)
+        assert res.exit_code == 2 and "Traceback" not in res.output
+        assert "X holds integers (int64)" in " ".join(res.output.split())

@@ -335,13 +335,17 @@ def check_forward(model: torch.nn.Module, data: Any, model_name: str, data_name:
         epochlab.validation.ParameterError: The model 'm' cannot run on the data 'd': ...
     """
     was_training = model.training
+    rows = None
     try:
         rows = probe_rows(data, model)
         model.eval()
         with torch.no_grad():
             model(rows)
     except (ValueError, TypeError, RuntimeError, IndexError) as e:
+        from epochlab.train.losses import integer_input_hint
+
+        hint = integer_input_hint(rows, e) if isinstance(rows, torch.Tensor) else ""
         raise ParameterError(f"The model {model_name!r} cannot run on the data {data_name!r}: "
-                             f"{e}") from None
+                             f"{e}{hint}") from None
     finally:
         model.train(was_training)

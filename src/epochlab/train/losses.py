@@ -201,9 +201,15 @@ def resolve_metrics(
     return out
 
 
-def _integer_input_hint(x: torch.Tensor, error: Exception) -> str:
+def integer_input_hint(x: torch.Tensor, error: Exception) -> str:
     """How to fix integer inputs that reached a layer computing in floats (fit keeps integer
-    X as is, for models that look the values up with ``nn.Embedding``)."""
+    X as is, for models that look the values up with ``nn.Embedding``); "" for other errors.
+
+    Example:
+        >>> e = RuntimeError("mat1 and mat2 must have the same dtype, but got Long and Float")
+        >>> integer_input_hint(torch.zeros(2, 3, dtype=torch.long), e)[:33]
+        '. X holds integers (int64), which'
+    """
     text = str(error)
     if x.is_floating_point() or x.is_complex() or not any(
             s in text for s in ("dtype", "scalar type", "Long", "Int")):
@@ -224,7 +230,7 @@ def out_features_of(model: nn.Module, x_probe: torch.Tensor) -> tuple[int, ...]:
         # Not a ParameterError: the model's own code failed, which may be a bug in it.
         raise ValueError(
             f"The model failed on a batch of input shape {tuple(x_probe.shape)}: {e}"
-            f"{_integer_input_hint(x_probe, e)}"
+            f"{integer_input_hint(x_probe, e)}"
         ) from e
     finally:
         model.train(was_training)

@@ -9,14 +9,18 @@
 - :mod:`~epochlab.callbacks.reduce_lr`: ``ReduceLROnPlateau``.
 """
 
+from typing import TYPE_CHECKING
+
 from epochlab._lazy import attach as _lazy_attach
 from epochlab.callbacks.base import Callback, CallbackList
-from epochlab.callbacks.checkpoint import ModelCheckpoint, load_checkpoint
-from epochlab.callbacks.csv_logger import CSVLogger
-from epochlab.callbacks.early_stopping import EarlyStopping
-from epochlab.callbacks.monitor import MonitorCallback
-from epochlab.callbacks.progress import EpochLogger, ProgressBar
-from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
+
+if TYPE_CHECKING:
+    from epochlab.callbacks.checkpoint import ModelCheckpoint, load_checkpoint
+    from epochlab.callbacks.csv_logger import CSVLogger
+    from epochlab.callbacks.early_stopping import EarlyStopping
+    from epochlab.callbacks.monitor import MonitorCallback
+    from epochlab.callbacks.progress import EpochLogger, ProgressBar
+    from epochlab.callbacks.reduce_lr import ReduceLROnPlateau
 
 __all__ = [
     "CSVLogger",
@@ -31,6 +35,12 @@ __all__ = [
     "load_checkpoint",
 ]
 
-# Submodules load on first use as attributes too (`el.callbacks.<module>`), as when the package
-# imported them all.
-__getattr__, __dir__ = _lazy_attach(__name__, {})
+# The callbacks load on first use (the CLI's help reads early_stopping's parameters without
+# loading torch behind the checkpoints); other submodules too (`el.callbacks.<module>`).
+_SOURCES = {"ModelCheckpoint": "checkpoint", "load_checkpoint": "checkpoint",
+            "CSVLogger": "csv_logger", "EarlyStopping": "early_stopping",
+            "MonitorCallback": "monitor", "EpochLogger": "progress", "ProgressBar": "progress",
+            "ReduceLROnPlateau": "reduce_lr"}
+__getattr__, __dir__ = _lazy_attach(
+    __name__, {name: f"{__name__}.{module}" for name, module in _SOURCES.items()},
+    set(_SOURCES.values()))

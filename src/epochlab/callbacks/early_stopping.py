@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from epochlab.callbacks.monitor import MonitorCallback, check_bool, check_float, check_int
 from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from epochlab.train.trainer import Trainer
 
 __all__ = ["PARAMS", "EarlyStopping", "parse"]

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from epochlab.cli.common import load_data, n_params, out_dir, probe_model
 from epochlab.cli.output import console, escape, print_table
-from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
 
 
 @click.command("batch-size")
@@ -47,6 +46,7 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
 
     Example: epochlab batch-size --data digits --model cnn_small --epochs 3
     """
+    from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
     from epochlab.train.data import split_indices
     from epochlab.train.loop import fit
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 from rich.table import Table
 
 from epochlab.data.base import DataBundle
 from epochlab.train.history import History
-from epochlab.train.runtime import manual_seed
 from epochlab.validation import check_out_dir
+
+if TYPE_CHECKING:  # torch loads when a command runs, not for its --help or a bad option
+    import torch
 
 
 class ThreadsType(click.ParamType):
@@ -146,6 +147,8 @@ def check_model_name(name: str) -> None:
 
 def call_factory(name: str, factory: Any) -> torch.nn.Module:
     """``factory()``, checked to return an ``nn.Module``."""
+    import torch
+
     try:
         model = factory()
     except Exception as e:  # noqa: BLE001 - the user's code: say what failed, no traceback
@@ -164,6 +167,7 @@ def build_model(name: str, data: DataBundle, seed: int, **kwargs: Any) -> torch.
     no arguments, see :func:`model_factory`).
     """
     from epochlab.models.registry import build
+    from epochlab.train.runtime import manual_seed
 
     factory = model_factory(name)
     manual_seed(seed)

@@ -7,15 +7,15 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import torch
 
+# Only modules that load neither torch nor matplotlib at the top: `epochlab fit --help` and a
+# mistyped option answer in a tenth of a second; the functions import the rest when they run.
 from epochlab import schedules
 from epochlab.callbacks import early_stopping
 from epochlab.callbacks.early_stopping import EarlyStopping
-from epochlab.callbacks.progress import ProgressBar
 from epochlab.cli.common import (
     build_model,
     check_model_name,
@@ -29,19 +29,9 @@ from epochlab.cli.common import (
 from epochlab.cli.output import console, err_console, escape, print_table, warn
 from epochlab.data.base import DataBundle
 from epochlab.diagnose.advice import advise_history, format_advice
-from epochlab.report.curves import plot_curves, plot_lr
 from epochlab.store import check_study, open_store, record_history, run_key
 from epochlab.train.accounting import validation_count
-from epochlab.train.distributed import (
-    check_split,
-    end_processes,
-    gpu_per_process,
-    launch,
-    launched_by_torchrun,
-)
 from epochlab.train.history import History
-from epochlab.train.loop import evaluate, fit
-from epochlab.train.resume import CheckpointWarning, checkpoint_paths
 from epochlab.validation import (
     ParameterError,
     check_float,
@@ -51,6 +41,9 @@ from epochlab.validation import (
     check_out_dir,
     data_warnings,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 @click.command("fit")
@@ -138,6 +131,8 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
     torchrun: torchrun --nnodes 2 --nproc_per_node 4 --rdzv-endpoint HOST:29500
     -m epochlab.cli fit ...
     """
+    from epochlab.train.distributed import end_processes
+
     rank0 = _as_rank(nproc)
     given = _given(ctx)
     check_int("epochs", epochs, 1)
@@ -173,6 +168,11 @@ def _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,
          validation_split_mode, optimizer, lr, schedule, stopper, drop_last, seed, folder,
          store, study, verbose, threads, precision, nproc, lr_scaling, lr_warmup_epochs,
          rank0, checkpoint) -> None:
+    from epochlab.callbacks.progress import ProgressBar
+    from epochlab.train.distributed import gpu_per_process, launched_by_torchrun
+    from epochlab.train.loop import fit
+    from epochlab.train.resume import CheckpointWarning, checkpoint_paths
+
     # The default study holds every fit; a named one keeps the data and model it began with.
     study_spec = {} if study == "fit" else {"kind": "fit", "data": data.name, "model": model_name}
     if store is not None:
@@ -234,6 +234,10 @@ def _keep(history: History, model: torch.nn.Module, data: DataBundle, model_name
           batch_norm: bool, stopper: EarlyStopping | None, folder: Path, store: Any,
           study: str, study_spec: dict[str, Any]) -> None:
     """A run that trained is kept: stored first, then its files, then its figures."""
+    import torch
+
+    from epochlab.train.loop import evaluate
+
     console.print(history.summary(), markup=False)
     if history.epochs:
         print_table(epoch_table(history))
@@ -274,6 +278,8 @@ def _keep(history: History, model: torch.nn.Module, data: DataBundle, model_name
 
 def _figures(history: History, folder: Path) -> list[Path]:
     """Draw what the run has; a figure that fails is a warning, never a lost run."""
+    from epochlab.report.curves import plot_curves, plot_lr
+
     wanted = []
     if history.epochs:
         wanted.append(("loss.png", lambda p: plot_curves(history, "loss", p)))
@@ -297,6 +303,8 @@ def _figures(history: History, folder: Path) -> list[Path]:
 def _launch(data: DataBundle, nproc: int, validation_split: float, batch_size: int,
             drop_last: bool, folder: Path | None) -> None:
     """Check that the rows can be shared, then run this command under torchrun; exit with it."""
+    from epochlab.train.distributed import check_split, gpu_per_process, launch
+
     n = len(data.x_train)
     n_val = validation_count(n, validation_split)
     try:
@@ -329,6 +337,8 @@ def _launch(data: DataBundle, nproc: int, validation_split: float, batch_size: i
 
 def _as_rank(nproc: int) -> bool:
     """Under torchrun: check --nproc against it and silence all but process 0; True on rank 0."""
+    from epochlab.train.distributed import launched_by_torchrun
+
     if not launched_by_torchrun():
         return True
     local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))

@@ -10,8 +10,7 @@ from rich.table import Table
 
 from epochlab.cli.common import load_data, model_factory, n_params, out_dir, probe_model
 from epochlab.cli.output import console, escape, print_table
-from epochlab.diagnose.lr_find import RULES, lr_find
-from epochlab.models.registry import build
+from epochlab.diagnose.lr_rules import RULES  # light: the rest loads when the command runs
 
 
 @click.command("lr-find")
@@ -46,6 +45,9 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
 
     Example: epochlab lr-find --data digits --model cnn_small --seeds 3
     """
+    from epochlab.diagnose.lr_find import lr_find
+    from epochlab.models.registry import build
+
     data = load_data(data_name)
     probe = probe_model(model_name, data)  # a model that cannot take the data: refused here
     folder = out_dir(out, "lr-find")  # checked before training, after the names

@@ -11,7 +11,7 @@ after Ctrl-C or a kill trains only what is not done yet.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -25,15 +25,14 @@ from epochlab.cli.common import (
 )
 from epochlab.cli.output import console, escape, print_table, warn
 from epochlab.store import open_store
-from epochlab.sweeps.driver import preflight, sweep
 from epochlab.sweeps.executors import check_executor
-from epochlab.sweeps.plan import make_plan
 from epochlab.sweeps.ranking import EpochsReadOnce, best_run, metric_values
-from epochlab.sweeps.spec import SweepSpec, parse_cli_lists
-from epochlab.sweeps.workload import NO_SOURCES, Sources, build_model, user_inputs
-from epochlab.sweeps.workload import load_data as load_config_data
-from epochlab.train.runtime import start_idle_window
 from epochlab.validation import ParameterError
+
+if TYPE_CHECKING:  # these load torch: the functions import them when a sweep runs, so that
+    # `epochlab sweep --help` and a mistyped option answer in a tenth of a second
+    from epochlab.sweeps.spec import SweepSpec
+    from epochlab.sweeps.workload import Sources
 
 
 def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
@@ -125,6 +124,11 @@ def sweep_command(ctx: click.Context, spec_file, data, target, model, epochs, ba
     torch.manual_seed(seed); make_model() trained with fit; the run keys hold
     fingerprints of the file's contents and of the model).
     """
+    from epochlab.sweeps.driver import preflight, sweep
+    from epochlab.sweeps.plan import make_plan
+    from epochlab.sweeps.spec import SweepSpec, parse_cli_lists
+    from epochlab.train.runtime import start_idle_window
+
     start_idle_window()  # the thread choice's reading runs while the command sets up
     sources, user = _user_inputs(data, target, model, batch_norm)
     if user:
@@ -222,6 +226,8 @@ def _user_inputs(data: str, target: str | None, model: str,
                  batch_norm: str) -> tuple[Sources, dict[str, Any]]:
     """A data file or a ``module:function`` model as a spec names them: labels and fingerprints
     (``{}`` for registry names alone) and the :class:`Sources` workers load them from."""
+    from epochlab.sweeps.workload import NO_SOURCES, user_inputs
+
     factory = model_factory(model)
     if not is_data_file(data) and factory is None:
         if target is not None:
@@ -243,10 +249,13 @@ def _user_inputs(data: str, target: str | None, model: str,
 
 
 def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
-                  sources: Sources = NO_SOURCES, fused: bool = False) -> str:
+                  sources: Sources | None = None, fused: bool = False) -> str:
     """The header's runtime line: the precision the model gets here, and the threads policy."""
+    from epochlab.sweeps.workload import NO_SOURCES, build_model
+    from epochlab.sweeps.workload import load_data as load_config_data
     from epochlab.train.runtime import FUSED_FP32_MAX_MACS, choose_precision
 
+    sources = NO_SOURCES if sources is None else sources
     config = spec.configs()[0]
     try:
         prec, why, _ = choose_precision(

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from epochlab.data.base import DataBundle
 from epochlab.validation import ParameterError
@@ -70,6 +68,9 @@ def digits(
         y = remap[y]
 
     if upsample:
+        import torch  # on first use: the data package itself loads neither torch nor sklearn
+        import torch.nn.functional as F
+
         images = torch.from_numpy(x).reshape(-1, 1, 8, 8)
         resized = F.interpolate(images, size=(_SIDE, _SIDE), mode="bilinear", align_corners=False)
         # Bilinear weights are convex, so values stay in [0, 1] up to rounding.

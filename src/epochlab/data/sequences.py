@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from epochlab.data.base import DataBundle
 from epochlab.validation import ParameterError
@@ -176,6 +175,8 @@ def sequences(
     y = rng.permutation(np.arange(n_samples) % 2).astype(np.int64)
     cdf = _neutral_cdf(vocab_size)
     x = pad_sequences([_example(rng, int(label), maxlen, cdf) for label in y], maxlen, padding=padding)
+    from sklearn.model_selection import train_test_split  # 0.5 s: only when used
+
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=test_size, random_state=seed, stratify=y
     )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.datasets import make_classification
-from sklearn.model_selection import train_test_split
 
 from epochlab.data.base import DataBundle
 from epochlab.validation import ParameterError
@@ -34,6 +32,9 @@ def synthetic(
         raise ParameterError(f"The value of `n_samples` is {n_samples}, but must be `n_samples >= 2`.")
     if not 0.0 < test_size < 1.0:
         raise ParameterError(f"The value of `test_size` is {test_size}, but must be in (0, 1).")
+    from sklearn.datasets import make_classification  # 0.5 s: only when the data is made
+    from sklearn.model_selection import train_test_split
+
     x, y = make_classification(
         n_samples=n_samples,
         n_features=n_features,

@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from epochlab.callbacks.base import Callback
+from epochlab.diagnose.lr_rules import RULE_TEXT, RULES
 from epochlab.schedules import exponential_decay
 from epochlab.sweeps.fused import train_fused
 from epochlab.sweeps.fused_layers import is_fusable
@@ -64,12 +65,6 @@ from epochlab.validation import ParameterError, check_float, check_int
 
 __all__ = ["RULES", "LRFindResult", "lr_find", "smooth_curve", "suggest"]
 
-RULES = ("steepest", "minimum", "valley")
-RULE_TEXT = {
-    "valley": "halfway along the longest descent (fastai)",
-    "steepest": "steepest descent vs log10(lr), before the minimum",
-    "minimum": "a tenth of the rate at the lowest loss",
-}
 
 
 @dataclass

@@ -124,6 +124,14 @@ def test_regression_defaults_to_val_loss_and_bad_inputs_are_named():
         el.sweep(make_relu, 42, epochs=1, progress=False)
     with pytest.raises(el.ParameterError, match="belong in the spec"):
         el.sweep(el.SweepSpec(), lr=[1e-3], progress=False)
+    # A model instance is callable (its forward): it used to fail as "make_model() failed
+    # (forward() missing 1 required positional argument)".
+    with pytest.raises(el.ParameterError, match=r"is a model \(Sequential\), but must be a "
+                                                r"zero-argument function that builds one"):
+        el.sweep(make_relu(), (x, y), epochs=1, progress=False)
+    with pytest.raises(el.ParameterError, match=r"several values are a Python list here: "
+                                                r"lr=\[0.1, 0.01\]"):
+        el.sweep(make_relu, (x, y), epochs=1, lr="0.1,0.01", progress=False)
 
 
 def test_a_model_that_cannot_take_the_data_is_refused_before_anything_trains(tmp_path):

@@ -152,7 +152,11 @@ def canonical_schedule(text: str | None) -> str | None:
 
 
 def _fail(name: str, value: Any, rule: str) -> ParameterError:
-    return ParameterError(f"The value of `{name}` is {value!r}, but must be {rule}.")
+    hint = ""
+    if isinstance(value, str) and "," in value:  # the CLI's spelling of a list
+        items = ", ".join(v.strip() for v in value.split(","))
+        hint = f"; several values are a Python list here: {name}=[{items}]"
+    return ParameterError(f"The value of `{name}` is {value!r}, but must be {rule}{hint}.")
 
 
 def _int(name: str, v: Any, low: int) -> int:

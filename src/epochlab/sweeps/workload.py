@@ -264,6 +264,12 @@ def user_inputs(make_model: Callable[[], nn.Module] | str, data: Any) -> UserInp
         task = _load(data, ()).task
     if isinstance(make_model, str):
         return UserInputs(label, data_fp, make_model, None, Sources(sources_data, models), task)
+    if isinstance(make_model, nn.Module):  # callable, but calling it runs a forward pass
+        raise ParameterError(
+            f"The value of `make_model` is a model ({type(make_model).__name__}), but must be a "
+            "zero-argument function that builds one, e.g. `lambda: nn.Linear(4, 1)`: every run "
+            "starts from its own seed's initial weights, so each needs a model of its own."
+        )
     if not callable(make_model):
         raise ParameterError(
             f"The value of `make_model` is a {type(make_model).__name__}, but must be a "

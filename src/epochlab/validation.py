@@ -205,10 +205,15 @@ def resolve_mode(metric: str, mode: str | None = "auto") -> str:
         return "min"
     if any(w in name for w in _MAX_WORDS):
         return "max"
+    import difflib
+
+    known = [f"{p}{m}" for p in ("", "val_") for m in ("loss", "accuracy", "mae", "mse")]
+    close = difflib.get_close_matches(str(metric), known, n=1, cutoff=0.8)
+    typo = f"; if you meant {close[0]!r}, correct the name. Otherwise set" if close else "; set"
     raise ParameterError(
         f"`mode='auto'` cannot tell whether {metric!r} should go down or up (it names no "
-        "loss/error nor accuracy-like metric); set `mode='min'` or `mode='max'` "
-        "(--mode min or --mode max on the command line)."
+        f"loss/error nor accuracy-like metric){typo} `mode='min'` or `mode='max'` (on the "
+        f"command line: `--mode min` with --metric, `{metric}:mode=min` in --early-stopping)."
     )
 
 

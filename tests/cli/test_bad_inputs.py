@@ -66,6 +66,9 @@ CASES: list[tuple[list[str], int, str]] = [
     # -- fit: early stopping ----------------------------------------------------------------
     ([*FIT, "--early-stopping", "val_loss:patience=-1"], 2, r"`patience` is -1"),
     ([*FIT, "--early-stopping", "val_score"], 2, r"cannot tell whether 'val_score' should go down or up"),
+    ([*FIT, "--early-stopping", "val_los:patience=2"], 2,
+     r"if you meant 'val_loss', correct the name. Otherwise set `mode='min'` or `mode='max'` "
+     r"\(on the command line: `--mode min` with --metric, `val_los:mode=min` in --early-stopping\)"),
     ([*FIT, "--early-stopping", "val_loss:mode=lowest"], 2, r"`mode` is 'lowest'"),
     ([*FIT, "--validation-split", "0", "--early-stopping", "val_loss"], 2,
      r"validation metrics need --validation-split > 0"),

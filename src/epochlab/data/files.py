@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -183,22 +182,13 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
                     "names)."
                 ) from None
         cols[name] = np.array(values)
-    y = cols.pop(target)
-    if y.dtype.kind in "US":
-        y, _, names = _named_classes(y, None, f"Column {target!r} of {str(path)!r}")
-        y_names: tuple[str, ...] | None = names
-    elif all(math.isfinite(v) and v == round(v) for v in y):
-        y, y_names = y.astype(np.int64), None  # whole numbers: class labels
-    else:
-        y_names = None
+    y = cols.pop(target)  # class names stay text: from_arrays encodes them
+    if y.dtype.kind not in "US" and all(math.isfinite(v) and v == round(v) for v in y):
+        y = y.astype(np.int64)  # whole numbers: class labels
     x = np.stack(list(cols.values()), axis=1).astype(np.float32) if cols else None
     if x is None:
         raise ParameterError(f"The file {str(path)!r} has no feature columns besides {target!r}.")
-    bundle = from_arrays(x, y, name=path.name)
-    if y_names is not None:
-        task = "binary" if len(y_names) <= 2 else "multiclass"
-        bundle = dataclasses.replace(bundle, task=task, classes=y_names)
-    return bundle
+    return from_arrays(x, y, name=path.name)
 
 
 def load_file(path: str | Path, target: str | None = None) -> DataBundle:

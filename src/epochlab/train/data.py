@@ -33,20 +33,19 @@ def as_tensor(name: str, a: Any, device: torch.device | None = None) -> torch.Te
     else:
         try:
             arr = np.asarray(a)
-            if arr.dtype.kind in "US":  # text: say how to make numbers of it
-                example = str(arr.flat[0]) if arr.size else ""
-                fix = ("encode the classes as integer ids 0..K-1 first, e.g. "
-                       "`classes, y = np.unique(y, return_inverse=True)`"
-                       if name.split()[-1] == "y" else "turn them into numbers first")
-                raise ParameterError(f"`{name}` holds strings (e.g. {example!r}); {fix}.")
-            t = torch.as_tensor(arr)
+            text = arr.dtype.kind in "US"
+            t = torch.empty(0) if text else torch.as_tensor(arr)
         except (TypeError, ValueError) as e:
-            if isinstance(e, ParameterError):
-                raise
             raise ParameterError(
                 f"`{name}` must be a NumPy array, a tensor or a list of numbers; "
                 f"got {type(a).__name__} ({e})."
             ) from None
+        if text:  # say how to make numbers of it
+            example = str(arr.flat[0]) if arr.size else ""
+            fix = ("encode the classes as integer ids 0..K-1 first, e.g. "
+                   "`classes, y = np.unique(y, return_inverse=True)`"
+                   if name.split()[-1] == "y" else "turn them into numbers first")
+            raise ParameterError(f"`{name}` holds strings (e.g. {example!r}); {fix}.")
     return t.to(device) if device is not None else t
 
 

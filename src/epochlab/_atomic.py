@@ -22,6 +22,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
         'hi'
     """
     path = Path(path)
+    if path.is_dir():  # else the rename fails naming the temporary file
+        raise IsADirectoryError(f"Cannot write {str(path)!r}: it is a folder; give the path of a "
+                                "file (a new name, or one to replace).")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target: os.replace is atomic only within one file system.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

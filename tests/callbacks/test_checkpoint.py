@@ -129,3 +129,13 @@ def test_arguments_are_validated_at_construction(tmp_path):
         el.ModelCheckpoint(tmp_path / "m.pt", monitor="val_score", save_best_only=True)
     # Without save_best_only the direction is not needed, so an unclear name is accepted.
     assert el.ModelCheckpoint(tmp_path / "m.pt", monitor="val_score").mode_ is None
+
+
+def test_a_folder_given_as_a_file_path_is_refused_at_once(small_xy, tmp_path):
+    # It failed after the first epoch, naming a temporary file (History.save too).
+    with pytest.raises(ValueError, match=r"a folder, but must be a file path, e\.g\. .*model-\{epoch\}\.pt"):
+        el.ModelCheckpoint(tmp_path)
+    h = el.History()
+    with pytest.raises(IsADirectoryError, match=r"it is a folder; give the path of a file"):
+        h.save(tmp_path)
+    assert os.listdir(tmp_path) == []

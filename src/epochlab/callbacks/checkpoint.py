@@ -136,6 +136,11 @@ class ModelCheckpoint(MonitorCallback):
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ParameterError(f"The value of `path` is {path!r}, but must be a file path.")
         self.path = str(path)
+        if os.path.isdir(self.path):  # found now, not at the first save after an epoch
+            raise ParameterError(
+                f"The value of `path` is {self.path!r}, a folder, but must be a file path, "
+                f"e.g. {os.path.join(self.path, 'model-{epoch}.pt')!r}."
+            )
         try:
             self._fields = sorted({f for _, f, _, _ in string.Formatter().parse(self.path) if f})
         except ValueError as e:

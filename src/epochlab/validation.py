@@ -217,6 +217,28 @@ def resolve_mode(metric: str, mode: str | None = "auto") -> str:
     )
 
 
+def refuse_model_instance(make_model: Any) -> None:
+    """Refuse a model where a function that builds one is wanted (``sweep``, ``tune``): a
+    module is callable, so calling it would run its forward pass and fail obscurely.
+
+    Example:
+        >>> import torch
+        >>> refuse_model_instance(lambda: torch.nn.Linear(4, 1))  # a factory: fine
+        >>> refuse_model_instance(torch.nn.Linear(4, 1))
+        Traceback (most recent call last):
+        ...
+        epochlab.validation.ParameterError: The value of `make_model` is a model (Linear), ...
+    """
+    import torch  # here, not at the top: this module stays light for the CLI's --help
+
+    if isinstance(make_model, torch.nn.Module):
+        raise ParameterError(
+            f"The value of `make_model` is a model ({type(make_model).__name__}), but must be a "
+            "zero-argument function that builds one, e.g. `lambda: nn.Linear(4, 1)`: every run "
+            "starts from its own seed's initial weights, so each needs a model of its own."
+        )
+
+
 def data_warnings(data: Any, batch_size: int, validation_split: float = 0.0) -> list[str]:
     """What looks wrong with a dataset for this run, each as one sentence (nothing stops it).
 

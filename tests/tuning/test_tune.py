@@ -133,6 +133,14 @@ def test_bad_arguments_fail_before_any_trial(small, kwargs, match):
     assert store.runs() == []
 
 
+def test_a_model_instance_is_refused_with_what_to_pass_instead(small):
+    # A module is callable: tune called it as a factory and said "forward() missing 1
+    # required positional argument".
+    with pytest.raises(ParameterError, match=r"is a model \(Sequential\), but must be a "
+                                             r"zero-argument function that builds one"):
+        el.tune(el.models.mlp(small.input_shape[0]), small, space="lr=loguniform(1e-4,1e-1)")
+
+
 _KILLED = textwrap.dedent("""
     import os, signal, sys
     import epochlab as el

@@ -41,7 +41,7 @@ from epochlab.models.registry import build
 from epochlab.sweeps.spec import Config
 from epochlab.train.loop import evaluate
 from epochlab.train.runtime import manual_seed
-from epochlab.validation import ParameterError
+from epochlab.validation import ParameterError, refuse_model_instance
 
 __all__ = [
     "Sources", "UserInputs", "build_model", "user_inputs", "data_fingerprint", "load_data", "model_fingerprint",
@@ -264,12 +264,7 @@ def user_inputs(make_model: Callable[[], nn.Module] | str, data: Any) -> UserInp
         task = _load(data, ()).task
     if isinstance(make_model, str):
         return UserInputs(label, data_fp, make_model, None, Sources(sources_data, models), task)
-    if isinstance(make_model, nn.Module):  # callable, but calling it runs a forward pass
-        raise ParameterError(
-            f"The value of `make_model` is a model ({type(make_model).__name__}), but must be a "
-            "zero-argument function that builds one, e.g. `lambda: nn.Linear(4, 1)`: every run "
-            "starts from its own seed's initial weights, so each needs a model of its own."
-        )
+    refuse_model_instance(make_model)
     if not callable(make_model):
         raise ParameterError(
             f"The value of `make_model` is a {type(make_model).__name__}, but must be a "

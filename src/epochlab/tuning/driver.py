@@ -54,7 +54,7 @@ from epochlab.tuning.trial import (
     test_metrics,
     train_trial,
 )
-from epochlab.validation import ParameterError
+from epochlab.validation import ParameterError, refuse_model_instance
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -186,6 +186,7 @@ def _resolve(make_model: Any, data: Any) -> tuple[Callable[[], torch.nn.Module],
         from epochlab.models.registry import build
 
         return functools.partial(build, make_model, bundle), train, bundle, data_name, make_model
+    refuse_model_instance(make_model)
     if not callable(make_model):
         raise ParameterError(f"The value of `make_model` is a {type(make_model).__name__}, but "
                              "must be a zero-argument callable returning an nn.Module, or a model name.")

@@ -284,12 +284,13 @@ def data_warnings(data: Any, batch_size: int, validation_split: float = 0.0) -> 
 
 
 def check_out_dir(path: str | os.PathLike, *, overwrite: bool = False,
-                  param: str = "out", marker: str = "history.json") -> Path:
+                  param: str = "out", marker: str | tuple[str, ...] = "history.json") -> Path:
     """Check (without creating it) that ``path`` can take a new run's files.
 
     Refused: a path that is a file, a folder that already holds a run (a
-    ``marker`` file, ``history.json`` by default) unless ``overwrite``, and
-    a folder (or its nearest existing parent) this process cannot write to.
+    ``marker`` file, ``history.json`` by default, or any of several) unless
+    ``overwrite``, and a folder (or its nearest existing parent) this process
+    cannot write to.
 
     Example:
         >>> import tempfile
@@ -301,10 +302,11 @@ def check_out_dir(path: str | os.PathLike, *, overwrite: bool = False,
         raise ParameterError(
             f"The value of `{param}` is {str(p)!r}, a file; it must be a folder (new or empty)."
         )
-    if p.is_dir() and (p / marker).exists() and not overwrite:
+    found = [m for m in ((marker,) if isinstance(marker, str) else marker) if (p / m).exists()]
+    if p.is_dir() and found and not overwrite:
         raise ParameterError(
             f"The value of `{param}` is {str(p)!r}, a folder that already holds a run "
-            f"({marker}); choose another folder, or pass --overwrite to replace its files."
+            f"({found[0]}); choose another folder, or pass --overwrite to replace its files."
         )
     parent = p
     while not parent.exists():

@@ -46,3 +46,22 @@ def test_batch_size_prints_noise_per_epoch_and_advice_and_writes_the_figure(tmp_
     saved = json.loads((tmp_path / "batch_size.json").read_text())
     assert f"{saved['noise_scale']:.0f}" == m.group(1)
     assert len(saved["records"]) > 0
+
+
+def test_an_earlier_result_is_kept_unless_overwrite_is_given(tmp_path):
+    # lr-find replaced an earlier lr_find.json without a word; batch-size and tune told the
+    # user to pass --overwrite, which they did not have.
+    runs = {"lr-find": ["--seeds", "1", "--num-iter", "20"], "batch-size": ["--epochs", "1"]}
+    for command, args in runs.items():
+        out = tmp_path / command
+        first = CliRunner().invoke(main, [command, "--data", "synthetic", *args, "--out", str(out)])
+        assert first.exit_code == 0, first.output
+        kept = {p.name: p.read_bytes() for p in out.iterdir()}
+        again = CliRunner().invoke(main, [command, "--data", "synthetic", *args, "--out", str(out)])
+        assert again.exit_code == 2 and "already holds a run" in again.output
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+        forced = CliRunner().invoke(main, [command, "--data", "synthetic", *args, "--out",
+                                           str(out), "--overwrite"])
+        assert forced.exit_code == 0, forced.output
+    res = CliRunner().invoke(main, ["tune", "--help"])
+    assert "--overwrite" in res.output

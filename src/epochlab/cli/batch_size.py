@@ -33,8 +33,11 @@ from epochlab.cli.output import console, escape, print_table
 @click.option("--validation-split", type=float, default=0.2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out", default=None, help="Output folder [default: runs/batch-size-<time>].")
+@click.option("--overwrite", is_flag=True,
+              help="Let --out be a folder that already holds this command's files (they are "
+                   "replaced).")
 def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr, parts, small,
-                       every, validation_split, seed, out) -> None:
+                       every, validation_split, seed, out, overwrite) -> None:
     """Measure the gradient noise scale B_simple per epoch and turn it into batch-size advice.
 
     B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) is estimated from
@@ -52,7 +55,8 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
 
     data = load_data(data_name)
     model = probe_model(model_name, data, seed)  # a model that cannot take the data: refused
-    folder = out_dir(out, "batch-size")  # checked before training, after the names
+    folder = out_dir(out, "batch-size", overwrite=overwrite,  # checked before training
+                     marker=("history.json", "batch_size.json"))
     trainable, _ = n_params(model)
     console.print(
         f"[bold]epochlab batch-size[/]: data [cyan]{escape(data.name)}[/] ({len(data.x_train)} train "

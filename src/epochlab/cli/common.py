@@ -191,7 +191,7 @@ def probe_model(name: str, data: DataBundle, seed: int = 0, **kwargs: Any) -> to
 
 
 def out_dir(path: str | None, prefix: str, *, overwrite: bool = False,
-            marker: str = "history.json") -> Path:
+            marker: str | tuple[str, ...] = "history.json") -> Path:
     """The output folder, created: ``--out`` (checked), or a new ``runs/<prefix>-<time>-<suffix>``.
 
     The default folder is claimed with an exclusive ``mkdir``, so two runs

@@ -35,8 +35,11 @@ from epochlab.diagnose.lr_rules import RULES  # light: the rest loads when the c
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="Train the seeds together as one vectorized model where the model allows.")
 @click.option("--out", "out", default=None, help="Output folder [default: runs/lr-find-<time>].")
+@click.option("--overwrite", is_flag=True,
+              help="Let --out be a folder that already holds this command's files (they are "
+                   "replaced).")
 def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, start_lr, end_lr,
-                    num_iter, seeds, rule, validation_split, fuse, out) -> None:
+                    num_iter, seeds, rule, validation_split, fuse, out, overwrite) -> None:
     """Raise the learning rate exponentially on copies of the model and suggest one.
 
     Prints every rule's suggestion with its spread over seeds, then
@@ -50,7 +53,8 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
 
     data = load_data(data_name)
     probe = probe_model(model_name, data)  # a model that cannot take the data: refused here
-    folder = out_dir(out, "lr-find")  # checked before training, after the names
+    # An earlier range test's lr_find.json is not replaced unless asked: it is stored nowhere else.
+    folder = out_dir(out, "lr-find", overwrite=overwrite, marker="lr_find.json")
     trainable, _ = n_params(probe)
     console.print(
         f"[bold]epochlab lr-find[/]: data [cyan]{escape(data.name)}[/] ({len(data.x_train)} train "

@@ -61,6 +61,9 @@ DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs
               help="Optuna storage URL [default: the store's file, sqlite:///epochlab.db]; "
                    "postgresql://... for several machines on one study.")
 @click.option("--out", "out", default=None, help="Folder for figures [default: runs/tune-<time>].")
+@click.option("--overwrite", is_flag=True,
+              help="Let --out be a folder that holds another command's run (its history.json). "
+                   "The same tune command run again rewrites its own figures without it.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: trials as Ray tasks, as many at once as the cluster has CPUs; they "
                    "report to Optuna through --storage, and only this process writes the store.")
@@ -69,7 +72,7 @@ DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs
                    "[default: start a local Ray].")
 def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, mode, epochs,
                  batch_size, lr, optimizer, validation_split, seed, name, store_path, storage,
-                 out, executor, ray_address) -> None:
+                 out, overwrite, executor, ray_address) -> None:
     """Search settings with Optuna; the pruner decides how many epochs each trial deserves.
 
     Example: epochlab tune --data synthetic --trials 30 --pruner hyperband
@@ -112,7 +115,7 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
     finally:
         store.close()
     _print_result(result, store.path)
-    folder = out_dir(out, "tune")
+    folder = out_dir(out, "tune", overwrite=overwrite)
     from epochlab.report.tune import plot_budget, plot_optimization_history, write_trials_csv
 
     plot_optimization_history(result, folder / "history.png")

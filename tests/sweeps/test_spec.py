@@ -80,7 +80,8 @@ def test_toml_file_with_cli_overrides(tmp_path):
     assert spec.schedule == (None, "step:factor=0.5,every_epochs=5")
     assert spec.data_options == {"upsample": False}
     p.write_text("epochz = [1]\n")
-    with pytest.raises(ValueError, match="Unknown sweep setting"):
+    with pytest.raises(ValueError, match=r"Unknown sweep setting\(s\) 'epochz' \(did you mean "
+                                         r"'epochs' for 'epochz'\?\)"):
         SweepSpec.from_toml(p)
     p.write_text("epochs = [1\n")
     with pytest.raises(ValueError, match="not valid TOML"):

@@ -395,8 +395,13 @@ class SweepSpec:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
+            import difflib
+
+            guesses = [f"{close[0]!r} for {u!r}" for u in unknown
+                       if (close := difflib.get_close_matches(u, valid, n=1, cutoff=0.75))]
+            hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
             raise ParameterError(
-                f"Unknown sweep setting(s) {', '.join(map(repr, unknown))}; "
+                f"Unknown sweep setting(s) {', '.join(map(repr, unknown))}{hint}; "
                 f"valid settings: {', '.join(valid)}."
             )
         return cls(**dict(d))

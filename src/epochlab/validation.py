@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,16 +205,27 @@ def resolve_mode(metric: str, mode: str | None = "auto") -> str:
         return "min"
     if any(w in name for w in _MAX_WORDS):
         return "max"
-    import difflib
-
     known = [f"{p}{m}" for p in ("", "val_") for m in ("loss", "accuracy", "mae", "mse")]
-    close = difflib.get_close_matches(str(metric), known, n=1, cutoff=0.8)
-    typo = f"; if you meant {close[0]!r}, correct the name. Otherwise set" if close else "; set"
+    close = closest(str(metric), known, cutoff=0.8)
+    typo = f"; if you meant {close!r}, correct the name. Otherwise set" if close else "; set"
     raise ParameterError(
         f"`mode='auto'` cannot tell whether {metric!r} should go down or up (it names no "
         f"loss/error nor accuracy-like metric){typo} `mode='min'` or `mode='max'` (on the "
         f"command line: `--mode min` with --metric, `{metric}:mode=min` in --early-stopping)."
     )
+
+
+def closest(name: str, choices: Sequence[str], cutoff: float = 0.75) -> str | None:
+    """The choice ``name`` most likely misspells, for a "did you mean" (None: none is close).
+
+    Example:
+        >>> closest("val_los", ["val_loss", "val_accuracy"]), closest("seed", ["lr"])
+        ('val_loss', None)
+    """
+    import difflib
+
+    found = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
+    return found[0] if found else None
 
 
 def refuse_model_instance(make_model: Any) -> None:

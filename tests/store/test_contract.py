@@ -159,6 +159,16 @@ class TestStoreContract:
             store.add_runs(4321, [("f", {})])
         assert [r.key for r in store.runs("s")] == ["a", "b"]
 
+    def test_add_runs_of_a_large_grid_gives_each_key_its_own_id(self, store):
+        # More keys than one SQL statement binds at once: the ids still follow the keys.
+        sid = store.create_study("s")
+        other = store.add_run(store.create_study("t"), "k7", {})
+        keys = [f"k{i}" for i in range(1203)]
+        ids = store.add_runs(sid, [(k, {}) for k in [*keys, "k7", "k1200"]])
+        assert len(set(ids[:1203])) == 1203 and other not in ids
+        assert ids[1203] == ids[7] and ids[1204] == ids[1200]
+        assert {r.id: r.key for r in store.runs("s")} == dict(zip(ids, [*keys, "k7", "k1200"], strict=True))
+
     def test_start_runs_starts_a_tasks_runs_all_or_none(self, store):
         sid = store.create_study("s")
         done = _finished(store, sid, "done")

@@ -351,8 +351,15 @@ class SQLiteStore(Store):
                 "INSERT INTO epochlab_runs (study_id, key, settings, status, created_at) "
                 "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (study_id, key) DO NOTHING",
                 [(study_id, key, settings_json, now) for key, settings_json in rows])
-            by_key = dict(conn.execute("SELECT key, id FROM epochlab_runs WHERE study_id = ?",
-                                       (study_id,)))
+            # The ids of these keys only (through the (study_id, key) index): a study of
+            # thousands of fits or trials is not read whole to add one run.
+            keys = list(dict.fromkeys(key for key, _ in rows))
+            by_key: dict[str, int] = {}
+            for i in range(0, len(keys), 500):  # under SQLite's limit on bound values
+                part = keys[i:i + 500]
+                by_key.update(conn.execute(
+                    "SELECT key, id FROM epochlab_runs WHERE study_id = ? AND key IN "
+                    f"({', '.join('?' * len(part))})", (study_id, *part)))
             return [by_key[key] for key, _ in rows]
 
         return self._write(write)

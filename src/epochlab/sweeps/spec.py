@@ -50,7 +50,7 @@ from epochlab import schedules
 from epochlab.callbacks.early_stopping import parse as parse_early_stopping
 from epochlab.sweeps.ranking import SWEPT
 from epochlab.train.trainer import DEFAULT_LR, OPTIMIZERS
-from epochlab.validation import ParameterError, resolve_mode
+from epochlab.validation import ParameterError, closest, resolve_mode
 
 __all__ = ["FIXED", "MODES", "SWEPT", "Config", "SweepSpec", "canonical_schedule", "default_metric"]
 
@@ -395,10 +395,7 @@ class SweepSpec:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
-            import difflib
-
-            guesses = [f"{close[0]!r} for {u!r}" for u in unknown
-                       if (close := difflib.get_close_matches(u, valid, n=1, cutoff=0.75))]
+            guesses = [f"{close!r} for {u!r}" for u in unknown if (close := closest(u, valid))]
             hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
             raise ParameterError(
                 f"Unknown sweep setting(s) {', '.join(map(repr, unknown))}{hint}; "

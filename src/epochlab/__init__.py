@@ -33,6 +33,7 @@ __getattr__, __dir__ = _attach(__name__, {
     "History": "epochlab.train.history",
     "evaluate": "epochlab.train.loop",
     "fit": "epochlab.train.loop",
+    "TrainingError": "epochlab.train.loop",
     "TrainState": "epochlab.train.state",
     "StepRecord": "epochlab.train.trainer",
     "Trainer": "epochlab.train.trainer",
@@ -54,7 +55,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported
     from epochlab.sweeps.spec import SweepSpec
     from epochlab.train.accounting import iterations_per_epoch
     from epochlab.train.history import History
-    from epochlab.train.loop import evaluate, fit
+    from epochlab.train.loop import TrainingError, evaluate, fit
     from epochlab.train.state import TrainState
     from epochlab.train.trainer import StepRecord, Trainer
     from epochlab.tuning import tune
@@ -76,6 +77,7 @@ __all__ = [
     "SweepSpec",
     "TrainState",
     "Trainer",
+    "TrainingError",
     "callbacks",
     "data",
     "diagnose",

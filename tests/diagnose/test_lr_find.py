@@ -99,3 +99,14 @@ def test_bad_parameters_name_the_parameter():
         lr_find(lambda: el.models.mlp(20), d, seeds=[1, 1])
     with pytest.raises(el.ParameterError, match="model"):
         lr_find(lambda: 3, d, num_iter=20)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_labels_the_model_cannot_train_are_refused_fused_or_not(fuse):
+    d = el.data.synthetic(n_samples=400)
+    with pytest.raises(el.ParameterError, match=r"values \[1, 2\], not only 0 and 1"):
+        el.lr_find(lambda: el.models.mlp(20), (d.x_train, d.y_train + 1), num_iter=20, seeds=1,
+                   fuse=fuse)
+    with pytest.raises(el.ParameterError, match="labels 0..2 .* out_features=3"):
+        el.lr_find(lambda: el.models.mlp(20, out_features=2), (d.x_train, np.arange(320) % 3),
+                   num_iter=20, seeds=1, fuse=fuse)

@@ -28,6 +28,7 @@ from epochlab.validation import (
     check_bool,
     check_float,
     check_int,
+    closest,
     resolve_mode,
 )
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _NOT_METRICS = ("epoch", "updates", "samples_seen", "time")
 
 __all__ = [
-    "MODES", "MonitorCallback", "check_bool", "check_float", "check_int", "resolve_mode",
+    "MODES", "MonitorCallback", "check_bool", "check_monitors", "check_float", "check_int", "resolve_mode",
 ]
 
 
@@ -102,13 +103,35 @@ class MonitorCallback(Callback):
     def monitored_value(self, logs: dict[str, Any]) -> float:
         """The monitored metric from an epoch row, or a ValueError listing what exists."""
         if self.monitor not in logs:
-            have = [k for k in logs if k not in _NOT_METRICS]
-            hint = ""
-            if self.monitor.startswith("val_") and not any(k.startswith("val_") for k in have):
-                hint = (" There are no validation metrics: pass `validation_split` or "
-                        "`validation_data` to fit, or monitor a training metric.")
-            raise ValueError(
-                f"{type(self).__name__} monitors {self.monitor!r}, but the epoch's logs have no "
-                f"such metric. Available: {', '.join(have)}.{hint}"
-            )
+            raise ValueError(self.missing_message(logs))
         return float(logs[self.monitor])
+
+    def missing_message(self, names: Any) -> str:
+        """What to say when the epoch's logs (or their expected ``names``) lack the monitor."""
+        have = [k for k in names if k not in _NOT_METRICS]
+        hint = ""
+        if self.monitor.startswith("val_") and not any(k.startswith("val_") for k in have):
+            hint = (" There are no validation metrics: pass `validation_split` or "
+                    "`validation_data` to fit, or monitor a training metric.")
+        elif (near := closest(self.monitor, have)) is not None:
+            hint = f" Did you mean {near!r}?"
+        return (f"{type(self).__name__} monitors {self.monitor!r}, but the epoch's logs have no "
+                f"such metric. Available: {', '.join(have)}.{hint}")
+
+
+def check_monitors(callbacks: Any, names: list[str]) -> None:
+    """Refuse, before training, a monitored metric that the epoch rows will not hold.
+
+    ``names`` are the metrics every epoch row will have. A callback of the user's own
+    before a monitoring one may add metrics to the logs, so the check stops there.
+
+    Example:
+        >>> from epochlab.callbacks import EarlyStopping
+        >>> check_monitors([EarlyStopping(monitor="val_loss")], ["loss", "val_loss"])  # fine
+    """
+    for cb in callbacks:
+        if isinstance(cb, MonitorCallback):
+            if cb.monitor not in names:
+                raise ParameterError(cb.missing_message(names))
+        elif not type(cb).__module__.startswith("epochlab."):
+            return

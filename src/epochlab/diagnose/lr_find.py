@@ -59,7 +59,7 @@ from epochlab.schedules import exponential_decay
 from epochlab.sweeps.fused import train_fused
 from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.train.data import probe_rows, split_indices
-from epochlab.train.loop import evaluate, fit
+from epochlab.train.loop import evaluate, fit, prepare_data
 from epochlab.train.runtime import fused_or_one_by_one, manual_seed
 from epochlab.validation import ParameterError, check_float, check_int
 
@@ -391,6 +391,8 @@ def lr_find(
     lrs = np.array([ramp(i) for i in range(num_iter)])
     models = [_build(model, s) for s in seed_list]
     ok, why = _fusable(models, data, optimizer, loss, batch_size) if fuse else (False, "fuse=False")
+    if ok:
+        _check_as_fit(models[0], data, validation_split, seed_list[0])
     t0 = time.perf_counter()
     if ok:
         raw = _run_fused(models, data, seed_list, ramp, batch_size, num_iter, optimizer,
@@ -420,6 +422,13 @@ def lr_find(
                      weight_decay=weight_decay, momentum=momentum, diverge=diverge, smooth=smooth,
                      burn_in=burn_in, validation_split=validation_split),
     )
+
+
+def _check_as_fit(model: nn.Module, data: Any, validation_split: float, seed: int) -> None:
+    """The fused engine trusts its data: check it as fit would (labels the model has no
+    output for, NaN, a shape the model cannot take), with fit's messages."""
+    prepare_data(model, data, validation_split=validation_split, validation_data=None,
+                 validation_split_mode="random", loss=None, seed=seed)
 
 
 def _run_fused(models, data, seeds, ramp, batch_size, num_iter, optimizer, weight_decay,
@@ -517,6 +526,7 @@ def lr_sweep(
     initial = evaluate(models[0], (x[va], y[va]), metrics=())["loss"]
     ok, _ = _fusable(models, data, optimizer, None, batch_size) if fuse else (False, "")
     if ok:
+        _check_as_fit(models[0], data, validation_split, seeds[0])
         res = train_fused(models, x, y, epochs=epochs, batch_size=batch_size,
                           lrs=[lr for lr, _ in members], seeds=[s for _, s in members],
                           optimizer=optimizer, validation_split=validation_split)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ _EPOCH_GATHER_BYTES = 256 * 2**20
 def as_tensor(name: str, a: Any, device: torch.device | None = None) -> torch.Tensor:
     """Convert arrays, lists and tensors to a tensor, with a clear error otherwise."""
     if isinstance(a, torch.Tensor):
-        t = a
+        t = a.detach()  # data, not part of a graph: fit's own backward never reaches it
     else:
         try:
             arr = np.asarray(a)
@@ -106,10 +107,14 @@ def split_indices(
         >>> len(tr), len(va), how
         (640, 160, 'random')
     """
-    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)):
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
         raise ParameterError(
             f"The value of `validation_split` is {validation_split!r}, but must be a float in [0, 1)."
         )
+    # A NumPy float as the Python float it prints as: float(np.float32(0.2)) is 0.2000000030,
+    # which would hold out one row more than 0.2 does.
+    validation_split = (float(str(validation_split)) if isinstance(validation_split, np.floating)
+                        else float(validation_split))
     if not 0.0 <= validation_split < 1.0:
         raise ParameterError(
             f"The value of `validation_split` is {validation_split}, but must be in [0, 1)."
@@ -261,9 +266,11 @@ class DatasetSource:
         indices: np.ndarray,
         device: torch.device,
         target_fn: Any = None,
+        x_fn: Any = None,
     ) -> None:
         self.dataset, self.indices, self.device = dataset, indices, device
         self.target_fn = target_fn or (lambda y: y)
+        self.x_fn = x_fn or (lambda x: x)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -277,9 +284,18 @@ class DatasetSource:
         # A private generator: a DataLoader draws a worker seed from torch's global RNG on
         # every iteration start, which would shift dropout's stream when a resume starts
         # the DataLoader mid-epoch (no workers here, so the seed is never used).
-        loader = DataLoader(self.dataset, batch_sampler=plan, generator=torch.Generator())
+        loader = DataLoader(self.dataset, batch_sampler=plan, generator=torch.Generator(),
+                            collate_fn=_stack_pairs)
         for xb, yb in loader:
-            yield xb.to(self.device), self.target_fn(yb.to(self.device))
+            yield self.x_fn(xb.to(self.device)), self.target_fn(yb.to(self.device))
+
+
+def _stack_pairs(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of ``(x, y)`` items as two tensors; an x given as a list of numbers is one row
+    (torch's default collate would make a list of per-feature tensors of it)."""
+    xs, ys = zip(*items, strict=True)
+    return (torch.stack([as_tensor("x", x) for x in xs]),
+            torch.stack([as_tensor("y", y) for y in ys]))
 
 
 @dataclass

@@ -31,7 +31,6 @@ from epochlab.train.data import (
 from epochlab.train.history import History
 from epochlab.train.losses import (
     LossSpec,
-    batch_targets,
     out_features_of,
     prepare_targets,
     resolve_loss,
@@ -48,7 +47,7 @@ from epochlab.train.runtime import (
     start_idle_window,
     using_threads,
 )
-from epochlab.train.trainer import OptimizerLike, Trainer, evaluate_tensors
+from epochlab.train.trainer import OptimizerLike, Trainer, callback_list, evaluate_tensors
 from epochlab.validation import ParameterError, check_bool
 
 
@@ -107,24 +106,11 @@ def prepare_data(
         raise ParameterError(
             "Both `validation_split` and `validation_data` were given; pass one of them."
         )
+    check_param_dtype(model)
+    data = _tensors_of(data)
     if isinstance(data, Dataset) and not isinstance(data, (tuple, list)):
-        n = len(data)
-        if n == 0:
-            raise ParameterError("The dataset has 0 rows; training needs at least one row.")
-        tr, va, how = split_indices(n, validation_split, mode=validation_split_mode, seed=seed)
-        x0, y0 = data[int(tr[0])]
-        x0 = as_tensor("x", x0, device).unsqueeze(0)
-        y0 = as_tensor("y", y0).reshape(1, *as_tensor("y", y0).shape)
-        out_shape = out_features_of(model, x0)
-        spec = resolve_loss(loss, y0, out_shape[1] if len(out_shape) == 2 else 1)
-        val = None
-        if len(va):
-            xs, ys = zip(*(data[int(i)] for i in va), strict=True)
-            vx = torch.stack([as_tensor("x", v) for v in xs]).to(device)
-            vy = torch.stack([as_tensor("y", v) for v in ys]).to(device)
-            val = (_cast_x(vx, model), prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation", dt))
-        source = DatasetSource(data, tr, device, target_fn=lambda y: batch_targets(spec, y, dt))
-        return PreparedData(source, val, len(tr), len(va), how), spec
+        return _prepare_dataset(model, data, validation_split, validation_data,
+                                validation_split_mode, loss, seed)
 
     x, y = _split_xy(data, "data")
     x, y = as_tensor("X", x, device), as_tensor("y", y, device)
@@ -141,12 +127,7 @@ def prepare_data(
     )
     val = None
     if validation_data is not None:
-        vx, vy = _split_xy(validation_data, "validation_data")
-        vx, vy = as_tensor("validation X", vx, device), as_tensor("validation y", vy, device)
-        check_pair(vx, vy, "validation data")
-        vx = _cast_x(vx, model)
-        val = (vx, prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation data", dt))
-        how = "given"
+        val, how = _validation(model, spec, validation_data, device, dt), "given"
     elif len(va):
         va_t = torch.as_tensor(va, device=device)
         val = (x[va_t], y[va_t])
@@ -156,6 +137,137 @@ def prepare_data(
             x, y = x[tr_t], y[tr_t]
     n_val = 0 if val is None else val[0].shape[0]
     return PreparedData(ArraySource(x, y), val, x.shape[0], n_val, how), spec
+
+
+# Rows of a Dataset whose labels decide the loss and are checked before training (all of
+# them up to this many, else this many spread evenly); the rest are checked batch by batch.
+DATASET_CHECK_ROWS = 2048
+
+
+def check_param_dtype(model: nn.Module) -> None:
+    """Refuse a model with half-precision parameters: trained as they are, without float32
+    master weights or loss scaling, they diverge or stall; ``precision="bf16"`` is the way.
+
+    Example:
+        >>> check_param_dtype(nn.Linear(2, 1))  # float32: fine
+    """
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if p is not None and p.dtype in (torch.float16, torch.bfloat16):
+        name = str(p.dtype).removeprefix("torch.")
+        raise ParameterError(
+            f"The model's parameters are {name}. fit trains float32 (or float64) weights and "
+            "runs the forward pass in bfloat16 itself with precision='bf16' (autocast, float32 "
+            "weights and optimizer state): convert the model back with `model.float()`."
+        )
+
+
+def _tensors_of(data: Any) -> Any:
+    """A TensorDataset of (X, y) as the two tensors: the checks, casts and stratified split
+    of arrays, instead of a Dataset's row-by-row path."""
+    if type(data) is torch.utils.data.TensorDataset and len(data.tensors) == 2:
+        return tuple(data.tensors)
+    return data
+
+
+def _pair(item: Any, index: int) -> tuple[Any, Any]:
+    """A Dataset item as ``(x, y)``, or a ParameterError saying what it is instead."""
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return item[0], item[1]
+    if isinstance(item, dict):
+        got = f"a dict with keys {sorted(map(str, item))[:6]}"
+        fix = " Return a pair from __getitem__, e.g. `return item['x'], item['y']`."
+    elif isinstance(item, (tuple, list)):
+        got, fix = f"a {type(item).__name__} of {len(item)} values", ""
+    else:
+        got, fix = f"a {type(item).__name__}", ""
+    raise ParameterError(
+        f"Each item of the Dataset must be an (x, y) pair; item {index} is {got}.{fix}"
+    )
+
+
+def dataset_arrays(data: Dataset, rows: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items ``rows`` of a map-style Dataset stacked as ``(X, y)`` tensors, checked as
+    arrays are.
+
+    Example:
+        >>> ds = torch.utils.data.TensorDataset(torch.zeros(4, 3), torch.arange(4))
+        >>> [tuple(t.shape) for t in dataset_arrays(ds, range(4), "data")]
+        [(4, 3), (4,)]
+    """
+    xs, ys = [], []
+    for i in rows:
+        x, y = _pair(data[int(i)], int(i))
+        xs.append(as_tensor(f"{where} x", x))
+        ys.append(as_tensor(f"{where} y", y))
+    try:
+        x, y = torch.stack(xs), torch.stack(ys)
+    except RuntimeError as e:
+        raise ParameterError(
+            f"{where}: the Dataset's items differ in shape ({e}); every x must have one "
+            "shape, and every y."
+        ) from None
+    check_pair(x, y, where)
+    return x, y
+
+
+def _prepare_dataset(
+    model: nn.Module, data: Dataset, validation_split: float, validation_data: Any,
+    validation_split_mode: str, loss: Any, seed: int,
+) -> tuple[PreparedData, LossSpec]:
+    """prepare_data for a map-style Dataset: rows read batch by batch as training goes, the
+    loss chosen from (and the checks run on) the labels of up to DATASET_CHECK_ROWS rows."""
+    device, dt = _device_of(model), float_dtype(model)
+    n = len(data)
+    if n == 0:
+        raise ParameterError("The dataset has 0 rows; training needs at least one row.")
+    tr, va, how = split_indices(n, validation_split, mode=validation_split_mode, seed=seed)
+    step = max(1, len(tr) // DATASET_CHECK_ROWS)
+    xs, ys = dataset_arrays(data, tr[::step][:DATASET_CHECK_ROWS], "training data")
+    xs = _cast_x(xs.to(device), model)
+    out_shape = out_features_of(model, xs[:2])
+    spec = resolve_loss(loss, ys, out_shape[1] if len(out_shape) == 2 else 1)
+    prepare_targets(spec, ys.to(device), out_shape, "training data", dt)
+    val = None
+    if validation_data is not None:
+        val, how = _validation(model, spec, validation_data, device, dt), "given"
+    elif len(va):
+        vx, vy = dataset_arrays(data, va, "validation data")
+        vx = _cast_x(vx.to(device), model)
+        val = (vx, prepare_targets(spec, vy.to(device), out_features_of(model, vx[:2]),
+                                   "validation data", dt))
+    tail = out_shape[1:]
+
+    def targets(y: torch.Tensor) -> torch.Tensor:
+        # Checked as the sampled rows were: a label out of range says so, not an IndexError.
+        return prepare_targets(spec, y, (len(y), *tail), "training data", dt)
+
+    source = DatasetSource(data, tr, device, target_fn=targets,
+                           x_fn=lambda x: _cast_x(x, model))
+    n_val = 0 if val is None else val[0].shape[0]
+    return PreparedData(source, val, len(tr), n_val, how), spec
+
+
+def _validation(
+    model: nn.Module, spec: LossSpec, validation_data: Any, device: torch.device,
+    dt: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``validation_data`` as checked tensors: (X, y) or a Dataset of (x, y) items."""
+    validation_data = _tensors_of(validation_data)
+    if hasattr(validation_data, "x_train"):
+        raise ParameterError(
+            "`validation_data` is a DataBundle, which holds a training and a test split; pass "
+            "the split to validate on, e.g. `(d.x_test, d.y_test)`, or use `validation_split` "
+            "to hold out part of the training rows."
+        )
+    if isinstance(validation_data, Dataset) and not isinstance(validation_data, (tuple, list)):
+        vx, vy = dataset_arrays(validation_data, range(len(validation_data)), "validation data")
+    else:
+        vx, vy = _split_xy(validation_data, "validation_data")
+        vx, vy = as_tensor("validation X", vx), as_tensor("validation y", vy)
+    vx, vy = vx.to(device), vy.to(device)
+    check_pair(vx, vy, "validation data")
+    vx = _cast_x(vx, model)
+    return vx, prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation data", dt)
 
 
 def fit(
@@ -243,12 +355,7 @@ def fit(
         raise ParameterError(f"The value of `verbose` is {verbose!r}, but must be 0, 1 or 2.")
     check_bool("shuffle", shuffle)
     check_bool("drop_last", drop_last)
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise ParameterError(
-                f"The value of `callbacks` holds a {type(cb).__name__}, but must hold "
-                "epochlab.callbacks.Callback instances."
-            )
+    callbacks = callback_list(callbacks)
     if check_threads(threads) is None:
         start_idle_window()  # the thread choice's reading runs while the data is prepared
     check_precision(precision)
@@ -281,38 +388,56 @@ def fit(
     choice = resolve(model, probe, batch_size, threads=threads, precision=precision,
                      ceiling=ceiling)
     eval_batch = eval_rows(model, probe, batch_size) if prepared.val is not None else None
+    was_training = model.training
     trainer.use_precision(choice.autocast_dtype, channels_last=choice.channels_last)
-    if choice.channels_last:
-        _to_channels_last(prepared)
-    trainer.state.history.extra["runtime"] = choice.as_dict()
-    rows = prepared.n_train if ctx is None else _dist.distribute(trainer, prepared, ctx, batch_size, drop_last)
-    ipe = iterations_per_epoch(rows, batch_size, drop_last)
-    if ipe == 0:
-        raise ParameterError(
-            f"`drop_last=True` with batch_size={batch_size} and {prepared.n_train} training rows "
-            "leaves no full batch; use a smaller batch or drop_last=False."
+    try:
+        if choice.channels_last:
+            _to_channels_last(prepared)
+        trainer.state.history.extra["runtime"] = choice.as_dict()
+        rows = prepared.n_train if ctx is None else _dist.distribute(trainer, prepared, ctx, batch_size, drop_last)
+        ipe = iterations_per_epoch(rows, batch_size, drop_last)
+        if ipe == 0:
+            raise ParameterError(
+                f"`drop_last=True` with batch_size={batch_size} and {prepared.n_train} training rows "
+                "leaves no full batch; use a smaller batch or drop_last=False."
+            )
+        trainer.attach_loss(spec, targets_ready=True)
+        _check_monitors(trainer, prepared.val is not None)
+        trainer.state.history.start(
+            n_train=prepared.n_train, n_val=prepared.n_val, batch_size=batch_size,
+            iterations_per_epoch=ipe, epochs_planned=epochs, validation_split=prepared.split,
+            params=run_params(
+                epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+                validation_split_mode=validation_split_mode, shuffle=shuffle, drop_last=drop_last,
+                optimizer=optimizer, lr=trainer.state.base_lr, weight_decay=weight_decay,
+                momentum=momentum, seed=seed, schedule=trainer.state.schedule,
+            ),
         )
-    trainer.attach_loss(spec, targets_ready=True)
-    trainer.state.history.start(
-        n_train=prepared.n_train, n_val=prepared.n_val, batch_size=batch_size,
-        iterations_per_epoch=ipe, epochs_planned=epochs, validation_split=prepared.split,
-        params=run_params(
-            epochs=epochs, batch_size=batch_size, validation_split=validation_split,
-            validation_split_mode=validation_split_mode, shuffle=shuffle, drop_last=drop_last,
-            optimizer=optimizer, lr=trainer.state.base_lr, weight_decay=weight_decay,
-            momentum=momentum, seed=seed, schedule=trainer.state.schedule,
-        ),
-    )
-    _dist.record(trainer, ctx, batch_size, lr_scaling, lr_warmup_epochs)
-    if trainer.state.schedule is not None:
-        trainer.state.schedule = trainer.state.schedule.with_total_steps(epochs * ipe)
-    if saver is not None:
-        saver.start(trainer, prepared, resume=resume)
-    # A resumed run keeps the thread count it began with (the loaded History records it):
-    # results are bit-identical only for one count, and "auto" depends on the idle cores.
-    with using_threads(trainer.state.history.extra["runtime"]["threads"]), for_training():
-        return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                   drop_last=drop_last, seed=seed, eval_batch=eval_batch)
+        _dist.record(trainer, ctx, batch_size, lr_scaling, lr_warmup_epochs)
+        if trainer.state.schedule is not None:
+            trainer.state.schedule = trainer.state.schedule.with_total_steps(epochs * ipe)
+        if saver is not None:
+            saver.start(trainer, prepared, resume=resume)
+        # A resumed run keeps the thread count it began with (the loaded History records it):
+        # results are bit-identical only for one count, and "auto" depends on the idle cores.
+        with using_threads(trainer.state.history.extra["runtime"]["threads"]), for_training():
+            return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                       drop_last=drop_last, seed=seed, eval_batch=eval_batch)
+    finally:
+        # The caller's model as it came, but for its weights: its layout (channels-last was
+        # this run's choice) and its train/eval mode.
+        if choice.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+        model.train(was_training)
+
+
+def _check_monitors(trainer: Trainer, validating: bool) -> None:
+    """A callback monitoring a metric the epoch rows will not hold, refused before training."""
+    from epochlab.callbacks.monitor import check_monitors
+
+    names = ["loss", *trainer.metric_fns]
+    names += [f"val_{n}" for n in names] if validating else []
+    check_monitors(trainer.callbacks.callbacks, [*names, "lr"])
 
 
 def _probe_rows(prepared: PreparedData) -> torch.Tensor:
@@ -399,14 +524,16 @@ def run(
     s, h, cbs = trainer.state, trainer.state.history, trainer.callbacks
     want_begin, want_end = cbs.wants("on_batch_begin"), cbs.wants("on_batch_end")
     n_train = data.n_train
-    with torch.random.fork_rng(devices=[]):  # dropout draws from torch's RNG: seed it, leave the caller's alone
+    # Dropout draws from torch's RNGs: seed them, and leave the caller's (CUDA's too) alone.
+    with torch.random.fork_rng(devices=_cuda_devices()):
         if s.global_step == 0:  # each rank its own dropout stream
             manual_seed(dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)))
         else:  # resumed: dropout goes on from the checkpoint's RNG state
             s.install_rngs()
         trainer.model.train()
-        cbs.call("on_train_begin", trainer, {"epochs": epochs, "iterations_per_epoch": h.iterations_per_epoch})
         try:
+            cbs.call("on_train_begin", trainer,
+                     {"epochs": epochs, "iterations_per_epoch": h.iterations_per_epoch})
             while s.epoch < epochs and not trainer.stop_training:
                 t0 = time.perf_counter()
                 if s.batch_in_epoch == 0:
@@ -436,10 +563,10 @@ def run(
                 s.epoch, s.batch_in_epoch, s.epoch_order = s.epoch + 1, 0, None
                 cbs.call("on_epoch_end", trainer, row)
         except KeyboardInterrupt:
-            trainer.stop(
-                "interrupted",
-                f"Interrupted (Ctrl-C) in epoch {s.epoch + 1}, after {s.global_step} updates.",
-            )
+            where = (f"in epoch {s.epoch + 1}" if s.batch_in_epoch else
+                     f"after epoch {s.epoch}" if s.epoch else "before the first update")
+            trainer.stop("interrupted",
+                         f"Interrupted (Ctrl-C) {where}, after {s.global_step} updates.")
         except BaseException as e:
             # Let callbacks clean up (close files, stop the progress display,
             # restore weights) before the error reaches the caller.
@@ -459,6 +586,11 @@ def run(
             raise
         _finish(trainer)
     return h
+
+
+def _cuda_devices() -> list[int]:
+    """The CUDA devices whose RNG state a run saves and restores (none without CUDA)."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
 def _finish(trainer: Trainer) -> None:
@@ -516,9 +648,15 @@ def evaluation_data(
     """
     if hasattr(data, "x_test"):
         data = (data.x_test, data.y_test)
-    x, y = _split_xy(data, "data")
+    check_param_dtype(model)
+    data = _tensors_of(data)
     device = _device_of(model)
-    x, y = as_tensor("X", x, device), as_tensor("y", y, device)
+    if isinstance(data, Dataset) and not isinstance(data, (tuple, list)):
+        x, y = dataset_arrays(data, range(len(data)), where)
+        x, y = x.to(device), y.to(device)
+    else:
+        x, y = _split_xy(data, "data")
+        x, y = as_tensor("X", x, device), as_tensor("y", y, device)
     check_pair(x, y, where)
     x = _cast_x(x, model)
     out_shape = out_features_of(model, x[:2])

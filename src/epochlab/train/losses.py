@@ -44,6 +44,19 @@ class LossSpec:
     task: str  # "binary", "multiclass", "regression", "custom"
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     reason: str  # why this loss, in words
+    prep: str = ""  # how targets are prepared: "bce", "cross_entropy", "mse" ("": as `name`)
+
+    def __post_init__(self) -> None:
+        self.prep = self.prep or (self.name if self.name in TASK_OF_LOSS else "custom")
+
+
+# torch's own loss modules, given as `loss`: their targets are prepared as the built-in
+# loss of the same kind prepares them (a BCEWithLogitsLoss needs float (rows, 1) targets).
+_TORCH_LOSS_KINDS: tuple[tuple[type, str], ...] = (
+    (nn.BCEWithLogitsLoss, "bce"), (nn.BCELoss, "bce"), (nn.CrossEntropyLoss, "cross_entropy"),
+    (nn.NLLLoss, "cross_entropy"), (nn.MSELoss, "mse"), (nn.L1Loss, "mse"),
+    (nn.SmoothL1Loss, "mse"), (nn.HuberLoss, "mse"),
+)
 
 
 def _is_integral(y: torch.Tensor) -> bool:
@@ -58,6 +71,10 @@ def _bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def resolve_loss(loss: object, y: torch.Tensor, out_features: int) -> LossSpec:
     """Pick the loss for targets ``y`` and a model with ``out_features`` outputs."""
+    if isinstance(loss, nn.Module):
+        for cls, kind in _TORCH_LOSS_KINDS:
+            if isinstance(loss, cls):
+                return LossSpec(type(loss).__name__, TASK_OF_LOSS[kind], loss, "given", kind)
     if callable(loss) and not isinstance(loss, str):
         name = getattr(loss, "__name__", type(loss).__name__)
         return LossSpec(name, "custom", loss, "given")
@@ -99,15 +116,23 @@ def prepare_targets(
     ``out_shape`` is the model's output shape for a probe batch (rows first);
     float targets take ``dtype``, the model's (float64 models get float64 losses).
     """
-    if spec.task == "custom":
+    if spec.prep == "custom":
         return y
-    if spec.name == "cross_entropy":
+    if spec.prep == "cross_entropy":
         if _is_one_hot(y):
             y = y.argmax(dim=1)
         if not _is_integral(y) or y.ndim != 1:
+            hint = ""
+            if y.ndim == 2 and y.shape[1] == 1:
+                hint = " Flatten it: `y.ravel()` (NumPy) or `y.flatten()` (torch)."
+            elif y.ndim == 2 and _is_integral(y) and bool(((y == 0) | (y == 1)).all()):
+                hint = (" Rows with several 1s are multi-label targets: train them with "
+                        "loss='bce' (one sigmoid output per label).")
+            elif not _is_integral(y):
+                hint = " Values that are not whole numbers are regression targets: loss='mse'."
             raise ParameterError(
                 f"{where}: cross-entropy needs one integer class label per row; got y of shape "
-                f"{tuple(y.shape)} and dtype {y.dtype}."
+                f"{tuple(y.shape)} and dtype {y.dtype}.{hint}"
             )
         n_out = out_shape[1] if len(out_shape) == 2 else None
         if n_out is None:
@@ -120,10 +145,12 @@ def prepare_targets(
             raise ParameterError(
                 f"{where}: y has labels {lo}..{hi} ({hi + 1} classes) but the model outputs "
                 f"{n_out} values per row; labels must lie in 0..{n_out - 1}. "
-                f"Build the model with out_features={hi + 1}."
+                + (f"If the classes are numbered from 1, subtract 1 (`y - 1`); otherwise build "
+                   f"the model with out_features={hi + 1}."
+                   if lo == 1 and hi == n_out else f"Build the model with out_features={hi + 1}.")
             )
         return y.long()
-    if spec.name == "bce":
+    if spec.prep == "bce":
         y = y.reshape(-1, 1) if y.ndim == 1 else y
         if tuple(out_shape[1:]) != tuple(y.shape[1:]):
             raise ParameterError(
@@ -157,16 +184,6 @@ def prepare_targets(
             f"{where}: the model outputs shape {out_shape} but the regression targets "
             f"have {targets}.{hint}"
         )
-    return y
-
-
-def batch_targets(spec: LossSpec, y: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The cheap per-batch part of :func:`prepare_targets` (no checks), for streamed data."""
-    if spec.name == "cross_entropy":
-        return (y.argmax(dim=1) if y.ndim == 2 else y).long()
-    if spec.name in ("bce", "mse"):
-        y = y.to(dtype)
-        return y.reshape(-1, 1) if y.ndim == 1 else y
     return y
 
 

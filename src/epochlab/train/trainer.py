@@ -57,6 +57,7 @@ def make_optimizer(
         0.9
     """
     if isinstance(optimizer, torch.optim.Optimizer):
+        check_optimizer_instance(optimizer, model, weight_decay, momentum)
         return optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -79,6 +80,49 @@ def make_optimizer(
         f"Unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}, "
         "or pass a torch.optim.Optimizer or a factory."
     )
+
+
+def check_optimizer_instance(
+    optimizer: torch.optim.Optimizer, model: nn.Module, weight_decay: float = 0.0,
+    momentum: float = 0.0,
+) -> None:
+    """Refuse an optimizer that does not update ``model`` or that settings were given beside.
+
+    An optimizer built on another model's parameters would train nothing here
+    (the run would "complete" with the weights unchanged); ``weight_decay`` and
+    ``momentum`` belong to the optimizer built, where fit cannot change them.
+
+    Example:
+        >>> import torch, epochlab as el
+        >>> m = el.models.mlp(4)
+        >>> check_optimizer_instance(torch.optim.SGD(m.parameters(), lr=0.1), m)  # fine
+    """
+    mine = {id(p) for p in model.parameters()}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    if not any(id(p) in mine for p in held):
+        raise ParameterError(
+            f"The {type(optimizer).__name__} passed as `optimizer` holds none of the model's "
+            "parameters (was it built on another model, or on a copy?), so training would "
+            "change nothing. Build it on this model: "
+            f"`torch.optim.{type(optimizer).__name__}(model.parameters(), ...)`."
+        )
+    foreign = sum(id(p) not in mine for p in held)
+    if foreign:
+        raise ParameterError(
+            f"The {type(optimizer).__name__} passed as `optimizer` holds {foreign} "
+            "parameter(s) that are not the model's; build it on this model's parameters only."
+        )
+    for name, value in (("weight_decay", weight_decay), ("momentum", momentum)):
+        if value:
+            raise ParameterError(
+                f"`{name}={value!r}` was given with an optimizer instance, whose own "
+                f"settings are used; set {name} on the optimizer you build instead."
+            )
+
+
+def optimizer_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate an optimizer instance was built with (its first group's)."""
+    return float(optimizer.param_groups[0]["lr"])
 
 
 DEFAULT_LR = 1e-3
@@ -125,6 +169,89 @@ def resolve_lr(lr: Any, schedule: Any) -> tuple[float, Schedule | None]:
     if own is None:
         schedule = schedule.with_initial(DEFAULT_LR if lr is None else lr)
     return float(schedule.initial_lr), schedule
+
+
+def metric_names(metrics: Any) -> tuple[str, ...]:
+    """``metrics`` as a tuple of names: ``None`` is none, one string is one metric.
+
+    Example:
+        >>> metric_names("accuracy"), metric_names(None)
+        (('accuracy',), ())
+    """
+    if metrics is None:
+        return ()
+    if isinstance(metrics, str):
+        return (metrics,)
+    try:
+        names = tuple(metrics)
+    except TypeError:
+        raise ParameterError(
+            f"The value of `metrics` is a {type(metrics).__name__}, but must be a list of "
+            "metric names, e.g. ['accuracy']."
+        ) from None
+    bad = [m for m in names if not isinstance(m, str)]
+    if bad:
+        raise ParameterError(
+            f"The value of `metrics` holds {bad[0]!r} ({type(bad[0]).__name__}), but must hold "
+            "metric names (strings), e.g. ['accuracy']."
+        )
+    return names
+
+
+def callback_list(callbacks: Any) -> list[Callback]:
+    """``callbacks`` as a list of Callback instances: ``None`` is none, one callback is a
+    list of one, a generator is read once; anything else is refused by name.
+
+    Example:
+        >>> import epochlab as el
+        >>> len(callback_list(el.EarlyStopping())), callback_list(None)
+        (1, [])
+    """
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if isinstance(callbacks, type) and issubclass(callbacks, Callback):
+        raise ParameterError(
+            f"The value of `callbacks` is the class {callbacks.__name__}, but must hold "
+            f"instances: `{callbacks.__name__}(...)`."
+        )
+    try:
+        out = list(callbacks)
+    except TypeError:
+        raise ParameterError(
+            f"The value of `callbacks` is a {type(callbacks).__name__}, but must be a list of "
+            "epochlab.callbacks.Callback instances."
+        ) from None
+    for cb in out:
+        if isinstance(cb, type) and issubclass(cb, Callback):
+            raise ParameterError(
+                f"The value of `callbacks` holds the class {cb.__name__}, but must hold "
+                f"instances: `{cb.__name__}(...)`."
+            )
+        if not isinstance(cb, Callback):
+            raise ParameterError(
+                f"The value of `callbacks` holds a {type(cb).__name__}, but must hold "
+                "epochlab.callbacks.Callback instances."
+            )
+    return out
+
+
+def _instance_lr(optimizer: torch.optim.Optimizer, lr: Any, schedule: Any) -> Any:
+    """``lr`` for :func:`resolve_lr` when ``optimizer`` is an instance: its own rate unless a
+    schedule brings one; ``lr`` given too and different is refused (one source of truth)."""
+    own = optimizer_lr(optimizer)
+    if lr is None:
+        if isinstance(schedule, Schedule) and schedule.initial_lr is not None:
+            return None  # the schedule's own initial rate drives the run
+        return own
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and float(lr) != own:
+        raise ParameterError(
+            f"Both `lr` ({lr:g}) and the {type(optimizer).__name__} passed as `optimizer` "
+            f"(lr={own:g}) give a learning rate; give one of them (build the optimizer with "
+            "the rate you want, or pass its name, e.g. optimizer='adam', with `lr`)."
+        )
+    return lr
 
 
 def _grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -262,6 +389,8 @@ class Trainer:
             raise ParameterError(
                 f"The value of `model` is a {type(model).__name__}, but must be a torch.nn.Module."
             )
+        if isinstance(optimizer, torch.optim.Optimizer):
+            lr = _instance_lr(optimizer, lr, schedule)
         lr, schedule = resolve_lr(lr, schedule)
         weight_decay = check_float("weight_decay", weight_decay, low=0.0)
         momentum = check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
@@ -274,7 +403,12 @@ class Trainer:
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(optimizer, model, float(lr), weight_decay, momentum)
         self._fast_step = _FusedAdamStep.of(self.optimizer)
-        self.callbacks = CallbackList(list(callbacks))
+        # Each parameter group's rate relative to the first (an optimizer instance may give
+        # groups their own rates, e.g. a smaller one for a pretrained backbone): kept as the
+        # run's rate changes.
+        first = optimizer_lr(self.optimizer) or 1.0
+        self._group_scales = [float(g["lr"]) / first for g in self.optimizer.param_groups]
+        self.callbacks = CallbackList(callback_list(callbacks))
         self.state = TrainState(
             model=model,
             optimizer=self.optimizer,
@@ -286,7 +420,7 @@ class Trainer:
         self.stop_training = False
         self.stop_reason: str | None = None
         self._loss_arg = loss
-        self._metric_names = tuple(metrics)
+        self._metric_names = metric_names(metrics)
         self.spec: LossSpec | None = None
         self.metric_fns: dict[str, Callable] = {}
         self._targets_ready = False  # fit prepares all targets once; bare step() per batch
@@ -390,8 +524,9 @@ class Trainer:
         if self.lr_factor is not None:
             lr *= self.lr_factor(s.global_step)
         if lr != self._lr_set:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            for group, scale in zip(self.optimizer.param_groups, self._group_scales,
+                                    strict=True):
+                group["lr"] = lr * scale
             self._lr_set = lr
 
         out = self.net(x) if self._amp is None else self.forward(x)

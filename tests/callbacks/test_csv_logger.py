@@ -70,3 +70,8 @@ def test_arguments_are_validated_at_construction(tmp_path):
         el.CSVLogger(tmp_path / "x.csv", append=1)
     with pytest.raises(TypeError, match="`path` is None"):
         el.CSVLogger(None)
+
+
+def test_a_folder_as_the_path_is_refused_when_made(tmp_path):
+    with pytest.raises(el.ParameterError, match="a folder, but must be a file path"):
+        el.CSVLogger(tmp_path)

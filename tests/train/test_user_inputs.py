@@ -241,3 +241,24 @@ def test_fit_leaves_the_models_layout_and_mode_as_they_came():
     h = el.fit(m, (x, y), epochs=1, batch_size=32, verbose=0, precision="bf16")
     assert h.extra["runtime"]["channels_last"]
     assert m[0].weight.is_contiguous() and not m.training
+
+
+def test_batch_norm_with_a_last_batch_of_one_row_is_refused_before_training(data):
+    x, y = data.x_train[:65], data.y_train[:65]
+    with pytest.raises(el.ParameterError, match="leave a last batch of 1 row. Use drop_last=True"):
+        _fit(el.models.mlp(20, batch_norm=True), (x, y), batch_size=64)
+    assert _fit(el.models.mlp(20, batch_norm=True), (x, y), batch_size=64,
+                drop_last=True).total_updates == 1
+    with pytest.raises(el.ParameterError, match="batch_size=1 gives it one"):
+        _fit(el.models.mlp(20, batch_norm=True), (x, y), batch_size=1)
+    with pytest.raises(el.ParameterError, match="Batch size 32 .* leave a last batch of 1 row"):
+        el.sweep(lambda: el.models.mlp(20, batch_norm=True), (data.x_train[:65], data.y_train[:65]),
+                 epochs=1, batch_size=[5, 32], validation_split=0.0, progress=False)
+
+
+@pytest.mark.parametrize("last", [torch.nn.Sigmoid(), torch.nn.Softmax(dim=1)])
+def test_a_model_ending_in_probabilities_is_warned_about(data, last):
+    out = 1 if isinstance(last, torch.nn.Sigmoid) else 2
+    m = torch.nn.Sequential(torch.nn.Linear(20, out), last)
+    with pytest.warns(UserWarning, match=f"ends in {type(last).__name__}, but fit's loss"):
+        _fit(m, data.train)

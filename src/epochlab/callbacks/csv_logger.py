@@ -49,6 +49,11 @@ class CSVLogger(Callback):
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ParameterError(f"The value of `path` is {path!r}, but must be a file path.")
         self.path = Path(path)
+        if self.path.is_dir():  # found now, not when training begins
+            raise ParameterError(
+                f"The value of `path` is {str(self.path)!r}, a folder, but must be a file path, "
+                f"e.g. {str(self.path / 'history.csv')!r}."
+            )
         self.append = check_bool("append", append)
         self._file: IO[str] | None = None
         self._writer: csv.DictWriter | None = None

@@ -41,7 +41,7 @@ from epochlab.store.record import check_study, ensure_study
 from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
 from epochlab.sweeps.ranking import SELECT, EpochsReadOnce, best_run, metric_values
-from epochlab.sweeps.spec import SweepSpec
+from epochlab.sweeps.spec import Config, SweepSpec
 from epochlab.sweeps.worker import TaskOutcome, execute_task, remove_checkpoints
 from epochlab.sweeps.workload import (
     NO_SOURCES,
@@ -51,9 +51,10 @@ from epochlab.sweeps.workload import (
     load_data,
     user_inputs,
 )
+from epochlab.train.accounting import validation_count
 from epochlab.train.data import check_forward
 from epochlab.train.history import History
-from epochlab.train.loop import evaluation_data
+from epochlab.train.loop import check_batch_norm_batches, evaluation_data
 from epochlab.train.runtime import check_precision, check_threads, start_idle_window
 from epochlab.validation import ParameterError
 
@@ -160,18 +161,24 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
     """
     if _checked and _checked[0]() is spec and _checked[1]() is sources:
         return spec
-    seen = set()
+    seen: dict[tuple[str, bool], Any] = {}
+    batches = set()
     data = None
     for c in spec.configs():
         if (c.model, c.batch_norm) in seen:
+            if isinstance(data, DataBundle) and (c.batch_size, c.validation_split) not in batches:
+                batches.add((c.batch_size, c.validation_split))
+                _check_batches(seen[(c.model, c.batch_norm)], data, c)
             continue
-        seen.add((c.model, c.batch_norm))
         data = load_data(c, sources)
         try:
-            model = build_model(c, data, sources)
+            model = seen[(c.model, c.batch_norm)] = build_model(c, data, sources)
         except (ValueError, TypeError) as e:
             raise ParameterError(f"Cannot build model {c.model!r} on data {c.data!r}: {e}") from None
         check_forward(model, data, c.model, c.data)  # a model that cannot take the data
+        if isinstance(data, DataBundle):
+            batches.add((c.batch_size, c.validation_split))
+            _check_batches(model, data, c)
         if isinstance(data, DataBundle):
             # The values and labels, checked as fit and evaluate check them, so that a bad
             # one fails the command before the store exists, not every run (the test split,
@@ -199,6 +206,16 @@ def preflight(spec: SweepSpec, sources: Sources = NO_SOURCES) -> SweepSpec:
             )
     _checked[:] = [weakref.ref(spec), weakref.ref(sources)]
     return spec
+
+
+def _check_batches(model: nn.Module, data: DataBundle, c: Config) -> None:
+    """A batch size that leaves batch norm a last batch of one row, refused as fit does."""
+    n = len(data.x_train)
+    try:
+        check_batch_norm_batches(model, n - validation_count(n, c.validation_split),
+                                 c.batch_size, drop_last=False, can_drop_last=False)
+    except ParameterError as e:
+        raise ParameterError(f"Batch size {c.batch_size} with the model {c.model!r}: {e}") from None
 
 
 # The last spec preflight returned and its sources, weakly (they may hold a user's data):
@@ -317,7 +334,9 @@ def sweep(
       ``torch.manual_seed(seed); model = make_model()`` then
       ``epochlab.fit(model, data, epochs=..., batch_size=..., lr=...,
       validation_split=..., seed=seed, ...)``, so any run can be reproduced
-      by hand. ``make_model`` is a zero-argument callable returning an
+      by hand: bit for bit with ``fuse=False``; runs trained fused (stacked
+      into one model) agree with it to float rounding (the same sums in
+      another order, ~1e-7 in float32). ``make_model`` is a zero-argument callable returning an
       ``nn.Module`` (a registry model name also works); ``data`` is
       ``(X, y)``, a DataBundle, a map-style Dataset or a registry name.
       Swept settings take a value or a list; run keys carry a fingerprint of

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -317,9 +318,23 @@ def fit(
     reached by a linear warmup over ``lr_warmup_epochs`` (Goyal et al. 2017).
 
     The learning rate has one source: ``lr``, or a ``schedule``'s own
-    initial rate (giving both, different, is an error), else 1e-3. Every
+    initial rate (giving both, different, is an error), else 1e-3. An
+    optimizer *instance* brings its own rate (its first parameter group's;
+    other groups keep their ratio to it), momentum and weight decay: ``lr``
+    different from it, ``momentum`` or ``weight_decay`` beside it, and one
+    built on parameters that are not the model's are refused. Every
     argument is checked before the first iteration and a wrong one raises
     :class:`~epochlab.validation.ParameterError`.
+
+    Training continues from the model's current weights. An optimizer given
+    by name starts fresh each call, and the batch order follows ``seed``: a
+    second ``fit`` with the same seed sees the epochs in the same order again
+    (pass another seed, or ``epochs=`` for more epochs in one call, or
+    ``resume``). The model comes back in the memory layout and train/eval
+    mode it came in. A Dataset other than a ``TensorDataset`` of ``(X, y)``
+    is read row by row: the loss is chosen from, and the labels checked on,
+    up to 2,048 of its rows before training (the rest as their batches come),
+    and its validation split is random, not stratified.
 
     ``threads`` (``"auto"`` or an int) sets torch's intra-op threads for this
     training only (the caller's count is restored after); ``"auto"`` uses one
@@ -401,6 +416,8 @@ def fit(
                 f"`drop_last=True` with batch_size={batch_size} and {prepared.n_train} training rows "
                 "leaves no full batch; use a smaller batch or drop_last=False."
             )
+        check_batch_norm_batches(model, rows, batch_size, drop_last)
+        _warn_probability_output(model, spec)
         trainer.attach_loss(spec, targets_ready=True)
         _check_monitors(trainer, prepared.val is not None)
         trainer.state.history.start(
@@ -429,6 +446,53 @@ def fit(
         if choice.channels_last:
             model.to(memory_format=torch.contiguous_format)
         model.train(was_training)
+
+
+def _warn_probability_output(model: nn.Module, spec: LossSpec) -> None:
+    """Warn when a Sequential ends in Sigmoid/Softmax but the loss takes logits: it trains
+    (badly: the gradients vanish as outputs saturate) and accuracy reads probabilities as
+    logits, so nothing else would say so."""
+    last: nn.Module = model
+    while isinstance(last, nn.Sequential) and len(last):
+        last = last[-1]
+    takes_logits = spec.name in ("bce", "cross_entropy", "BCEWithLogitsLoss",
+                                 "CrossEntropyLoss")
+    if takes_logits and isinstance(last, (nn.Sigmoid, nn.Softmax, nn.LogSoftmax)):
+        warnings.warn(
+            f"The model ends in {type(last).__name__}, but fit's loss ({spec.name}) takes "
+            "logits, the outputs before it, and so does accuracy: remove the last "
+            f"{type(last).__name__} (apply it when you want probabilities, e.g. "
+            "`torch.sigmoid(model(x))`).", UserWarning, stacklevel=3)
+
+
+def check_batch_norm_batches(model: nn.Module, rows: int, batch_size: int,
+                             drop_last: bool, *, can_drop_last: bool = True) -> None:
+    """Batch norm cannot train on a batch of one row (its variance is undefined): refuse a
+    split that makes one, before training, with the ways out.
+
+    Example:
+        >>> check_batch_norm_batches(nn.BatchNorm1d(3), rows=64, batch_size=32, drop_last=False)
+    """
+    last = rows % batch_size if not drop_last else 0
+    if batch_size != 1 and last != 1:
+        return
+    norms = [type(m).__name__ for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    if batch_size == 1:
+        raise ParameterError(
+            f"The model has batch norm ({norms[0]}), which needs two rows or more a batch; "
+            "batch_size=1 gives it one. Use a larger batch size."
+        )
+    near = [c for k in range(1, batch_size) for c in (batch_size - k, batch_size + k)
+            if c >= 2 and rows % c != 1][:2]
+    raise ParameterError(
+        f"The model has batch norm ({norms[0]}), which needs two rows or more a batch, but "
+        f"{rows} training rows in batches of {batch_size} leave a last batch of 1 row. Use "
+        f"{'drop_last=True, or ' if can_drop_last else ''}a batch size that does not leave "
+        f"one row over (e.g. {' or '.join(map(str, near))})."
+    )
 
 
 def _check_monitors(trainer: Trainer, validating: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -217,7 +218,7 @@ def test_a_csv_target_of_class_names_trains_as_classes(folder):
         assert res.exit_code == 0, res.output
     (tmp / "gap.csv").write_text("a,species\n1,setosa\n2,\n")
     res = _run("fit", "--data", "gap.csv", "--target", "species", "--epochs", "1", "--no-store")
-    assert res.exit_code == 2 and "line 3 has none; every row needs its label" in res.output
+    assert res.exit_code == 2 and "no value on 1 row(s) (line 3: empty)" in res.output
 
 
 def test_arrays_with_text_labels_encode_train_and_test_alike():
@@ -240,3 +241,56 @@ def test_integer_features_for_a_float_model_say_how_to_convert_them(folder):
         res = _run(command, "--data", "ints.npz", "--epochs", "1", *extra)
         assert res.exit_code == 2 and "Traceback" not in res.output
         assert "X holds integers (int64)" in " ".join(res.output.split())
+
+
+_ROWS = [f"{i % 7}.5,{i % 3},{i % 2}" for i in range(40)]
+
+
+@pytest.mark.parametrize("text, encoding, match", [
+    ("a,a,label\n" + "\n".join(_ROWS), "utf-8", "names 'a' twice"),
+    ("a,b,label\n" + "\n".join(_ROWS[:5] + ["1,2,0,9"] + _ROWS[5:]), "utf-8",
+     "Line 7 .* has 4 fields but the header has 3"),
+    ("a,b,label\n" + "\n".join(_ROWS[:5] + ["1,0"] + _ROWS[5:]), "utf-8",
+     "Line 7 .* has 2 fields but the header has 3"),
+    ("größe,b,label\n" + "\n".join(_ROWS), "latin-1", "is not UTF-8 text .* save it as UTF-8"),
+    ("a,b,label\n" + "\n".join(_ROWS[:8] + ["1,2,NA"] + _ROWS[8:]), "utf-8",
+     r"target column 'label' .* no value on 1 row\(s\) \(line 10: 'NA'\)"),
+    ("a,b,label\n" + "\n".join(f"{i},{i % 3},{200000 + 37 * i}" for i in range(40)), "utf-8",
+     "whole numbers up to 201,443: as class ids the model would need 201,444 outputs.*loss='mse'"),
+    ("a,b,label\n" + "\n".join(f"{i},{i % 3},{i % 2 - 1}" for i in range(40)), "utf-8",
+     r"negative whole numbers \(down to -1\)"),
+])
+def test_csv_files_that_would_be_misread_are_refused_naming_the_line(folder, text, encoding, match):
+    tmp, _ = folder
+    (tmp / "bad.csv").write_bytes(text.encode(encoding) + b"\n")
+    res = _run("fit", "--data", "bad.csv", "--target", "label", "--epochs", "1", "--no-store")
+    assert res.exit_code == 2, res.output
+    assert re.search(match, " ".join(res.output.split())), res.output
+
+
+def test_a_csv_with_a_byte_order_mark_reads_its_first_column(folder):
+    tmp, _ = folder
+    (tmp / "bom.csv").write_bytes(("a,b,label\n" + "\n".join(_ROWS) + "\n").encode("utf-8-sig"))
+    from epochlab.data.files import load_csv
+
+    assert load_csv(tmp / "bom.csv", "a").x_train.shape == (40, 2)
+
+
+@pytest.mark.parametrize("x_test, y_test, match", [
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 4, np.nan, x), lambda y: y,
+     "non-finite values"),
+    (lambda x: x[:, :2], lambda y: y, r"input shape \(2, 2\)"),
+    (lambda x: x, lambda y: np.where(y == 1, 2, 0), r"values \[0, 2\]"),
+])
+def test_fit_refuses_a_test_split_it_could_not_evaluate_before_training(folder, x_test, y_test,
+                                                                         match):
+    tmp, _ = folder
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    np.savez(tmp / "t.npz", x_train=x[:40], y_train=y[:40], x_test=x_test(x[40:]),
+             y_test=y_test(y[40:]))
+    res = _run("fit", "--data", "t.npz", "--epochs", "1", "--store", str(tmp / "s.db"))
+    assert res.exit_code == 2 and "The test split of 't.npz' cannot be evaluated" in res.output
+    assert re.search(match, res.output), res.output
+    assert not (tmp / "s.db").exists() and not (tmp / "runs").exists()

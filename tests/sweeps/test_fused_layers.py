@@ -173,18 +173,22 @@ def test_hand_written_batch_norm_with_tanh_no_bias_and_three_classes():
 
 
 def test_batch_norm_refuses_a_batch_of_one_row_fused_as_fit_does():
-    # 102 rows leave 81 to train: batches of 16 end with one of one row. nn.BatchNorm1d refuses
-    # it in training, and a fused group must fail the same way, not divide by zero.
+    # 102 rows leave 81 to train: batches of 16 end with one of one row. fit and the sweep
+    # refuse it before training; the fused engine itself fails as nn.BatchNorm1d does in
+    # training, not by dividing by zero.
     x, y = _data(n=102)
     make = lambda: nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.ReLU(),  # noqa: E731
                                  nn.Linear(4, 1)).double()
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+    with pytest.raises(el.ParameterError, match="leave a last batch of 1 row"):
         el.fit(make(), (x, y), epochs=1, batch_size=16, validation_split=0.2, verbose=0)
-    result = el.sweep(make, (x, y), epochs=1, batch_size=16, lr=[1e-2, 1e-3], progress=False)
-    assert result.plan.tasks[0].fused
-    assert result.statuses() == {"failed": 2}
-    assert all("Expected more than 1 value per channel" in r.summary.get("error", "")
-               for r in result.runs)
+    with pytest.raises(el.ParameterError, match="leave a last batch of 1 row"):
+        el.sweep(make, (x, y), epochs=1, batch_size=16, lr=[1e-2, 1e-3], progress=False)
+    from epochlab.sweeps import train_fused
+
+    models = [make(), make()]
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        train_fused(models, x, y, epochs=1, batch_size=16, lrs=[1e-2, 1e-3], seeds=[0, 0],
+                    validation_split=0.2)
 
 
 def test_the_seeds_batch_norm_mlp_fuses_and_its_final_weights_and_statistics_equal_fits():

@@ -10,7 +10,7 @@ import click
 import numpy as np
 from rich.table import Table
 
-from epochlab.cli.common import load_data, n_params, out_dir, probe_model
+from epochlab.cli.common import claimed, load_data, n_params, probe_model
 from epochlab.cli.output import console, escape, print_table
 
 
@@ -49,14 +49,20 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
 
     Example: epochlab batch-size --data digits --model cnn_small --epochs 3
     """
+    data = load_data(data_name)
+    model = probe_model(model_name, data, seed)  # a model that cannot take the data: refused
+    with claimed(out, "batch-size", overwrite=overwrite,  # checked before training
+                 marker=("history.json", "batch_size.json")) as folder:
+        _measure(data, model_name, model, folder, epochs, batch_size, optimizer, lr,
+                 validation_split, seed, small, parts, every)
+
+
+def _measure(data, model_name, model, folder, epochs, batch_size, optimizer, lr,
+             validation_split, seed, small, parts, every) -> None:
     from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
     from epochlab.train.data import split_indices
     from epochlab.train.loop import fit
 
-    data = load_data(data_name)
-    model = probe_model(model_name, data, seed)  # a model that cannot take the data: refused
-    folder = out_dir(out, "batch-size", overwrite=overwrite,  # checked before training
-                     marker=("history.json", "batch_size.json"))
     trainable, _ = n_params(model)
     console.print(
         f"[bold]epochlab batch-size[/]: data [cyan]{escape(data.name)}[/] ({len(data.x_train)} train "
@@ -95,6 +101,10 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
         {"noise_scale": noise, "advice": advice, "records": gns.records, "settings": info}))
     console.print(f"wrote {folder / 'gns.png'}, {folder / 'history.json'}, "
                   f"{folder / 'batch_size.json'} (load {os.getloadavg()[0]:.1f})", markup=False)
+    if history.stop_reason == "interrupted":
+        console.print(f"Interrupted (Ctrl-C) after {history.epochs_run} of {epochs} epochs: the "
+                      "table, the advice and the files cover those epochs only.", markup=False)
+        raise KeyboardInterrupt  # the CLI exits 130, after what was measured was kept
 
 
 def _epochs_reached(history) -> float:

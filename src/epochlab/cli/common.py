@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +190,24 @@ def probe_model(name: str, data: DataBundle, seed: int = 0, **kwargs: Any) -> to
     model = build_model(name, data, seed, **kwargs)
     check_forward(model, data, name, data.name)
     return model
+
+
+@contextlib.contextmanager
+def claimed(path: str | None, prefix: str, *, overwrite: bool = False,
+            marker: str | tuple[str, ...] = "history.json") -> Iterator[Path]:
+    """:func:`out_dir`, removed again (with an emptied ``runs/``) when the block ends in an
+    error or Ctrl-C before anything was written to it: a refusal leaves no empty folder."""
+    existed = bool(path) and Path(path).exists()
+    root_existed = Path("runs").exists()
+    folder = out_dir(path, prefix, overwrite=overwrite, marker=marker)
+    try:
+        yield folder
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            if not path and not root_existed and not any(folder.parent.iterdir()):
+                folder.parent.rmdir()
+        raise
 
 
 def out_dir(path: str | None, prefix: str, *, overwrite: bool = False,

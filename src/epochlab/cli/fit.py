@@ -151,7 +151,16 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
     check_model_name(model_name)
     _check_before_store(data, stopper, validation_split, batch_size, drop_last, nproc)
     # A model that cannot take the data is refused before the store or a folder exists.
-    probe_model(model_name, data, **({"batch_norm": True} if batch_norm else {}))
+    probe = probe_model(model_name, data, **({"batch_norm": True} if batch_norm else {}))
+    if len(data.x_test):
+        # The test split, checked as evaluate checks it: before training, not after it.
+        from epochlab.train.loop import evaluation_data
+
+        try:
+            evaluation_data(probe, (data.x_test, data.y_test), where="test split")
+        except (ParameterError, ValueError) as e:
+            raise ParameterError(f"The test split of {data.name!r} cannot be evaluated by the "
+                                 f"model {model_name!r}: {e}") from None
     store = None if no_store or not rank0 else open_store(store_path)
     try:
         _fit(data, model_name, batch_norm, epochs, batch_size, validation_split,

@@ -8,7 +8,7 @@ import os
 import click
 from rich.table import Table
 
-from epochlab.cli.common import load_data, model_factory, n_params, out_dir, probe_model
+from epochlab.cli.common import claimed, load_data, model_factory, n_params, probe_model
 from epochlab.cli.output import console, escape, print_table
 from epochlab.diagnose.lr_rules import RULES  # light: the rest loads when the command runs
 
@@ -48,13 +48,19 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
 
     Example: epochlab lr-find --data digits --model cnn_small --seeds 3
     """
-    from epochlab.diagnose.lr_find import lr_find
-    from epochlab.models.registry import build
-
     data = load_data(data_name)
     probe = probe_model(model_name, data)  # a model that cannot take the data: refused here
     # An earlier range test's lr_find.json is not replaced unless asked: it is stored nowhere else.
-    folder = out_dir(out, "lr-find", overwrite=overwrite, marker="lr_find.json")
+    with claimed(out, "lr-find", overwrite=overwrite, marker="lr_find.json") as folder:
+        _range_test(data, data_name, model_name, probe, folder, batch_size, start_lr, end_lr,
+                    num_iter, seeds, optimizer, momentum, validation_split, rule, fuse)
+
+
+def _range_test(data, data_name, model_name, probe, folder, batch_size, start_lr, end_lr,
+                num_iter, seeds, optimizer, momentum, validation_split, rule, fuse) -> None:
+    from epochlab.diagnose.lr_find import lr_find
+    from epochlab.models.registry import build
+
     trainable, _ = n_params(probe)
     console.print(
         f"[bold]epochlab lr-find[/]: data [cyan]{escape(data.name)}[/] ({len(data.x_train)} train "
@@ -68,9 +74,11 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
                   start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, seeds=seeds,
                   optimizer=optimizer, momentum=momentum, validation_split=validation_split,
                   rule=rule, fuse=fuse)
+    kept = (f"curves kept in full ({num_iter} updates)" if min(res.kept) == num_iter else
+            f"curves kept {min(res.kept)}-{max(res.kept)} of {num_iter} updates (stopped "
+            "where the loss diverged)")
     console.print(f"trained {res.how} in {res.seconds:.1f}s (load {os.getloadavg()[0]:.1f}); "
-                  f"curves kept {min(res.kept)}-{max(res.kept)} of {num_iter} updates "
-                  "(stopped where the loss diverged)")
+                  f"{kept}")
     print_table(rules_table(res))
     console.print(f"[bold]{escape(res.line())}[/]")
     res.plot(folder / "lr_find.png")

@@ -35,9 +35,23 @@ def _task(y: np.ndarray) -> tuple[str, tuple[str, ...]]:
             else ("binary", ("0", "1"))
     labels = np.unique(y)
     n = int(labels.max()) + 1 if len(labels) else 0
+    lo = int(labels.min()) if len(labels) else 0
+    if lo < 0 or n > MAX_CLASSES:
+        why = (f"negative whole numbers (down to {lo}), but class ids are 0..K-1" if lo < 0 else
+               f"whole numbers up to {n - 1:,}: as class ids the model would need {n:,} outputs")
+        raise ParameterError(
+            f"y holds {why}. If these are classes, number them 0..K-1 first "
+            "(`classes, y = np.unique(y, return_inverse=True)`). If y is a quantity to "
+            "predict (regression), note that whole numbers are read as class ids: train it "
+            "from Python with `el.fit(model, (X, y.astype('float32')), loss='mse', ...)`."
+        )
     if n <= 2:
         return "binary", ("0", "1")
     return "multiclass", tuple(str(i) for i in range(n))
+
+
+# More class ids than this is taken for a mistake (a regression target of whole numbers).
+MAX_CLASSES = 1000
 
 
 def _named_classes(y: np.ndarray, y_test: np.ndarray | None, where: str,
@@ -131,6 +145,10 @@ def load_npz(path: str | Path) -> DataBundle:
     )
 
 
+# Cells that mean "no value" in CSV files as spreadsheets and pandas write them.
+_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "#n/a"})
+
+
 def load_csv(path: str | Path, target: str | None) -> DataBundle:
     """A CSV file with a header row: ``target`` is the label column, the others features.
 
@@ -143,11 +161,29 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
         ([[1.0, 2.0], [3.0, 4.0]], [0, 1], 'binary')
     """
     path = Path(path)
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
+    try:  # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        raise ParameterError(
+            f"The file {str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+            f"position {e.start}); save it as UTF-8 (in Excel: CSV UTF-8) and try again."
+        ) from None
     if not rows:
         raise ParameterError(f"The file {str(path)!r} is empty, but must have a header row.")
     header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ParameterError(
+            f"The header of {str(path)!r} names {dup[0]!r} twice; every column needs its own "
+            "name (which column is which is otherwise a guess)."
+        )
+    for i, r in enumerate(rows[1:], start=2):
+        if r and len(r) != len(header):
+            raise ParameterError(
+                f"Line {i} of {str(path)!r} has {len(r)} fields but the header has "
+                f"{len(header)}; every row needs one value per column."
+            )
     if target is None:
         raise ParameterError(
             f"The value of `--target` is missing, but a CSV file needs it: one of {header}."
@@ -162,17 +198,22 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
     cols: dict[str, np.ndarray] = {}
     for j, name in enumerate(header):
         values: list[Any] = []
-        cells = [(r[j].strip() if j < len(r) else "") for r in body]
+        cells = [r[j].strip() for r in body]
+        if name == target:
+            missing = [i for i, c in enumerate(cells, start=2) if c.lower() in _MISSING]
+            if missing:
+                first = cells[missing[0] - 2]
+                raise ParameterError(
+                    f"The target column {name!r} of {str(path)!r} has no value on "
+                    f"{len(missing)} row(s) (line {missing[0]}: {repr(first) if first else 'empty'}); "
+                    "every row needs its target: drop those rows or fill them in"
+                    + (" (if this is a class name, rename the class)." if first else ".")
+                )
         for i, cell in enumerate(cells, start=2):
             try:
                 values.append(float(cell))
             except ValueError:
-                if name == target and cell:  # class names: encoded below
-                    if "" in cells:
-                        raise ParameterError(
-                            f"Column {name!r} of {str(path)!r} holds class names, but line "
-                            f"{cells.index('') + 2} has none; every row needs its label."
-                        ) from None
+                if name == target:  # class names (none missing: checked above): encoded below
                     values = cells
                     break
                 what = "is empty" if not cell else f"holds {cell!r}"

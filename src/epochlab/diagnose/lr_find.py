@@ -378,6 +378,8 @@ def lr_find(
     diverge = check_float("diverge", diverge, low=1.0, low_open=True)
     smooth = check_float("smooth", smooth, low=0.0, high=1.0, high_open=True)
     burn_in = check_float("burn_in", burn_in, low=0.0, high=0.9)
+    momentum = check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    weight_decay = check_float("weight_decay", weight_decay, low=0.0)
     rule = _check_rule(rule)
     seed_list = list(range(check_int("seeds", seeds, 1))) if isinstance(seeds, (int, np.integer)) \
         else [check_int("seeds", s, 0) for s in seeds]
@@ -453,6 +455,8 @@ def _run_fit(models, data, seeds, ramp, batch_size, num_iter, optimizer, weight_
         h = fit(m, data, epochs=num_iter, batch_size=batch_size, validation_split=validation_split,
                 optimizer=optimizer, lr=ramp.initial, schedule=ramp, weight_decay=weight_decay,
                 momentum=momentum, loss=loss, metrics=(), callbacks=[stop], seed=s, verbose=0)
+        if h.stop_reason == "interrupted":  # Ctrl-C: a cut curve is no range test; stop all
+            raise KeyboardInterrupt
         out.append(list(h.iterations["loss"]) + ([math.nan] if h.stop_reason == "diverged" else []))
     return out
 
@@ -536,6 +540,8 @@ def lr_sweep(
         for m, (lr, s) in zip(models, members, strict=True):
             h = fit(m, (x, y), epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                     validation_split=validation_split, metrics=(), seed=s, verbose=0)
+            if h.stop_reason == "interrupted":
+                raise KeyboardInterrupt
             finals.append(min(h.history["val_loss"]) if h.stop_reason == "completed" else math.nan)
     per = np.array(finals, dtype=np.float64).reshape(len(lrs), len(seeds))
     val = np.where(np.isfinite(per).all(axis=1), per.mean(axis=1), np.nan)

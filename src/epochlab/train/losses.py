@@ -251,4 +251,14 @@ def out_features_of(model: nn.Module, x_probe: torch.Tensor) -> tuple[int, ...]:
         ) from e
     finally:
         model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        what = (f"a dict with keys {sorted(map(str, out))[:5]}" if isinstance(out, dict)
+                else f"a {type(out).__name__}"
+                + (f" of {len(out)}" if isinstance(out, (tuple, list)) else ""))
+        raise ParameterError(
+            f"The model returned {what}, but must return one tensor: the logits, one row per "
+            "input row. Return that tensor from forward (e.g. "
+            f"`return {'out[' + repr(next(iter(out))) + ']' if isinstance(out, dict) and out else 'out[0]'}`"
+            "), or wrap the model in a module that does."
+        )
     return tuple(out.shape)

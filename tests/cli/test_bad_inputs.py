@@ -144,6 +144,16 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*SWEEP, "--executor", "ray", "--ray-address", "127.0.0.1:1"], 2, r"nothing answers at 127.0.0.1:1"),
     # -- the group ----------------------------------------------------------------------------
     (["nosuchcommand"], 2, r"No such command 'nosuchcommand'"),
+    # -- damaged stores and spec files, found and named (not "a bug in epochlab") ---------------
+    (["runs", "--store", "{torn}"], 2, r"The store .*torn.db is damaged .*sqlite3 .*torn.db .recover"),
+    (["report", "--store", "{garbled}", "--out", "{tmp}/r"], 1,
+     r"The store .*garbled.db is damaged .* \.recover"),
+    ([*SWEEP, "--spec", "{binspec}", "--store", "{tmp}/s.db"], 2, r"is not UTF-8 text"),
+    ([*SWEEP, "--spec", "{fpspec}", "--store", "{tmp}/s.db"], 2,
+     r"sets 'data_fingerprint', which epochlab computes"),
+    ([*SWEEP, "--spec", "{tablespec}", "--store", "{tmp}/s.db"], 2,
+     r"In the sweep spec file .*`lr` is a table \(\[lr\] section\)"),
+    (["lr-find", "--optimizer", "sgd", "--momentum", "-1"], 2, r"`momentum` is -1.0"),
 ]
 
 
@@ -172,12 +182,24 @@ def paths(tmp_path_factory):
                        study_spec={"data": "synthetic", "model": "mlp", "metric": "val_accuracy",
                                    "mode": "max"})
     store.close()
+    torn, garbled = root / "torn.db", root / "garbled.db"
+    conn = sqlite3.connect(root / "runs.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray((root / "runs.db").read_bytes())
+    garbled.write_bytes(bytes(data[:8192]) + b"\xab" * 3000 + bytes(data[11192:]))
+    torn.write_bytes(bytes(data[: len(data) // 2][:100]) + b"\xab" * (len(data) // 2 - 100))
+    (root / "bin.toml").write_bytes(b"\xff\xfe\x00bad")
+    (root / "fp.toml").write_text('data = "synthetic"\ndata_fingerprint = "x"\n')
+    (root / "table.toml").write_text('data = "synthetic"\n[lr]\na = 1\n')
     run = root / "run"
     run.mkdir()
     (run / "history.json").write_text("{}")
     return {"tmp": str(root / "empty"), "file": str(root / "file.txt"),
             "notstore": str(root / "other.db"), "newer": str(newer),
-            "store": str(root / "runs.db"), "run": str(run)}
+            "store": str(root / "runs.db"), "run": str(run), "torn": str(torn),
+            "garbled": str(garbled), "binspec": str(root / "bin.toml"),
+            "fpspec": str(root / "fp.toml"), "tablespec": str(root / "table.toml")}
 
 
 def run_cli(args: list[str], paths: dict[str, str]):

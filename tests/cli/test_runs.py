@@ -86,7 +86,7 @@ def test_runs_show_prints_settings_accounting_and_one_based_epochs(store_path):
     out = result.output
     assert "run 2" in out and "lr-sweep" in out and "completed" in out
     assert "lr=0.01" in out and "total_updates=40" in out and "iterations_per_epoch=20" in out
-    assert "best: epoch=1" in out and "versions: python=" in out
+    assert "best: epoch=2" in out and "versions: python=" in out  # the 2nd epoch: 1-based, as the table
     assert "iterations stored: 40" in out
     epoch_rows = [ln.split("│")[0].strip() for ln in out.splitlines() if "│" in ln]
     assert epoch_rows == ["1", "2"]

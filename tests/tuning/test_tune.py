@@ -188,3 +188,16 @@ def test_a_killed_tune_resumes_settling_or_retrying_its_stale_trials(tmp_path):
     runs = store.runs("k")
     assert len({x.key for x in runs}) == len(runs)
     assert sorted(x.status for x in runs) == ["completed"] * 6 + ["interrupted"]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_extending_a_study_draws_new_points_not_the_first_commands_again(small, sampler):
+    store = MemoryStore()
+    kw = dict(space="lr=loguniform(1e-3,1e-1)", pruner="none", sampler=sampler, epochs=1,
+              store=store)
+    el.tune("mlp", small, trials=2, **kw)
+    r = el.tune("mlp", small, trials=4, **kw)
+    lrs = [t.params["lr"] for t in r.trials]
+    assert len(lrs) == 4 and len(set(lrs)) == 4
+    again = el.tune("mlp", small, trials=4, **{**kw, "store": MemoryStore()})
+    assert [t.params["lr"] for t in again.trials][:2] == lrs[:2]  # the first command's points

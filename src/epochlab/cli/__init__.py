@@ -80,6 +80,12 @@ def failure_message(exc: BaseException) -> str:
     text = one_line(str(exc))
     if isinstance(exc, StoreError):
         return text
+    import sqlite3
+
+    if isinstance(exc, sqlite3.DatabaseError):  # the store's file, damaged or changed
+        from epochlab.store.sqlite import damaged_message
+
+        return damaged_message(None, exc)
     if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
         return (f"{exc.strerror or type(exc).__name__}:{where}. Check that the path exists and "

@@ -107,7 +107,10 @@ def show_command(ctx: click.Context, run_id: int, store_path: str | None, as_jso
         console.print("accounting: " + _pairs(accounting), markup=False)
     for name in ("final", "best"):
         if s.get(name):
-            console.print(f"{name}: " + _pairs(s[name]), markup=False)
+            row = dict(s[name])
+            if isinstance(row.get("epoch"), int):  # stored 0-based; every table counts from 1
+                row["epoch"] += 1
+            console.print(f"{name}: " + _pairs(row), markup=False)
     if s.get("stop_message"):
         console.print(s["stop_message"], markup=False)
     if s.get("versions"):

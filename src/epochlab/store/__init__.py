@@ -79,7 +79,8 @@ def open_store(path: str | os.PathLike | None = None, *, create: bool = True,
     try:
         store = SQLiteStore(p, create=create)  # connects: reads the header, creates the schema
     except StoreError as e:
-        hint = "" if "upgrade" in str(e) else " Choose another file, or a new one."
+        hint = "" if "upgrade" in str(e) or "damaged" in str(e) else (
+            " Choose another file, or a new one.")
         raise ParameterError(f"The value of `{param}` is {str(p)!r}: {e}{hint}") from None
     return store
 

@@ -25,6 +25,7 @@ lock. A process killed at any point leaves the last committed state.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -100,6 +101,14 @@ _RUN_COLUMNS = ("r.id, r.study_id, s.name, r.key, r.settings, r.status, r.summar
 
 T = TypeVar("T")
 _INHERITED: list[sqlite3.Connection] = []
+
+
+def damaged_message(path: str | os.PathLike | None, error: BaseException) -> str:
+    """What to say about a store whose SQLite file cannot be read: damaged, not a bug."""
+    name = str(path) if path else "FILE"
+    return (f"The store {name} is damaged ({error}): SQLite cannot read it. Save what can be "
+            f"saved with `sqlite3 {name} .recover | sqlite3 recovered.db`, then use "
+            "--store recovered.db (or another store).")
 
 
 class SQLiteStore(Store):
@@ -218,6 +227,8 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
         except sqlite3.DatabaseError as e:
+            if "malformed" in str(e):  # an SQLite file, damaged: the runs in it may be saved
+                raise StoreError(damaged_message(self.path, e)) from None
             raise StoreError(f"{self.path} is not an epochlab store ({e}).") from None
 
     @staticmethod
@@ -269,8 +280,12 @@ class SQLiteStore(Store):
                     raise
                 if time.monotonic() > deadline:
                     raise StoreError(f"{self.path} stayed locked for {self.timeout:g} s: {e}") from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
+            except sqlite3.DatabaseError as e:
+                if "malformed" in str(e):  # damaged, not a bug: say how to save the runs
+                    raise StoreError(damaged_message(self.path, e)) from None
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.5)
 
     def _transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         def attempt() -> T:
@@ -298,8 +313,14 @@ class SQLiteStore(Store):
             conn.execute("BEGIN")
             try:
                 yield conn
-            finally:
-                conn.execute("COMMIT")
+            except BaseException as e:
+                with contextlib.suppress(sqlite3.Error):  # the error in flight is the one to see
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")  # a read: the same as COMMIT
+                if isinstance(e, sqlite3.DatabaseError) and "malformed" in str(e):
+                    raise StoreError(damaged_message(self.path, e)) from None  # damaged: not a bug
+                raise
+            conn.execute("COMMIT")
 
     # --- the contract ---------------------------------------------------------------------------
 

@@ -393,13 +393,19 @@ class SweepSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> SweepSpec:
         """Build a spec from plain data; unknown keys are an error naming the valid ones."""
         valid = [f.name for f in fields(cls)]
+        tables = sorted(k for k in SWEPT if isinstance(d.get(k), Mapping))
+        if tables:
+            raise ParameterError(
+                f"The value of `{tables[0]}` is a table ([{tables[0]}] section), but must be a "
+                f"value or a list, e.g. `{tables[0]} = [...]` at the top of the file."
+            )
         unknown = sorted(set(d) - set(valid))
         if unknown:
             guesses = [f"{close!r} for {u!r}" for u in unknown if (close := closest(u, valid))]
             hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
             raise ParameterError(
                 f"Unknown sweep setting(s) {', '.join(map(repr, unknown))}{hint}; "
-                f"valid settings: {', '.join(valid)}."
+                f"valid settings: {', '.join(v for v in valid if v not in _FINGERPRINTS)}."
             )
         return cls(**dict(d))
 
@@ -418,14 +424,28 @@ class SweepSpec:
         """
         path = Path(path)
         try:
-            d = tomllib.loads(path.read_text())
+            d = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ParameterError(
+                f"The sweep spec file {str(path)!r} is not UTF-8 text (byte "
+                f"{e.object[e.start]:#04x} at position {e.start}); a spec is a TOML text file."
+            ) from None
         except FileNotFoundError:
             raise ParameterError(f"The sweep spec file {str(path)!r} does not exist.") from None
         except IsADirectoryError:
             raise ParameterError(f"The sweep spec file {str(path)!r} is a folder.") from None
         except tomllib.TOMLDecodeError as e:
             raise ParameterError(f"The sweep spec file {str(path)!r} is not valid TOML: {e}") from None
-        return cls.from_dict({**d, **overrides})
+        inner = sorted(set(d) & set(_FINGERPRINTS))
+        if inner:
+            raise ParameterError(
+                f"The sweep spec file {str(path)!r} sets {inner[0]!r}, which epochlab computes "
+                "from the data or model it names; remove it."
+            )
+        try:
+            return cls.from_dict({**d, **overrides})
+        except ParameterError as e:
+            raise ParameterError(f"In the sweep spec file {str(path)!r}: {e}") from None
 
     @classmethod
     def from_cli(cls, **texts: Any) -> SweepSpec:

@@ -407,6 +407,12 @@ def tune(
         )
         me = _store_id(store)
         _settle_stale(ostudy, store, me, metric)
+        started = len(ostudy.trials)
+        if started and sampler != "grid":
+            # Resumed or extended: a sampler seeded as the first command was draws that
+            # command's points again (each trained twice); go on from another seed, fixed by
+            # the seed and the trials so far, so the same commands give the same study.
+            ostudy.sampler = _make_sampler(sampler, sp, fixed["seed"] * 1_000_003 + started)
         finished = _n_finished(ostudy)
         todo = max(trials - finished, 0)
         if sampler == "grid":

@@ -198,13 +198,21 @@ def resolve_mode(metric: str, mode: str | None = "auto") -> str:
         mode = "auto"
     if mode not in MODES:
         raise ParameterError(f"The value of `mode` is {mode!r}, but must be one of {MODES}.")
-    if mode != "auto":
-        return mode
     name = str(metric).lower()
-    if any(w in name for w in _MIN_WORDS):
-        return "min"
-    if any(w in name for w in _MAX_WORDS):
-        return "max"
+    inferred = ("min" if any(w in name for w in _MIN_WORDS) else
+                "max" if any(w in name for w in _MAX_WORDS) else None)
+    if mode != "auto":
+        if inferred is not None and inferred != mode:
+            import warnings
+
+            warnings.warn(
+                f"mode={mode!r} for {metric!r} ranks the {'lowest' if mode == 'min' else 'highest'} "
+                f"value best, but {metric!r} is better {'lower' if inferred == 'min' else 'higher'}: "
+                f"the worst run would be called the best. Use mode={inferred!r} (or 'auto').",
+                UserWarning, stacklevel=2)
+        return mode
+    if inferred is not None:
+        return inferred
     known = [f"{p}{m}" for p in ("", "val_") for m in ("loss", "accuracy", "mae", "mse")]
     close = closest(str(metric), known, cutoff=0.8)
     typo = f"; if you meant {close!r}, correct the name. Otherwise set" if close else "; set"

@@ -143,3 +143,31 @@ def test_a_model_that_cannot_take_the_data_is_refused_before_anything_trains(tmp
         el.sweep(lambda: el.models.cnn("small", n_classes=3, input_size=8), (x, y), epochs=1,
                  lr=[1e-3, 1e-2], store=str(db), progress=False)
     assert not db.exists()
+
+
+class _Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.l(x)
+
+
+class _Edited(_Plain):
+    def forward(self, x):  # the same parameters, another forward
+        return self.l(x) * 0.0 + 1.0
+
+
+def test_a_models_fingerprint_follows_its_code_and_initial_weights():
+    from epochlab.sweeps.workload import model_fingerprint
+
+    torch.manual_seed(0)
+    a = model_fingerprint(_Plain())
+    torch.manual_seed(0)
+    assert model_fingerprint(_Plain()) == a  # the same model: its stored runs are found
+    torch.manual_seed(0)
+    edited = model_fingerprint(_Edited())
+    assert edited != a
+    torch.manual_seed(1)
+    assert model_fingerprint(_Plain()) != a  # another initialization

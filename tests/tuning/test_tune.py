@@ -120,8 +120,9 @@ def test_optunas_tables_live_beside_the_stores_in_one_file(tmp_path, small):
     (dict(space="lr=loguniform(1e-4,1e-1)", pruner="asha"), "`pruner`"),
     (dict(space="lr=loguniform(1e-4,1e-1)", sampler="grid"), "not a finite set"),
     (dict(space="lr=loguniform(1e-4,1e-1)", metric="accuracy"), "validation metric"),
-    (dict(space="lr=loguniform(1e-4,1e-1)", metric="val_f1"), "`mode`"),
-    (dict(space="lr=loguniform(1e-4,1e-1)", metric="val_auc", mode="max"), "record val_loss"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", metric="val_f1"), "trials log only val_loss"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", metric="val_auc", mode="max"), "log only val_loss"),
+    (dict(space="lr=loguniform(1e-4,1e-1)", metric="val_acc"), "did you mean 'val_accuracy'"),
     (dict(space="lr=loguniform(1e-4,1e-1)", validation_split=0.0), "`validation_split`"),
     (dict(space="lr=loguniform(1e-4,1e-1)", prune_by="samples"), "`prune_by`"),
     (dict(space="bs=choice(1,2)"), "unknown setting `bs`"),
@@ -151,7 +152,7 @@ _KILLED = textwrap.dedent("""
 
     def make_model():
         calls.append(1)
-        if len(calls) == kill_in + 1:  # +1: the preflight builds one model first
+        if len(calls) == kill_in + 2:  # +2: the study's fingerprint and the preflight first
             os.kill(os.getpid(), signal.SIGKILL)  # mid-trial: its run is 'running'
         return el.models.mlp(20)
 
@@ -177,14 +178,18 @@ def test_a_killed_tune_resumes_settling_or_retrying_its_stale_trials(tmp_path):
     killed = [t for t in ostudy.trials if t.state.name == "RUNNING"]
     assert [t.number for t in killed] == [4]
     killed_lr = killed[0].params["lr"]
-    r = el.tune("mlp", el.data.synthetic(n_samples=200), space="lr=loguniform(1e-3,1e-1)",
-                trials=6, pruner="none", epochs=2, study="k", store=store)
-    states = {t.number: t.state for t in r.trials}
+    store.close()
+    # Resumed by the same command (the same model function: a study keeps its model).
+    third = subprocess.run([sys.executable, "-c", _KILLED, db, "99", "99"], env=env)
+    assert third.returncode == 0
+    store = SQLiteStore(db)
+    trials = optuna.load_study(study_name="k", storage=f"sqlite:///{db}").trials
+    states = {t.number: t.state.name for t in trials}
     # Trial 2 was settled from its stored run; trial 4 failed and its settings ran again.
     assert states[2] == "COMPLETE" and states[4] == "FAIL"
     assert sum(s == "COMPLETE" for s in states.values()) == 6
-    retried = [t for t in r.trials if t.number > 4 and t.params["lr"] == killed_lr]
-    assert len(retried) == 1 and retried[0].state == "COMPLETE"
+    retried = [t for t in trials if t.number > 4 and t.params["lr"] == killed_lr]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
     runs = store.runs("k")
     assert len({x.key for x in runs}) == len(runs)
     assert sorted(x.status for x in runs) == ["completed"] * 6 + ["interrupted"]

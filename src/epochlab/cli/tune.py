@@ -4,15 +4,18 @@ Prints the space, the axis trials are compared on (and why), one line per
 trial as it ends, a table of trials, the best parameters, and how much
 training pruning saved (updates made / updates of the same trials at full
 length). Writes ``history.png`` (optimization history), ``budget.png``
-(epochs and updates per trial) and ``trials.csv`` to ``--out``. Runs go to
+(epochs and updates per trial), ``trials.csv`` and ``tune.json`` (the study's name: a
+folder holding another study's figures is not overwritten) to ``--out``. Runs go to
 the store (``--store``), Optuna's study to the same SQLite file unless
 ``--storage`` names another; the same command run again resumes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,8 +29,13 @@ DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs
 
 @click.command("tune")
 @click.option("--data", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb.")
-@click.option("--model", default="mlp", show_default=True, help="Model: mlp, cnn, cnn_small, lstm.")
+              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
+                   "or PATH.csv with --target (as fit and sweep read them).")
+@click.option("--target", default=None, metavar="COLUMN",
+              help="The label column of a --data CSV file.")
+@click.option("--model", default="mlp", show_default=True,
+              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
+                   "returning an nn.Module.")
 @click.option("--trials", type=int, default=20, show_default=True,
               help="Trials the study holds when done (a rerun counts the finished ones).")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True,
@@ -70,28 +78,39 @@ DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs
 @click.option("--ray-address", "ray_address", default=None,
               help="A running Ray cluster (auto, HOST:6379 or ray://HOST:10001) "
                    "[default: start a local Ray].")
-def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, mode, epochs,
-                 batch_size, lr, optimizer, validation_split, seed, name, store_path, storage,
-                 out, overwrite, executor, ray_address) -> None:
+def tune_command(data, target, model, trials, space, pruner, sampler, prune_by, metric, mode,
+                 epochs, batch_size, lr, optimizer, validation_split, seed, name, store_path,
+                 storage, out, overwrite, executor, ray_address) -> None:
     """Search settings with Optuna; the pruner decides how many epochs each trial deserves.
 
     Example: epochlab tune --data synthetic --trials 30 --pruner hyperband
     """
-    from epochlab.cli.common import check_model_name
+    from epochlab.cli.common import (
+        call_factory,
+        check_model_name,
+        is_data_file,
+        load_data,
+        model_factory,
+    )
     from epochlab.store import SQLiteStore, default_store_path
     from epochlab.sweeps.spec import default_metric
     from epochlab.tuning import parse_space, tune
-    from epochlab.validation import check_int
+    from epochlab.validation import check_int, check_out_dir
 
     parse_space(space)  # a ParameterError is the CLI's one-line usage error, before any work
     check_int("trials", trials, 1)
-    try:
-        from epochlab.data import load
-
-        bundle = load(data)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--data") from None
-    check_model_name(model)
+    if not 0 < validation_split < 1:
+        raise click.BadParameter(f"{validation_split} is not in (0, 1): the pruner compares "
+                                 "trials by their validation metric.",
+                                 param_hint="--validation-split")
+    if out:  # checked before any trial trains, not after all of them
+        check_out_dir(out, overwrite=overwrite)
+    bundle = load_data(data, target)
+    factory = model_factory(model)
+    if factory is None:
+        check_model_name(model)
+    else:
+        call_factory(model, factory)  # says what is wrong with it before anything starts
     if metric is None:  # regression targets log no accuracy
         metric = default_metric(bundle.task, validation_split)
     store = SQLiteStore(store_path or default_store_path())  # created only once the rest is known good
@@ -102,7 +121,9 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
         console.print(_trial_line(t, metric), markup=False, highlight=False, soft_wrap=True)
 
     try:
-        result = tune(model, bundle, space=space, trials=trials, pruner=pruner, sampler=sampler,
+        # A registry dataset by name (its study keeps the name earlier versions gave it); a
+        # file as its arrays, fingerprinted by content.
+        result = tune(factory or model, bundle if is_data_file(data) else data, space=space, trials=trials, pruner=pruner, sampler=sampler,
                       prune_by=prune_by, metric=metric, mode=mode, epochs=epochs,
                       batch_size=batch_size, lr=lr, optimizer=optimizer,
                       validation_split=validation_split, seed=seed, study=name, store=store,
@@ -115,14 +136,39 @@ def tune_command(data, model, trials, space, pruner, sampler, prune_by, metric, 
     finally:
         store.close()
     _print_result(result, store.path)
-    folder = out_dir(out, "tune", overwrite=overwrite)
+    folder = _figures_folder(out, overwrite, result.study)
     from epochlab.report.tune import plot_budget, plot_optimization_history, write_trials_csv
 
     plot_optimization_history(result, folder / "history.png")
     plot_budget(result, folder / "budget.png")
     write_trials_csv(result, folder / "trials.csv")
-    console.print(f"wrote {folder / 'history.png'}, {folder / 'budget.png'}, {folder / 'trials.csv'}",
-                  soft_wrap=True, markup=False)
+    (folder / "tune.json").write_text(json.dumps({"study": result.study}))
+    console.print(f"wrote {folder / 'history.png'}, {folder / 'budget.png'}, {folder / 'trials.csv'}, "
+                  f"{folder / 'tune.json'}", soft_wrap=True, markup=False)
+
+
+_FIGURES = ("history.png", "budget.png", "trials.csv")
+
+
+def _figures_folder(out: str | None, overwrite: bool, study: str) -> Path:
+    """``--out``, unless it holds another study's figures (or files of those names that no
+    tune wrote) and --overwrite was not given: then a new folder, said, so nothing is lost
+    after the trials trained. The same study's figures are rewritten (a rerun resumes)."""
+    if out and not overwrite:
+        folder = Path(out)
+        marker = folder / "tune.json"
+        try:
+            owner = json.loads(marker.read_text()).get("study") if marker.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            owner = None
+        taken = [f for f in _FIGURES if (folder / f).exists()]
+        if taken and owner != study:
+            fresh = out_dir(None, "tune")
+            whose = f"study {owner!r}'s figures" if owner else f"files named {', '.join(taken)}"
+            console.print(f"--out {out} holds {whose}; this study's go to {fresh} instead "
+                          "(--overwrite replaces them).", markup=False)
+            return fresh
+    return out_dir(out, "tune", overwrite=overwrite)
 
 
 def _trial_line(t: Any, metric: str) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,16 +194,32 @@ def data_fingerprint(data: UserData) -> str:
     return f"dataset {n} items of {first}, sha256 {_digest(parts)}"
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """A hash of the model's structure (its printed form) and its parameter count.
+def model_fingerprint(model: nn.Module, make_model: Any = None) -> str:
+    """A hash of the model's structure (its printed form), its parameter count, and its
+    code: the source of ``make_model`` and of every module class not from torch, and the
+    initial weights it was built with (so an edited ``forward`` or initialization is a new
+    model, not the stored runs' one).
 
     Example:
         >>> model_fingerprint(nn.Sequential(nn.Linear(3, 2)))
-        'Sequential 8 params, structure ...'
+        'Sequential 8 params, structure ..., code ...'
     """
     n = sum(p.numel() for p in model.parameters())
     structure = hashlib.sha256(repr(model).encode()).hexdigest()[:12]
-    return f"{type(model).__name__} {n} params, structure {structure}"
+    code = hashlib.sha256()
+    sources = {type(m) for m in model.modules() if not type(m).__module__.startswith("torch.")}
+    for obj in sorted(sources, key=lambda c: f"{c.__module__}.{c.__qualname__}") + (
+            [getattr(make_model, "func", make_model)] if make_model is not None else []):
+        try:
+            code.update(inspect.getsource(obj).encode())
+        except (OSError, TypeError):  # built-ins, code typed at a prompt: their names
+            code.update(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+                        .encode())
+    for p in model.state_dict().values():
+        if isinstance(p, torch.Tensor):
+            code.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return (f"{type(model).__name__} {n} params, structure {structure}, "
+            f"code {code.hexdigest()[:12]}")
 
 
 @dataclass(frozen=True)
@@ -283,7 +300,7 @@ def user_inputs(make_model: Callable[[], nn.Module] | str, data: Any) -> UserInp
         raise ParameterError(
             f"`make_model()` returned a {type(model).__name__}, but must return a torch.nn.Module."
         )
-    model_fp = model_fingerprint(model)
+    model_fp = model_fingerprint(model, make_model)
     models[model_fp] = make_model
     return UserInputs(label, data_fp, _label(make_model), model_fp,
                       Sources(sources_data, models), task)

@@ -64,8 +64,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SAMPLERS", "TrialRow", "TuneResult", "tune"]
 
 SAMPLERS = ("tpe", "random", "grid")
-_MAX_METRICS = ("accuracy",)
-_MIN_METRICS = ("loss",)
 
 
 @dataclass
@@ -150,15 +148,6 @@ class TuneResult:
         return self.total_updates / self.full_updates if self.full_updates else math.nan
 
 
-def _infer_mode(metric: str) -> str | None:
-    base = metric.removeprefix("val_")
-    if base in _MAX_METRICS:
-        return "max"
-    if base in _MIN_METRICS:
-        return "min"
-    return None
-
-
 def _resolve(make_model: Any, data: Any) -> tuple[Callable[[], torch.nn.Module], Any, DataBundle | None, str, str]:
     """A zero-argument model factory, training data, the bundle (for test metrics), and names."""
     from epochlab.data.base import DataBundle
@@ -192,6 +181,23 @@ def _resolve(make_model: Any, data: Any) -> tuple[Callable[[], torch.nn.Module],
                              "must be a zero-argument callable returning an nn.Module, or a model name.")
     name = f"{getattr(make_model, '__module__', '')}.{getattr(make_model, '__qualname__', repr(make_model))}"
     return make_model, train, bundle, data_name, name
+
+
+def _identity(make_model: Any, data: Any, factory: Callable[[], torch.nn.Module],
+              bundle: Any, data_name: str, model_name: str) -> dict[str, str]:
+    """What a study's runs share: the data and model by name, and by content where they are
+    the user's own (a registry dataset or model name is its own identity)."""
+    from epochlab.sweeps.workload import data_fingerprint, model_fingerprint
+
+    out = {"data": data_name, "model": model_name}
+    if not isinstance(data, str):
+        out["data_fingerprint"] = (data_fingerprint(bundle) if bundle is not None
+                                   else _fingerprint(data))
+    if not isinstance(make_model, str) and make_model is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            out["model_fingerprint"] = model_fingerprint(factory(), factory)
+    return out
 
 
 def _fingerprint(data: Any) -> str:
@@ -361,6 +367,12 @@ def tune(
     fixed = {"epochs": check_int("epochs", epochs, 1), "batch_size": check_int("batch_size", batch_size, 1),
              "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay, "momentum": momentum,
              "seed": check_int("seed", seed, 0), "validation_split": validation_split}
+    if "momentum" in sp and "optimizer" not in sp and str(optimizer).lower() in ("adam", "adamw"):
+        import warnings
+
+        warnings.warn(f"The space searches momentum, but {optimizer} has none (its betas play "
+                      "that part): every trial's momentum has no effect. Search it with "
+                      "optimizer='sgd' or 'rmsprop'.", UserWarning, stacklevel=2)
     if executor not in ("local", "ray"):
         raise ParameterError(f"The value of `executor` is {executor!r}, but must be 'local' or 'ray'.")
     if executor == "ray" and not isinstance(storage, str) and not (
@@ -385,6 +397,10 @@ def tune(
     described = {"data": data_name, "model": model_name, "space": str(sp), "metric": metric,
                  "mode": mode, "pruner": pruner, "sampler": sampler, "prune_by": budget.by,
                  "fixed": {k: v for k, v in fixed.items() if k not in sp}}
+    identity = _identity(make_model, data, factory, bundle, data_name, model_name)
+    # A user's data or model by content too (a file of the same name, an edited model: another
+    # study); registry names alone keep the names earlier versions gave their studies.
+    described.update({k: v for k, v in identity.items() if k.endswith("_fingerprint")})
     name = study or "tune-" + hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
     if not isinstance(name, str) or not name:
         raise ParameterError(f"The value of `study` is {study!r}, but must be a non-empty string.")
@@ -392,7 +408,10 @@ def tune(
         from epochlab.store.memory import MemoryStore
 
         store = MemoryStore()
-    sid = store.create_study(name, {"tune": described})
+    from epochlab.store.record import ensure_study
+
+    # A named study rerun with other data or another model is refused, as a sweep's is.
+    sid = ensure_study(store, name, {"tune": described, **identity})
     store.reset_stale(sid)
 
     previous = optuna.logging.get_verbosity()
@@ -436,16 +455,19 @@ def tune(
 
 
 def _check_metric(metric: str, mode: str | None) -> str:
-    """The mode for ``metric`` (given, or inferred from its name); a validation metric only."""
-    mode = mode or _infer_mode(metric)
-    if mode not in ("max", "min"):
-        raise ParameterError(f"The value of `mode` is {mode!r}: give 'max' or 'min' for metric "
-                             f"{metric!r} (inferred only for accuracy and loss).")
-    if not metric.startswith("val_"):
+    """The mode for ``metric`` (given, or inferred from its name); a metric the trials log:
+    ``val_accuracy`` (classification) or ``val_loss``."""
+    from epochlab.validation import closest, resolve_mode
+
+    if metric in ("accuracy", "loss"):
         raise ParameterError(f"The value of `metric` is {metric!r}, but tuning needs a validation "
-                             "metric (val_accuracy, val_loss, ...): a training metric rewards "
-                             "overfitting.")
-    return mode
+                             f"metric (val_{metric}): a training metric rewards overfitting.")
+    if metric not in ("val_accuracy", "val_loss"):
+        near = closest(str(metric), ["val_accuracy", "val_loss"], cutoff=0.6)
+        raise ParameterError(
+            f"The value of `metric` is {metric!r}, but trials log only val_loss and (for "
+            f"classification) val_accuracy{f': did you mean {near!r}?' if near else '.'}")
+    return resolve_mode(metric, mode)
 
 
 def _preflight(factory: Callable[[], torch.nn.Module], train: Any, metric: str | None,

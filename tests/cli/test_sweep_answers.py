@@ -76,3 +76,28 @@ def test_a_sweep_whose_every_run_fails_exits_1_with_the_reason(tmp_path, monkeyp
     [line] = [x for x in result.output.splitlines() if x.startswith("Error:")]
     assert "All 2 runs failed: RuntimeError: out of disk in my data loader" in line
     assert "run the same command again" in line
+
+
+def test_with_several_seeds_the_best_parameters_are_the_best_mean_and_agree_with_advice(tmp_path):
+    res = invoke(tmp_path, "--lr", "0.1,0.01,0.001", "--seed", "0,1")
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    best = out.split("Best parameters: ")[1]
+    assert "'seed'" not in best.split("(")[0] and "mean of 2 seeds" in best
+    lr = best.split("'lr': ")[1].split("}")[0]
+    assert f"best learning rate: {lr} " in out
+    starred = [ln.split("│") for ln in res.output.splitlines()
+               if "│" in ln and "*" in ln.split("│")[0]]
+    assert [cells[1].strip() for cells in starred] == [f"{float(lr):g}"] * 2  # both its seeds
+
+
+def test_the_heatmap_marks_the_best_runs_cell_among_ties():
+    from epochlab.report.heatmap import plot_heatmap
+
+    fig = plot_heatmap([[0.875, 0.875]], [32, 64], [2], x_name="batch_size", y_name="epochs",
+                       metric="val_accuracy", best=(0, 1))
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["0.8750", "0.8750 ★"]
+    fig = plot_heatmap([[0.875, 0.5]], [32, 64], [2], x_name="batch_size", y_name="epochs",
+                       metric="val_accuracy", best=(0, 1))  # not a best value: the best cell
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0.8750 ★", "0.5000"]

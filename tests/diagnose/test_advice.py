@@ -157,3 +157,25 @@ def test_format_advice_and_to_dict_are_plain():
     a = Advice("best_epoch", "best val_loss 0.3 at epoch 4.", {"epoch": 4})
     assert format_advice([a, a]).splitlines() == ["- " + a.text] * 2
     assert a.to_dict() == {"topic": "best_epoch", "text": a.text, "numbers": {"epoch": 4}}
+
+
+def test_ties_go_to_fewer_updates_in_the_advice_and_the_best_configuration():
+    from epochlab.diagnose.advice import best_configuration
+
+    runs = [RunResult({"batch_size": b}, [{"val_accuracy": 0.875, "updates": 640 // b}])
+            for b in (32, 64)]
+    advice = advise_runs(runs, metric="val_accuracy")[0]
+    assert advice.numbers["best"] == 64  # fewer updates, as the best run's tie-break
+    assert best_configuration(runs)["settings"] == {"batch_size": 64}
+
+
+def test_the_best_configuration_is_the_best_mean_over_seeds_not_the_luckiest_seed():
+    from epochlab.diagnose.advice import best_configuration
+
+    runs = [RunResult({"lr": lr, "seed": s}, [{"val_accuracy": a, "updates": 10}], id=i)
+            for i, (lr, s, a) in enumerate(((0.1, 0, 0.95), (0.1, 1, 0.5),
+                                            (0.01, 0, 0.8), (0.01, 1, 0.85)))]
+    c = best_configuration(runs)
+    assert c["settings"] == {"lr": 0.01} and c["seeds"] == 2
+    assert c["mean"] == pytest.approx(0.825) and [r.id for r in c["runs"]] == [3, 2]
+    assert advise_runs(runs, metric="val_accuracy")[0].numbers["best"] == 0.01

@@ -193,8 +193,10 @@ def _report(result: Any, store: Any, select: str) -> None:
     console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s; "
                   f"{result.skipped} already done; " +
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))
-    print_table(results_table(result, store))
-    _print_best(result, store, select)
+    config = _best_configuration(result, store, select)
+    print_table(results_table(result, store,
+                              marked={r.id for r in config["runs"]} if config else None))
+    _print_best(result, store, select, config)
     _print_advice(result, store, select)
     _failures(result)
 
@@ -276,8 +278,11 @@ def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
     return line
 
 
-def results_table(result: Any, store: Any) -> Table:
-    """One row per configuration: swept settings, status, metric (final / best), test, updates."""
+def results_table(result: Any, store: Any, marked: set[int] | None = None) -> Table:
+    """One row per configuration: swept settings, status, metric (final / best), test, updates;
+    ``*`` on the ``marked`` runs (default: the best run)."""
+    if marked is None:
+        marked = {result.best.id} if result.best is not None else set()
     spec = result.spec
     swept = spec.swept() or ["epochs"]
     table = Table(show_edge=False, pad_edge=False,
@@ -292,7 +297,7 @@ def results_table(result: Any, store: Any) -> Table:
         v = metric_values(store.epochs(r.id), spec.metric, spec.mode, r.summary.get("weights_epoch"))
         best = "" if math.isnan(v["best"]) else f"{v['best']:.4f} ({v['best_epoch']})"
         test = r.summary.get("test", {}).get(test_key)
-        mark = " *" if result.best is not None and r.id == result.best.id else ""
+        mark = " *" if r.id in marked else ""
         table.add_row(
             f"{r.id}{mark}", *(_cell(r.settings[n]) for n in swept), r.status,
             "" if math.isnan(v["final"]) else f"{v['final']:.4f}", best,
@@ -320,14 +325,42 @@ def _print_advice(result: Any, store: Any, select: str) -> None:
         console.print(format_advice(advice), markup=False, highlight=False)
 
 
-def _print_best(result: Any, store: Any, select: str) -> None:
+def _best_configuration(result: Any, store: Any, select: str) -> dict[str, Any] | None:
+    """With several seeds, the best configuration by its mean over seeds (what the advice
+    ranks by), not the luckiest seed's run: the seed is no parameter to tune. None with one
+    seed (the best run is the best configuration) or when no run scored."""
+    if len(result.spec.seed) < 2:
+        return None
+    from epochlab.diagnose.advice import best_configuration, runs_from_store
+
+    spec = result.spec
+    return best_configuration(runs_from_store(store, result.runs), spec.metric, spec.mode, select)
+
+
+def _print_best_configuration(result: Any, config: dict[str, Any], how: str) -> None:
+    spec = result.spec
+    names = [n for n in spec.swept() if n != "seed"] or ["epochs", "batch_size"]
+    params = {n: config["settings"][n] for n in names if n in config["settings"]}
+    top = config["runs"][0]
+    spread = f", sd {config['std']:.4f}" if config["std"] is not None else ""
+    console.print(f"[bold]Best parameters[/]: {escape(str(params))}  ({escape(spec.metric)} "
+                  f"{config['mean']:.4f}, mean of {config['seeds']} seeds{spread}, {how}; "
+                  f"ties -> fewer updates; its best seed: run {top.id}, seed "
+                  f"{top.settings.get('seed')})")
+
+
+def _print_best(result: Any, store: Any, select: str, config: dict[str, Any] | None = None,
+                ) -> None:
     spec, best = result.spec, result.best
     if best is None:
         console.print(f"[red]No finished run has a finite {escape(spec.metric)}.[/]")
         return
+    how = "at the weights each run ends with" if select == "final" else "best epoch of each run"
+    if config is not None:
+        _print_best_configuration(result, config, how)
+        return
     v = metric_values(store.epochs(best.id), spec.metric, spec.mode, best.summary.get("weights_epoch"))
     params = {n: best.settings[n] for n in (spec.swept() or ["epochs", "batch_size"])}
-    how = "at the weights each run ends with" if select == "final" else "best epoch of each run"
     console.print(f"[bold]Best parameters[/]: {escape(str(params))}  (run {best.id}; {escape(spec.metric)} "
                   f"{v[select]:.4f}, {how}; ties -> fewer updates)")
     other = "best" if select == "final" else "final"

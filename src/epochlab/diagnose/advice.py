@@ -342,12 +342,46 @@ def _configs(scored: list[tuple[RunResult, float]]) -> list[dict[str, Any]]:
     for r, s in scored:
         rest = {k: v for k, v in r.settings.items() if k != "seed"}
         g = groups.setdefault(repr(sorted(rest.items(), key=lambda t: t[0])),
-                              {"settings": rest, "scores": []})
+                              {"settings": rest, "scores": [], "runs": []})
         g["scores"].append(s)
+        g["runs"].append(r)
     for g in groups.values():
         g["mean"] = statistics.fmean(g["scores"])
         g["std"] = statistics.stdev(g["scores"]) if len(g["scores"]) > 1 else None
+        # Ties go to fewer updates (the cheaper configuration), as the best run's do.
+        g["updates"] = statistics.fmean(
+            float((r.epochs[-1].get("updates") if r.epochs else 0) or 0) for r in g["runs"])
     return list(groups.values())
+
+
+def best_configuration(
+    runs: Iterable[RunResult], metric: str = "val_accuracy", mode: str | None = None,
+    select: str = "final",
+) -> dict[str, Any] | None:
+    """The best configuration of a sweep, its score averaged over seeds (None: none scored).
+
+    The one the advice's "best <setting>" lines agree with: every setting but the seed,
+    ranked by the mean over seeds; ties go to fewer updates. ``runs`` are its runs, best
+    seed first.
+
+    Example:
+        >>> runs = [RunResult({"lr": lr, "seed": s}, [{"val_accuracy": a, "updates": 10}])
+        ...         for lr, s, a in ((0.1, 0, 0.95), (0.1, 1, 0.5), (0.01, 0, 0.8), (0.01, 1, 0.8))]
+        >>> c = best_configuration(runs)
+        >>> c["settings"], c["mean"], c["seeds"]
+        ({'lr': 0.01}, 0.8, 2)
+    """
+    mode = mode or ("min" if "loss" in metric else "max")
+    sign = 1.0 if mode == "max" else -1.0
+    done = [r for r in runs if r.status not in ("diverged", "failed", "interrupted", "pending",
+                                                "running")]
+    scored = [(r, s) for r in done if math.isfinite(s := _score(r, metric, mode, select))]
+    if not scored:
+        return None
+    best = min(_configs(scored), key=lambda g: (-sign * g["mean"], g["updates"]))
+    order = sorted(zip(best["scores"], best["runs"], strict=True), key=lambda t: -sign * t[0])
+    return {"settings": best["settings"], "mean": best["mean"], "std": best["std"],
+            "seeds": len(best["scores"]), "runs": [r for _, r in order]}
 
 
 def _best_value(name: str, values: dict[str, Any], configs: list[dict[str, Any]], metric: str,
@@ -355,9 +389,11 @@ def _best_value(name: str, values: dict[str, Any], configs: list[dict[str, Any]]
     per_value: dict[str, dict[str, Any]] = {}
     for g in configs:
         k = _key(g["settings"].get(name))
-        if k not in per_value or sign * g["mean"] > sign * per_value[k]["mean"]:
+        if k not in per_value or (-sign * g["mean"], g["updates"]) < (
+                -sign * per_value[k]["mean"], per_value[k]["updates"]):
             per_value[k] = g
-    ranked = sorted(per_value, key=lambda k: -sign * per_value[k]["mean"])
+    ranked = sorted(per_value, key=lambda k: (-sign * per_value[k]["mean"],
+                                              per_value[k]["updates"]))
     best_k = ranked[0]
     best, g = values[best_k], per_value[best_k]
     label = _LABELS.get(name, name)

@@ -33,6 +33,7 @@ def plot_heatmap(
     title: str | None = None,
     fmt: str = ".4f",
     path: str | os.PathLike | None = None,
+    best: tuple[int, int] | None = None,
 ) -> Figure:
     """Draw ``values[i, j]`` (row ``i`` = ``y_labels[i]``, column ``j`` = ``x_labels[j]``).
 
@@ -45,6 +46,8 @@ def plot_heatmap(
         title: defaults to "<metric> by <y_name> and <x_name>".
         fmt: number format of the cell texts.
         path: write a PNG there (and close the figure) when given.
+        best: the cell to mark, ``(row, column)``, when it holds a best value (several
+            may: the best run's cell, whose ties went to fewer updates); default the first.
 
     Example:
         >>> fig = plot_heatmap([[0.9, 0.8], [0.95, 0.85]], [32, 64], [5, 10],
@@ -63,10 +66,14 @@ def plot_heatmap(
     im = ax.imshow(masked, cmap=cmap, aspect="auto", origin="upper")
     finite = v[np.isfinite(v)]
     lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-    best = None
     if finite.size:
         flat = np.where(np.isfinite(v), v, -np.inf if mode == "max" else np.inf)
-        best = np.unravel_index(np.argmax(flat) if mode == "max" else np.argmin(flat), v.shape)
+        top = np.unravel_index(np.argmax(flat) if mode == "max" else np.argmin(flat), v.shape)
+        # The caller's best cell (the best run's: ties go to fewer updates) when it is one of
+        # the best values; else the first best cell.
+        best = best if best is not None and np.isfinite(v[best]) and v[best] == v[top] else top
+    else:
+        best = None
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
             x = v[i, j]

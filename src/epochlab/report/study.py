@@ -315,19 +315,30 @@ def write_report(
     rest = [s for s in swept if s not in (x, y)]
     title = f"{metric} ({select}) by {y} and {x}" + (
         f"\neach cell: best over {', '.join(rest)}" if rest else "")
+    best = best_run(store, runs, metric, mode, select)
     plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x, y_name=y,
-                 metric=metric, mode=mode, title=title, path=out / "heatmap.png")
+                 metric=metric, mode=mode, title=title, path=out / "heatmap.png",
+                 best=_cell_of(best, x, y, xs, ys))
     files["heatmap.png"] = out / "heatmap.png"
     for by in [s for s in swept if s != "epochs"] or ["epochs"]:
         name = f"curves_{by}.png"
         plot_validation_curves(store, study, by, metric, out / name)
         files[name] = out / name
-    best = best_run(store, runs, metric, mode, select)
     advice = advise_runs(runs_from_store(store, runs), metric=metric, mode=mode, select=select)
     files["advice.txt"] = out / "advice.txt"
     files["advice.txt"].write_text(format_advice(advice) + "\n")
     return {"files": files, "best": best, "metric": metric, "mode": mode, "axes": (x, y),
             "rows": rows, "advice": advice}
+
+
+def _cell_of(run: RunRecord | None, x: str, y: str, xs: list, ys: list) -> tuple[int, int] | None:
+    """The heatmap cell ``(row, column)`` of ``run`` (None when it has none)."""
+    if run is None:
+        return None
+    try:
+        return ys.index(run.settings.get(y)), xs.index(run.settings.get(x))
+    except ValueError:
+        return None
 
 
 def history_of(store: Store, run: RunRecord | int) -> History:
@@ -481,7 +492,9 @@ def study_sections(
             fig = plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x,
                                y_name=y, metric=metric, mode=mode,
                                title=f"{metric} ({select}) by {y} and {x}"
-                               + (f"\neach cell: best over {', '.join(rest)}" if rest else ""))
+                               + (f"\neach cell: best over {', '.join(rest)}" if rest else ""),
+                               best=_cell_of(best_run(store, runs, metric, mode, select),
+                                             x, y, xs, ys))
             sections.append(Section(
                 f"Heatmap: {metric} by {y} and {x}",
                 f"Each cell is the {select} {metric} of the best finished run with those two "

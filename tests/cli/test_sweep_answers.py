@@ -101,3 +101,27 @@ def test_the_heatmap_marks_the_best_runs_cell_among_ties():
     fig = plot_heatmap([[0.875, 0.5]], [32, 64], [2], x_name="batch_size", y_name="epochs",
                        metric="val_accuracy", best=(0, 1))  # not a best value: the best cell
     assert [t.get_text() for t in fig.axes[0].texts] == ["0.8750 ★", "0.5000"]
+
+
+def test_report_rewrites_its_own_files_only_and_keeps_study_names_inside_runs(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "runs.db")
+    base = ["sweep", "--data", "synthetic", "--epochs", "1", "--no-progress", "--store", db]
+    assert CliRunner().invoke(main, [*base, "--lr", "0.01,0.001", "--study", "A"]).exit_code == 0
+    assert CliRunner().invoke(main, [*base, "--batch-size", "32,64", "--study", "../../x/B"]
+                              ).exit_code == 0
+    out = tmp_path / "X"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert CliRunner().invoke(main, ["report", "--store", db, "--study", "A", "--out", str(out),
+                                     "--html"]).exit_code == 0
+    assert {"curves_lr.png", "index.html"} <= {p.name for p in out.iterdir()}
+    res = CliRunner().invoke(main, ["report", "--store", db, "--study", "../../x/B",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "advice.txt", "curves_batch_size.png", "heatmap.png", "notes.txt", "results.csv"]
+    res = CliRunner().invoke(main, ["report", "--store", db, "--study", "../../x/B"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "runs" / "report-x_B" / "results.csv").is_file()

@@ -3,6 +3,8 @@ or (``--html``) as one self-contained HTML page."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -36,8 +38,6 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
 
     Example: epochlab report --study slide13 --x batch_size --y epochs --html
     """
-    from pathlib import Path
-
     from epochlab.report.study import write_report
     from epochlab.store import open_store
     from epochlab.validation import check_name, check_out_dir
@@ -47,7 +47,8 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
     with open_store(store_path, create=False) as store:
         if study is None:
             study = _only_study(store)
-        folder = check_out_dir(out, overwrite=True) if out else Path("runs") / f"report-{study}"
+        folder = (check_out_dir(out, overwrite=True) if out
+                  else Path("runs") / f"report-{_path_safe(study)}")
         result = write_report(store, study, folder, metric=metric, mode=mode, x=x, y=y,
                               select=select)
         if html:
@@ -55,6 +56,7 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
 
             result["files"]["index.html"] = write_html_report(
                 store, study, folder, metric=metric, mode=mode, select=select)
+        _remove_stale(folder, set(result["files"].values()))
     best = result["best"]
     if best is None:
         console.print(f"[red]No finished run has a finite {escape(result['metric'])}.[/]")
@@ -72,6 +74,24 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
         console.print("[bold]Advice[/]")
         console.print(format_advice(result["advice"]), markup=False, highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in result["files"].values()), markup=False)
+
+
+_OWN = ("heatmap.png", "results.csv", "advice.txt", "index.html")
+
+
+def _remove_stale(folder: Path, written: set[Path]) -> None:
+    """Remove the files an earlier report wrote to ``folder`` that this one did not (another
+    study's curves, an index.html from an earlier --html), so the folder describes one
+    study; files a report never writes are left alone."""
+    for p in folder.iterdir():
+        ours = p.name in _OWN or (p.name.startswith("curves_") and p.suffix == ".png")
+        if ours and p.is_file() and p not in written:
+            p.unlink()
+
+
+def _path_safe(name: str) -> str:
+    """A study name as one folder name: no separators, no ``..``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
 
 
 def _only_study(store: Store) -> str:

@@ -16,9 +16,13 @@ from epochlab.cli.output import console, escape, print_table
 
 @click.command("batch-size")
 @click.option("--data", "data_name", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb.")
+              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
+                   "or PATH.csv with --target (as fit reads them).")
+@click.option("--target", default=None, metavar="COLUMN",
+              help="The label column of a --data CSV file.")
 @click.option("--model", "model_name", default="mlp", show_default=True,
-              help="Model: mlp, cnn, cnn_small, lstm.")
+              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
+                   "returning an nn.Module.")
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True,
@@ -36,7 +40,7 @@ from epochlab.cli.output import console, escape, print_table
 @click.option("--overwrite", is_flag=True,
               help="Let --out be a folder that already holds this command's files (they are "
                    "replaced).")
-def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr, parts, small,
+def batch_size_command(data_name, target, model_name, epochs, batch_size, optimizer, lr, parts, small,
                        every, validation_split, seed, out, overwrite) -> None:
     """Measure the gradient noise scale B_simple per epoch and turn it into batch-size advice.
 
@@ -49,7 +53,7 @@ def batch_size_command(data_name, model_name, epochs, batch_size, optimizer, lr,
 
     Example: epochlab batch-size --data digits --model cnn_small --epochs 3
     """
-    data = load_data(data_name)
+    data = load_data(data_name, target)
     model = probe_model(model_name, data, seed)  # a model that cannot take the data: refused
     with claimed(out, "batch-size", overwrite=overwrite,  # checked before training
                  marker=("history.json", "batch_size.json")) as folder:

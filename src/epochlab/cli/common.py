@@ -142,9 +142,14 @@ def check_model_name(name: str) -> None:
     from epochlab.models.registry import NAMES
 
     if model_factory(name) is None and name not in NAMES:
-        raise click.BadParameter(f"The value of `name` is {name!r}, but must be one of: "
-                                 f"{', '.join(NAMES)}, or package.module:function.",
-                                 param_hint="--model")
+        from epochlab.validation import closest
+
+        near = closest(name, list(NAMES))
+        raise click.BadParameter(
+            f"Unknown model {name!r}: the models are {', '.join(NAMES)}"
+            f"{f' (did you mean {near!r}?)' if near else ''}; a model of your own is "
+            "package.module:function (e.g. mymodels:make_model for ./mymodels.py).",
+            param_hint="--model")
 
 
 def call_factory(name: str, factory: Any) -> torch.nn.Module:

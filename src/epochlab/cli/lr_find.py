@@ -15,9 +15,13 @@ from epochlab.diagnose.lr_rules import RULES  # light: the rest loads when the c
 
 @click.command("lr-find")
 @click.option("--data", "data_name", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb.")
+              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
+                   "or PATH.csv with --target (as fit reads them).")
+@click.option("--target", default=None, metavar="COLUMN",
+              help="The label column of a --data CSV file.")
 @click.option("--model", "model_name", default="mlp", show_default=True,
-              help="Model: mlp, cnn, cnn_small, lstm.")
+              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
+                   "returning an nn.Module.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True,
               type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]))
@@ -38,7 +42,7 @@ from epochlab.diagnose.lr_rules import RULES  # light: the rest loads when the c
 @click.option("--overwrite", is_flag=True,
               help="Let --out be a folder that already holds this command's files (they are "
                    "replaced).")
-def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, start_lr, end_lr,
+def lr_find_command(data_name, target, model_name, batch_size, optimizer, momentum, start_lr, end_lr,
                     num_iter, seeds, rule, validation_split, fuse, out, overwrite) -> None:
     """Raise the learning rate exponentially on copies of the model and suggest one.
 
@@ -48,7 +52,7 @@ def lr_find_command(data_name, model_name, batch_size, optimizer, momentum, star
 
     Example: epochlab lr-find --data digits --model cnn_small --seeds 3
     """
-    data = load_data(data_name)
+    data = load_data(data_name, target)
     probe = probe_model(model_name, data)  # a model that cannot take the data: refused here
     # An earlier range test's lr_find.json is not replaced unless asked: it is stored nowhere else.
     with claimed(out, "lr-find", overwrite=overwrite, marker="lr_find.json") as folder:

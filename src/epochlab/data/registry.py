@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 
 from epochlab.data.base import DataBundle
-from epochlab.validation import ParameterError
+from epochlab.validation import ParameterError, closest
 
 __all__ = ["NAMES", "load", "parameters"]
 
@@ -75,8 +75,16 @@ def parameters(name: str) -> tuple[str, ...]:
 
 def _loader(name: str) -> Callable[..., DataBundle]:
     if name not in _LOADERS:
+        from pathlib import Path
+
+        as_file = ""
+        if Path(name).exists() or Path(name).suffix:
+            as_file = (f" A data file is read when its name ends in .npz or .csv"
+                       f"{'' if Path(name).exists() else ' and it exists'}.")
+        near = closest(str(name), list(NAMES))
         raise ParameterError(
-            f"The value of `name` is {name!r}, but must be one of: {', '.join(NAMES)}."
+            f"Unknown dataset {name!r}: the datasets are {', '.join(NAMES)}"
+            f"{f' (did you mean {near!r}?)' if near else ''}.{as_file}"
         )
     module_name, attr = _LOADERS[name]
     try:

@@ -18,7 +18,7 @@ from epochlab.data.base import DataBundle
 from epochlab.models.cnn import cnn
 from epochlab.models.lstm import lstm_classifier
 from epochlab.models.mlp import mlp
-from epochlab.validation import ParameterError
+from epochlab.validation import ParameterError, closest
 
 __all__ = ["NAMES", "build", "out_features"]
 
@@ -111,7 +111,11 @@ def build(name: str, data: DataBundle, **kwargs: Any) -> nn.Module:
         1
     """
     if name not in _BUILDERS:
-        raise ParameterError(f"The value of `name` is {name!r}, but must be one of: {', '.join(NAMES)}.")
+        near = closest(str(name), list(NAMES))
+        colon = (" A model of your own is named package.module:function (with the colon)."
+                 if ":" not in str(name) else "")
+        raise ParameterError(f"Unknown model {name!r}: the models are {', '.join(NAMES)}"
+                             f"{f' (did you mean {near!r}?)' if near else ''}.{colon}")
     try:
         return _BUILDERS[name](data, **kwargs)
     except TypeError as exc:

@@ -294,3 +294,21 @@ def test_fit_refuses_a_test_split_it_could_not_evaluate_before_training(folder, 
     assert res.exit_code == 2 and "The test split of 't.npz' cannot be evaluated" in res.output
     assert re.search(match, res.output), res.output
     assert not (tmp / "s.db").exists() and not (tmp / "runs").exists()
+
+
+@pytest.mark.parametrize("make, model, match", [
+    (lambda p: p.write_text("hello\n"), "mlp", "is not an .npz archive"),
+    (lambda p: p.mkdir(), "mlp", "is a folder; give the file in it"),
+    (lambda p: np.savez(p, X=np.array([[1, "a"], [2, "b"]], dtype=object), y=np.array([0, 1])),
+     "mlp", "holds an object array"),
+    (lambda p: np.savez(p, X=np.arange(40.0), y=np.arange(40) % 2), "mlp",
+     r"is 1-D, shape \(40,\).*X.reshape\(-1, 1\)"),
+    (lambda p: np.savez(p, X=np.random.default_rng(0).random((40, 8, 8)), y=np.arange(40) % 3),
+     "cnn_small", r"without their channel axis: add it, X\[:, None\]"),
+])
+def test_npz_files_that_are_not_what_fit_reads_say_what_they_are(folder, make, model, match):
+    tmp, _ = folder
+    make(tmp / "bad.npz")
+    res = _run("fit", "--data", "bad.npz", "--model", model, "--epochs", "1", "--no-store")
+    assert res.exit_code == 2, res.output
+    assert re.search(match, " ".join(res.output.split())), res.output

@@ -93,6 +93,11 @@ def from_arrays(
         [1, 0, 1]
     """
     x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 1 and y.ndim >= 1 and x.shape[0] == y.shape[0]:
+        raise ParameterError(
+            f"X of {name!r} is 1-D, shape {x.shape}: one value per row? Make it a column, "
+            "X.reshape(-1, 1); every row of X is one example's features."
+        )
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
         raise ParameterError(
             f"The value of `data` is arrays of shapes {x.shape} and {y.shape}, but must be "
@@ -124,7 +129,17 @@ def load_npz(path: str | Path) -> DataBundle:
         (4, 2)
     """
     path = Path(path)
-    with np.load(path, allow_pickle=False) as f:
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:  # not a zip: a pickle, text, another format
+        raise ParameterError(
+            f"The file {str(path)!r} is not an .npz archive (as np.savez writes): "
+            f"{'it holds text or a pickle' if 'pickle' in str(e) else e}."
+        ) from None
+    if not hasattr(f, "files"):  # a single .npy array renamed .npz
+        raise ParameterError(f"The file {str(path)!r} holds one array (.npy), but an .npz "
+                             "archive of X and y is needed: np.savez(path, X=X, y=y).")
+    with f:
         names = set(f.files)
         # np.savez(path, x=..., y=...) is as common as X; a test split may come with either.
         pairs = (("X", "y"), ("x", "y"), ("x_train", "y_train"), ("X_train", "y_train"))
@@ -137,8 +152,15 @@ def load_npz(path: str | Path) -> DataBundle:
                 f"{'y_test' if x_test else 'x_test'}; a test split needs both (or neither)."
             )
         if train is not None:
-            test = {"x_test": f[x_test], "y_test": f["y_test"]} if x_test else {}
-            return from_arrays(f[train[0]], f[train[1]], name=path.name, **test)
+            try:
+                arrays = {k: f[k] for k in (*train, *((x_test, "y_test") if x_test else ()))}
+            except ValueError as e:  # object arrays need pickle, which is never loaded
+                raise ParameterError(
+                    f"The file {str(path)!r} holds an object array ({e}); save numbers or "
+                    "strings instead (np.asarray(X, dtype=np.float32); text labels as str)."
+                ) from None
+            test = {"x_test": arrays[x_test], "y_test": arrays["y_test"]} if x_test else {}
+            return from_arrays(arrays[train[0]], arrays[train[1]], name=path.name, **test)
     raise ParameterError(
         f"The file {str(path)!r} holds arrays {sorted(names)}, but must hold X (or x) and y, or "
         "x_train and y_train (with optional x_test and y_test)."
@@ -235,6 +257,8 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
 def load_file(path: str | Path, target: str | None = None) -> DataBundle:
     """A ``.npz`` or ``.csv`` file by its suffix."""
     path = Path(path)
+    if path.is_dir():
+        raise ParameterError(f"The data file {str(path)!r} is a folder; give the file in it.")
     if not path.is_file():
         raise ParameterError(f"The data file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()

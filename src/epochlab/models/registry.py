@@ -55,10 +55,13 @@ def _cnn_builder(kind: str) -> Callable[..., nn.Module]:
     def build_cnn(data: DataBundle, **kwargs: Any) -> nn.Module:
         shape = data.input_shape
         if len(shape) != 3 or data.task not in ("multiclass", "binary"):
+            fix = ("Use model 'mlp' for flat features." if len(shape) != 2 else
+                   f"These look like one-channel images without their channel axis: add it, "
+                   f"X[:, None] (shape (N, 1, {shape[0]}, {shape[1]})), or use model 'mlp'.")
             raise ParameterError(
                 f"Model {name!r} cannot take dataset {data.name!r}: it needs classified images "
                 f"shaped (channels, height, width), but the examples have shape {shape} "
-                f"(task {data.task!r}). Use model 'mlp' for flat features."
+                f"(task {data.task!r}). {fix}"
             )
         return cnn(
             kind,  # type: ignore[arg-type]

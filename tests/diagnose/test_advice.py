@@ -179,3 +179,23 @@ def test_the_best_configuration_is_the_best_mean_over_seeds_not_the_luckiest_see
     assert c["settings"] == {"lr": 0.01} and c["seeds"] == 2
     assert c["mean"] == pytest.approx(0.825) and [r.id for r in c["runs"]] == [3, 2]
     assert advise_runs(runs, metric="val_accuracy")[0].numbers["best"] == 0.01
+
+
+def test_a_loss_that_is_not_finite_before_any_update_is_not_blamed_on_the_learning_rate():
+    import torch
+
+    class NanOut(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = torch.nn.Linear(20, 1)
+
+        def forward(self, x):
+            return self.l(x) * float("nan")
+
+    d = el.data.synthetic(n_samples=200)
+    h = el.fit(NanOut(), d.train, epochs=2, batch_size=32, verbose=0)
+    assert h.stop_reason == "diverged" and h.total_updates == 0
+    assert "before any update" in h.stop_message and "learning rate" not in h.stop_message.split(
+        "so the")[0]
+    text = _by_topic(advise_history(h))["diverged"].text
+    assert "before its first update" in text and "lower the learning rate" not in text

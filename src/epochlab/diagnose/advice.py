@@ -128,8 +128,11 @@ def advise_history(
     items: list[Advice] = []
     stop = getattr(history, "stop_reason", None)
     if stop == "diverged":
-        items.append(Advice("diverged", "training diverged (a non-finite loss): lower the "
-                            f"learning rate. {getattr(history, 'stop_message', '')}".strip(),
+        before_any = getattr(history, "total_updates", None) == 0
+        items.append(Advice("diverged", "training diverged before its first update: the "
+                            "initial model's loss is not finite (not the learning rate)."
+                            if before_any else "training diverged (a non-finite loss): lower "
+                            "the learning rate (where and at which rate: above).",
                             {"updates": getattr(history, "total_updates", None),
                              "lr": getattr(history, "params", {}).get("lr")}))
     if not rows:

@@ -198,11 +198,20 @@ class History:
         """
         what = "loss" if not math.isfinite(loss) else "gradient norm"
         value = loss if what == "loss" else grad_norm
-        self.stop_message = (
-            f"Diverged: the {what} became {value} at epoch {epoch + 1}, iteration "
-            f"{iteration} (update {step + 1}) with learning rate {lr:.4g}. "
-            "The model keeps the weights of the last finite step; try a lower learning rate."
-        )
+        if step == 0:  # before any update: the learning rate has not acted yet
+            self.stop_message = (
+                f"The {what} was {value} on the first batch, before any update: the initial "
+                "model gives non-finite values on this data, so the learning rate is not the "
+                "cause. Check the model's forward pass (a division, log or sqrt of 0 or less) "
+                "and the inputs' scale."
+            )
+        else:
+            self.stop_message = (
+                f"Diverged: the {what} became {value} at epoch {epoch + 1}, iteration "
+                f"{iteration} (update {step + 1}) with learning rate {lr:.4g}. "
+                "The model keeps the weights of the last finite step; try a lower learning "
+                "rate."
+            )
         self.extra["divergence"] = {
             "epoch": epoch, "iteration": iteration, "step": step,
             "lr": lr, "loss": loss, "grad_norm": grad_norm,

@@ -262,3 +262,13 @@ def test_a_model_ending_in_probabilities_is_warned_about(data, last):
     m = torch.nn.Sequential(torch.nn.Linear(20, out), last)
     with pytest.warns(UserWarning, match=f"ends in {type(last).__name__}, but fit's loss"):
         _fit(m, data.train)
+
+
+def test_the_summary_counts_a_partial_last_epoch_apart_from_the_finished_ones(data):
+    class Stop(el.Callback):
+        def on_batch_end(self, trainer, logs):
+            if trainer.state.global_step == 12:
+                raise KeyboardInterrupt
+
+    h = _fit(el.models.mlp(20), data.train, epochs=5, callbacks=[Stop()])  # 8 updates an epoch
+    assert "epochs run: 1 of 5 (+ 4 update(s) of epoch 2)   total updates: 12" in h.summary()

@@ -84,7 +84,14 @@ def _measure(data, model_name, model, folder, epochs, batch_size, optimizer, lr,
     info = history.extra.get("gns", {})
     noise = info.get("last_smoothed", math.nan)
     advice = None
-    if not (noise > 0 and math.isfinite(noise)):
+    taken = sum(int(row.get("gns_measurements") or 0) for row in history.epochs)
+    if taken == 0:
+        why = (f"--every {every} is more than the {history.total_updates} updates the run "
+               "made; use a smaller --every (or none: about 8 an epoch) or more --epochs"
+               if every else f"the run made only {history.total_updates} updates; use more "
+               "--epochs")
+        console.print(f"[red]No measurement was taken[/]: {why}.")
+    elif not (noise > 0 and math.isfinite(noise)):
         console.print(f"[red]The noise scale could not be measured[/] (estimate {noise:.3g}): the "
                       "gradient signal is too small against its noise at these batch sizes; try "
                       "more epochs, a larger --parts or --small.")

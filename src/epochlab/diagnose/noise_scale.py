@@ -236,12 +236,14 @@ def batch_size_advice(
     rows = []
     for b in sorted({*batch_sizes, batch_size}):
         ep = e_min * (1 + b / noise)
-        rows.append({"batch_size": b, "epochs": ep, "updates": ep * n_train / b,
+        # An epoch is ceil(n_train / b) updates (the last batch partial), as fit counts them.
+        rows.append({"batch_size": b, "epochs": ep, "updates": ep * math.ceil(n_train / b),
                      "current": b == batch_size})
     best = max(1, 2 ** int(round(math.log2(noise))))  # the power of two nearest the noise scale
     ep_b = e_min * (1 + best / noise)
     text = (f"batches beyond about {noise:.0f} give diminishing returns; with batch {best}, about "
-            f"{ep_b:.1f} epochs ({ep_b * n_train / best:.0f} updates) to reach the loss this run "
+            f"{ep_b:.1f} epochs ({max(1, round(ep_b * math.ceil(n_train / best)))} updates) to "
+            "reach the loss this run "
             f"reached in {epochs_reached:g} epochs at batch {batch_size}")
     return {"noise": noise, "e_min_epochs": e_min, "rows": rows, "text": text,
             "suggested_batch_size": best}

@@ -279,12 +279,17 @@ class History:
     def summary(self) -> str:
         """The accounting in one paragraph, as the CLI prints it."""
         rnd = "floor" if self.params.get("drop_last") else "ceil"
+        done = len(self.epochs)
+        # A partial last epoch (interrupted, diverged) is said as such: the epoch tables and
+        # the advice count finished epochs.
+        partial = (f" (+ {self.total_updates - done * self.iterations_per_epoch} update(s) of "
+                   f"epoch {done + 1})" if self.epochs_run > done else "")
         lines = [
             f"training rows: {self.n_train}   validation rows: {self.n_val} ({self.validation_split})",
             f"batch size: {self.batch_size}   iterations per epoch: {self.iterations_per_epoch}"
             f" = {rnd}({self.n_train} / {self.batch_size})",
-            f"epochs run: {self.epochs_run} of {self.epochs_planned}   total updates: "
-            f"{self.total_updates}   samples seen: {self.samples_seen}",
+            f"epochs run: {done if partial else self.epochs_run} of {self.epochs_planned}"
+            f"{partial}   total updates: {self.total_updates}   samples seen: {self.samples_seen}",
             f"loss: {self.loss_name} ({self.loss_reason})   stop: {self.stop_reason}",
         ]
         if self.world_size > 1:  # per-process batches over each process's shard of the rows
@@ -295,8 +300,9 @@ class History:
                 f"iterations per epoch: {self.iterations_per_epoch} = {rnd}({rnd}"
                 f"({self.n_train} / {w}) / {self.batch_size})   rows repeated to even the "
                 f"shards: {0 if rnd == 'floor' else -self.n_train % w} per epoch",
-                f"epochs run: {self.epochs_run} of {self.epochs_planned}   total updates: "
-                f"{self.total_updates}   samples seen: {self.samples_seen} (+ "
+                f"epochs run: {done if partial else self.epochs_run} of {self.epochs_planned}"
+                f"{partial}   total updates: {self.total_updates}   samples seen: "
+                f"{self.samples_seen} (+ "
                 f"{self.samples_repeated} repeated)",
             ]
         if "lr_scaling" in self.params:

@@ -248,6 +248,8 @@ _ROWS = [f"{i % 7}.5,{i % 3},{i % 2}" for i in range(40)]
 
 @pytest.mark.parametrize("text, encoding, match", [
     ("a,a,label\n" + "\n".join(_ROWS), "utf-8", "names 'a' twice"),
+    (",a,b,label\n" + "\n".join(f"{i},{r}" for i, r in enumerate(_ROWS)), "utf-8",
+     r"Column 1 .* has no name \(pandas writes its index so"),
     ("a,b,label\n" + "\n".join(_ROWS[:5] + ["1,2,0,9"] + _ROWS[5:]), "utf-8",
      "Line 7 .* has 4 fields but the header has 3"),
     ("a,b,label\n" + "\n".join(_ROWS[:5] + ["1,0"] + _ROWS[5:]), "utf-8",

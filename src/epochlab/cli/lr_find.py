@@ -77,7 +77,7 @@ def _range_test(data, data_name, model_name, probe, folder, batch_size, start_lr
     res = lr_find(factory, data, batch_size=batch_size,
                   start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, seeds=seeds,
                   optimizer=optimizer, momentum=momentum, validation_split=validation_split,
-                  rule=rule, fuse=fuse)
+                  rule=rule, fuse=fuse, verbose=1)
     kept = (f"curves kept in full ({num_iter} updates)" if min(res.kept) == num_iter else
             f"curves kept {min(res.kept)}-{max(res.kept)} of {num_iter} updates (stopped "
             "where the loss diverged)")

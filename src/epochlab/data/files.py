@@ -194,6 +194,12 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
     if not rows:
         raise ParameterError(f"The file {str(path)!r} is empty, but must have a header row.")
     header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    if "" in header:  # pandas writes its index as a first column without a name
+        raise ParameterError(
+            f"Column {header.index('') + 1} of {str(path)!r} has no name (pandas writes its "
+            "index so: save with to_csv(index=False)); name the column, or drop it if it only "
+            "numbers the rows."
+        )
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise ParameterError(

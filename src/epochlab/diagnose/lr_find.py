@@ -340,6 +340,7 @@ def lr_find(
     burn_in: float = 0.1,
     rule: str = "steepest",
     fuse: bool = True,
+    verbose: int = 0,
 ) -> LRFindResult:
     """Range-test the learning rate on copies of ``model``, over several seeds.
 
@@ -363,6 +364,7 @@ def lr_find(
             rules ignore.
         rule: The rule :attr:`LRFindResult.suggestion` uses (:data:`RULES`).
         fuse: Train the seeds together when the model allows it.
+        verbose: 1: a progress bar for each seed trained one at a time (as ``fit`` shows).
 
     Example:
         >>> import epochlab as el
@@ -401,7 +403,7 @@ def lr_find(
                          weight_decay, momentum, validation_split)
     else:
         raw = _run_fit(models, data, seed_list, ramp, batch_size, num_iter, optimizer,
-                       weight_decay, momentum, loss, validation_split, diverge)
+                       weight_decay, momentum, loss, validation_split, diverge, verbose)
     seconds = time.perf_counter() - t0
     k = len(seed_list)
     losses = np.full((k, num_iter), np.nan)
@@ -448,13 +450,14 @@ def _run_fused(models, data, seeds, ramp, batch_size, num_iter, optimizer, weigh
 
 
 def _run_fit(models, data, seeds, ramp, batch_size, num_iter, optimizer, weight_decay, momentum,
-             loss, validation_split, diverge) -> list[list[float]]:
+             loss, validation_split, diverge, verbose=0) -> list[list[float]]:
     out = []
     for m, s in zip(models, seeds, strict=True):
         stop = _RangeStop(num_iter, diverge)
         h = fit(m, data, epochs=num_iter, batch_size=batch_size, validation_split=validation_split,
                 optimizer=optimizer, lr=ramp.initial, schedule=ramp, weight_decay=weight_decay,
-                momentum=momentum, loss=loss, metrics=(), callbacks=[stop], seed=s, verbose=0)
+                momentum=momentum, loss=loss, metrics=(), callbacks=[stop], seed=s,
+                verbose=1 if verbose else 0)
         if h.stop_reason == "interrupted":  # Ctrl-C: a cut curve is no range test; stop all
             raise KeyboardInterrupt
         out.append(list(h.iterations["loss"]) + ([math.nan] if h.stop_reason == "diverged" else []))

@@ -314,3 +314,13 @@ def test_npz_files_that_are_not_what_fit_reads_say_what_they_are(folder, make, m
     res = _run("fit", "--data", "bad.npz", "--model", model, "--epochs", "1", "--no-store")
     assert res.exit_code == 2, res.output
     assert re.search(match, " ".join(res.output.split())), res.output
+
+
+def test_class_ids_that_never_occur_are_warned_about(folder):
+    tmp, _ = folder
+    rows = [f"{i % 7}.5,{i % 3},{i % 2 + 1}" for i in range(40)]
+    (tmp / "from1.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    res = _run("fit", "--data", "from1.csv", "--target", "label", "--epochs", "1", "--no-store",
+               "--verbose", "0")
+    assert res.exit_code == 0, res.output
+    assert "class ids 0 never occur (labels 1..2)" in " ".join(res.output.split())

@@ -127,7 +127,7 @@ def split_indices(
     if validation_split > 0 and n_val >= n:
         raise ParameterError(
             f"`validation_split={validation_split}` of {n} rows leaves no training rows; "
-            "use a smaller fraction or pass `validation_data`."
+            "use a smaller fraction (or, from Python, pass `validation_data`)."
         )
     if n_val == 0:
         return np.arange(n), np.arange(0), "none"

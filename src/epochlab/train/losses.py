@@ -164,7 +164,7 @@ def prepare_targets(
                 f"{where}: a model with 1 output is trained as binary classification, but y has "
                 f"values {shown}{'...' if len(vals) > 10 else ''}, not only 0 and 1. "
                 f"For {len(vals)} classes build the model with out_features={len(vals)}; "
-                "for regression pass loss='mse'."
+                "for regression targets pass loss='mse' (Python)."
             )
         return y.to(dtype)
     # mse

@@ -104,3 +104,25 @@ def test_report_of_fit_runs_on_regression_targets_ranks_by_val_loss(tmp_path, mo
     res = CliRunner().invoke(main, ["report", "--store", "f.db", "--out", "r"])
     assert res.exit_code == 0, res.output
     assert "by val_loss" in res.output
+
+
+def test_a_sweep_whose_reader_goes_away_still_trains_and_stores_every_run(tmp_path):
+    # `epochlab sweep ... | head -3`: the pipe closes after the header; the runs still count.
+    import subprocess
+    import sys
+
+    db = tmp_path / "pipe.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "epochlab.cli", "sweep", "--data", "synthetic", "--epochs", "2",
+         "--lr", "0.1,0.01", "--no-progress", "--store", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+    from epochlab.store import SQLiteStore
+
+    store = SQLiteStore(db, create=False)
+    assert sorted(r.status for r in store.runs()) == ["completed", "completed"]
+    store.close()

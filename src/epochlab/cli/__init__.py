@@ -16,6 +16,7 @@ the original exception is raised as it is.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -108,6 +109,44 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     click.echo(f"Warning: {one_line(str(message))}", err=True)
 
 
+class _PipeSafe:
+    """A standard stream whose reader may go away (``epochlab sweep ... | head``): the first
+    write that finds the pipe closed points the stream's file at /dev/null, and the command
+    goes on (training and storing) without its printed output, instead of failing there."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _closed(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _survive_closed_pipes() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _PipeSafe):
+            setattr(sys, name, _PipeSafe(stream))
+
+
 class EpochlabGroup(click.Group):
     """A click group that applies the package's error policy around every command, and
     imports a subcommand (:data:`COMMANDS`) only when it runs or shows its own help."""
@@ -144,6 +183,7 @@ class EpochlabGroup(click.Group):
         name = "epochlab"  # in messages, whatever name the process was started under
         if not standalone_mode or debug_enabled():
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        _survive_closed_pipes()
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _one_line_warning

@@ -17,3 +17,14 @@ def test_el_sweep_is_a_plain_function_that_runs_a_spec():
     assert isinstance(result, el.SweepResult)
     assert isinstance(el.sweep, types.FunctionType)
     assert isinstance(el.sweeps, types.ModuleType) and el.sweeps.sweep is el.sweep
+
+
+def test_atomically_written_files_get_the_usual_mode_not_a_private_one(tmp_path):
+    import os
+
+    from epochlab._atomic import atomic_write
+
+    p = atomic_write(tmp_path / "h.json", lambda f: f.write("{}"), binary=False)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert os.stat(p).st_mode & 0o777 == os.stat(plain).st_mode & 0o777

@@ -5,6 +5,7 @@ A reader (or a crash) sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
     # Same folder as the target: os.replace is atomic only within one file system.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the mode any new file gets here
+        # (0666 less the umask), as open() would, so history.json reads like model.pt.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
@@ -39,6 +43,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
         raise
     _fsync_dir(path.parent)
     return path
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    # Reading the umask means setting it: set it straight back, once per process (another
+    # thread creating a file in between would get mode 0666 less nothing).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

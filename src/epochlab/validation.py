@@ -47,6 +47,11 @@ class ParameterError(ValueError, TypeError):
     """
 
 
+# The largest seed: the validation split draws from NumPy's RandomState (as scikit-learn's
+# splits do), which takes seeds below 2**32.
+SEED_MAX = 2**32 - 1
+
+
 def check_int(name: str, value: object, minimum: int | None = None,
               maximum: int | None = None) -> int:
     """Return ``value`` as an int within ``[minimum, maximum]``, or raise naming ``name``.

@@ -43,7 +43,10 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*FIT, "--validation-split", "1"], 2, r"`validation_split` is 1.0, but must be `0 <= validation_split < 1`"),
     ([*FIT, "--validation-split", "-0.1"], 2, r"`validation_split` is -0.1"),
     ([*FIT, "--validation-split", "nan"], 2, r"`validation_split` is nan"),
-    ([*FIT, "--seed", "-1"], 2, r"`seed` is -1, but must be `seed >= 0`"),
+    ([*FIT, "--seed", "-1"], 2, r"`seed` is -1, but must be `0 <= seed <= 4294967295`"),
+    ([*FIT, "--seed", "99999999999999999999"], 2, r"`0 <= seed <= 4294967295`"),
+    ([*SWEEP, "--seed", "0,4294967296", "--store", "{tmp}/s.db"], 2,
+     r"`seed` is 4294967296, but must be an integer `0 <= seed <= 4294967295`"),
     ([*FIT, "--verbose", "5"], 2, r"5 is not in the range 0<=x<=2"),
     ([*FIT, "--drop-last", "--batch-size", "100000"], 2, r"leaves no full batch"),
     # -- fit: names ---------------------------------------------------------------------------

@@ -324,3 +324,10 @@ def test_class_ids_that_never_occur_are_warned_about(folder):
                "--verbose", "0")
     assert res.exit_code == 0, res.output
     assert "class ids 0 never occur (labels 1..2)" in " ".join(res.output.split())
+
+
+def test_target_with_an_npz_file_is_warned_about_as_having_no_effect(folder):
+    res = _run("fit", "--data", "data.npz", "--target", "label", "--epochs", "1", "--no-store",
+               "--verbose", "0")
+    assert res.exit_code == 0, res.output
+    assert "--target has no effect with data.npz" in res.output

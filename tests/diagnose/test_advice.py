@@ -199,3 +199,10 @@ def test_a_loss_that_is_not_finite_before_any_update_is_not_blamed_on_the_learni
         "so the")[0]
     text = _by_topic(advise_history(h))["diverged"].text
     assert "before its first update" in text and "lower the learning rate" not in text
+
+
+def test_a_tunes_trial_numbers_are_not_advised_on():
+    runs = [RunResult({"lr": lr, "trial": t}, [{"val_accuracy": a}])
+            for t, (lr, a) in enumerate(((0.1, 0.8), (0.01, 0.9), (0.001, 0.85)))]
+    topics = [a.numbers.get("setting") for a in advise_runs(runs, metric="val_accuracy")]
+    assert topics == ["lr"]

@@ -69,6 +69,10 @@ def load_data(name: str, target: str | None = None) -> DataBundle:
     from epochlab.data.files import load_file
 
     if is_data_file(name):
+        if target is not None and not name.lower().endswith(".csv"):
+            from epochlab.cli.output import warn
+
+            warn(f"--target has no effect with {name} (an .npz holds its labels as y).")
         try:
             return load_file(name, target)
         except (ValueError, OSError) as e:

@@ -33,6 +33,7 @@ from epochlab.store import check_study, open_store, record_history, run_key
 from epochlab.train.accounting import validation_count
 from epochlab.train.history import History
 from epochlab.validation import (
+    SEED_MAX,
     ParameterError,
     check_float,
     check_int,
@@ -78,7 +79,8 @@ if TYPE_CHECKING:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the initial weights, the split and the shuffling.")
 @click.option("--out", "out", default=None,
-              help="Output folder, new or empty [default: runs/fit-<time>-<unique suffix>].")
+              help="Output folder: new, or one that holds no run (its other files are kept) "
+                   "[default: runs/fit-<time>-<unique suffix>].")
 @click.option("--overwrite", is_flag=True,
               help="Let --out be a folder that already holds a run (its files are replaced).")
 @click.option("--store", "store_path", default=None, metavar="PATH",
@@ -137,7 +139,7 @@ def fit_command(ctx, data_name, target, model_name, batch_norm, epochs, batch_si
     given = _given(ctx)
     check_int("epochs", epochs, 1)
     check_int("batch_size", batch_size, 1)
-    check_int("seed", seed, 0)
+    check_int("seed", seed, 0, SEED_MAX)
     check_float("validation_split", validation_split, low=0.0, high=1.0, high_open=True)
     check_lr("lr", lr)
     schedule, lr = _parse_schedule(schedule_text, lr, "lr" in given)

@@ -327,7 +327,8 @@ def advise_runs(
     names = sorted({k for r, _ in scored for k in r.settings})
     values = {k: {_key(r.settings.get(k)): r.settings.get(k) for r, _ in scored} for k in names}
     if settings is None:
-        swept = [k for k in names if len(values[k]) > 1 and k != "seed"]
+        # A tune's trial number is a label, not a setting to advise on.
+        swept = [k for k in names if len(values[k]) > 1 and k not in ("seed", "trial")]
         settings = sorted(swept, key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
     configs = _configs(scored)
     sign = 1.0 if mode == "max" else -1.0

@@ -61,7 +61,7 @@ from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.train.data import probe_rows, split_indices
 from epochlab.train.loop import evaluate, fit, prepare_data
 from epochlab.train.runtime import fused_or_one_by_one, manual_seed
-from epochlab.validation import ParameterError, check_float, check_int
+from epochlab.validation import SEED_MAX, ParameterError, check_float, check_int
 
 __all__ = ["RULES", "LRFindResult", "lr_find", "smooth_curve", "suggest"]
 
@@ -384,7 +384,7 @@ def lr_find(
     weight_decay = check_float("weight_decay", weight_decay, low=0.0)
     rule = _check_rule(rule)
     seed_list = list(range(check_int("seeds", seeds, 1))) if isinstance(seeds, (int, np.integer)) \
-        else [check_int("seeds", s, 0) for s in seeds]
+        else [check_int("seeds", s, 0, SEED_MAX) for s in seeds]
     if not seed_list or len(set(seed_list)) != len(seed_list):
         raise ParameterError(f"The value of `seeds` is {seeds!r}, but must be distinct ints >= 0.")
     if not isinstance(model, nn.Module) and not callable(model):

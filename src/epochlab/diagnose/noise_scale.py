@@ -45,7 +45,7 @@ import torch
 
 from epochlab.callbacks.base import Callback
 from epochlab.train.losses import out_features_of, prepare_targets
-from epochlab.validation import ParameterError, check_float, check_int
+from epochlab.validation import SEED_MAX, ParameterError, check_float, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from epochlab.train.trainer import Trainer
@@ -128,7 +128,7 @@ class GradientNoiseScale(Callback):
         self.parts = _opt_int("parts", parts, 2)
         self.every = _opt_int("every", every, 1)
         self.beta = check_float("beta", beta, low=0.0, high=1.0, high_open=True)
-        self.seed = check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0, SEED_MAX)
         self.records: list[dict[str, float]] = []
 
     # -- hooks ----------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from epochlab import schedules
 from epochlab.callbacks.early_stopping import parse as parse_early_stopping
 from epochlab.sweeps.ranking import SWEPT
 from epochlab.train.trainer import DEFAULT_LR, OPTIMIZERS
-from epochlab.validation import ParameterError, closest, resolve_mode
+from epochlab.validation import SEED_MAX, ParameterError, closest, resolve_mode
 
 __all__ = ["FIXED", "MODES", "SWEPT", "Config", "SweepSpec", "canonical_schedule", "default_metric"]
 
@@ -159,9 +159,11 @@ def _fail(name: str, value: Any, rule: str) -> ParameterError:
     return ParameterError(f"The value of `{name}` is {value!r}, but must be {rule}{hint}.")
 
 
-def _int(name: str, v: Any, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise _fail(name, v, f"an integer `{name} >= {low}`")
+def _int(name: str, v: Any, low: int, high: int | None = None) -> int:
+    if (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low
+            or (high is not None and v > high)):
+        rule = f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}"
+        raise _fail(name, v, f"an integer `{rule}`")
     return int(v)
 
 
@@ -195,7 +197,7 @@ def _schedule(name: str, v: Any) -> str | None:
 _CHECKS = {
     "epochs": lambda n, v: _int(n, v, 1),
     "batch_size": lambda n, v: _int(n, v, 1),
-    "seed": lambda n, v: _int(n, v, 0),
+    "seed": lambda n, v: _int(n, v, 0, SEED_MAX),
     "lr": lambda n, v: _float(n, v, positive=True),
     "weight_decay": lambda n, v: _float(n, v, positive=False),
     "batch_norm": _bool,

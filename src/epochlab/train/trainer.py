@@ -32,6 +32,7 @@ from epochlab.train.losses import (
 )
 from epochlab.train.state import TrainState
 from epochlab.validation import (
+    SEED_MAX,
     ParameterError,
     check_float,
     check_int,
@@ -394,7 +395,7 @@ class Trainer:
         lr, schedule = resolve_lr(lr, schedule)
         weight_decay = check_float("weight_decay", weight_decay, low=0.0)
         momentum = check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
-        seed = check_int("seed", seed, 0)
+        seed = check_int("seed", seed, 0, SEED_MAX)
         self.model = model
         # What the forward pass runs: the model, or fit's DistributedDataParallel wrapper of it.
         self.net: nn.Module = model

@@ -54,7 +54,7 @@ from epochlab.tuning.trial import (
     test_metrics,
     train_trial,
 )
-from epochlab.validation import ParameterError, refuse_model_instance
+from epochlab.validation import SEED_MAX, ParameterError, refuse_model_instance
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -366,7 +366,7 @@ def tune(
                              "in (0, 1): the pruner compares validation metrics.")
     fixed = {"epochs": check_int("epochs", epochs, 1), "batch_size": check_int("batch_size", batch_size, 1),
              "lr": lr, "optimizer": optimizer, "weight_decay": weight_decay, "momentum": momentum,
-             "seed": check_int("seed", seed, 0), "validation_split": validation_split}
+             "seed": check_int("seed", seed, 0, SEED_MAX), "validation_split": validation_split}
     if "momentum" in sp and "optimizer" not in sp and str(optimizer).lower() in ("adam", "adamw"):
         import warnings
 

@@ -184,3 +184,10 @@ def test_names_and_settings_are_shown_as_written_not_as_markup(tmp_path):
         assert "😄" not in res.output and "MarkupError" not in res.output
     res = CliRunner().invoke(main, ["runs", "studies", "--store", db])
     assert name in res.output
+
+
+def test_status_is_case_blind_and_list_filters_refuse_a_subcommand(store_path):
+    result = _invoke("--store", str(store_path), "--status", "COMPLETED")
+    assert result.exit_code == 0, result.output
+    result = _invoke("--store", str(store_path), "--study", "nope", "studies")
+    assert result.exit_code == 2 and "no effect on `runs studies`" in result.output

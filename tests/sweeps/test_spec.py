@@ -7,6 +7,7 @@ import json
 import pytest
 
 from epochlab.sweeps.spec import SweepSpec, canonical_schedule, parse_cli_lists
+from epochlab.validation import ParameterError
 
 
 def test_product_of_lists_is_the_set_of_configurations():
@@ -98,3 +99,8 @@ def test_generated_study_name_depends_on_the_spec_only():
 def test_schedule_texts_pass_through_cli_parsing_whole():
     out = parse_cli_lists({"schedule": ("step:factor=0.5,every_epochs=5",)})
     assert out == {"schedule": ["step:factor=0.5,every_epochs=5"]}
+
+
+def test_none_and_constant_schedules_together_are_one_training_twice():
+    with pytest.raises(ParameterError, match="both 'none' and 'constant', which train the same"):
+        SweepSpec(schedule=["none", "constant"])

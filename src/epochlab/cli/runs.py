@@ -37,7 +37,8 @@ _json_option = click.option("--json", "as_json", is_flag=True,
 @click.group("runs", invoke_without_command=True)
 @_store_option
 @click.option("--study", default=None, help="Only runs of this study.")
-@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only runs in this status.")
+@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), default=None,
+              help="Only runs in this status.")
 @_json_option
 @click.pass_context
 def runs_command(ctx: click.Context, store_path: str | None, study: str | None,
@@ -49,13 +50,18 @@ def runs_command(ctx: click.Context, store_path: str | None, study: str | None,
     ctx.ensure_object(dict)
     ctx.obj["store_path"] = store_path
     if ctx.invoked_subcommand is not None:
+        if study is not None or status is not None:  # they filter the list, not a subcommand
+            raise click.UsageError(
+                f"--study and --status filter the list of runs; they have no effect on "
+                f"`runs {ctx.invoked_subcommand}`. Drop them, or run `epochlab runs --study "
+                "NAME` for a study's runs.")
         return
     with _open(store_path) as store:
         if study is not None and store.study(study) is None:
             names = ", ".join(s["name"] for s in store.studies()) or "none"
             raise click.BadParameter(f"There is no study {study!r} in {store.path} "
                                      f"(studies: {names}).", param_hint="--study")
-        records = store.runs(study, status)
+        records = store.runs(study, status.lower() if status else None)
     if as_json:
         _echo_json([dataclasses.asdict(r) for r in records])
         return

@@ -216,6 +216,9 @@ def _as_tuple(name: str, values: Any) -> tuple:
     for v in checked:
         if v in seen:
             raise ParameterError(f"The value {_show(v)} is given twice in `{name}`; give each once.")
+        if name == "schedule" and {v, *seen} >= {None, "constant"}:
+            raise ParameterError("`schedule` holds both 'none' and 'constant', which train the "
+                                 "same (the run's lr throughout); give one of them.")
         seen.append(v)
     return checked
 

@@ -125,3 +125,16 @@ def test_report_rewrites_its_own_files_only_and_keeps_study_names_inside_runs(tm
     res = CliRunner().invoke(main, ["report", "--store", db, "--study", "../../x/B"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "runs" / "report-x_B" / "results.csv").is_file()
+
+
+def test_a_report_of_one_run_advises_on_that_run_and_all_diverged_is_said(tmp_path):
+    db = str(tmp_path / "one.db")
+    base = ["sweep", "--data", "synthetic", "--no-progress", "--store", db]
+    assert CliRunner().invoke(main, [*base, "--epochs", "3", "--study", "one"]).exit_code == 0
+    res = CliRunner().invoke(main, ["report", "--store", db, "--study", "one", "--out",
+                                    str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "best val_loss" in (tmp_path / "r" / "advice.txt").read_text()
+    res = CliRunner().invoke(main, [*base, "--epochs", "2", "--lr", "1000,5000", "--optimizer",
+                                    "sgd", "--study", "dv"])
+    assert "Every run diverged" in res.output

@@ -190,8 +190,10 @@ def _check_one_lr(spec: SweepSpec, lr_text: str) -> None:
 
 def _report(result: Any, store: Any, select: str) -> None:
     store = EpochsReadOnce(store, result.recorded)
-    console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s; "
-                  f"{result.skipped} already done; " +
+    read_off = sum(1 for r in result.runs if r.shared_from is not None)
+    console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s"
+                  + (f" ({read_off} more read off their epochs)" if read_off else "")
+                  + f"; {result.skipped} already done; runs: " +
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))
     config = _best_configuration(result, store, select)
     print_table(results_table(result, store,
@@ -353,7 +355,12 @@ def _print_best(result: Any, store: Any, select: str, config: dict[str, Any] | N
                 ) -> None:
     spec, best = result.spec, result.best
     if best is None:
-        console.print(f"[red]No finished run has a finite {escape(spec.metric)}.[/]")
+        statuses = result.statuses()
+        if statuses and set(statuses) == {"diverged"}:
+            console.print("[red]Every run diverged[/] (a non-finite loss): try smaller "
+                          "learning rates than the ones swept.")
+        else:
+            console.print(f"[red]No finished run has a finite {escape(spec.metric)}.[/]")
         return
     how = "at the weights each run ends with" if select == "final" else "best epoch of each run"
     if config is not None:

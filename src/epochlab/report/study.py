@@ -41,7 +41,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from epochlab.diagnose.advice import advise_runs, format_advice, runs_from_store
+from epochlab.diagnose.advice import advise_history, advise_runs, format_advice, runs_from_store
 from epochlab.report.curves import metric_label
 from epochlab.report.figures import integer_ticks, new_figure, save_figure
 from epochlab.report.heatmap import plot_heatmap
@@ -325,6 +325,9 @@ def write_report(
         plot_validation_curves(store, study, by, metric, out / name)
         files[name] = out / name
     advice = advise_runs(runs_from_store(store, runs), metric=metric, mode=mode, select=select)
+    done = [r for r in runs if r.status in DONE]
+    if not advice and len(done) == 1:  # nothing to compare: the one run's own advice
+        advice = advise_history(history_of(store, done[0]))
     files["advice.txt"] = out / "advice.txt"
     files["advice.txt"].write_text(format_advice(advice) + "\n")
     return {"files": files, "best": best, "metric": metric, "mode": mode, "axes": (x, y),
@@ -448,7 +451,6 @@ def study_sections(
         >>> [x.title for x in study_sections(s, "h")]
         ['Study h', 'Heatmap: val_accuracy by epochs and batch_size', 'Curves by batch_size', 'The best run', 'Advice']
     """
-    from epochlab.diagnose.advice import advise_history
     from epochlab.report.curves import plot_curves
 
     info = store.study(study)

@@ -127,7 +127,8 @@ def test_auto_precision_needs_native_bf16_and_layers_where_it_pays(monkeypatch):
     assert runtime.choose_precision(el.models.mlp(512, hidden=(512,)))[0] == "bf16"
     assert runtime.choose_precision(el.models.lstm_classifier(50))[:2] == (
         "bf16", "auto: the CPU has X, the model has recurrent layers")
-    assert runtime.choose_precision(small_cnn().double())[0] == "fp32"
+    assert runtime.choose_precision(small_cnn().double()) == ("fp64", "the model is float64",
+                                                               False)  # said as it trains
     assert runtime.choose_precision(small_cnn(), "fp32")[0] == "fp32"
     monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": (False, "no bf16 here"))
     assert runtime.choose_precision(small_cnn()) == ("fp32", "auto: no bf16 here", False)
@@ -142,7 +143,7 @@ def test_bf16_asked_for_a_float64_model_says_it_has_no_effect(monkeypatch):
     monkeypatch.setattr(runtime, "native_bf16", lambda device="cpu": (True, "the CPU has X"))
     with pytest.warns(UserWarning, match="no effect on a float64 model"):
         prec, why, _ = runtime.choose_precision(small_cnn().double(), "bf16")
-    assert prec == "fp32" and "the model is float64" in why
+    assert prec == "fp64" and "the model is float64" in why
 
 
 def test_bf16_trains_with_float32_loss_parameters_and_optimizer_state(images):

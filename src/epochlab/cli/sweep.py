@@ -266,7 +266,7 @@ def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
             build_model(config, load_config_data(config, sources), sources), precision)
     except (ValueError, TypeError):  # the sweep's own checks say what is wrong, next
         prec, why = precision, "the model could not be built"
-    name = {"bf16": "bfloat16 mixed precision", "fp32": "float32"}.get(prec, prec)
+    name = {"bf16": "bfloat16 mixed precision", "fp32": "float32", "fp64": "float64"}.get(prec, prec)
     if workers:
         t = "1 thread per worker process"
     elif threads == "auto":

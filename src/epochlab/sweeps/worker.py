@@ -237,7 +237,7 @@ def execute_task(task: Task, sources: Sources = NO_SOURCES, threads: object = "a
     t0 = time.perf_counter()
     if task.fused:
         choice, later, model = _fused_runtime(task, sources, threads, precision)
-        if choice.precision == "fp32":
+        if choice.precision in ("fp32", "fp64"):
             return _execute_fused(task, t0, sources, choice, later,
                                   built={task.members[0].seed: model})
     outcomes: list[RunOutcome] = []
@@ -284,7 +284,7 @@ def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str
     if pinned is None and run_macs < runtime.FUSED_THREADS_MIN_RUN:
         n, n_why = 1, (f"a short run ({run_macs / 1e9:.2g} G multiply-adds in all): a 2nd "
                        "thread would not buy back the 30 ms reading of idle cores it takes")
-    elif (pinned is None and prec == "fp32" and macs >= 2 * runtime.FUSED_MACS_PER_THREAD
+    elif (pinned is None and prec in ("fp32", "fp64") and macs >= 2 * runtime.FUSED_MACS_PER_THREAD
           and min(torch.get_num_threads(), runtime.usable_cores()) > 1
           and not any(isinstance(m, runtime.THREAD_SENSITIVE_LAYERS) for m in model.modules())):
         start = runtime.RuntimeChoice(

@@ -115,7 +115,7 @@ class RuntimeChoice:
 
     threads: int
     threads_reason: str
-    precision: str  # "fp32" or "bf16"
+    precision: str  # "fp32" or "bf16" ("fp64": a float64 model, trained as it is)
     precision_reason: str
     channels_last: bool = False  # convolutions in channels-last layout (bf16 with convs)
 
@@ -135,7 +135,8 @@ def describe_runtime(runtime: dict[str, object]) -> str:
         '1 thread (pinned) · bfloat16 mixed precision (asked)'
     """
     n = runtime["threads"]
-    p = "bfloat16 mixed precision" if runtime["precision"] == "bf16" else "float32"
+    p = {"bf16": "bfloat16 mixed precision", "fp64": "float64"}.get(str(runtime["precision"]),
+                                                                   "float32")
     return (f"{n} thread{'s' if n != 1 else ''} ({runtime['threads_reason']}) · "
             f"{p} ({runtime['precision_reason']})")
 
@@ -438,9 +439,14 @@ def choose_precision(model: nn.Module, precision: object = "auto") -> tuple[str,
     """
     precision = check_precision(precision)
     has_conv = any(isinstance(m, _CONV) for m in model.modules())
+    p = next(model.parameters(), None)
+    if p is not None and p.dtype == torch.float64:  # trained as it is: say so, not "float32"
+        if precision == "bf16":
+            warnings.warn("precision='bf16' has no effect on a float64 model: autocast lowers "
+                          "only float32 operations, so it trains in float64.", stacklevel=3)
+        return "fp64", "the model is float64", False
     if precision == "fp32":
         return "fp32", "set by precision='fp32'", False
-    p = next(model.parameters(), None)
     if precision == "bf16":
         if p is not None and p.dtype != torch.float32:
             dtype = str(p.dtype).replace("torch.", "")
@@ -480,7 +486,7 @@ def fused_or_one_by_one(model: nn.Module, x_rows: torch.Tensor, batch_size: int,
         (True, 'auto: only small linear layers')
     """
     prec, why, _ = choose_precision(model, precision)
-    if prec == "fp32":
+    if prec in ("fp32", "fp64"):  # the engine computes in the model's own float dtype
         return True, why
     if check_precision(precision) == "bf16":
         return False, "precision='bf16' was asked for; fused training computes in float32"

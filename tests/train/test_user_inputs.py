@@ -272,3 +272,12 @@ def test_the_summary_counts_a_partial_last_epoch_apart_from_the_finished_ones(da
 
     h = _fit(el.models.mlp(20), data.train, epochs=5, callbacks=[Stop()])  # 8 updates an epoch
     assert "epochs run: 1 of 5 (+ 4 update(s) of epoch 2)   total updates: 12" in h.summary()
+
+
+def test_a_checkpoint_saving_every_epoch_needs_no_monitored_metric(data, tmp_path):
+    path = str(tmp_path / "m-{epoch}.pt")
+    assert _fit(el.models.mlp(20), data.train, epochs=2,
+                callbacks=[el.ModelCheckpoint(path)]).stop_reason == "completed"
+    with pytest.raises(el.ParameterError, match="ModelCheckpoint monitors 'val_loss'"):
+        _fit(el.models.mlp(20), data.train, callbacks=[el.ModelCheckpoint(path,
+                                                                          save_best_only=True)])

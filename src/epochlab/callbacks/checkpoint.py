@@ -177,6 +177,11 @@ class ModelCheckpoint(MonitorCallback):
             )
         return self.path.format(**values)
 
+    @property
+    def needs_monitor(self) -> bool:
+        # Saving every epoch, the monitor only labels the best file: it may be missing.
+        return self.save_best_only
+
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         epoch = int(logs["epoch"])
         if self.save_best_only:

@@ -88,6 +88,11 @@ class MonitorCallback(Callback):
     def _load(self, state: dict[str, Any]) -> None:
         """Set the attributes :meth:`state_dict` saved (subclasses implement this)."""
 
+    @property
+    def needs_monitor(self) -> bool:
+        """Whether every epoch's logs must hold the monitored metric (checked before training)."""
+        return True
+
     def is_improvement(self, value: float, reference: float) -> bool:
         """True when ``value`` beats ``reference`` by more than ``min_delta``."""
         if math.isnan(value):
@@ -131,7 +136,7 @@ def check_monitors(callbacks: Any, names: list[str]) -> None:
     """
     for cb in callbacks:
         if isinstance(cb, MonitorCallback):
-            if cb.monitor not in names:
+            if cb.needs_monitor and cb.monitor not in names:
                 raise ParameterError(cb.missing_message(names))
         elif not type(cb).__module__.startswith("epochlab."):
             return

@@ -293,7 +293,9 @@ def results_table(result: Any, store: Any, marked: set[int] | None = None) -> Ta
     tests = [r.summary.get("test", {}) for r in result.runs]
     test_key = "accuracy" if any("accuracy" in t for t in tests) else "loss"
     test_head = "test acc" if test_key == "accuracy" else "test loss"
-    for n in ["run", *swept, "status", "final", "best (n)", test_head, "updates", "from"]:
+    has_test = any(tests)  # data without a test split: no column of blanks
+    for n in ["run", *swept, "status", "final", "best (n)", *([test_head] if has_test else []),
+              "updates", "from"]:
         table.add_column(n, justify="right")
     for r in result.runs:
         v = metric_values(store.epochs(r.id), spec.metric, spec.mode, r.summary.get("weights_epoch"))
@@ -303,7 +305,8 @@ def results_table(result: Any, store: Any, marked: set[int] | None = None) -> Ta
         table.add_row(
             f"{r.id}{mark}", *(_cell(r.settings[n]) for n in swept), r.status,
             "" if math.isnan(v["final"]) else f"{v['final']:.4f}", best,
-            "" if test is None else f"{test:.4f}", str(r.summary.get("total_updates", "")),
+            *([("" if test is None else f"{test:.4f}")] if has_test else []),
+            str(r.summary.get("total_updates", "")),
             "" if r.shared_from is None else f"run {r.shared_from}",
         )
     return table

@@ -38,37 +38,6 @@ def test_a_malformed_space_is_a_usage_error_naming_the_part(tmp_path):
     assert "wrong at `epochs=int(5)`" in res.output and "Traceback" not in res.output
 
 
-_MODEL_PY = '''
-import torch.nn as nn
-
-
-def make():
-    return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
-'''
-
-
-def test_tune_takes_a_data_file_and_a_users_model_and_keeps_their_study(tmp_path, monkeypatch):
-    import sys
-
-    import numpy as np
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    mod = f"tunemodels_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{mod}.py").write_text(_MODEL_PY)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(120, 3)).astype(np.float32)
-    np.savez(tmp_path / "d.npz", X=x, y=(x[:, 0] > 0).astype(int))
-    np.savez(tmp_path / "other.npz", X=x[::-1].copy(), y=(x[::-1, 1] > 0).astype(int))
-    common = ["tune", "--trials", "2", "--space", "lr=loguniform(1e-3,1e-1)", "--epochs", "1",
-              "--model", f"{mod}:make", "--store", "s.db", "--study", "mine"]
-    res = CliRunner().invoke(main, [*common, "--data", "d.npz", "--out", "o"])
-    assert res.exit_code == 0, res.output
-    runs = SQLiteStore("s.db", create=False).runs("mine")
-    assert len(runs) == 2
-    res = CliRunner().invoke(main, [*common, "--data", "other.npz", "--out", "o"])
-    assert res.exit_code == 2 and "was created with data" in res.output
-
 
 def test_tune_checks_out_before_training_and_leaves_other_files_alone(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -331,3 +331,16 @@ def test_target_with_an_npz_file_is_warned_about_as_having_no_effect(folder):
                "--verbose", "0")
     assert res.exit_code == 0, res.output
     assert "--target has no effect with data.npz" in res.output
+
+
+def test_tune_takes_a_data_file_and_a_users_model_and_keeps_their_study(folder):
+    tmp, mod = folder
+    x = np.random.default_rng(1).normal(size=(80, 3))
+    np.savez(tmp / "other.npz", X=x, y=(x[:, 1] > 0).astype(int))
+    common = ["tune", "--trials", "2", "--space", "lr=loguniform(1e-3,1e-1)", "--epochs", "1",
+              "--model", f"{mod}:make_model", "--store", "s.db", "--study", "mine"]
+    res = _run(*common, "--data", "data.npz", "--out", "o")
+    assert res.exit_code == 0, res.output
+    assert len(SQLiteStore("s.db", create=False).runs("mine")) == 2
+    res = _run(*common, "--data", "other.npz", "--out", "o")
+    assert res.exit_code == 2 and "was created with data" in res.output

@@ -58,6 +58,14 @@ def is_data_file(name: str) -> bool:
     return Path(name).suffix.lower() in (".npz", ".csv") or Path(name).is_file()
 
 
+# The --data, --target and --model help every training command shares.
+DATA_HELP = ("Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz (X/y, or "
+             "x_train/y_train with optional x_test/y_test) or PATH.csv with --target.")
+TARGET_HELP = "The label column of a --data CSV file (the other columns are features)."
+MODEL_HELP = ("Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
+              "returning an nn.Module (the current folder is importable).")
+
+
 def load_data(name: str, target: str | None = None) -> DataBundle:
     """A dataset by name, or a ``.npz`` / ``.csv`` file (``target``: the CSV's label column).
 

@@ -17,6 +17,9 @@ from epochlab import schedules
 from epochlab.callbacks import early_stopping
 from epochlab.callbacks.early_stopping import EarlyStopping
 from epochlab.cli.common import (
+    DATA_HELP,
+    MODEL_HELP,
+    TARGET_HELP,
     build_model,
     check_model_name,
     epoch_table,
@@ -48,15 +51,9 @@ if TYPE_CHECKING:
 
 
 @click.command("fit")
-@click.option("--data", "data_name", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
-                   "(X/y, or x_train/y_train with optional x_test/y_test) or PATH.csv with "
-                   "--target.")
-@click.option("--target", default=None, metavar="COLUMN",
-              help="The label column of a --data CSV file (the other columns are features).")
-@click.option("--model", "model_name", default="mlp", show_default=True,
-              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
-                   "returning an nn.Module (the current folder is importable).")
+@click.option("--data", "data_name", default="synthetic", show_default=True, help=DATA_HELP)
+@click.option("--target", default=None, metavar="COLUMN", help=TARGET_HELP)
+@click.option("--model", "model_name", default="mlp", show_default=True, help=MODEL_HELP)
 @click.option("--batch-norm/--no-batch-norm", default=False, help="mlp only: Linear-BatchNorm-ReLU blocks.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)

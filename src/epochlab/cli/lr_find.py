@@ -8,20 +8,24 @@ import os
 import click
 from rich.table import Table
 
-from epochlab.cli.common import claimed, load_data, model_factory, n_params, probe_model
+from epochlab.cli.common import (
+    DATA_HELP,
+    MODEL_HELP,
+    TARGET_HELP,
+    claimed,
+    load_data,
+    model_factory,
+    n_params,
+    probe_model,
+)
 from epochlab.cli.output import console, escape, print_table
 from epochlab.diagnose.lr_rules import RULES  # light: the rest loads when the command runs
 
 
 @click.command("lr-find")
-@click.option("--data", "data_name", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
-                   "or PATH.csv with --target (as fit reads them).")
-@click.option("--target", default=None, metavar="COLUMN",
-              help="The label column of a --data CSV file.")
-@click.option("--model", "model_name", default="mlp", show_default=True,
-              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
-                   "returning an nn.Module.")
+@click.option("--data", "data_name", default="synthetic", show_default=True, help=DATA_HELP)
+@click.option("--target", default=None, metavar="COLUMN", help=TARGET_HELP)
+@click.option("--model", "model_name", default="mlp", show_default=True, help=MODEL_HELP)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True,
               type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]))

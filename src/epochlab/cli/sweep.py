@@ -17,6 +17,9 @@ import click
 from rich.table import Table
 
 from epochlab.cli.common import (
+    DATA_HELP,
+    MODEL_HELP,
+    TARGET_HELP,
     call_factory,
     is_data_file,
     load_data,
@@ -48,15 +51,9 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
 @click.command("sweep")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False), default=None,
               help="A TOML file with the settings (options given here override it).")
-@click.option("--data", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
-                   "(X/y, or x_train/y_train with optional x_test/y_test) or PATH.csv with "
-                   "--target.")
-@click.option("--target", default=None, metavar="COLUMN",
-              help="The label column of a --data CSV file (the other columns are features).")
-@click.option("--model", default="mlp", show_default=True,
-              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
-                   "returning an nn.Module (the current folder is importable).")
+@click.option("--data", default="synthetic", show_default=True, help=DATA_HELP)
+@click.option("--target", default=None, metavar="COLUMN", help=TARGET_HELP)
+@click.option("--model", default="mlp", show_default=True, help=MODEL_HELP)
 @click.option("--epochs", default="10", show_default=True, help="Epoch counts, e.g. 5,10,15.")
 @click.option("--batch-size", "batch_size", default="32", show_default=True,
               help="Batch sizes, e.g. 32,64,128.")

@@ -21,21 +21,16 @@ from typing import Any
 import click
 from rich.table import Table
 
-from epochlab.cli.common import out_dir
+from epochlab.cli.common import DATA_HELP, MODEL_HELP, TARGET_HELP, out_dir
 from epochlab.cli.output import console, escape, print_table
 
 DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs=int(5,50)"
 
 
 @click.command("tune")
-@click.option("--data", default="synthetic", show_default=True,
-              help="Dataset: synthetic, digits, sequences, mnist, imdb; or a file: PATH.npz "
-                   "or PATH.csv with --target (as fit and sweep read them).")
-@click.option("--target", default=None, metavar="COLUMN",
-              help="The label column of a --data CSV file.")
-@click.option("--model", default="mlp", show_default=True,
-              help="Model: mlp, cnn, cnn_small, lstm; or package.module:function, a function "
-                   "returning an nn.Module.")
+@click.option("--data", default="synthetic", show_default=True, help=DATA_HELP)
+@click.option("--target", default=None, metavar="COLUMN", help=TARGET_HELP)
+@click.option("--model", default="mlp", show_default=True, help=MODEL_HELP)
 @click.option("--trials", type=int, default=20, show_default=True,
               help="Trials the study holds when done (a rerun counts the finished ones).")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True,

@@ -114,6 +114,7 @@ def test_report_rewrites_its_own_files_only_and_keeps_study_names_inside_runs(tm
     out = tmp_path / "X"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+    (out / "curves_mine.png").write_bytes(b"not a report's")  # a name a report could write
     assert CliRunner().invoke(main, ["report", "--store", db, "--study", "A", "--out", str(out),
                                      "--html"]).exit_code == 0
     assert {"curves_lr.png", "index.html"} <= {p.name for p in out.iterdir()}
@@ -121,7 +122,8 @@ def test_report_rewrites_its_own_files_only_and_keeps_study_names_inside_runs(tm
                                     "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "advice.txt", "curves_batch_size.png", "heatmap.png", "notes.txt", "results.csv"]
+        "advice.txt", "curves_batch_size.png", "curves_mine.png", "heatmap.png", "notes.txt",
+        "report.json", "results.csv"]
     res = CliRunner().invoke(main, ["report", "--store", db, "--study", "../../x/B"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "runs" / "report-x_B" / "results.csv").is_file()

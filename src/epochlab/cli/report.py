@@ -56,7 +56,7 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
 
             result["files"]["index.html"] = write_html_report(
                 store, study, folder, metric=metric, mode=mode, select=select)
-        _remove_stale(folder, set(result["files"].values()))
+        _remove_stale(folder, set(result["files"].values()), study)
     best = result["best"]
     if best is None:
         console.print(f"[red]No finished run has a finite {escape(result['metric'])}.[/]")
@@ -76,17 +76,27 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
     console.print("wrote " + ", ".join(str(p) for p in result["files"].values()), markup=False)
 
 
-_OWN = ("heatmap.png", "results.csv", "advice.txt", "index.html")
+_MARKER = "report.json"
 
 
-def _remove_stale(folder: Path, written: set[Path]) -> None:
-    """Remove the files an earlier report wrote to ``folder`` that this one did not (another
-    study's curves, an index.html from an earlier --html), so the folder describes one
-    study; files a report never writes are left alone."""
-    for p in folder.iterdir():
-        ours = p.name in _OWN or (p.name.startswith("curves_") and p.suffix == ".png")
-        if ours and p.is_file() and p not in written:
+def _remove_stale(folder: Path, written: set[Path], study: str) -> None:
+    """Remove the files the previous report in ``folder`` wrote (as its report.json lists
+    them) that this one did not write (another study's curves, an index.html from an
+    earlier --html), so the folder describes one study; any other file is left alone.
+    Then list this report's files for the next one."""
+    import json
+
+    marker = folder / _MARKER
+    try:
+        before = json.loads(marker.read_text()).get("files", []) if marker.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        before = []
+    names = {p.name for p in written}
+    for name in before:
+        p = folder / str(name)
+        if isinstance(name, str) and "/" not in name and name not in names and p.is_file():
             p.unlink()
+    marker.write_text(json.dumps({"study": study, "files": sorted(names)}))
 
 
 def _path_safe(name: str) -> str:

@@ -170,4 +170,7 @@ def test_a_models_fingerprint_follows_its_code_and_initial_weights():
     edited = model_fingerprint(_Edited())
     assert edited != a
     torch.manual_seed(1)
-    assert model_fingerprint(_Plain()) != a  # another initialization
+    assert model_fingerprint(_Plain()) == a  # its code, not its random initial weights
+    lam = lambda: _Plain()  # noqa: E731
+    same = lambda: _Plain()  # noqa: E731  (another call site, the same code)
+    assert model_fingerprint(_Plain(), lam) == model_fingerprint(_Plain(), same)

@@ -181,8 +181,17 @@ def study_conflict(store: Store, name: str, spec: dict[str, Any],
         return None
     stored = study.get("spec") or {}
     diffs = [f"{k} {stored[k]!r} (this run: {spec[k]!r})"
-             for k in keys if k in stored and k in spec and stored[k] != spec[k]]
+             for k in keys if k in stored and k in spec and not _same(stored[k], spec[k])]
     return ", ".join(diffs) or None
+
+
+def _same(stored: Any, given: Any) -> bool:
+    """Equal, or a model fingerprint of before epochlab hashed a model's code (no ", code"
+    part) that the given one extends: a study made then is this model's."""
+    if stored == given:
+        return True
+    return (isinstance(stored, str) and isinstance(given, str) and ", code " not in stored
+            and given.startswith(stored + ", code "))
 
 
 def check_study(store: Store, name: str, spec: dict[str, Any] | None = None,

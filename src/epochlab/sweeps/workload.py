@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,9 +196,10 @@ def data_fingerprint(data: UserData) -> str:
 
 def model_fingerprint(model: nn.Module, make_model: Any = None) -> str:
     """A hash of the model's structure (its printed form), its parameter count, and its
-    code: the source of ``make_model`` and of every module class not from torch, and the
-    initial weights it was built with (so an edited ``forward`` or initialization is a new
-    model, not the stored runs' one).
+    code: the compiled code of ``make_model`` and of the methods of every module class not
+    from torch, so an edited ``forward`` or initialization is a new model, while the same
+    code finds its stored runs again (a lambda's call site, comments and blank lines do not
+    count).
 
     Example:
         >>> model_fingerprint(nn.Sequential(nn.Linear(3, 2)))
@@ -207,19 +208,31 @@ def model_fingerprint(model: nn.Module, make_model: Any = None) -> str:
     n = sum(p.numel() for p in model.parameters())
     structure = hashlib.sha256(repr(model).encode()).hexdigest()[:12]
     code = hashlib.sha256()
-    sources = {type(m) for m in model.modules() if not type(m).__module__.startswith("torch.")}
-    for obj in sorted(sources, key=lambda c: f"{c.__module__}.{c.__qualname__}") + (
-            [getattr(make_model, "func", make_model)] if make_model is not None else []):
-        try:
-            code.update(inspect.getsource(obj).encode())
-        except (OSError, TypeError):  # built-ins, code typed at a prompt: their names
-            code.update(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
-                        .encode())
-    for p in model.state_dict().values():
-        if isinstance(p, torch.Tensor):
-            code.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    classes = {type(m) for m in model.modules() if not type(m).__module__.startswith("torch.")}
+    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        code.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+        for name, attr in sorted(vars(cls).items()):
+            fn = getattr(attr, "__func__", attr)  # staticmethod / classmethod
+            if isinstance(fn, types.FunctionType):
+                code.update(name.encode())
+                _code_digest(fn.__code__, code)
+    fn = getattr(make_model, "func", make_model)  # functools.partial: its function
+    if isinstance(fn, types.FunctionType):
+        _code_digest(fn.__code__, code)
     return (f"{type(model).__name__} {n} params, structure {structure}, "
             f"code {code.hexdigest()[:12]}")
+
+
+def _code_digest(co: types.CodeType, into: Any) -> None:
+    """What a function computes, into a hash: its bytecode, constants and names, nested
+    functions included (not its line numbers or file)."""
+    into.update(co.co_code)
+    into.update(repr(co.co_names).encode())
+    for const in co.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_digest(const, into)
+        else:
+            into.update(repr(const).encode())
 
 
 @dataclass(frozen=True)

@@ -281,3 +281,13 @@ def test_a_checkpoint_saving_every_epoch_needs_no_monitored_metric(data, tmp_pat
     with pytest.raises(el.ParameterError, match="ModelCheckpoint monitors 'val_loss'"):
         _fit(el.models.mlp(20), data.train, callbacks=[el.ModelCheckpoint(path,
                                                                           save_best_only=True)])
+
+
+def test_batch_norm_over_images_trains_on_a_batch_of_one_row():
+    # BatchNorm2d has a value per position: torch trains it on one image, and so does fit.
+    torch.manual_seed(0)
+    x, y = np.random.default_rng(0).normal(size=(33, 1, 8, 8)).astype(np.float32), np.arange(33) % 3
+    for bs in (1, 32):
+        m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3))
+        assert _fit(m, (x, y), batch_size=bs).stop_reason == "completed"

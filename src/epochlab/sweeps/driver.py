@@ -52,7 +52,7 @@ from epochlab.sweeps.workload import (
     user_inputs,
 )
 from epochlab.train.accounting import validation_count
-from epochlab.train.data import check_forward
+from epochlab.train.data import check_forward, probe_rows
 from epochlab.train.history import History
 from epochlab.train.loop import check_batch_norm_batches, evaluation_data
 from epochlab.train.runtime import check_precision, check_threads, start_idle_window
@@ -213,7 +213,8 @@ def _check_batches(model: nn.Module, data: DataBundle, c: Config) -> None:
     n = len(data.x_train)
     try:
         check_batch_norm_batches(model, n - validation_count(n, c.validation_split),
-                                 c.batch_size, drop_last=False, can_drop_last=False)
+                                 c.batch_size, drop_last=False, x_probe=probe_rows(data, model),
+                                 can_drop_last=False)
     except ParameterError as e:
         raise ParameterError(f"Batch size {c.batch_size} with the model {c.model!r}: {e}") from None
 

@@ -8,6 +8,7 @@ the order). It knows nothing of sweeps, stores or plots.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -416,7 +417,7 @@ def fit(
                 f"`drop_last=True` with batch_size={batch_size} and {prepared.n_train} training rows "
                 "leaves no full batch; use a smaller batch or drop_last=False."
             )
-        check_batch_norm_batches(model, rows, batch_size, drop_last)
+        check_batch_norm_batches(model, rows, batch_size, drop_last, probe)
         _warn_probability_output(model, spec)
         trainer.attach_loss(spec, targets_ready=True)
         _check_monitors(trainer, prepared.val is not None)
@@ -466,33 +467,67 @@ def _warn_probability_output(model: nn.Module, spec: LossSpec) -> None:
 
 
 def check_batch_norm_batches(model: nn.Module, rows: int, batch_size: int,
-                             drop_last: bool, *, can_drop_last: bool = True) -> None:
-    """Batch norm cannot train on a batch of one row (its variance is undefined): refuse a
-    split that makes one, before training, with the ways out.
+                             drop_last: bool, x_probe: torch.Tensor, *,
+                             can_drop_last: bool = True) -> None:
+    """Batch norm cannot train on one value per channel (its variance is undefined): refuse
+    a split whose batch of one row gives a batch-norm layer just that, before training,
+    with the ways out. A layer over images or sequences (``BatchNorm2d``, ``BatchNorm1d``
+    on ``(N, C, L)``) has a value per position and trains on one row; which layers see one
+    value a row is found by running ``x_probe`` (two rows) through the model.
 
     Example:
-        >>> check_batch_norm_batches(nn.BatchNorm1d(3), rows=64, batch_size=32, drop_last=False)
+        >>> m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+        >>> check_batch_norm_batches(m, rows=64, batch_size=32, drop_last=False,
+        ...                          x_probe=torch.zeros(2, 3))
     """
     last = rows % batch_size if not drop_last else 0
     if batch_size != 1 and last != 1:
         return
-    norms = [type(m).__name__ for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = _single_value_norms(model, x_probe)
     if not norms:
         return
     if batch_size == 1:
         raise ParameterError(
-            f"The model has batch norm ({norms[0]}), which needs two rows or more a batch; "
-            "batch_size=1 gives it one. Use a larger batch size."
+            f"The model has batch norm ({norms[0]}) on one value per channel a row, which "
+            "needs two rows or more a batch; batch_size=1 gives it one. Use a larger batch "
+            "size."
         )
-    near = [c for k in range(1, batch_size) for c in (batch_size - k, batch_size + k)
-            if c >= 2 and rows % c != 1][:2]
+    near = sorted((c for c in range(2, max(rows, batch_size) + 2) if rows % c != 1),
+                  key=lambda c: (abs(c - batch_size), c))[:2]
+    ways = (["drop_last=True"] if can_drop_last else []) + (
+        [f"a batch size that does not leave one row over (e.g. {' or '.join(map(str, near))})"]
+        if near else [])
     raise ParameterError(
-        f"The model has batch norm ({norms[0]}), which needs two rows or more a batch, but "
-        f"{rows} training rows in batches of {batch_size} leave a last batch of 1 row. Use "
-        f"{'drop_last=True, or ' if can_drop_last else ''}a batch size that does not leave "
-        f"one row over (e.g. {' or '.join(map(str, near))})."
+        f"The model has batch norm ({norms[0]}) on one value per channel a row, which needs "
+        f"two rows or more a batch, but {rows} training rows in batches of {batch_size} leave "
+        f"a last batch of 1 row. Use {', or '.join(ways) or 'more training rows'}."
     )
+
+
+def _single_value_norms(model: nn.Module, x_probe: torch.Tensor) -> list[str]:
+    """The batch-norm layers of ``model`` that see one value per channel a row (no spatial or
+    sequence positions), found by a forward pass of ``x_probe`` in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return []
+    seen: dict[int, int] = {}
+
+    def record(mod: nn.Module, args: tuple[Any, ...]) -> None:  # None: the input unchanged
+        seen.setdefault(id(mod), math.prod(args[0].shape[2:]))
+
+    hooks = [m.register_forward_pre_hook(record) for m in norms]
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x_probe)
+    except Exception:  # the model's own failure is reported where its forward is checked
+        return []
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return [type(m).__name__ for m in norms if seen.get(id(m), 1) == 1]
 
 
 def _check_monitors(trainer: Trainer, validating: bool) -> None:

@@ -198,8 +198,35 @@ def test_torch_loss_modules_get_their_targets_shaped(data):
     assert (h.task, h.loss_name) == ("binary", "BCEWithLogitsLoss") and "accuracy" in h.history
     h = _fit(el.models.mlp(20, out_features=2), data.train, loss=torch.nn.CrossEntropyLoss())
     assert h.task == "multiclass"
-    with pytest.raises(el.ParameterError, match="out_features=2"):
+    with pytest.raises(el.ParameterError, match=r"labels must lie in 0..0 \(or be ignore_index"):
         _fit(el.models.mlp(20), data.train, loss=torch.nn.CrossEntropyLoss())
+
+
+def test_what_a_torch_loss_module_takes_is_not_refused(data):
+    x = data.x_train
+    y = np.arange(len(x)) % 3
+    soft = np.eye(3, dtype=np.float32)[y] * 0.8 + 0.2 / 3
+    h = _fit(el.models.mlp(20, out_features=3), (x, soft), loss=torch.nn.CrossEntropyLoss())
+    assert h.stop_reason == "completed" and "accuracy" not in h.history  # soft targets
+    ignored = y.copy()
+    ignored[:5] = -100
+    h = _fit(el.models.mlp(20, out_features=3), (x, ignored),
+             loss=torch.nn.CrossEntropyLoss(ignore_index=-100))
+    assert h.stop_reason == "completed"
+    smooth = (np.arange(len(x)) % 2) * 0.9 + 0.05
+    h = _fit(el.models.mlp(20), (x, smooth), loss=torch.nn.BCEWithLogitsLoss())
+    assert h.stop_reason == "completed" and "accuracy" not in h.history
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = torch.nn.Linear(20, 1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.l(x))
+
+    h = _fit(Probabilities(), data.train, loss=torch.nn.BCELoss())
+    assert "accuracy" not in h.history  # a logits accuracy would misread probabilities
 
 
 @pytest.mark.parametrize("y, match", [

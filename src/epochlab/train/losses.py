@@ -50,13 +50,26 @@ class LossSpec:
         self.prep = self.prep or (self.name if self.name in TASK_OF_LOSS else "custom")
 
 
-# torch's own loss modules, given as `loss`: their targets are prepared as the built-in
-# loss of the same kind prepares them (a BCEWithLogitsLoss needs float (rows, 1) targets).
+# torch's own loss modules, given as `loss`: their targets get the dtype and shape the
+# module takes (a BCEWithLogitsLoss needs float (rows, 1) targets for a (rows, 1) output),
+# and nothing the module itself allows is refused (soft targets, ignore_index).
 _TORCH_LOSS_KINDS: tuple[tuple[type, str], ...] = (
-    (nn.BCEWithLogitsLoss, "bce"), (nn.BCELoss, "bce"), (nn.CrossEntropyLoss, "cross_entropy"),
-    (nn.NLLLoss, "cross_entropy"), (nn.MSELoss, "mse"), (nn.L1Loss, "mse"),
-    (nn.SmoothL1Loss, "mse"), (nn.HuberLoss, "mse"),
+    (nn.CrossEntropyLoss, "torch_class"), (nn.NLLLoss, "torch_class"),
+    (nn.BCEWithLogitsLoss, "torch_shape"), (nn.BCELoss, "torch_shape"),
+    (nn.MSELoss, "torch_shape"), (nn.L1Loss, "torch_shape"), (nn.SmoothL1Loss, "torch_shape"),
+    (nn.HuberLoss, "torch_shape"),
 )
+
+
+def _torch_loss_task(loss: nn.Module, y: torch.Tensor) -> str:
+    """The task a torch loss module trains, for metrics: accuracy where it means something."""
+    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        return "multiclass" if y.ndim == 1 and _is_integral(y) else "custom"
+    if isinstance(loss, nn.BCEWithLogitsLoss):  # logits: accuracy thresholds them at 0
+        return "binary" if bool(((y == 0) | (y == 1)).all()) else "custom"
+    if isinstance(loss, nn.BCELoss):  # probabilities: a logits accuracy would be wrong
+        return "custom"
+    return "regression"
 
 
 def _is_integral(y: torch.Tensor) -> bool:
@@ -74,7 +87,8 @@ def resolve_loss(loss: object, y: torch.Tensor, out_features: int) -> LossSpec:
     if isinstance(loss, nn.Module):
         for cls, kind in _TORCH_LOSS_KINDS:
             if isinstance(loss, cls):
-                return LossSpec(type(loss).__name__, TASK_OF_LOSS[kind], loss, "given", kind)
+                return LossSpec(type(loss).__name__, _torch_loss_task(loss, y), loss, "given",
+                                kind)
     if callable(loss) and not isinstance(loss, str):
         name = getattr(loss, "__name__", type(loss).__name__)
         return LossSpec(name, "custom", loss, "given")
@@ -117,6 +131,25 @@ def prepare_targets(
     float targets take ``dtype``, the model's (float64 models get float64 losses).
     """
     if spec.prep == "custom":
+        return y
+    if spec.prep == "torch_class":
+        if not (y.ndim == len(out_shape) - 1 and _is_integral(y)):
+            return y.to(dtype)  # class probabilities (soft targets): as the module takes them
+        ignore = getattr(spec.fn, "ignore_index", None)
+        labels = y[y != ignore] if ignore is not None else y
+        n_out = out_shape[1] if len(out_shape) >= 2 else None
+        if labels.numel() and n_out is not None and (int(labels.min()) < 0
+                                                      or int(labels.max()) >= n_out):
+            raise ParameterError(
+                f"{where}: y has labels {int(labels.min())}..{int(labels.max())} but the model "
+                f"outputs {n_out} values per row; labels must lie in 0..{n_out - 1}"
+                + (f" (or be ignore_index={ignore})." if ignore is not None else ".")
+            )
+        return y.long()
+    if spec.prep == "torch_shape":
+        y = y.to(dtype)
+        if y.ndim == 1 and len(out_shape) == 2 and out_shape[1] == 1:
+            y = y.reshape(-1, 1)
         return y
     if spec.prep == "cross_entropy":
         if _is_one_hot(y):

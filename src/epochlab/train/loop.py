@@ -27,6 +27,7 @@ from epochlab.train.data import (
     DatasetSource,
     PreparedData,
     as_tensor,
+    check_finite,
     check_pair,
     split_indices,
 )
@@ -143,7 +144,8 @@ def prepare_data(
 
 # Rows of a Dataset whose labels decide the loss and are checked before training (all of
 # them up to this many, else this many spread evenly); the rest are checked batch by batch.
-DATASET_CHECK_ROWS = 2048
+# Each is one __getitem__ (an image decoded from disk, say) and only its label is kept.
+DATASET_CHECK_ROWS = 256
 
 
 def check_param_dtype(model: nn.Module) -> None:
@@ -212,6 +214,34 @@ def dataset_arrays(data: Dataset, rows: Any, where: str) -> tuple[torch.Tensor, 
     return x, y
 
 
+def _sampled_rows(data: Dataset, rows: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first two inputs and every label of items ``rows``, each input checked (finite,
+    one shape) as it is read and not kept: a sample's labels without holding its images."""
+    probe: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    shape = None
+    for i in rows:
+        x, y = _pair(data[int(i)], int(i))
+        xt, yt = as_tensor(f"{where} x", x), as_tensor(f"{where} y", y)
+        if shape is None:
+            shape = tuple(xt.shape)
+        elif tuple(xt.shape) != shape:
+            raise ParameterError(f"{where}: item {int(i)}'s x has shape {tuple(xt.shape)}, the "
+                                 f"first item's {shape}; every x must have one shape.")
+        if xt.is_floating_point() and not bool(torch.isfinite(xt).all()):
+            raise ParameterError(f"{where}: item {int(i)}'s x holds non-finite values (NaN or "
+                                 "inf). Remove or impute them before training.")
+        if len(probe) < 2:
+            probe.append(xt)
+        ys.append(yt)
+    try:
+        y = torch.stack(ys)
+    except RuntimeError as e:
+        raise ParameterError(f"{where}: the Dataset's labels differ in shape ({e}).") from None
+    check_finite(f"{where} y", y)
+    return torch.stack(probe), y
+
+
 def _prepare_dataset(
     model: nn.Module, data: Dataset, validation_split: float, validation_data: Any,
     validation_split_mode: str, loss: Any, seed: int,
@@ -224,9 +254,9 @@ def _prepare_dataset(
         raise ParameterError("The dataset has 0 rows; training needs at least one row.")
     tr, va, how = split_indices(n, validation_split, mode=validation_split_mode, seed=seed)
     step = max(1, len(tr) // DATASET_CHECK_ROWS)
-    xs, ys = dataset_arrays(data, tr[::step][:DATASET_CHECK_ROWS], "training data")
+    xs, ys = _sampled_rows(data, tr[::step][:DATASET_CHECK_ROWS], "training data")
     xs = _cast_x(xs.to(device), model)
-    out_shape = out_features_of(model, xs[:2])
+    out_shape = out_features_of(model, xs)
     spec = resolve_loss(loss, ys, out_shape[1] if len(out_shape) == 2 else 1)
     prepare_targets(spec, ys.to(device), out_shape, "training data", dt)
     val = None
@@ -334,8 +364,9 @@ def fit(
     ``resume``). The model comes back in the memory layout and train/eval
     mode it came in. A Dataset other than a ``TensorDataset`` of ``(X, y)``
     is read row by row: the loss is chosen from, and the labels checked on,
-    up to 2,048 of its rows before training (the rest as their batches come),
-    and its validation split is random, not stratified.
+    up to 256 of its rows before training (only their labels are kept; the
+    rest are checked as their batches come), and its validation split is
+    random, not stratified.
 
     ``threads`` (``"auto"`` or an int) sets torch's intra-op threads for this
     training only (the caller's count is restored after); ``"auto"`` uses one
@@ -747,7 +778,6 @@ def evaluation_data(
     """
     if hasattr(data, "x_test"):
         data = (data.x_test, data.y_test)
-    check_param_dtype(model)
     data = _tensors_of(data)
     device = _device_of(model)
     if isinstance(data, Dataset) and not isinstance(data, (tuple, list)):

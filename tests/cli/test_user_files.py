@@ -344,3 +344,24 @@ def test_tune_takes_a_data_file_and_a_users_model_and_keeps_their_study(folder):
     assert len(SQLiteStore("s.db", create=False).runs("mine")) == 2
     res = _run(*common, "--data", "other.npz", "--out", "o")
     assert res.exit_code == 2 and "was created with data" in res.output
+
+
+def test_csv_class_names_that_look_missing_train_with_a_warning_and_exporter_quirks_read():
+    import tempfile
+    import warnings
+
+    from epochlab.data.files import load_csv
+
+    folder = tempfile.mkdtemp()
+    p = f"{folder}/regions.csv"
+    with open(p, "w", newline="") as f:
+        f.write("a,b,region\n1,2,NA\n3,4,EU\n5,6,APAC\n")
+    with pytest.warns(UserWarning, match="the class\\(es\\) 'NA', which often mark a missing label"):
+        d = load_csv(p, "region")
+    assert d.classes == ("APAC", "EU", "NA")
+    with open(p, "w", newline="") as f:
+        f.write("a,b,label,\r\n1,2,0,\r\n3,4,1,\r\n   \r\n\r\n")  # trailing commas, blank lines
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = load_csv(p, "label")
+    assert d.x_train.tolist() == [[1.0, 2.0], [3.0, 4.0]] and d.y_train.tolist() == [0, 1]

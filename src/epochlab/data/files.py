@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,16 @@ def load_npz(path: str | Path) -> DataBundle:
     )
 
 
+def _numeric(cells: Any) -> bool:
+    """Whether every cell reads as a number (none at all: True)."""
+    try:
+        for c in cells:
+            float(c)
+    except ValueError:
+        return False
+    return True
+
+
 # Cells that mean "no value" in CSV files as spreadsheets and pandas write them.
 _MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "#n/a"})
 
@@ -193,7 +204,14 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
         ) from None
     if not rows:
         raise ParameterError(f"The file {str(path)!r} is empty, but must have a header row.")
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    header = [h.strip() for h in rows[0]]
+    while len(header) > 1 and not header[-1]:  # a trailing comma on the header line
+        header.pop()
+    # A line of nothing but blanks is no row; empty fields past the header's (a trailing
+    # comma on every line, as some exporters write) are dropped.
+    lines = [(i, r[:len(header)] if not any(c.strip() for c in r[len(header):]) else r)
+             for i, r in enumerate(rows[1:], start=2) if any(c.strip() for c in r)]
+    body = [r for _, r in lines]
     if "" in header:  # pandas writes its index as a first column without a name
         raise ParameterError(
             f"Column {header.index('') + 1} of {str(path)!r} has no name (pandas writes its "
@@ -206,8 +224,8 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
             f"The header of {str(path)!r} names {dup[0]!r} twice; every column needs its own "
             "name (which column is which is otherwise a guess)."
         )
-    for i, r in enumerate(rows[1:], start=2):
-        if r and len(r) != len(header):
+    for i, r in lines:
+        if len(r) != len(header):
             raise ParameterError(
                 f"Line {i} of {str(path)!r} has {len(r)} fields but the header has "
                 f"{len(header)}; every row needs one value per column."
@@ -229,6 +247,15 @@ def load_csv(path: str | Path, target: str | None) -> DataBundle:
         cells = [r[j].strip() for r in body]
         if name == target:
             missing = [i for i, c in enumerate(cells, start=2) if c.lower() in _MISSING]
+            if missing and not _numeric(c for c in cells if c.lower() not in _MISSING):
+                # Class names: an empty cell is a missing label; "NA" or "None" may be a class.
+                words = sorted({cells[i - 2] for i in missing} - {""})
+                if words:
+                    warnings.warn(
+                        f"The target column {name!r} of {str(path)!r} has the class(es) "
+                        f"{', '.join(map(repr, words))}, which often mark a missing label: if "
+                        "they do, drop those rows.", UserWarning, stacklevel=3)
+                missing = [i for i in missing if not cells[i - 2]]
             if missing:
                 first = cells[missing[0] - 2]
                 raise ParameterError(

@@ -318,3 +318,16 @@ def test_batch_norm_over_images_trains_on_a_batch_of_one_row():
         m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
                                 torch.nn.Flatten(), torch.nn.Linear(4 * 36, 3))
         assert _fit(m, (x, y), batch_size=bs).stop_reason == "completed"
+
+
+def test_monitoring_bookkeeping_columns_or_a_computed_value_is_allowed(data):
+    class Combined(el.EarlyStopping):
+        def monitored_value(self, logs):
+            return logs["loss"] + logs.get("val_loss", 0.0)
+
+    for cb in (el.EarlyStopping(monitor="updates", mode="max"), Combined(monitor="combo",
+                                                                           mode="min")):
+        assert _fit(el.models.mlp(20), data.train, epochs=2, callbacks=[cb]).stop_reason in (
+            "completed", "early_stopping")
+    with pytest.raises(el.ParameterError, match="'mae' measures regression targets"):
+        _fit(el.models.mlp(20), data.train, metrics=["mae"])

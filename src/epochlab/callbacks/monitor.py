@@ -134,9 +134,12 @@ def check_monitors(callbacks: Any, names: list[str]) -> None:
         >>> from epochlab.callbacks import EarlyStopping
         >>> check_monitors([EarlyStopping(monitor="val_loss")], ["loss", "val_loss"])  # fine
     """
+    names = [*names, *_NOT_METRICS]  # every row holds them too (monitoring them is allowed)
     for cb in callbacks:
         if isinstance(cb, MonitorCallback):
-            if cb.needs_monitor and cb.monitor not in names:
+            # A subclass that computes its value its own way may monitor any name.
+            own = type(cb).monitored_value is not MonitorCallback.monitored_value
+            if cb.needs_monitor and not own and cb.monitor not in names:
                 raise ParameterError(cb.missing_message(names))
         elif not type(cb).__module__.startswith("epochlab."):
             return

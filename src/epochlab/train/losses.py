@@ -247,6 +247,9 @@ def resolve_metrics(
             raise ParameterError(f"Unknown metric {m!r}; choose from {sorted(METRICS)}.")
         if m == "accuracy" and task in ("regression", "custom"):
             continue  # the default metric list includes accuracy; it does not apply here
+        if m == "mae" and task in ("binary", "multiclass"):
+            raise ParameterError(f"The metric 'mae' measures regression targets; this task is "
+                                 f"{task} (its metric is 'accuracy').")
         out[m] = METRICS[m](task)
     return out
 

@@ -331,3 +331,19 @@ def test_monitoring_bookkeeping_columns_or_a_computed_value_is_allowed(data):
             "completed", "early_stopping")
     with pytest.raises(el.ParameterError, match="'mae' measures regression targets"):
         _fit(el.models.mlp(20), data.train, metrics=["mae"])
+
+
+def test_an_optimizer_instance_keeps_its_built_rate_and_settings_across_fits(data):
+    torch.manual_seed(0)
+    m = el.models.mlp(20)
+    opt = torch.optim.SGD([{"params": m[0].parameters(), "lr": 0.0},  # frozen by its rate
+                           {"params": [*m[2].parameters(), *m[4].parameters()]}],
+                          lr=0.1, momentum=0.9)
+    first = m[0].weight.detach().clone()
+    h = _fit(m, data.train, optimizer=opt, schedule=el.schedules.cosine(0.1, 16))
+    assert torch.equal(m[0].weight, first) and h.params["momentum"] == 0.9
+    h = _fit(m, data.train, optimizer=opt)  # not the cosine's last rate
+    assert set(h.iterations["lr"]) == {0.1}
+    opt0 = torch.optim.SGD(m.parameters(), lr=0.0)
+    with pytest.raises(el.ParameterError, match="has learning rate 0: nothing would train"):
+        _fit(m, data.train, optimizer=opt0)

@@ -458,8 +458,11 @@ def fit(
             params=run_params(
                 epochs=epochs, batch_size=batch_size, validation_split=validation_split,
                 validation_split_mode=validation_split_mode, shuffle=shuffle, drop_last=drop_last,
-                optimizer=optimizer, lr=trainer.state.base_lr, weight_decay=weight_decay,
-                momentum=momentum, seed=seed, schedule=trainer.state.schedule,
+                optimizer=optimizer, lr=trainer.state.base_lr,
+                # An optimizer instance's own settings are what trains: recorded as such.
+                weight_decay=_setting(optimizer, "weight_decay", weight_decay),
+                momentum=_setting(optimizer, "momentum", momentum), seed=seed,
+                schedule=trainer.state.schedule,
             ),
         )
         _dist.record(trainer, ctx, batch_size, lr_scaling, lr_warmup_epochs)
@@ -559,6 +562,13 @@ def _single_value_norms(model: nn.Module, x_probe: torch.Tensor) -> list[str]:
         for h in hooks:
             h.remove()
     return [type(m).__name__ for m in norms if seen.get(id(m), 1) == 1]
+
+
+def _setting(optimizer: Any, name: str, given: float) -> float:
+    """``name`` as an optimizer instance holds it (its first group's), else as given."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return float(optimizer.param_groups[0].get(name, 0.0) or 0.0)
+    return given
 
 
 def _check_monitors(trainer: Trainer, validating: bool) -> None:

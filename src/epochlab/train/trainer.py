@@ -122,8 +122,14 @@ def check_optimizer_instance(
 
 
 def optimizer_lr(optimizer: torch.optim.Optimizer) -> float:
-    """The learning rate an optimizer instance was built with (its first group's)."""
-    return float(optimizer.param_groups[0]["lr"])
+    """The learning rate an optimizer instance was built with: its largest group's (a group
+    at 0 is frozen), as built (``initial_lr``, which torch's schedulers keep too), not as a
+    previous run's schedule left it."""
+    return max(_built_lr(g) for g in optimizer.param_groups)
+
+
+def _built_lr(group: dict[str, Any]) -> float:
+    return float(group.get("initial_lr", group["lr"]))
 
 
 DEFAULT_LR = 1e-3
@@ -242,6 +248,11 @@ def _instance_lr(optimizer: torch.optim.Optimizer, lr: Any, schedule: Any) -> An
     """``lr`` for :func:`resolve_lr` when ``optimizer`` is an instance: its own rate unless a
     schedule brings one; ``lr`` given too and different is refused (one source of truth)."""
     own = optimizer_lr(optimizer)
+    if own <= 0:
+        raise ParameterError(
+            f"Every parameter group of the {type(optimizer).__name__} passed as `optimizer` has "
+            "learning rate 0: nothing would train. Give at least one group a rate > 0."
+        )
     if lr is None:
         if isinstance(schedule, Schedule) and schedule.initial_lr is not None:
             return None  # the schedule's own initial rate drives the run
@@ -407,8 +418,10 @@ class Trainer:
         # Each parameter group's rate relative to the first (an optimizer instance may give
         # groups their own rates, e.g. a smaller one for a pretrained backbone): kept as the
         # run's rate changes.
-        first = optimizer_lr(self.optimizer) or 1.0
-        self._group_scales = [float(g["lr"]) / first for g in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:  # the rate as built, before any run sets it
+            group.setdefault("initial_lr", float(group["lr"]))
+        top = optimizer_lr(self.optimizer) or 1.0
+        self._group_scales = [_built_lr(g) / top for g in self.optimizer.param_groups]
         self.callbacks = CallbackList(callback_list(callbacks))
         self.state = TrainState(
             model=model,

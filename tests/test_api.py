@@ -28,3 +28,15 @@ def test_atomically_written_files_get_the_usual_mode_not_a_private_one(tmp_path)
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     assert os.stat(p).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
+def test_an_atomic_rewrite_keeps_the_replaced_files_mode(tmp_path):
+    import os
+
+    from epochlab._atomic import atomic_write
+
+    p = tmp_path / "private.json"
+    p.write_text("{}")
+    os.chmod(p, 0o600)
+    atomic_write(p, lambda f: f.write("[]"), binary=False)
+    assert os.stat(p).st_mode & 0o777 == 0o600 and p.read_text() == "[]"

@@ -5,7 +5,6 @@ A reader (or a crash) sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -28,15 +27,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
                                 "file (a new name, or one to replace).")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target: os.replace is atomic only within one file system.
+    # mkstemp makes the file private (0600): give it the mode of the file it replaces, or
+    # the mode a new file gets here (0666 less the umask), as open() would.
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp makes the file private (0600); give it the mode any new file gets here
-        # (0666 less the umask), as open() would, so history.json reads like model.pt.
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # by path: os.fchmod is missing on Windows before Python 3.13
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,10 +48,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], *, b
     return path
 
 
-@functools.lru_cache(maxsize=1)
 def _umask() -> int:
-    # Reading the umask means setting it: set it straight back, once per process (another
-    # thread creating a file in between would get mode 0666 less nothing).
+    # Reading the umask means setting it: set it straight back (a file another thread
+    # creates in between gets the usual 022).
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -83,10 +83,13 @@ def failure_message(exc: BaseException) -> str:
         return text
     import sqlite3
 
-    if isinstance(exc, sqlite3.DatabaseError):  # the store's file, damaged or changed
-        from epochlab.store.sqlite import damaged_message
+    if isinstance(exc, sqlite3.DatabaseError):
+        if "malformed" in text or "not a database" in text:  # the store's file, damaged
+            from epochlab.store.sqlite import damaged_message
 
-        return damaged_message(None, exc)
+            return damaged_message(None, exc)
+        return (f"The store could not be read or written ({text}): free disk space, check that "
+                "its file and folder may be written, then run the command again.")
     if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
         return (f"{exc.strerror or type(exc).__name__}:{where}. Check that the path exists and "

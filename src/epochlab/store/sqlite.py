@@ -105,8 +105,9 @@ _INHERITED: list[sqlite3.Connection] = []
 
 def damaged_message(path: str | os.PathLike | None, error: BaseException) -> str:
     """What to say about a store whose SQLite file cannot be read: damaged, not a bug."""
-    name = str(path) if path else "FILE"
-    return (f"The store {name} is damaged ({error}): SQLite cannot read it. Save what can be "
+    name = str(path) if path else "STORE.db"
+    which = f"The store {name}" if path else "The store"
+    return (f"{which} is damaged ({error}): SQLite cannot read it. Save what can be "
             f"saved with `sqlite3 {name} .recover | sqlite3 recovered.db`, then use "
             "--store recovered.db (or another store).")
 

@@ -45,7 +45,6 @@ from epochlab.train.runtime import (
     check_threads,
     eval_rows,
     for_training,
-    manual_seed,
     resolve,
     start_idle_window,
     using_threads,
@@ -665,9 +664,10 @@ def run(
     want_begin, want_end = cbs.wants("on_batch_begin"), cbs.wants("on_batch_end")
     n_train = data.n_train
     # Dropout draws from torch's RNGs: seed them, and leave the caller's (CUDA's too) alone.
-    with torch.random.fork_rng(devices=_cuda_devices()):
+    with torch.random.fork_rng(devices=_cuda_devices(trainer.model)):
         if s.global_step == 0:  # each rank its own dropout stream
-            manual_seed(dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)))
+            _seed_rngs(dropout_seed(seed + (trainer.dist.rank if trainer.dist else 0)),
+                       trainer.model)
         else:  # resumed: dropout goes on from the checkpoint's RNG state
             s.install_rngs()
         trainer.model.train()
@@ -728,9 +728,23 @@ def run(
     return h
 
 
-def _cuda_devices() -> list[int]:
-    """The CUDA devices whose RNG state a run saves and restores (none without CUDA)."""
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+def _seed_rngs(seed: int, model: nn.Module) -> None:
+    """Seed the generators the model's dropout draws from: the CPU's, and its CUDA device's
+    when it is on one (torch.manual_seed would seed every GPU's, which run() does not
+    restore)."""
+    torch.default_generator.manual_seed(seed)
+    devices = _cuda_devices(model)
+    if devices:
+        with torch.cuda.device(devices[0]):
+            torch.cuda.manual_seed(seed)
+
+
+def _cuda_devices(model: nn.Module) -> list[int]:
+    """The CUDA device whose RNG a run seeds and restores: the model's (none on the CPU, so
+    a CPU fit never starts CUDA on the GPUs of its machine)."""
+    device = _device_of(model)
+    return [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
 
 
 def _finish(trainer: Trainer) -> None:

@@ -288,13 +288,13 @@ def data_warnings(data: Any, batch_size: int, validation_split: float = 0.0) -> 
         if len(values) == 1:
             out.append(f"the training labels hold one class only ({values[0]}): the model "
                        "cannot learn to tell classes apart.")
-        elif values.dtype.kind in "iu" and (missing := sorted(set(range(int(values.max()) + 1))
-                                                             - set(values.tolist()))):
+        if values.dtype.kind in "iu" and (missing := sorted(set(range(int(values.max()) + 1))
+                                                           - set(values.tolist()))):
             out.append(f"class ids {', '.join(map(str, missing[:5]))}"
                        f"{', ...' if len(missing) > 5 else ''} never occur (labels "
                        f"{values.min()}..{values.max()}): the model gets an output for every "
                        f"id 0..{values.max()}; if the classes are numbered from 1, subtract 1.")
-        elif counts.min() * 100 < counts.max():
+        if len(values) > 1 and counts.min() * 100 < counts.max():
             out.append(f"the training labels are very imbalanced (class {values[counts.argmin()]}"
                        f" has {counts.min()} rows, class {values[counts.argmax()]} has "
                        f"{counts.max()}): accuracy will mostly reflect the largest class.")

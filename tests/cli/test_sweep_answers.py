@@ -140,3 +140,22 @@ def test_a_report_of_one_run_advises_on_that_run_and_all_diverged_is_said(tmp_pa
     res = CliRunner().invoke(main, [*base, "--epochs", "2", "--lr", "1000,5000", "--optimizer",
                                     "sgd", "--study", "dv"])
     assert "Every run diverged" in res.output
+
+
+def test_report_and_sweep_give_one_answer_over_seeds(tmp_path):
+    db = str(tmp_path / "sd.db")
+    res = CliRunner().invoke(main, ["sweep", "--data", "synthetic", "--epochs", "2", "--lr",
+                                    "0.002,0.003,0.004,0.005", "--seed", "0,1,2", "--store", db,
+                                    "--no-progress", "--study", "sd"])
+    assert res.exit_code == 0, res.output
+    swept = " ".join(res.output.split()).split("Best parameters: {'lr': ")[1].split("}")[0]
+    rep = CliRunner().invoke(main, ["report", "--store", db, "--out", str(tmp_path / "r"),
+                                    "--x", "lr", "--y", "epochs"])
+    assert rep.exit_code == 0, rep.output
+    flat = " ".join(rep.output.split())
+    assert "Best configuration" in flat and f"'lr': {swept}" in flat
+    from epochlab.report.study import heatmap_grid, study_rows
+
+    grid, xs, _ = heatmap_grid(study_rows(SQLiteStore(db, create=False), "sd"), "lr", "epochs",
+                               "val_accuracy")
+    assert xs[int(grid[0].argmax())] == float(swept)  # the cells are means over seeds

@@ -47,7 +47,7 @@ def test_sweep_prints_plan_table_and_best_then_report_writes_files(tmp_path, spe
     assert "Best run" in rep.output
     names = sorted(p.name for p in out.iterdir())
     assert names == ["advice.txt", "curves_batch_size.png", "curves_lr.png", "heatmap.png",
-                     "results.csv"]
+                     "report.json", "results.csv"]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert len(rows) == 8 and {r["status"] for r in rows} == {"completed"}
     assert sum(r["shared_from"] != "" for r in rows) == 4

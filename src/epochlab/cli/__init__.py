@@ -143,11 +143,16 @@ class _PipeSafe:
         return getattr(self._stream, name)
 
 
-def _survive_closed_pipes() -> None:
+def _survive_closed_pipes() -> dict[str, Any]:
+    """Wrap sys.stdout and sys.stderr in :class:`_PipeSafe`; the streams replaced, to put
+    back when the command ends (an in-process call leaves them as it found them)."""
+    replaced = {}
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, _PipeSafe):
+            replaced[name] = stream
             setattr(sys, name, _PipeSafe(stream))
+    return replaced
 
 
 class EpochlabGroup(click.Group):
@@ -186,31 +191,36 @@ class EpochlabGroup(click.Group):
         name = "epochlab"  # in messages, whatever name the process was started under
         if not standalone_mode or debug_enabled():
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
-        _survive_closed_pipes()
+        restore = _survive_closed_pipes()
         try:
-            with warnings.catch_warnings():
-                warnings.showwarning = _one_line_warning
-                rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
-        except ParameterError as e:
-            self._usage(argv, name, str(e))
-        except click.UsageError as e:
-            self._usage(argv, name, e.format_message())
-        except click.exceptions.Abort:  # click's form of KeyboardInterrupt / EOF
-            click.echo("Interrupted (Ctrl-C).", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except KeyboardInterrupt:
-            click.echo("Interrupted (Ctrl-C).", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except click.ClickException as e:
-            click.echo(f"Error: {one_line(e.format_message())}", err=True)
-            sys.exit(e.exit_code)
-        except (SystemExit, click.exceptions.Exit):
-            raise
-        except Exception as e:  # noqa: BLE001 - every other failure: one line, exit 1
-            click.echo(f"Error: {failure_message(e)}", err=True)
-            sys.exit(EXIT_FAILURE)
-        # With standalone_mode=False click returns the exit code of --help/--version.
-        sys.exit(rv if isinstance(rv, int) else 0)
+            try:
+                with warnings.catch_warnings():
+                    warnings.showwarning = _one_line_warning
+                    rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            except ParameterError as e:
+                self._usage(argv, name, str(e))
+            except click.UsageError as e:
+                self._usage(argv, name, e.format_message())
+            except click.exceptions.Abort:  # click's form of KeyboardInterrupt / EOF
+                click.echo("Interrupted (Ctrl-C).", err=True)
+                sys.exit(EXIT_INTERRUPTED)
+            except KeyboardInterrupt:
+                click.echo("Interrupted (Ctrl-C).", err=True)
+                sys.exit(EXIT_INTERRUPTED)
+            except click.ClickException as e:
+                click.echo(f"Error: {one_line(e.format_message())}", err=True)
+                sys.exit(e.exit_code)
+            except (SystemExit, click.exceptions.Exit):
+                raise
+            except Exception as e:  # noqa: BLE001 - every other failure: one line, exit 1
+                click.echo(f"Error: {failure_message(e)}", err=True)
+                sys.exit(EXIT_FAILURE)
+            # With standalone_mode=False click returns the exit code of --help/--version.
+            sys.exit(rv if isinstance(rv, int) else 0)
+        finally:
+            for stream_name, stream in restore.items():
+                getattr(sys, stream_name).flush()  # a closed pipe is found here, not at exit
+                setattr(sys, stream_name, stream)
 
     def _usage(self, argv: list[str], prog: str, message: str) -> None:
         command = next((a for a in argv if a in self.commands or a in COMMANDS), None)

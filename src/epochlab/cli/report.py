@@ -57,8 +57,17 @@ def report_command(study, store_path, out, metric, mode, x, y, select, html) -> 
             result["files"]["index.html"] = write_html_report(
                 store, study, folder, metric=metric, mode=mode, select=select)
         _remove_stale(folder, set(result["files"].values()), study)
-    best = result["best"]
-    if best is None:
+    best, config = result["best"], result.get("config")
+    if config is not None:  # several seeds: the configuration, as the sweep and advice rank
+        from epochlab.sweeps.ranking import SWEPT
+
+        params = {k: v for k, v in config["settings"].items() if k in SWEPT}
+        spread = f", sd {config['std']:.4f}" if config["std"] is not None else ""
+        console.print(f"[bold]Best configuration[/] by {escape(result['metric'])} ({select}, "
+                      f"{result['mode']}): {config['mean']:.4f}, mean of {config['seeds']} "
+                      f"seeds{spread}  {escape(str(params))}; its best seed: run "
+                      f"{config['runs'][0].id}")
+    elif best is None:
         console.print(f"[red]No finished run has a finite {escape(result['metric'])}.[/]")
     else:
         from epochlab.sweeps.ranking import SWEPT

@@ -187,7 +187,7 @@ def _check_one_lr(spec: SweepSpec, lr_text: str) -> None:
 
 def _report(result: Any, store: Any, select: str) -> None:
     store = EpochsReadOnce(store, result.recorded)
-    read_off = sum(1 for r in result.runs if r.shared_from is not None)
+    read_off = sum(1 for r in result.runs if r.shared_from is not None and r.id in result.recorded)
     console.print(f"trained {result.trained} run(s) in {result.seconds:.1f}s"
                   + (f" ({read_off} more read off their epochs)" if read_off else "")
                   + f"; {result.skipped} already done; runs: " +

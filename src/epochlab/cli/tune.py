@@ -159,7 +159,8 @@ def _figures_folder(out: str | None, overwrite: bool, study: str) -> Path:
         taken = [f for f in _FIGURES if (folder / f).exists()]
         if taken and owner != study:
             fresh = out_dir(None, "tune")
-            whose = f"study {owner!r}'s figures" if owner else f"files named {', '.join(taken)}"
+            whose = (f"the figures of study {owner!r}" if owner else
+                     f"files named {', '.join(taken)}")
             console.print(f"--out {out} holds {whose}; this study's go to {fresh} instead "
                           "(--overwrite replaces them).", markup=False)
             return fresh

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import statistics
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -204,15 +205,21 @@ def heatmap_grid(
     rows: Sequence[dict[str, Any]], x: str, y: str, metric: str, mode: str = "max",
     select: str = "final",
 ) -> tuple[np.ndarray, list, list]:
-    """``(values, x_values, y_values)``; each cell the best done run with those two settings."""
+    """``(values, x_values, y_values)``; each cell the best configuration with those two
+    settings, a configuration's value the mean over its seeds (one seed: its run's)."""
     col = f"{metric}_{select}"
     xs = sorted({r[x] for r in rows}, key=_sort_key)
     ys = sorted({r[y] for r in rows}, key=_sort_key)
     grid = np.full((len(ys), len(xs)), math.nan)
+    configs: dict[str, list] = {}
     for r in rows:
         v = r.get(col)
         if r["status"] not in DONE or v is None or not math.isfinite(v):
             continue
+        key = repr([(k, r.get(k)) for k in SWEPT if k != "seed" or "seed" in (x, y)])
+        configs.setdefault(key, [r, []])[1].append(v)
+    for r, values in configs.values():
+        v = statistics.fmean(values)
         i, j = ys.index(r[y]), xs.index(r[x])
         cur = grid[i, j]
         if math.isnan(cur) or (v > cur if mode == "max" else v < cur):
@@ -312,13 +319,12 @@ def write_report(
     swept = swept_settings(runs)
     x, y = choose_axes(swept, x, y)
     grid, xs, ys = heatmap_grid(rows, x, y, metric, mode, select)
-    rest = [s for s in swept if s not in (x, y)]
-    title = f"{metric} ({select}) by {y} and {x}" + (
-        f"\neach cell: best over {', '.join(rest)}" if rest else "")
     best = best_run(store, runs, metric, mode, select)
+    config = best_config(store, runs, metric, mode, select)
     plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x, y_name=y,
-                 metric=metric, mode=mode, title=title, path=out / "heatmap.png",
-                 best=_cell_of(best, x, y, xs, ys))
+                 metric=metric, mode=mode, title=_heatmap_title(metric, select, x, y, swept),
+                 path=out / "heatmap.png",
+                 best=_cell_of(config["runs"][0] if config else best, x, y, xs, ys))
     files["heatmap.png"] = out / "heatmap.png"
     for by in [s for s in swept if s != "epochs"] or ["epochs"]:
         name = f"curves_{by}.png"
@@ -330,11 +336,30 @@ def write_report(
         advice = advise_history(history_of(store, done[0]))
     files["advice.txt"] = out / "advice.txt"
     files["advice.txt"].write_text(format_advice(advice) + "\n")
-    return {"files": files, "best": best, "metric": metric, "mode": mode, "axes": (x, y),
-            "rows": rows, "advice": advice}
+    return {"files": files, "best": best, "config": config, "metric": metric, "mode": mode,
+            "axes": (x, y), "rows": rows, "advice": advice}
 
 
-def _cell_of(run: RunRecord | None, x: str, y: str, xs: list, ys: list) -> tuple[int, int] | None:
+def best_config(store: Store, runs: Sequence[RunRecord], metric: str, mode: str,
+                select: str) -> dict[str, Any] | None:
+    """With several seeds, the best configuration by its mean over seeds (as the sweep and
+    the advice rank); None with one seed, where the best run is the answer."""
+    if len({repr(r.settings.get("seed")) for r in runs}) < 2:
+        return None
+    from epochlab.diagnose.advice import best_configuration
+
+    return best_configuration(runs_from_store(store, runs), metric, mode, select)
+
+
+def _heatmap_title(metric: str, select: str, x: str, y: str, swept: Sequence[str]) -> str:
+    rest = [s for s in swept if s not in (x, y, "seed")]
+    parts = ([f"best over {', '.join(rest)}"] if rest else []) + (
+        ["mean over seeds"] if "seed" in swept and "seed" not in (x, y) else [])
+    return f"{metric} ({select}) by {y} and {x}" + (
+        f"\neach cell: {'; '.join(parts)}" if parts else "")
+
+
+def _cell_of(run: Any, x: str, y: str, xs: list, ys: list) -> tuple[int, int] | None:
     """The heatmap cell ``(row, column)`` of ``run`` (None when it has none)."""
     if run is None:
         return None
@@ -490,17 +515,18 @@ def study_sections(
         x, y = choose_axes(swept)
         if all(x in row and y in row for row in rows):
             grid, xs, ys = heatmap_grid(rows, x, y, metric, mode, select)
-            rest = [s for s in swept if s not in (x, y)]
+            config = best_config(store, runs, metric, mode, select)
             fig = plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x,
                                y_name=y, metric=metric, mode=mode,
-                               title=f"{metric} ({select}) by {y} and {x}"
-                               + (f"\neach cell: best over {', '.join(rest)}" if rest else ""),
-                               best=_cell_of(best_run(store, runs, metric, mode, select),
+                               title=_heatmap_title(metric, select, x, y, swept),
+                               best=_cell_of(config["runs"][0] if config else
+                                             best_run(store, runs, metric, mode, select),
                                              x, y, xs, ys))
             sections.append(Section(
                 f"Heatmap: {metric} by {y} and {x}",
-                f"Each cell is the {select} {metric} of the best finished run with those two "
-                "settings; the framed cell is the best of all.",
+                f"Each cell is the {select} {metric} of the best finished configuration with "
+                "those two settings (the mean over its seeds); the framed cell is the best of "
+                "all.",
                 figures=[(fig, f"{metric} by {y} and {x}")]))
     # Averaging over seeds is the point of the bands, so seeds get no figure of their own
     # unless nothing else was swept.

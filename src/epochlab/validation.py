@@ -266,7 +266,7 @@ def refuse_model_instance(make_model: Any) -> None:
 def data_warnings(data: Any, batch_size: int, validation_split: float = 0.0) -> list[str]:
     """What looks wrong with a dataset for this run, each as one sentence (nothing stops it).
 
-    ``data`` is a DataBundle. Flagged: one class only in the training labels,
+    ``data`` is a DataBundle. Flagged (one class only is fit's own warning):
     a class with fewer rows than 1% of the largest, a batch at least as big
     as the training rows (every epoch is then one update), fewer training
     rows than 10, and constant feature columns.
@@ -277,7 +277,7 @@ def data_warnings(data: Any, batch_size: int, validation_split: float = 0.0) -> 
         >>> d = DataBundle("x", np.zeros((20, 2)), np.zeros(20, dtype=int), np.zeros((0, 2)),
         ...                np.zeros(0, dtype=int), "binary", ("0", "1"), (2,))
         >>> [w.split(":")[0] for w in data_warnings(d, 32)]
-        ['the training labels hold one class only (0)', 'batch size 32 >= 20 training rows', 'all 2 feature columns are constant']
+        ['batch size 32 >= 20 training rows', 'all 2 feature columns are constant']
     """
     out: list[str] = []
     x, y = np.asarray(data.x_train), np.asarray(data.y_train)
@@ -285,9 +285,7 @@ def data_warnings(data: Any, batch_size: int, validation_split: float = 0.0) -> 
     n_train = n - (math.ceil(validation_split * n) if validation_split > 0 else 0)
     if data.task in ("binary", "multiclass") and n and y.ndim == 1:
         values, counts = np.unique(y, return_counts=True)
-        if len(values) == 1:
-            out.append(f"the training labels hold one class only ({values[0]}): the model "
-                       "cannot learn to tell classes apart.")
+        # One class only: fit itself warns (for the API too).
         if values.dtype.kind in "iu" and (missing := sorted(set(range(int(values.max()) + 1))
                                                            - set(values.tolist()))):
             out.append(f"class ids {', '.join(map(str, missing[:5]))}"

@@ -347,3 +347,8 @@ def test_an_optimizer_instance_keeps_its_built_rate_and_settings_across_fits(dat
     opt0 = torch.optim.SGD(m.parameters(), lr=0.0)
     with pytest.raises(el.ParameterError, match="has learning rate 0: nothing would train"):
         _fit(m, data.train, optimizer=opt0)
+
+
+def test_labels_of_one_class_only_are_warned_about_from_python_too(data):
+    with pytest.warns(UserWarning, match="hold one class only"):
+        _fit(el.models.mlp(20), (data.x_train, np.zeros(len(data.x_train), dtype=int)))

@@ -449,6 +449,7 @@ def fit(
             )
         check_batch_norm_batches(model, rows, batch_size, drop_last, probe)
         _warn_probability_output(model, spec)
+        _warn_one_class(prepared, spec)
         trainer.attach_loss(spec, targets_ready=True)
         _check_monitors(trainer, prepared.val is not None)
         trainer.state.history.start(
@@ -497,6 +498,20 @@ def _warn_probability_output(model: nn.Module, spec: LossSpec) -> None:
             "logits, the outputs before it, and so does accuracy: remove the last "
             f"{type(last).__name__} (apply it when you want probabilities, e.g. "
             "`torch.sigmoid(model(x))`).", UserWarning, stacklevel=3)
+
+
+def _warn_one_class(prepared: PreparedData, spec: LossSpec) -> None:
+    """Warn when the training labels of a classifier hold one class only: it trains, to an
+    accuracy that means nothing, and nothing else would say so."""
+    src = prepared.train
+    if spec.task not in ("binary", "multiclass") or not isinstance(src, ArraySource):
+        return
+    y = src.y
+    if y.numel() and y.ndim <= 2 and bool((y == y.reshape(-1)[0]).all()):
+        warnings.warn(
+            f"The training labels hold one class only ({y.reshape(-1)[0].item():g}): the model "
+            "cannot learn to tell classes apart, and its accuracy says nothing.",
+            UserWarning, stacklevel=3)
 
 
 def check_batch_norm_batches(model: nn.Module, rows: int, batch_size: int,

@@ -174,3 +174,61 @@ def test_a_models_fingerprint_follows_its_code_and_initial_weights():
     lam = lambda: _Plain()  # noqa: E731
     same = lambda: _Plain()  # noqa: E731  (another call site, the same code)
     assert model_fingerprint(_Plain(), lam) == model_fingerprint(_Plain(), same)
+
+
+_GAIN = 1.0
+
+
+class _Gained(nn.Module):
+    gain = 1.0
+
+    def __init__(self, std=1.0):
+        super().__init__()
+        self.l = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.l(x) * self.gain * _GAIN
+
+
+def _make_gained(std=1.0):
+    return _Gained(std)
+
+
+def test_a_fingerprint_sees_partial_arguments_class_attributes_and_module_constants(monkeypatch):
+    import functools
+
+    from epochlab.sweeps.workload import model_fingerprint
+
+    def fp(make):
+        return model_fingerprint(make(), make)
+
+    base = fp(functools.partial(_make_gained, std=1.0))
+    assert fp(functools.partial(_make_gained, std=1.0)) == base
+    assert fp(functools.partial(_make_gained, std=0.5)) != base
+    monkeypatch.setattr(_Gained, "gain", 50.0)
+    assert fp(functools.partial(_make_gained, std=1.0)) != base
+    monkeypatch.setattr(_Gained, "gain", 1.0)
+    monkeypatch.setitem(globals(), "_GAIN", 3.0)
+    assert fp(functools.partial(_make_gained, std=1.0)) != base
+
+
+def test_a_fingerprint_is_the_same_in_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "setmodel.py").write_text(
+        "import torch.nn as nn\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.l = nn.Linear(2, 1)\n"
+        "    def forward(self, x):\n"
+        "        if x.dtype in {'alpha', 'beta', 'gamma', 'delta'}:\n"
+        "            return x\n"
+        "        return self.l(x)\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import setmodel; "
+            "from epochlab.sweeps.workload import model_fingerprint as f; "
+            "print(f(setmodel.M(), setmodel.M))")
+    outs = {subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                           text=True, env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+                           check=True).stdout for seed in ("1", "2")}
+    assert len(outs) == 1  # a set literal's order follows string hashing: not in the hash

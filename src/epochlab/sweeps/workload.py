@@ -23,6 +23,7 @@ module is the one place that turns names into objects, below both of them:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import types
@@ -196,10 +197,11 @@ def data_fingerprint(data: UserData) -> str:
 
 def model_fingerprint(model: nn.Module, make_model: Any = None) -> str:
     """A hash of the model's structure (its printed form), its parameter count, and its
-    code: the compiled code of ``make_model`` and of the methods of every module class not
-    from torch, so an edited ``forward`` or initialization is a new model, while the same
-    code finds its stored runs again (a lambda's call site, comments and blank lines do not
-    count).
+    code: what ``make_model`` and the module classes not from torch compute (their functions'
+    compiled code, the plain values they read: partial arguments, closure values, class
+    attributes, module constants, and the same module's helper functions), so an edited
+    ``forward`` or initialization is a new model, while the same code finds its stored runs
+    again (a lambda's call site, comments and blank lines do not count).
 
     Example:
         >>> model_fingerprint(nn.Sequential(nn.Linear(3, 2)))
@@ -208,19 +210,67 @@ def model_fingerprint(model: nn.Module, make_model: Any = None) -> str:
     n = sum(p.numel() for p in model.parameters())
     structure = hashlib.sha256(repr(model).encode()).hexdigest()[:12]
     code = hashlib.sha256()
+    seen: set[int] = set()
     classes = {type(m) for m in model.modules() if not type(m).__module__.startswith("torch.")}
     for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
         code.update(f"{cls.__module__}.{cls.__qualname__}".encode())
         for name, attr in sorted(vars(cls).items()):
-            fn = getattr(attr, "__func__", attr)  # staticmethod / classmethod
-            if isinstance(fn, types.FunctionType):
-                code.update(name.encode())
-                _code_digest(fn.__code__, code)
-    fn = getattr(make_model, "func", make_model)  # functools.partial: its function
-    if isinstance(fn, types.FunctionType):
-        _code_digest(fn.__code__, code)
+            code.update(name.encode())
+            _value_digest(attr, code, seen)
+    if make_model is not None:
+        _value_digest(make_model, code, seen)
     return (f"{type(model).__name__} {n} params, structure {structure}, "
             f"code {code.hexdigest()[:12]}")
+
+
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _value_digest(value: Any, into: Any, seen: set[int]) -> None:
+    """What a value contributes to a model's code hash: a function's compiled code and the
+    plain values and same-module functions it reads; a partial's function and arguments; a
+    property's functions; a plain value's repr; anything else (an object, a tensor), its
+    type only."""
+    if isinstance(value, _PLAIN) or (isinstance(value, (tuple, frozenset))
+                                     and all(isinstance(v, _PLAIN) for v in value)):
+        into.update(_stable_repr(value).encode())
+        return
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, functools.partial):
+        _value_digest(value.func, into, seen)
+        for v in (*value.args, *sorted(value.keywords.items())):
+            _value_digest(v, into, seen)
+        return
+    if isinstance(value, property):
+        for fn in (value.fget, value.fset):
+            if fn is not None:
+                _value_digest(fn, into, seen)
+        return
+    fn = getattr(value, "__func__", value)  # staticmethod / classmethod / bound method
+    if isinstance(fn, types.FunctionType):
+        _code_digest(fn.__code__, into)
+        for cell in fn.__closure__ or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                _value_digest(cell.cell_contents, into, seen)
+        for name in _global_names(fn.__code__):
+            if name in fn.__globals__:
+                g = fn.__globals__[name]
+                if isinstance(g, _PLAIN) or (isinstance(g, types.FunctionType)
+                                             and g.__module__ == fn.__module__):
+                    into.update(name.encode())
+                    _value_digest(g, into, seen)
+        return
+    into.update(f"{type(value).__module__}.{type(value).__qualname__}".encode())
+
+
+def _global_names(co: types.CodeType) -> list[str]:
+    names = list(co.co_names)
+    for const in co.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _global_names(const)
+    return names
 
 
 def _code_digest(co: types.CodeType, into: Any) -> None:
@@ -232,7 +282,17 @@ def _code_digest(co: types.CodeType, into: Any) -> None:
         if isinstance(const, types.CodeType):
             _code_digest(const, into)
         else:
-            into.update(repr(const).encode())
+            into.update(_stable_repr(const).encode())
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr``, with sets in sorted order: a set's order follows string hashing, which
+    changes from one process to the next."""
+    if isinstance(value, (frozenset, set)):
+        return "{" + ", ".join(sorted(_stable_repr(v) for v in value)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_stable_repr(v) for v in value) + ")"
+    return repr(value)
 
 
 @dataclass(frozen=True)

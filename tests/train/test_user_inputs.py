@@ -352,3 +352,21 @@ def test_an_optimizer_instance_keeps_its_built_rate_and_settings_across_fits(dat
 def test_labels_of_one_class_only_are_warned_about_from_python_too(data):
     with pytest.warns(UserWarning, match="hold one class only"):
         _fit(el.models.mlp(20), (data.x_train, np.zeros(len(data.x_train), dtype=int)))
+
+
+def test_a_rate_the_user_sets_on_an_instance_between_fits_is_the_one_trained_with(data):
+    torch.manual_seed(0)
+    m = el.models.mlp(20)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    _fit(m, data.train, optimizer=opt, schedule=el.schedules.cosine(0.1, 16))
+    assert set(_fit(m, data.train, optimizer=opt).iterations["lr"]) == {0.1}  # not the cosine's
+    for group in opt.param_groups:
+        group["lr"] = 0.001  # by hand
+    assert set(_fit(m, data.train, optimizer=opt).iterations["lr"]) == {0.001}
+    step = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    opt.step()
+    step.step()  # a torch scheduler moved it to 0.0005
+    assert set(_fit(m, data.train, optimizer=opt).iterations["lr"]) == {0.0005}
+    two = torch.optim.SGD([{"params": m[0].parameters(), "lr": 1e-3},
+                           {"params": [*m[2].parameters(), *m[4].parameters()], "lr": 1e-2}])
+    assert _fit(m, data.train, optimizer=two, lr=1e-3).params["lr"] == 1e-3  # the first group's

@@ -121,15 +121,24 @@ def check_optimizer_instance(
             )
 
 
+# What epochlab itself last wrote into a parameter group's "lr", and the rate the group had
+# before epochlab's first run (kept in the group, so they travel with the optimizer).
+_SET, _OWN = "epochlab_set_lr", "epochlab_own_lr"
+
+
 def optimizer_lr(optimizer: torch.optim.Optimizer) -> float:
-    """The learning rate an optimizer instance was built with: its largest group's (a group
-    at 0 is frozen), as built (``initial_lr``, which torch's schedulers keep too), not as a
-    previous run's schedule left it."""
-    return max(_built_lr(g) for g in optimizer.param_groups)
+    """An optimizer instance's own learning rate: its first group's, or its largest group's
+    when the first is frozen at 0; each group's rate as the user left it (set by hand or by
+    a torch scheduler), not as a previous epochlab run's schedule left it."""
+    rates = [_own_lr(g) for g in optimizer.param_groups]
+    return rates[0] if rates[0] > 0 else max(rates)
 
 
-def _built_lr(group: dict[str, Any]) -> float:
-    return float(group.get("initial_lr", group["lr"]))
+def _own_lr(group: dict[str, Any]) -> float:
+    """A group's own rate: what epochlab's last run found there if ``lr`` is still what
+    that run wrote, else ``lr`` (the user changed it since)."""
+    lr = float(group["lr"])
+    return float(group.get(_OWN, lr)) if _SET in group and lr == group[_SET] else lr
 
 
 DEFAULT_LR = 1e-3
@@ -418,10 +427,10 @@ class Trainer:
         # Each parameter group's rate relative to the first (an optimizer instance may give
         # groups their own rates, e.g. a smaller one for a pretrained backbone): kept as the
         # run's rate changes.
-        for group in self.optimizer.param_groups:  # the rate as built, before any run sets it
-            group.setdefault("initial_lr", float(group["lr"]))
+        for group in self.optimizer.param_groups:  # the rate this run starts from
+            group[_OWN] = _own_lr(group)
         top = optimizer_lr(self.optimizer) or 1.0
-        self._group_scales = [_built_lr(g) / top for g in self.optimizer.param_groups]
+        self._group_scales = [g[_OWN] / top for g in self.optimizer.param_groups]
         self.callbacks = CallbackList(callback_list(callbacks))
         self.state = TrainState(
             model=model,
@@ -540,7 +549,7 @@ class Trainer:
         if lr != self._lr_set:
             for group, scale in zip(self.optimizer.param_groups, self._group_scales,
                                     strict=True):
-                group["lr"] = lr * scale
+                group["lr"] = group[_SET] = lr * scale
             self._lr_set = lr
 
         out = self.net(x) if self._amp is None else self.forward(x)

@@ -370,3 +370,15 @@ def test_a_rate_the_user_sets_on_an_instance_between_fits_is_the_one_trained_wit
     two = torch.optim.SGD([{"params": m[0].parameters(), "lr": 1e-3},
                            {"params": [*m[2].parameters(), *m[4].parameters()], "lr": 1e-2}])
     assert _fit(m, data.train, optimizer=two, lr=1e-3).params["lr"] == 1e-3  # the first group's
+
+
+def test_torch_losses_refuse_a_broadcast_and_nll_takes_one_hot(data):
+    x = data.x_train.astype(np.float32)
+    with pytest.raises(el.ParameterError, match="MSELoss would broadcast them"):
+        _fit(torch.nn.Linear(20, 3), (x, x[:, :2]), loss=torch.nn.MSELoss())
+    flat = torch.nn.Sequential(torch.nn.Linear(20, 1), torch.nn.Flatten(0))
+    assert _fit(flat, (x, x[:, :1]), loss=torch.nn.MSELoss()).stop_reason == "completed"
+    one_hot = np.eye(2, dtype=np.float32)[data.y_train]
+    nll = torch.nn.Sequential(torch.nn.Linear(20, 2), torch.nn.LogSoftmax(1))
+    h = _fit(nll, (x, one_hot), loss=torch.nn.NLLLoss())
+    assert h.stop_reason == "completed" and h.task == "multiclass"

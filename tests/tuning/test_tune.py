@@ -147,12 +147,14 @@ _KILLED = textwrap.dedent("""
     import epochlab as el
     from epochlab.store import SQLiteStore
 
-    kill_in, kill_after = int(sys.argv[2]), int(sys.argv[3])
+    kill_after = int(sys.argv[3])
     calls = []
 
     def make_model():
         calls.append(1)
-        if len(calls) == kill_in + 2:  # +2: the study's fingerprint and the preflight first
+        # sys.argv read here, not a module-level int: a model's fingerprint covers the plain
+        # values its factory reads, and this one is the same model in all three processes.
+        if len(calls) == int(sys.argv[2]) + 2:  # +2: the study's fingerprint, the preflight
             os.kill(os.getpid(), signal.SIGKILL)  # mid-trial: its run is 'running'
         return el.models.mlp(20)
 

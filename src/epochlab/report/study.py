@@ -323,8 +323,7 @@ def write_report(
     config = best_config(store, runs, metric, mode, select)
     plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x, y_name=y,
                  metric=metric, mode=mode, title=_heatmap_title(metric, select, x, y, swept),
-                 path=out / "heatmap.png",
-                 best=_cell_of(config["runs"][0] if config else best, x, y, xs, ys))
+                 path=out / "heatmap.png", best=_cell_of(_starred(config, best, x, y), x, y, xs, ys))
     files["heatmap.png"] = out / "heatmap.png"
     for by in [s for s in swept if s != "epochs"] or ["epochs"]:
         name = f"curves_{by}.png"
@@ -349,6 +348,12 @@ def best_config(store: Store, runs: Sequence[RunRecord], metric: str, mode: str,
     from epochlab.diagnose.advice import best_configuration
 
     return best_configuration(runs_from_store(store, runs), metric, mode, select)
+
+
+def _starred(config: dict[str, Any] | None, best: Any, x: str, y: str) -> Any:
+    """The run whose cell the heatmap marks: the best configuration's (its best seed), or
+    the best run where the seed is an axis (each cell one run then)."""
+    return config["runs"][0] if config and "seed" not in (x, y) else best
 
 
 def _heatmap_title(metric: str, select: str, x: str, y: str, swept: Sequence[str]) -> str:
@@ -519,8 +524,8 @@ def study_sections(
             fig = plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x,
                                y_name=y, metric=metric, mode=mode,
                                title=_heatmap_title(metric, select, x, y, swept),
-                               best=_cell_of(config["runs"][0] if config else
-                                             best_run(store, runs, metric, mode, select),
+                               best=_cell_of(_starred(config, best_run(store, runs, metric,
+                                                                       mode, select), x, y),
                                              x, y, xs, ys))
             sections.append(Section(
                 f"Heatmap: {metric} by {y} and {x}",

@@ -542,7 +542,7 @@ def check_batch_norm_batches(model: nn.Module, rows: int, batch_size: int,
         )
     near = sorted((c for c in range(2, max(rows, batch_size) + 2) if rows % c != 1),
                   key=lambda c: (abs(c - batch_size), c))[:2]
-    ways = (["drop_last=True"] if can_drop_last else []) + (
+    ways = (["drop_last=True"] if can_drop_last and rows >= batch_size else []) + (
         [f"a batch size that does not leave one row over (e.g. {' or '.join(map(str, near))})"]
         if near else [])
     raise ParameterError(

@@ -14,6 +14,7 @@ Pass ``loss="mse" | "bce" | "cross_entropy"`` (or a callable) to override.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ _TORCH_LOSS_KINDS: tuple[tuple[type, str], ...] = (
 def _torch_loss_task(loss: nn.Module, y: torch.Tensor) -> str:
     """The task a torch loss module trains, for metrics: accuracy where it means something."""
     if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        return "multiclass" if y.ndim == 1 and _is_integral(y) else "custom"
+        return "multiclass" if (y.ndim == 1 and _is_integral(y)) or _is_one_hot(y) else "custom"
     if isinstance(loss, nn.BCEWithLogitsLoss):  # logits: accuracy thresholds them at 0
         return "binary" if bool(((y == 0) | (y == 1)).all()) else "custom"
     if isinstance(loss, nn.BCELoss):  # probabilities: a logits accuracy would be wrong
@@ -133,7 +134,15 @@ def prepare_targets(
     if spec.prep == "custom":
         return y
     if spec.prep == "torch_class":
+        if _is_one_hot(y):  # class indices: the same loss, and what NLLLoss takes
+            y = y.argmax(dim=1)
         if not (y.ndim == len(out_shape) - 1 and _is_integral(y)):
+            if isinstance(spec.fn, nn.NLLLoss):
+                raise ParameterError(
+                    f"{where}: NLLLoss takes one integer class label per row; got y of shape "
+                    f"{tuple(y.shape)} and dtype {y.dtype} (soft targets need "
+                    "nn.CrossEntropyLoss)."
+                )
             return y.to(dtype)  # class probabilities (soft targets): as the module takes them
         ignore = getattr(spec.fn, "ignore_index", None)
         labels = y[y != ignore] if ignore is not None else y
@@ -148,8 +157,15 @@ def prepare_targets(
         return y.long()
     if spec.prep == "torch_shape":
         y = y.to(dtype)
-        if y.ndim == 1 and len(out_shape) == 2 and out_shape[1] == 1:
-            y = y.reshape(-1, 1)
+        want = tuple(out_shape[1:])
+        if tuple(y.shape[1:]) != want:
+            if math.prod(y.shape[1:]) == math.prod(want):  # (N,) for (N, 1), and back
+                return y.reshape(-1, *want)
+            raise ParameterError(
+                f"{where}: the model outputs shape {tuple(out_shape)} but the targets have shape "
+                f"(rows, {', '.join(map(str, y.shape[1:]))}); {spec.name} would broadcast them "
+                "against each other into a loss of the wrong shape."
+            )
         return y
     if spec.prep == "cross_entropy":
         if _is_one_hot(y):

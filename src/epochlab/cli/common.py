@@ -151,17 +151,10 @@ def model_factory(name: str) -> Any:
 
 def check_model_name(name: str) -> None:
     """Refuse an unknown ``--model`` before anything is created (a store file, a folder)."""
-    from epochlab.models.registry import NAMES
+    from epochlab.models.registry import NAMES, unknown_model
 
     if model_factory(name) is None and name not in NAMES:
-        from epochlab.validation import closest
-
-        near = closest(name, list(NAMES))
-        raise click.BadParameter(
-            f"Unknown model {name!r}: the models are {', '.join(NAMES)}"
-            f"{f' (did you mean {near!r}?)' if near else ''}; a model of your own is "
-            "package.module:function (e.g. mymodels:make_model for ./mymodels.py).",
-            param_hint="--model")
+        raise click.BadParameter(unknown_model(name), param_hint="--model")
 
 
 def call_factory(name: str, factory: Any) -> torch.nn.Module:

@@ -192,7 +192,10 @@ def _report(result: Any, store: Any, select: str) -> None:
                   + (f" ({read_off} more read off their epochs)" if read_off else "")
                   + f"; {result.skipped} already done; runs: " +
                   ", ".join(f"{n} {s}" for s, n in sorted(result.statuses().items())))
-    config = _best_configuration(result, store, select)
+    from epochlab.diagnose.advice import best_configuration_over_seeds
+
+    config = best_configuration_over_seeds(store, result.runs, result.spec.metric,
+                                           result.spec.mode, select)
     print_table(results_table(result, store,
                               marked={r.id for r in config["runs"]} if config else None))
     _print_best(result, store, select, config)
@@ -325,18 +328,6 @@ def _print_advice(result: Any, store: Any, select: str) -> None:
     if advice:
         console.print("[bold]Advice[/]")
         console.print(format_advice(advice), markup=False, highlight=False)
-
-
-def _best_configuration(result: Any, store: Any, select: str) -> dict[str, Any] | None:
-    """With several seeds, the best configuration by its mean over seeds (what the advice
-    ranks by), not the luckiest seed's run: the seed is no parameter to tune. None with one
-    seed (the best run is the best configuration) or when no run scored."""
-    if len(result.spec.seed) < 2:
-        return None
-    from epochlab.diagnose.advice import best_configuration, runs_from_store
-
-    spec = result.spec
-    return best_configuration(runs_from_store(store, result.runs), spec.metric, spec.mode, select)
 
 
 def _print_best_configuration(result: Any, config: dict[str, Any], how: str) -> None:

@@ -316,12 +316,9 @@ def advise_runs(
     runs = list(runs)
     items: list[Advice] = []
     bad = [r for r in runs if r.status in ("diverged", "failed")]
-    ok = [r for r in runs if r.status not in ("diverged", "failed", "interrupted", "pending",
-                                              "running")]
     if bad:
         items.append(_bad_runs(bad))
-    scored = [(r, _score(r, metric, mode, select)) for r in ok]
-    scored = [(r, s) for r, s in scored if math.isfinite(s)]
+    scored = _scored(runs, metric, mode, select)
     if not scored:
         return items
     names = sorted({k for r, _ in scored for k in r.settings})
@@ -358,6 +355,19 @@ def _configs(scored: list[tuple[RunResult, float]]) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
+def _scored(runs: Iterable[RunResult], metric: str, mode: str,
+            select: str) -> list[tuple[RunResult, float]]:
+    """The finished runs with a finite score, and their scores."""
+    done = [r for r in runs if r.status not in ("diverged", "failed", "interrupted", "pending",
+                                                "running")]
+    return [(r, s) for r in done if math.isfinite(s := _score(r, metric, mode, select))]
+
+
+def _rank(config: dict[str, Any], sign: float) -> tuple[float, float]:
+    """A configuration's place: the better mean first, ties to fewer updates."""
+    return -sign * config["mean"], config["updates"]
+
+
 def best_configuration(
     runs: Iterable[RunResult], metric: str = "val_accuracy", mode: str | None = None,
     select: str = "final",
@@ -377,12 +387,10 @@ def best_configuration(
     """
     mode = mode or ("min" if "loss" in metric else "max")
     sign = 1.0 if mode == "max" else -1.0
-    done = [r for r in runs if r.status not in ("diverged", "failed", "interrupted", "pending",
-                                                "running")]
-    scored = [(r, s) for r in done if math.isfinite(s := _score(r, metric, mode, select))]
+    scored = _scored(runs, metric, mode, select)
     if not scored:
         return None
-    best = min(_configs(scored), key=lambda g: (-sign * g["mean"], g["updates"]))
+    best = min(_configs(scored), key=lambda g: _rank(g, sign))
     order = sorted(zip(best["scores"], best["runs"], strict=True), key=lambda t: -sign * t[0])
     return {"settings": best["settings"], "mean": best["mean"], "std": best["std"],
             "seeds": len(best["scores"]), "runs": [r for _, r in order]}
@@ -393,11 +401,9 @@ def _best_value(name: str, values: dict[str, Any], configs: list[dict[str, Any]]
     per_value: dict[str, dict[str, Any]] = {}
     for g in configs:
         k = _key(g["settings"].get(name))
-        if k not in per_value or (-sign * g["mean"], g["updates"]) < (
-                -sign * per_value[k]["mean"], per_value[k]["updates"]):
+        if k not in per_value or _rank(g, sign) < _rank(per_value[k], sign):
             per_value[k] = g
-    ranked = sorted(per_value, key=lambda k: (-sign * per_value[k]["mean"],
-                                              per_value[k]["updates"]))
+    ranked = sorted(per_value, key=lambda k: _rank(per_value[k], sign))
     best_k = ranked[0]
     best, g = values[best_k], per_value[best_k]
     label = _LABELS.get(name, name)
@@ -463,3 +469,14 @@ def format_advice(items: Sequence[Advice], bullet: str = "- ") -> str:
         - best val_loss 0.3 at epoch 4.
     """
     return "\n".join(f"{bullet}{a.text}" for a in items)
+
+
+def best_configuration_over_seeds(store: Any, runs: Sequence[Any], metric: str,
+                                  mode: str | None, select: str = "final"
+                                  ) -> dict[str, Any] | None:
+    """:func:`best_configuration` of stored ``runs`` when they span several seeds (the seed
+    is no setting to tune: the luckiest seed's run is not the answer); None with one seed,
+    where the best run is the best configuration, or when no run scored."""
+    if len({repr((r.settings or {}).get("seed")) for r in runs}) < 2:
+        return None
+    return best_configuration(runs_from_store(store, runs), metric, mode, select)

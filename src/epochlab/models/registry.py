@@ -96,6 +96,19 @@ NAMES: tuple[str, ...] = tuple(_BUILDERS)
 """Every model name :func:`build` accepts."""
 
 
+def unknown_model(name: object) -> str:
+    """What to say about a model name that is not in the registry, with its likely spelling.
+
+    Example:
+        >>> unknown_model("cnnn").split(";")[0]
+        "Unknown model 'cnnn': the models are mlp, cnn, cnn_small, lstm (did you mean 'cnn'?)"
+    """
+    near = closest(str(name), list(NAMES))
+    return (f"Unknown model {name!r}: the models are {', '.join(NAMES)}"
+            f"{f' (did you mean {near!r}?)' if near else ''}; a model of your own is "
+            "package.module:function (e.g. mymodels:make_model for ./mymodels.py).")
+
+
 def build(name: str, data: DataBundle, **kwargs: Any) -> nn.Module:
     """Build model ``name`` sized for ``data``; ``kwargs`` go to its builder.
 
@@ -114,11 +127,7 @@ def build(name: str, data: DataBundle, **kwargs: Any) -> nn.Module:
         1
     """
     if name not in _BUILDERS:
-        near = closest(str(name), list(NAMES))
-        colon = (" A model of your own is named package.module:function (with the colon)."
-                 if ":" not in str(name) else "")
-        raise ParameterError(f"Unknown model {name!r}: the models are {', '.join(NAMES)}"
-                             f"{f' (did you mean {near!r}?)' if near else ''}.{colon}")
+        raise ParameterError(unknown_model(name))
     try:
         return _BUILDERS[name](data, **kwargs)
     except TypeError as exc:

@@ -42,7 +42,13 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from epochlab.diagnose.advice import advise_history, advise_runs, format_advice, runs_from_store
+from epochlab.diagnose.advice import (
+    advise_history,
+    advise_runs,
+    best_configuration_over_seeds,
+    format_advice,
+    runs_from_store,
+)
 from epochlab.report.curves import metric_label
 from epochlab.report.figures import integer_ticks, new_figure, save_figure
 from epochlab.report.heatmap import plot_heatmap
@@ -320,7 +326,7 @@ def write_report(
     x, y = choose_axes(swept, x, y)
     grid, xs, ys = heatmap_grid(rows, x, y, metric, mode, select)
     best = best_run(store, runs, metric, mode, select)
-    config = best_config(store, runs, metric, mode, select)
+    config = best_configuration_over_seeds(store, runs, metric, mode, select)
     plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x, y_name=y,
                  metric=metric, mode=mode, title=_heatmap_title(metric, select, x, y, swept),
                  path=out / "heatmap.png", best=_cell_of(_starred(config, best, x, y), x, y, xs, ys))
@@ -337,17 +343,6 @@ def write_report(
     files["advice.txt"].write_text(format_advice(advice) + "\n")
     return {"files": files, "best": best, "config": config, "metric": metric, "mode": mode,
             "axes": (x, y), "rows": rows, "advice": advice}
-
-
-def best_config(store: Store, runs: Sequence[RunRecord], metric: str, mode: str,
-                select: str) -> dict[str, Any] | None:
-    """With several seeds, the best configuration by its mean over seeds (as the sweep and
-    the advice rank); None with one seed, where the best run is the answer."""
-    if len({repr(r.settings.get("seed")) for r in runs}) < 2:
-        return None
-    from epochlab.diagnose.advice import best_configuration
-
-    return best_configuration(runs_from_store(store, runs), metric, mode, select)
 
 
 def _starred(config: dict[str, Any] | None, best: Any, x: str, y: str) -> Any:
@@ -520,7 +515,7 @@ def study_sections(
         x, y = choose_axes(swept)
         if all(x in row and y in row for row in rows):
             grid, xs, ys = heatmap_grid(rows, x, y, metric, mode, select)
-            config = best_config(store, runs, metric, mode, select)
+            config = best_configuration_over_seeds(store, runs, metric, mode, select)
             fig = plot_heatmap(grid, [_show(v) for v in xs], [_show(v) for v in ys], x_name=x,
                                y_name=y, metric=metric, mode=mode,
                                title=_heatmap_title(metric, select, x, y, swept),

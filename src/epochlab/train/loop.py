@@ -172,6 +172,12 @@ def _tensors_of(data: Any) -> Any:
     return data
 
 
+def _item(data: Dataset, i: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item ``i`` of a Dataset as ``(x, y)`` tensors."""
+    x, y = _pair(data[int(i)], int(i))
+    return as_tensor(f"{where} x", x), as_tensor(f"{where} y", y)
+
+
 def _pair(item: Any, index: int) -> tuple[Any, Any]:
     """A Dataset item as ``(x, y)``, or a ParameterError saying what it is instead."""
     if isinstance(item, (tuple, list)) and len(item) == 2:
@@ -199,9 +205,9 @@ def dataset_arrays(data: Dataset, rows: Any, where: str) -> tuple[torch.Tensor, 
     """
     xs, ys = [], []
     for i in rows:
-        x, y = _pair(data[int(i)], int(i))
-        xs.append(as_tensor(f"{where} x", x))
-        ys.append(as_tensor(f"{where} y", y))
+        xt, yt = _item(data, i, where)
+        xs.append(xt)
+        ys.append(yt)
     try:
         x, y = torch.stack(xs), torch.stack(ys)
     except RuntimeError as e:
@@ -220,8 +226,7 @@ def _sampled_rows(data: Dataset, rows: Any, where: str) -> tuple[torch.Tensor, t
     ys: list[torch.Tensor] = []
     shape = None
     for i in rows:
-        x, y = _pair(data[int(i)], int(i))
-        xt, yt = as_tensor(f"{where} x", x), as_tensor(f"{where} y", y)
+        xt, yt = _item(data, i, where)
         if shape is None:
             shape = tuple(xt.shape)
         elif tuple(xt.shape) != shape:
@@ -283,22 +288,31 @@ def _validation(
     dt: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``validation_data`` as checked tensors: (X, y) or a Dataset of (x, y) items."""
-    validation_data = _tensors_of(validation_data)
     if hasattr(validation_data, "x_train"):
         raise ParameterError(
             "`validation_data` is a DataBundle, which holds a training and a test split; pass "
             "the split to validate on, e.g. `(d.x_test, d.y_test)`, or use `validation_split` "
             "to hold out part of the training rows."
         )
-    if isinstance(validation_data, Dataset) and not isinstance(validation_data, (tuple, list)):
-        vx, vy = dataset_arrays(validation_data, range(len(validation_data)), "validation data")
-    else:
-        vx, vy = _split_xy(validation_data, "validation_data")
-        vx, vy = as_tensor("validation X", vx), as_tensor("validation y", vy)
-    vx, vy = vx.to(device), vy.to(device)
-    check_pair(vx, vy, "validation data")
+    vx, vy = _xy_tensors(validation_data, "validation_data", "validation data", device,
+                         prefix="validation ")
     vx = _cast_x(vx, model)
     return vx, prepare_targets(spec, vy, out_features_of(model, vx[:2]), "validation data", dt)
+
+
+def _xy_tensors(data: Any, name: str, where: str, device: torch.device,
+                prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(X, y)`` arrays or a Dataset of ``(x, y)`` items (``name`` the argument, ``where``
+    the data and ``prefix`` its arrays in messages) as checked tensors on ``device``."""
+    data = _tensors_of(data)
+    if isinstance(data, Dataset) and not isinstance(data, (tuple, list)):
+        x, y = dataset_arrays(data, range(len(data)), where)
+        x, y = x.to(device), y.to(device)
+    else:
+        x, y = _split_xy(data, name)
+        x, y = as_tensor(f"{prefix}X", x, device), as_tensor(f"{prefix}y", y, device)
+    check_pair(x, y, where)
+    return x, y
 
 
 def fit(
@@ -817,15 +831,7 @@ def evaluation_data(
     """
     if hasattr(data, "x_test"):
         data = (data.x_test, data.y_test)
-    data = _tensors_of(data)
-    device = _device_of(model)
-    if isinstance(data, Dataset) and not isinstance(data, (tuple, list)):
-        x, y = dataset_arrays(data, range(len(data)), where)
-        x, y = x.to(device), y.to(device)
-    else:
-        x, y = _split_xy(data, "data")
-        x, y = as_tensor("X", x, device), as_tensor("y", y, device)
-    check_pair(x, y, where)
+    x, y = _xy_tensors(data, "data", where, _device_of(model))
     x = _cast_x(x, model)
     out_shape = out_features_of(model, x[:2])
     spec = resolve_loss(loss, y, out_shape[1] if len(out_shape) == 2 else 1)

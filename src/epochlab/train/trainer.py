@@ -225,13 +225,9 @@ def callback_list(callbacks: Any) -> list[Callback]:
     """
     if callbacks is None:
         return []
-    if isinstance(callbacks, Callback):
-        return [callbacks]
-    if isinstance(callbacks, type) and issubclass(callbacks, Callback):
-        raise ParameterError(
-            f"The value of `callbacks` is the class {callbacks.__name__}, but must hold "
-            f"instances: `{callbacks.__name__}(...)`."
-        )
+    if isinstance(callbacks, Callback) or (isinstance(callbacks, type)
+                                           and issubclass(callbacks, Callback)):
+        callbacks = [callbacks]  # one callback (a class is refused below, as in a list)
     try:
         out = list(callbacks)
     except TypeError:

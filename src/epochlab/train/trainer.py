@@ -629,7 +629,12 @@ class Trainer:
         self.stop_training, self.stop_reason = t["stop_training"], t["stop_reason"]
         self._lr_set = t["lr_set"]
         self._loss_sum, self._rows = t["loss_sum"], t["rows"]
-        self._outs, self._ys = list(t["outs"]), list(t["ys"])
+        # Checkpoints load onto the CPU: the epoch's outputs so far go back to the model's
+        # device (a GPU's), where the rest of the epoch's are made.
+        p = next(self.model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+        self._outs = [o.to(device) for o in t["outs"]]
+        self._ys = [y.to(device) for y in t["ys"]]
 
     # -- evaluation --------------------------------------------------------------------
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:

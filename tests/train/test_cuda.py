@@ -120,3 +120,30 @@ def test_precision_auto_trains_a_cnn_in_bf16_on_a_gpu_that_has_it():
     h32 = el.fit(model32, (x, y), epochs=1, batch_size=64, validation_split=0.25, verbose=0,
                  precision="fp32")
     assert h32.extra["runtime"]["precision"] == "fp32"
+
+
+def test_callbacks_and_a_dataset_train_a_cuda_model(xy, tmp_path):
+    from torch.utils.data import TensorDataset
+
+    x, y = xy
+    model = mlp()
+    cbs = [el.EarlyStopping(patience=2, restore_best_weights=True), el.ReduceLROnPlateau(patience=1),
+           el.ModelCheckpoint(tmp_path / "best.pt", save_best_only=True),
+           el.GradientNoiseScale((x, y), parts=4)]
+    h = el.fit(model, xy, epochs=8, batch_size=16, validation_split=0.2, verbose=0, callbacks=cbs)
+    assert all(p.is_cuda for p in model.parameters())
+    assert any(k.startswith("gns") for k in h.history)
+    assert (tmp_path / "best.pt").exists()
+    ds = TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
+    model = mlp()
+    h = el.fit(model, ds, epochs=2, batch_size=16, validation_split=0.2, verbose=0)
+    assert all(p.is_cuda for p in model.parameters()) and h.total_updates == 2 * 8
+
+
+def test_lr_find_on_a_cuda_model_trains_there_and_leaves_it_there(xy):
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = el.lr_find(model, xy, num_iter=40, seeds=2)
+    assert np.isfinite(res.suggestion)
+    assert all(p.is_cuda for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -50,6 +50,8 @@ class ParameterError(ValueError, TypeError):
 # The largest seed: the validation split draws from NumPy's RandomState (as scikit-learn's
 # splits do), which takes seeds below 2**32.
 SEED_MAX = 2**32 - 1
+# torch.set_num_threads takes a C int; no machine epochlab runs on has more cores.
+MAX_THREADS = 1024
 
 
 def check_int(name: str, value: object, minimum: int | None = None,

@@ -69,7 +69,7 @@ def test_thread_count_is_restored_when_training_fails(slide1):
     assert torch.get_num_threads() == 1
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True, 2**31])
 def test_bad_threads_are_a_parameter_error_naming_threads(slide1, bad):
     with pytest.raises(el.ParameterError, match="`threads`"):
         el.fit(el.models.mlp(20), slide1.train, epochs=1, batch_size=32, threads=bad, verbose=0)
@@ -188,7 +188,14 @@ def test_cli_fit_takes_threads_and_precision_and_records_them(tmp_path):
     assert h.extra["runtime"]["threads"] == 1 and h.params["precision"] == "fp32"
 
 
-@pytest.mark.parametrize("args", [["--threads", "0"], ["--threads", "many"], ["--precision", "fp16"]])
+def test_a_numpy_int_is_a_thread_count(slide1):
+    h = el.fit(el.models.mlp(20), slide1.train, epochs=1, batch_size=32, verbose=0,
+               threads=np.int64(2))
+    assert h.extra["runtime"]["threads"] == 2
+
+
+@pytest.mark.parametrize("args", [["--threads", "0"], ["--threads", "many"], ["--precision", "fp16"],
+                                  ["--threads", "2147483648"]])
 def test_cli_fit_rejects_bad_runtime_options_without_a_traceback(args):
     r = CliRunner().invoke(main, ["fit", "--verbose", "0", "--epochs", "1", *args])
     assert r.exit_code == 2 and "Traceback" not in r.output
@@ -346,3 +353,68 @@ def test_evaluation_chunks_keep_each_layer_output_under_16_mib(monkeypatch):
     assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
     with pytest.raises(el.ParameterError, match="batch_size"):
         el.evaluate(cnn, (x, y), batch_size=0)
+
+
+class ViewAfterConv(torch.nn.Module):
+    """The PyTorch tutorials' pattern: ``x.view(n, -1)`` after a convolution, which
+    channels-last activations refuse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 5 * 5, 3)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.fc(x.view(x.size(0), -1))
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_bf16_trains_a_model_that_views_its_activations_with_channels_last_off(images):
+    x, y = images
+    model = ViewAfterConv()
+    h = el.fit(model, (x, y), epochs=1, batch_size=32, verbose=0, precision="bf16")
+    rt = h.extra["runtime"]
+    assert rt["precision"] == "bf16" and not rt["channels_last"]
+    assert "channels-last off" in rt["precision_reason"]
+    # The probe left the generators alone: the same run as with them untouched twice.
+    again = el.fit(ViewAfterConv(), (x, y), epochs=1, batch_size=32, verbose=0, precision="bf16")
+    assert h.epochs[0]["loss"] == again.epochs[0]["loss"]
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_bf16_trains_conv1d_and_conv3d_models_without_channels_last(images):
+    torch.manual_seed(0)
+    x3 = torch.randn(16, 2, 4, 6, 6)
+    y3 = torch.randint(0, 3, (16,))
+    model = torch.nn.Sequential(torch.nn.Conv2d(2 * 4, 2 * 4, 1), torch.nn.Unflatten(1, (2, 4)),
+                                torch.nn.Conv3d(2, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 2 * 4 * 4, 3))
+
+    class Fold(torch.nn.Module):  # 5-d images through a Conv2d on folded channels first
+        def __init__(self):
+            super().__init__()
+            self.body = model
+
+        def forward(self, x):
+            return self.body(x.flatten(1, 2))
+
+    h = el.fit(Fold(), (x3, y3), epochs=1, batch_size=8, verbose=0, precision="bf16")
+    assert h.extra["runtime"]["precision"] == "bf16"  # the Conv2d's 4-d weight went channels-last
+    assert all(p.is_contiguous() for p in model.parameters())  # and came back
+    conv1d = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(40, 3))
+    h = el.fit(conv1d, (torch.randn(16, 1, 12), y3), epochs=1, batch_size=8, verbose=0,
+               precision="bf16")
+    assert not h.extra["runtime"]["channels_last"]
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_a_channels_last_model_comes_back_channels_last(images):
+    x, y = images
+    for precision in ("bf16", "fp32"):
+        model = small_cnn().to(memory_format=torch.channels_last)
+        model.backbone.body[0].weight.data = torch.randn(32, 1, 3, 3)  # contiguous: kept so
+        strides = [p.stride() for p in model.parameters()]
+        el.fit(model, (x, y), epochs=1, batch_size=32, verbose=0, precision=precision)
+        assert [p.stride() for p in model.parameters()] == strides, precision

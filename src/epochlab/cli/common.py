@@ -14,7 +14,7 @@ from rich.table import Table
 
 from epochlab.data.base import DataBundle
 from epochlab.train.history import History
-from epochlab.validation import check_out_dir
+from epochlab.validation import MAX_THREADS, check_out_dir
 
 if TYPE_CHECKING:  # torch loads when a command runs, not for its --help or a bad option
     import torch
@@ -26,16 +26,14 @@ class ThreadsType(click.ParamType):
     name = "auto|N"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
-        if isinstance(value, int) or value == "auto":
-            if isinstance(value, int) and value < 1:
-                self.fail(f"{value!r} is not 'auto' or an int >= 1.", param, ctx)
+        if value == "auto":
             return value
         try:
             n = int(value)
         except ValueError:
-            self.fail(f"{value!r} is not 'auto' or an int >= 1.", param, ctx)
-        if n < 1:
-            self.fail(f"{value!r} is not 'auto' or an int >= 1.", param, ctx)
+            n = 0
+        if not 1 <= n <= MAX_THREADS:
+            self.fail(f"{value!r} is not 'auto' or an int from 1 to {MAX_THREADS}.", param, ctx)
         return n
 
 

@@ -8,6 +8,7 @@ the order). It knows nothing of sweeps, stores or plots.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -451,6 +452,13 @@ def fit(
     was_training = model.training
     trainer.use_precision(choice.autocast_dtype, channels_last=choice.channels_last)
     try:
+        if choice.channels_last and not _takes_channels_last(trainer, probe):
+            trainer.use_precision(choice.autocast_dtype, channels_last=False)
+            choice = dataclasses.replace(
+                choice, channels_last=False,
+                precision_reason=f"{choice.precision_reason}; channels-last off: the model's "
+                                 "forward fails on channels-last tensors (a .view after a "
+                                 "convolution does; .reshape or .flatten takes both)")
         if choice.channels_last:
             _to_channels_last(prepared)
         trainer.state.history.extra["runtime"] = choice.as_dict()
@@ -492,8 +500,7 @@ def fit(
     finally:
         # The caller's model as it came, but for its weights: its layout (channels-last was
         # this run's choice) and its train/eval mode.
-        if choice.channels_last:
-            model.to(memory_format=torch.contiguous_format)
+        trainer.restore_layout()
         model.train(was_training)
 
 
@@ -615,6 +622,23 @@ def _probe_rows(prepared: PreparedData) -> torch.Tensor:
         return src.x[:2]
     x0 = src.dataset[int(src.indices[0])][0]
     return as_tensor("x", x0, src.device).unsqueeze(0)
+
+
+def _takes_channels_last(trainer: Trainer, probe: torch.Tensor) -> bool:
+    """Whether the model's forward runs on channels-last tensors: user code such as
+    ``x.view(len(x), -1)`` after a convolution needs contiguous ones. Two rows in eval mode,
+    the generators left as they were; any other failure is left for training to report."""
+    model = trainer.model
+    was = model.training
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(model)):
+            model.eval()
+            trainer.forward(probe)
+    except RuntimeError:
+        return False
+    finally:
+        model.train(was)
+    return True
 
 
 def _to_channels_last(prepared: PreparedData) -> None:

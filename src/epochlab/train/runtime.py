@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import numbers
 import os
 import sys
 import threading
@@ -56,7 +57,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from epochlab.validation import ParameterError
+from epochlab.validation import MAX_THREADS, ParameterError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -370,14 +371,22 @@ def bf16_layers(model: nn.Module) -> str | None:
 
 # -- the two choices ---------------------------------------------------------------------
 def check_threads(threads: object) -> int | None:
-    """``None`` or ``"auto"`` -> None (choose per workload); a positive int passes."""
-    if threads is None or threads == "auto":
+    """``None`` or ``"auto"`` -> None (choose per workload); an int from 1 to
+    :data:`~epochlab.validation.MAX_THREADS` passes (NumPy's too).
+
+    Example:
+        >>> check_threads("auto") is None, check_threads(2)
+        (True, 2)
+    """
+    if threads is None or (isinstance(threads, str) and threads == "auto"):
         return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+            or not 1 <= threads <= MAX_THREADS):
         raise ParameterError(
-            f"The value of `threads` is {threads!r}, but must be 'auto', None or an int >= 1."
+            f"The value of `threads` is {threads!r}, but must be 'auto', None or an int from 1 "
+            f"to {MAX_THREADS}."
         )
-    return threads
+    return int(threads)
 
 
 def check_precision(precision: object) -> str:
@@ -438,7 +447,8 @@ def choose_precision(model: nn.Module, precision: object = "auto") -> tuple[str,
         ('fp32', 'auto: only small linear layers')
     """
     precision = check_precision(precision)
-    has_conv = any(isinstance(m, _CONV) for m in model.modules())
+    # Channels-last is a layout of 4-d tensors: 2-d convolutions' (Conv1d and Conv3d have none).
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     p = next(model.parameters(), None)
     if p is not None and p.dtype == torch.float64:  # trained as it is: say so, not "float32"
         if precision == "bf16":

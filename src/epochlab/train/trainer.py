@@ -448,6 +448,7 @@ class Trainer:
         self._target_dtype = torch.float32
         self._amp: torch.dtype | None = None  # autocast dtype of the forward pass (None: as is)
         self._channels_last = False
+        self._layouts: list[tuple[torch.Tensor, tuple[int, ...]]] | None = None
         self.begin_epoch()
 
     # -- shortcuts callbacks use -------------------------------------------------------
@@ -503,8 +504,27 @@ class Trainer:
         """
         self._amp = dtype
         self._channels_last = bool(channels_last and dtype is not None)
-        if self._channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        if self._channels_last and self._layouts is None:
+            # Each 4-d parameter and buffer (2-d convolutions'), as Module.to(memory_format=)
+            # does it: explicit channels-last strides, which also make a 1-channel kernel's
+            # convolution channels-last. A Conv3d's 5-d weight has no such layout. Their own
+            # strides are noted for restore_layout.
+            self._layouts = []
+            for t in (*self.model.parameters(), *self.model.buffers()):
+                if t.dim() == 4:
+                    self._layouts.append((t, t.stride()))
+                    t.data = t.data.to(memory_format=torch.channels_last)
+        elif not self._channels_last:
+            self.restore_layout()
+
+    def restore_layout(self) -> None:
+        """The model's 4-d tensors back in the strides they had before :meth:`use_precision`
+        made them channels-last (the user's own channels-last stays)."""
+        for t, was in self._layouts or ():
+            if t.stride() != was:
+                t.data = torch.empty_strided(t.shape, was, dtype=t.dtype,
+                                             device=t.device).copy_(t.data)
+        self._layouts = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on ``x``, in the trainer's precision (float32 out under bf16)."""

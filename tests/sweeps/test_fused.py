@@ -379,6 +379,54 @@ def test_is_fusable_decides_by_structure_and_says_why_not():
                     X, y, epochs=1, batch_size=8, lrs=0.1, seeds=0)
 
 
+class Scaled(nn.Sequential):
+    def forward(self, x):
+        return super().forward(x / 16)
+
+
+def test_what_the_fused_form_would_not_run_is_not_fused():
+    # A forward of the model's own and hooks: fused, they were skipped (wrong results).
+    own = is_fusable(Scaled(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1)))
+    assert not own and "Scaled has its own forward" in own.reason
+    assert is_fusable(type("Plain", (nn.Sequential,), {})(nn.Linear(4, 1)))  # forward inherited
+    hooked = mlp(4)
+    handle = hooked[0].register_forward_pre_hook(lambda m, args: (args[0] - 1,))
+    assert "hooks" in is_fusable(hooked).reason
+    handle.remove()
+    assert is_fusable(hooked)
+    global_handle = nn.modules.module.register_module_forward_hook(lambda m, a, out: out)
+    try:
+        assert "hooks" in is_fusable(mlp(4)).reason
+    finally:
+        global_handle.remove()
+    # Tied weights and parameters of a container: every fused run failed before.
+    shared = nn.Linear(3, 3)
+    tied = is_fusable(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), shared, nn.ReLU(), shared))
+    assert "more than one place" in tied.reason
+    extra = nn.Sequential(nn.Linear(4, 1))
+    extra.register_parameter("scale", nn.Parameter(torch.ones(1)))
+    assert "outside its layers" in is_fusable(extra).reason
+    assert "merges the rows" in is_fusable(nn.Sequential(nn.Linear(4, 1), nn.Flatten(0))).reason
+
+
+def test_an_inplace_activation_trains_fused_as_one_by_one():
+    import epochlab as el
+
+    X, y = _data()
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.ReLU(inplace=True), nn.Linear(N_FEATURES, 4),
+                             nn.ReLU(inplace=True), nn.Linear(4, 1)).double()
+
+    assert is_fusable(make())
+    res = train_fused([make()], X, y, epochs=2, batch_size=32, lrs=0.01, seeds=0,
+                      validation_split=0.2)[0]
+    h = el.fit(make(), (X, y), epochs=2, batch_size=32, validation_split=0.2, lr=0.01, seed=0,
+               verbose=0)
+    np.testing.assert_allclose(res.metrics["val_loss"], h.history["val_loss"], rtol=1e-12)
+
+
 def test_arguments_are_checked_with_the_parameter_named():
     X, y = _data()
     models = _models([0, 1])

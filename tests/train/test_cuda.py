@@ -147,3 +147,21 @@ def test_lr_find_on_a_cuda_model_trains_there_and_leaves_it_there(xy):
     assert np.isfinite(res.suggestion)
     assert all(p.is_cuda for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_sweep_of_a_model_built_on_the_gpu_trains_there_one_by_one(xy):
+    x, y = xy
+
+    def make():
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2)).cuda()
+
+    r = el.sweep(make, (x, y), epochs=2, lr=[1e-2, 1e-3], seed=[0, 1], progress=False)
+    assert "on the CPU" in r.plan.describe()  # why not fused
+    assert [run.status for run in r.runs] == ["completed"] * 4
+    torch.manual_seed(0)
+    by_hand = make()
+    h = el.fit(by_hand, (x, y), epochs=2, batch_size=32, lr=1e-2, seed=0, validation_split=0.2,
+               verbose=0)
+    first = next(run for run in r.runs
+                 if run.settings["lr"] == 1e-2 and run.settings["seed"] == 0)
+    assert r.history(first).history["val_loss"] == h.history["val_loss"]

@@ -44,6 +44,7 @@ seeds torch's (``epochlab.train.loop.dropout_seed``), one
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,11 +150,17 @@ def _avg_pool2d(m: nn.AvgPool2d) -> StackedForward:
 
 
 def _elementwise(m: nn.Module) -> StackedForward:
-    # Elementwise activations do not care about the member axis: apply the module itself.
+    # Elementwise activations do not care about the member axis: apply the module itself,
+    # out of place (an inplace=True copy could write into the batches' shared input view).
+    if getattr(m, "inplace", False):
+        m = copy.copy(m)
+        m.inplace = False
     return lambda x, p, step: m(x)
 
 
 def _flatten(m: nn.Flatten) -> StackedForward:
+    if m.start_dim == 0:
+        raise ValueError("Flatten(start_dim=0) merges the rows of a batch: it has no fused form")
     # The module's dims count from one member's batch axis; the stacked tensor has K first.
     start = m.start_dim + 1 if m.start_dim >= 0 else m.start_dim
     end = m.end_dim + 1 if m.end_dim >= 0 else m.end_dim
@@ -261,6 +268,25 @@ def _names() -> str:
 def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's layers when it can be fused; raises ``ValueError`` saying why not."""
     leaves = sequential_leaves(model)
+    # What the fused form does not run: a forward of the model's own, and hooks (a user's,
+    # or weight_norm's): fused, they would be skipped without a word.
+    for m in model.modules():
+        if isinstance(m, nn.Sequential) and type(m).forward is not nn.Sequential.forward:
+            raise ValueError(f"the model's {type(m).__name__} has its own forward, which fused "
+                             "training would not run")
+    if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+           or getattr(m, "_backward_pre_hooks", None) for m in model.modules()) or any(
+            getattr(torch.nn.modules.module, name, None) for name in _GLOBAL_HOOKS):
+        raise ValueError("the model has forward or backward hooks (a hook of yours, or "
+                         "weight_norm's), which fused training would not run")
+    # Each parameter belongs to one layer, once: tied weights (one layer used twice) and
+    # parameters of the containers themselves have no place in the stacked layers.
+    owned = [id(p) for _, m in leaves for p in m._parameters.values() if p is not None]
+    if len(owned) != len(set(owned)):
+        raise ValueError("the model uses a layer or parameter in more than one place (tied "
+                         "weights), which fused training would train as separate copies")
+    if {id(p) for p in model.parameters()} != set(owned):
+        raise ValueError("the model has parameters outside its layers; they cannot be fused")
     for i, (prefix, module) in enumerate(leaves):
         if type(module) not in STACKED_LAYERS:
             where = prefix.rstrip(".")
@@ -284,12 +310,19 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
     params = list(model.parameters())
     if not params:
         raise ValueError("the model has no parameters")
+    if params[0].device.type != "cpu":
+        raise ValueError(f"the model is on {params[0].device}; fused training runs on the CPU "
+                         "(one by one, each run trains where the model is)")
     if any(not p.requires_grad for p in params):
         raise ValueError("the model has frozen parameters, which fused training would train")
     dtypes = {p.dtype for p in params}
     if len(dtypes) > 1 or not params[0].is_floating_point():
         raise ValueError(f"the parameters must share one floating dtype, not {sorted(map(str, dtypes))}")
     return leaves
+
+
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
 
 
 def _own_buffers(module: nn.Module) -> list[Tensor]:

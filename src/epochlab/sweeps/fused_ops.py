@@ -96,7 +96,10 @@ def sequential_leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     out: list[tuple[str, nn.Module]] = []
 
     def walk(seq: nn.Sequential, prefix: str) -> None:
-        for name, child in seq.named_children():
+        # Every place, as forward runs them (named_children lists a module used twice once).
+        for name, child in seq._modules.items():
+            if child is None:
+                continue
             if type(child) is nn.Sequential:
                 walk(child, f"{prefix}{name}.")
             else:

@@ -310,8 +310,8 @@ class PreparedData:
 
 
 def probe_rows(data: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
-    """Two training rows of ``data`` as a tensor, floating ones in ``model``'s dtype: what a
-    probe (a shape check, a count of multiply-adds) runs through the model.
+    """Two training rows of ``data`` as a tensor on ``model``'s device, floating ones in its
+    dtype: what a probe (a shape check, a count of multiply-adds) runs through the model.
 
     ``data`` is a :class:`~epochlab.data.base.DataBundle` (or anything with
     ``x_train``), ``(X, y)`` arrays, or a map-style Dataset of ``(x, y)`` (one row then).
@@ -328,8 +328,8 @@ def probe_rows(data: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
     else:  # a map-style Dataset
         rows = as_tensor("X", data[0][0]).unsqueeze(0)
     p = next(model.parameters(), None) if model is not None else None
-    if p is not None and rows.is_floating_point():
-        rows = rows.to(p.dtype, copy=False)
+    if p is not None:
+        rows = rows.to(p.device, p.dtype if rows.is_floating_point() else rows.dtype)
     return rows
 
 

@@ -27,6 +27,15 @@ def test_fused_group_records_its_thread_choice_and_restores_the_callers():
         assert rt["precision"] == "fp32"
 
 
+@pytest.mark.parametrize("fuse", [True, False])
+def test_runs_read_off_a_longer_one_record_how_it_trained(fuse):
+    spec = SweepSpec(**SMALL, epochs=[1, 2], lr=[1e-2, 1e-3])
+    result = sweep(spec, MemoryStore(), progress=False, fuse=fuse)
+    assert any(r.shared_from is not None for r in result.runs)
+    for r in result.runs:
+        assert r.summary["runtime"]["precision"] == "fp32", r.key
+
+
 def test_a_fused_group_takes_a_second_thread_only_for_a_run_long_enough_to_pay(monkeypatch):
     # Choosing 2 threads costs a 30 ms reading of the idle cores: 12 of slide 5's MLPs over
     # 50 epochs (1.3 G multiply-adds) get it; the same group over 2 epochs keeps one thread.
@@ -160,3 +169,25 @@ def test_the_model_the_thread_choice_probed_trains_as_one_built_afresh(batch_nor
         want = fresh[run.key]
         assert untimed(run.epochs) == untimed(want.epochs)  # bit for bit
         assert run.iterations["loss"] == want.iterations["loss"]
+
+
+def test_the_header_says_the_threads_each_worker_process_is_given():
+    from epochlab.cli.sweep import _runtime_line
+
+    spec = SweepSpec(**SMALL, epochs=[1])
+    assert _runtime_line(spec, 2, "auto", workers=1).startswith(
+        "runtime: 2 threads in each worker process (set by --threads)")
+    assert _runtime_line(spec, "auto", "auto", workers=2).startswith(
+        "runtime: 1 thread per worker process")
+    assert _runtime_line(spec, 1, "auto", workers=0).startswith("runtime: 1 thread (set by")
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_runs_kept_from_another_precision_are_said_to_be_kept():
+    store = MemoryStore()
+    spec = SweepSpec(**SMALL, epochs=[1], lr=[1e-2, 1e-3])
+    sweep(spec, store, progress=False, precision="fp32")
+    with pytest.warns(UserWarning, match="2 of this study's finished runs were trained in fp32, "
+                                         "not bf16: they are kept"):
+        again = sweep(spec, store, progress=False, precision="bf16")
+    assert again.skipped == 2

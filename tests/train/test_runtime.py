@@ -418,3 +418,27 @@ def test_a_channels_last_model_comes_back_channels_last(images):
         strides = [p.stride() for p in model.parameters()]
         el.fit(model, (x, y), epochs=1, batch_size=32, verbose=0, precision=precision)
         assert [p.stride() for p in model.parameters()] == strides, precision
+
+
+def test_an_autocast_around_fit_does_not_reach_a_float32_run(images):
+    x, y = images
+    kw = dict(epochs=1, batch_size=32, verbose=0, precision="fp32", validation_split=0.25)
+    plain = el.fit(small_cnn(), (x, y), **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = el.fit(small_cnn(), (x, y), **kw)
+    assert inside.epochs[0]["loss"] == plain.epochs[0]["loss"]
+    assert inside.epochs[0]["val_loss"] == plain.epochs[0]["val_loss"]
+
+
+def test_a_resumed_run_says_it_keeps_its_thread_count(slide1, tmp_path):
+    class Crash(el.Callback):
+        def on_batch_end(self, trainer, logs):
+            if trainer.state.global_step == 5:
+                raise RuntimeError("crash")
+
+    kw = dict(epochs=1, batch_size=32, verbose=0, checkpoint_dir=tmp_path, checkpoint_every=2)
+    with pytest.raises(RuntimeError, match="crash"):
+        el.fit(el.models.mlp(20), slide1.train, threads=1, callbacks=[Crash()], **kw)
+    with pytest.warns(UserWarning, match="threads=2 is not used: this resumed run keeps the 1"):
+        h = el.fit(el.models.mlp(20), slide1.train, threads=2, resume=True, **kw)
+    assert h.extra["runtime"]["threads"] == 1

@@ -267,12 +267,13 @@ def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
     except (ValueError, TypeError):  # the sweep's own checks say what is wrong, next
         prec, why = precision, "the model could not be built"
     name = {"bf16": "bfloat16 mixed precision", "fp32": "float32", "fp64": "float64"}.get(prec, prec)
-    if workers:
+    if threads != "auto":
+        per = " in each worker process" if workers else ""
+        t = f"{threads} thread{'s' if threads != 1 else ''}{per} (set by --threads)"
+    elif workers:
         t = "1 thread per worker process"
-    elif threads == "auto":
-        t = "threads auto (per task from its work: one for small models; history says which)"
     else:
-        t = f"{threads} thread{'s' if threads != 1 else ''} (set by --threads)"
+        t = "threads auto (per task from its work: one for small models; history says which)"
     line = f"runtime: {t} · {name} ({why})"
     if fused and prec == "bf16":  # the plan fused them: small enough to win in float32
         line += (f"; fused tasks (members of at most {FUSED_FP32_MAX_MACS // 10**6} M "

@@ -26,6 +26,7 @@ import os
 import pickle
 import sys
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -366,7 +367,8 @@ def sweep(
         console: the rich Console for the progress bar.
         threads, precision: as :func:`epochlab.fit` takes them, for every run; a
             fused group chooses threads from its members' work together.
-            Worker processes (``workers >= 1``) and Ray tasks start with one thread each.
+            Worker processes (``workers >= 1``) and Ray tasks start with one thread each
+            (``threads=N`` gives each N).
         executor: ``"local"`` (this process, or ``workers`` processes) or ``"ray"``:
             every task a Ray task (:mod:`epochlab.sweeps.ray_executor`); the
             data and ``make_model`` go once into Ray's object store, results
@@ -468,8 +470,10 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
     configs = spec.configs()
     ids = dict(zip((c.key for c in configs),
                    store.add_runs(sid, [(c.key, c.settings) for c in configs]), strict=True))
-    status = {r.key: r.status for r in store.runs(name)}
-    todo = [c for c in configs if status[c.key] not in DONE]
+    stored = {r.key: r for r in store.runs(name)}
+    todo = [c for c in configs if stored[c.key].status not in DONE]
+    _warn_other_precision([stored[c.key] for c in configs if stored[c.key].status in DONE],
+                          precision)
     in_flight: set[int] = set()  # started, not yet recorded
     recorded: dict[int, list[dict[str, float]]] = {}
     try:
@@ -528,6 +532,22 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
         best=best_run(EpochsReadOnce(store, recorded), runs, spec.metric, spec.mode, select),
         store=store, recorded=recorded,
     )
+
+
+def _warn_other_precision(done: list[RunRecord], precision: str) -> None:
+    """An explicit precision applies to the runs trained now: say so when runs kept from an
+    earlier command were trained at another (their numbers stay theirs)."""
+    if precision == "auto":
+        return
+    other = [r for r in done if ((r.summary or {}).get("runtime") or {}).get("precision")
+             not in (None, precision, "fp64")]
+    if other:
+        was = sorted({r.summary["runtime"]["precision"] for r in other})
+        warnings.warn(
+            f"{len(other)} of this study's finished runs were trained in {' and '.join(was)}, "
+            f"not {precision}: they are kept as they are (precision applies to the runs "
+            "trained now). For every run in "
+            f"{precision}, give the sweep another study name (--study NAME).", stacklevel=4)
 
 
 def _checkpoint_root(store: Store, study: str, executor: str) -> str | None:

@@ -182,6 +182,9 @@ def read_off(h: History, e: int) -> History:
         validation_split=h.validation_split, weights_epoch=e - 1,
         params={**h.params, "epochs": e}, epochs=rows,
         iterations={k: list(v[:n]) for k, v in h.iterations.items()},
+        # How it trained (threads, precision) holds for its first epochs too; other extras
+        # (a callback's events) may be about later epochs.
+        extra={"runtime": h.extra["runtime"]} if "runtime" in h.extra else {},
     )
 
 

@@ -8,6 +8,7 @@ the order). It knows nothing of sweeps, stores or plots.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -494,7 +495,18 @@ def fit(
             saver.start(trainer, prepared, resume=resume)
         # A resumed run keeps the thread count it began with (the loaded History records it):
         # results are bit-identical only for one count, and "auto" depends on the idle cores.
-        with using_threads(trainer.state.history.extra["runtime"]["threads"]), for_training():
+        kept = trainer.state.history.extra["runtime"]["threads"]
+        if check_threads(threads) not in (None, kept):
+            warnings.warn(
+                f"threads={threads} is not used: this resumed run keeps the {kept} thread"
+                f"{'s' if kept != 1 else ''} it began with (its results are bit-identical for "
+                "one count); give it another checkpoint_dir to train from the start on "
+                f"{threads}.", stacklevel=2)
+        # precision is this run's own: an autocast the caller entered does not reach it.
+        device = _device_of(model).type
+        own_precision = (torch.autocast(device, enabled=False) if device in ("cpu", "cuda")
+                         else contextlib.nullcontext())
+        with using_threads(kept), for_training(), own_precision:
             return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                        drop_last=drop_last, seed=seed, eval_batch=eval_batch)
     finally:

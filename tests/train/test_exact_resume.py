@@ -282,11 +282,12 @@ def test_a_csv_log_of_a_resumed_run_has_every_epoch_once(xy, tmp_path):
 def test_a_resume_keeps_the_thread_count_and_refuses_another_precision(xy, tmp_path):
     crash(xy, tmp_path, 10)  # trained with the automatic choice: one thread, fp32
     model = make_model()
-    h = el.fit(model, xy, epochs=40, batch_size=16, validation_split=0.2, verbose=0,
-               schedule=el.schedules.cosine(0.01), checkpoint_dir=tmp_path, checkpoint_every=3,
-               resume=True, threads=2, callbacks=[el.EarlyStopping(patience=2,
-                                                                   restore_best_weights=True),
-                                                  el.ReduceLROnPlateau(patience=1)])
+    with pytest.warns(UserWarning, match="threads=2 is not used"):
+        h = el.fit(model, xy, epochs=40, batch_size=16, validation_split=0.2, verbose=0,
+                   schedule=el.schedules.cosine(0.01), checkpoint_dir=tmp_path,
+                   checkpoint_every=3, resume=True, threads=2,
+                   callbacks=[el.EarlyStopping(patience=2, restore_best_weights=True),
+                              el.ReduceLROnPlateau(patience=1)])
     assert h.extra["runtime"]["threads"] == 1
     with pytest.raises(ParameterError, match="precision: 'fp32' in the checkpoint, 'bf16' now"):
         el.fit(make_model(), xy, epochs=40, batch_size=16, validation_split=0.2, verbose=0,

@@ -115,6 +115,16 @@ def test_integer_x_for_a_float_model_says_to_convert_it(small_xy):
         _fit(x.astype(np.int64), y)
 
 
+def test_8_bit_images_for_a_cnn_say_to_scale_them_to_floats():
+    import epochlab as el
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(32, 1, 8, 8)).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"X holds integers \(uint8\).*/ 255` for 8-bit images"):
+        el.fit(el.models.cnn("small", n_classes=3, input_size=8), (x, rng.integers(0, 3, 32)),
+               epochs=1, batch_size=16, verbose=0)
+
+
 def test_a_dataloader_says_to_pass_its_dataset(small_xy):
     import torch
 

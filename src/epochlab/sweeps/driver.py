@@ -338,7 +338,11 @@ def sweep(
       validation_split=..., seed=seed, ...)``, so any run can be reproduced
       by hand: bit for bit with ``fuse=False``; runs trained fused (stacked
       into one model) agree with it to float rounding (the same sums in
-      another order, ~1e-7 in float32). ``make_model`` is a zero-argument callable returning an
+      another order, ~1e-7 in float32). Fused runs compute in float32: where
+      ``precision="auto"`` would give the same run by hand bfloat16 (a CPU or GPU
+      with native bf16 and a convolutional model; the plan and each run's
+      ``summary["runtime"]`` say which), compare with
+      ``fit(..., precision="fp32")``. ``make_model`` is a zero-argument callable returning an
       ``nn.Module`` (a registry model name also works); ``data`` is
       ``(X, y)``, a DataBundle, a map-style Dataset or a registry name.
       Swept settings take a value or a list; run keys carry a fingerprint of

@@ -292,7 +292,8 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
             where = prefix.rstrip(".")
             raise ValueError(
                 f"layer {where if '.' in where else i} is {type(module).__name__}: it has no "
-                f"fused form (fused layers: {_names()}); train this model with epochlab.fit"
+                f"fused form (fused layers: {_names()}); it trains one by one, as "
+                "epochlab.fit trains it"
             )
         try:
             STACKED_LAYERS[type(module)](module)  # a builder refuses settings it cannot fuse

@@ -281,11 +281,12 @@ def integer_input_hint(x: torch.Tensor, error: Exception) -> str:
     """
     text = str(error)
     if x.is_floating_point() or x.is_complex() or not any(
-            s in text for s in ("dtype", "scalar type", "Long", "Int")):
+            s in text for s in ("dtype", "scalar type", "Long", "Int", "Input type", "Byte")):
         return ""
+    scale = " / 255` for 8-bit images" if x.dtype == torch.uint8 else "`"
     return (f". X holds integers ({str(x.dtype).removeprefix('torch.')}), which fit passes on "
             "unchanged for models that look them up (nn.Embedding); for this model convert "
-            "them to floats first (`np.asarray(X, dtype=np.float32)` or `x.float()`).")
+            f"them to floats first (`np.asarray(X, dtype=np.float32){scale} or `x.float()`).")
 
 
 def out_features_of(model: nn.Module, x_probe: torch.Tensor) -> tuple[int, ...]:

@@ -20,7 +20,9 @@ def _history(lr: float, val_loss: float, stop: str = "completed") -> History:
             for e in range(2)]
     return History(n_train=640, n_val=160, batch_size=32, iterations_per_epoch=20,
                    epochs_planned=2, total_updates=40, samples_seen=1280, stop_reason=stop,
-                   epochs=rows, iterations={"step": list(range(40)), "loss": [0.5] * 40})
+                   epochs=rows, iterations={"step": list(range(40)), "loss": [0.5] * 40},
+                   extra={"runtime": {"threads": 1, "threads_reason": "set by threads=1",
+                                      "precision": "fp32", "precision_reason": "auto"}})
 
 
 @pytest.fixture
@@ -88,6 +90,7 @@ def test_runs_show_prints_settings_accounting_and_one_based_epochs(store_path):
     assert "lr=0.01" in out and "total_updates=40" in out and "iterations_per_epoch=20" in out
     assert "best: epoch=2" in out and "versions: python=" in out  # the 2nd epoch: 1-based, as the table
     assert "iterations stored: 40" in out
+    assert "runtime: 1 thread (set by threads=1) · float32 (auto)" in out
     epoch_rows = [ln.split("│")[0].strip() for ln in out.splitlines() if "│" in ln]
     assert epoch_rows == ["1", "2"]
 

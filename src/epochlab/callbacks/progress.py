@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from epochlab.callbacks.base import Callback
-from epochlab.train.runtime import describe_runtime
+from epochlab.train.history import describe_runtime
 
 _SKIP = {"epoch", "updates", "samples_seen", "time"}
 

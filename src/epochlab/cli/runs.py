@@ -18,6 +18,7 @@ from rich.table import Table
 
 from epochlab.cli.output import console, escape, print_table
 from epochlab.store import STATUSES, RunRecord, SQLiteStore, open_store
+from epochlab.train.history import describe_runtime
 from epochlab.validation import ParameterError
 
 # Settings shown first when runs have them; others appear when they vary between runs.
@@ -111,6 +112,12 @@ def show_command(ctx: click.Context, run_id: int, store_path: str | None, as_jso
         accounting["seconds"] = round(accounting["seconds"], 2)
     if accounting:
         console.print("accounting: " + _pairs(accounting), markup=False)
+    runtime = s.get("runtime") or (s.get("extra") or {}).get("runtime")
+    if isinstance(runtime, dict):
+        try:
+            console.print(f"runtime: {describe_runtime(runtime)}", markup=False)
+        except (KeyError, TypeError):  # a record from another version: shown as it is
+            console.print("runtime: " + _pairs(runtime), markup=False)
     for name in ("final", "best"):
         if s.get(name):
             row = dict(s[name])

@@ -310,7 +310,6 @@ class History:
             lines.append(f"lr scaling: {r['rule']}: {r['lr']:.4g} x {r['factor']:g} = "
                          f"{r['scaled_lr']:.4g}, reached over {r['warmup_steps']} warmup updates")
         if "runtime" in self.extra:
-            from epochlab.train.runtime import describe_runtime  # torch: only when printing
 
             lines.append(f"runtime: {describe_runtime(self.extra['runtime'])}")
         if self.stop_message:
@@ -322,3 +321,18 @@ class History:
             f"History(epochs_run={self.epochs_run}, total_updates={self.total_updates}, "
             f"iterations_per_epoch={self.iterations_per_epoch}, stop_reason={self.stop_reason!r})"
         )
+
+
+def describe_runtime(runtime: dict[str, object]) -> str:
+    """``1 thread (why) · float32 (why)`` from a History's ``extra["runtime"]``.
+
+    Example:
+        >>> describe_runtime({"threads": 1, "threads_reason": "pinned", "precision": "bf16",
+        ...                   "precision_reason": "asked"})
+        '1 thread (pinned) · bfloat16 mixed precision (asked)'
+    """
+    n = runtime["threads"]
+    p = {"bf16": "bfloat16 mixed precision", "fp64": "float64"}.get(str(runtime["precision"]),
+                                                                   "float32")
+    return (f"{n} thread{'s' if n != 1 else ''} ({runtime['threads_reason']}) · "
+            f"{p} ({runtime['precision_reason']})")

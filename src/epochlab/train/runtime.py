@@ -57,6 +57,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from epochlab.train.history import describe_runtime  # noqa: F401 - its home was here
 from epochlab.validation import MAX_THREADS, ParameterError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -126,20 +127,6 @@ class RuntimeChoice:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def describe_runtime(runtime: dict[str, object]) -> str:
-    """``1 thread (why) · float32 (why)`` from a History's ``extra["runtime"]``.
-
-    Example:
-        >>> describe_runtime(RuntimeChoice(1, "pinned", "bf16", "asked").as_dict())
-        '1 thread (pinned) · bfloat16 mixed precision (asked)'
-    """
-    n = runtime["threads"]
-    p = {"bf16": "bfloat16 mixed precision", "fp64": "float64"}.get(str(runtime["precision"]),
-                                                                   "float32")
-    return (f"{n} thread{'s' if n != 1 else ''} ({runtime['threads_reason']}) · "
-            f"{p} ({runtime['precision_reason']})")
 
 
 # -- hardware ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from epochlab.cli.output import console, escape
+from epochlab.validation import MAX_THREADS
 
 
 @click.command("tour")
@@ -18,7 +19,7 @@ from epochlab.cli.output import console, escape
               help="SQLite file the runs are recorded in [default: ./epochlab.db].")
 @click.option("--study-prefix", default=None,
               help="Prefix of the studies' names [default: tour-<date>-<time>].")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=1, show_default=True,
               help="torch threads: the seed's models are tiny, one thread is fastest on a "
                    "shared CPU.")
 def tour_command(out, overwrite, quick, store_path, study_prefix, threads) -> None:

@@ -403,6 +403,23 @@ def test_what_the_fused_form_would_not_run_is_not_fused():
     shared = nn.Linear(3, 3)
     tied = is_fusable(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), shared, nn.ReLU(), shared))
     assert "more than one place" in tied.reason
+    norm = nn.BatchNorm1d(3, affine=False)  # no parameters, its own running statistics
+    shared_norm = nn.Sequential(nn.Linear(4, 3), norm, nn.ReLU(), nn.Linear(3, 3), norm,
+                                nn.Linear(3, 1))
+    assert "more than one place" in is_fusable(shared_norm).reason
+    act = nn.ReLU()  # one activation module in two places: stateless, fuses
+    assert is_fusable(nn.Sequential(nn.Linear(4, 3), act, nn.Linear(3, 3), act, nn.Linear(3, 1)))
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return x + self.inner(x)
+
+    custom = is_fusable(nn.Sequential(nn.Linear(4, 3), Residual(), nn.Linear(3, 1)))
+    assert "layer 1 is Residual: it has no fused form" in custom.reason
     extra = nn.Sequential(nn.Linear(4, 1))
     extra.register_parameter("scale", nn.Parameter(torch.ones(1)))
     assert "outside its layers" in is_fusable(extra).reason

@@ -442,3 +442,44 @@ def test_a_resumed_run_says_it_keeps_its_thread_count(slide1, tmp_path):
     with pytest.warns(UserWarning, match="threads=2 is not used: this resumed run keeps the 1"):
         h = el.fit(el.models.mlp(20), slide1.train, threads=2, resume=True, **kw)
     assert h.extra["runtime"]["threads"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_bf16_training_learns_and_resumes_exactly(images, tmp_path):
+    # Each step's forward must see the last update (an autocast cache kept across steps
+    # once froze the weights the forward used: the loss never moved).
+    x, y = images
+    kw = dict(epochs=3, batch_size=32, verbose=0, precision="bf16", validation_split=0.25)
+    ref_model = small_cnn()
+    ref = el.fit(ref_model, (x, y), **kw)
+    losses = [r["loss"] for r in ref.epochs]
+    assert losses[2] < losses[1] < losses[0]
+
+    class Crash(el.Callback):
+        def on_batch_end(self, trainer, logs):
+            if trainer.state.global_step == 4:
+                raise RuntimeError("crash")
+
+    ck = dict(checkpoint_dir=tmp_path, checkpoint_every=1)
+    with pytest.raises(RuntimeError, match="crash"):
+        el.fit(small_cnn(), (x, y), callbacks=[Crash()], **kw, **ck)
+    model = small_cnn()
+    h = el.fit(model, (x, y), resume=True, **kw, **ck)
+    assert [r["loss"] for r in h.epochs] == losses
+    assert torch.equal(params(model), params(ref_model))
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_bf16_keeps_odd_buffers_and_the_optimizers_state_in_step_with_its_parameters(images):
+    x, y = images
+    model = small_cnn()
+    model.register_buffer("mask", torch.ones(1, 2, 1, 1).expand(1, 2, 6, 6))  # stride 0
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(x[:4]).sum().backward()
+    opt.step()  # the state exists before fit, in the parameters' own (contiguous) layout
+    opt.zero_grad()
+    el.fit(model, (x, y), epochs=1, batch_size=32, verbose=0, precision="bf16", optimizer=opt)
+    assert model.mask.stride() == (2, 1, 0, 0)  # as it came
+    for p in model.parameters():
+        st = opt.state[p]
+        assert st["exp_avg"].stride() == st["exp_avg_sq"].stride() == p.stride()

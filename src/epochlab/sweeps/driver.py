@@ -551,7 +551,7 @@ def _warn_other_precision(done: list[RunRecord], precision: str) -> None:
             f"{len(other)} of this study's finished runs were trained in {' and '.join(was)}, "
             f"not {precision}: they are kept as they are (precision applies to the runs "
             "trained now). For every run in "
-            f"{precision}, give the sweep another study name (--study NAME).", stacklevel=4)
+            f"{precision}, give the sweep another study name (name=, or --study).", stacklevel=5)
 
 
 def _checkpoint_root(store: Store, study: str, executor: str) -> str | None:

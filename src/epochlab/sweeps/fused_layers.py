@@ -268,6 +268,18 @@ def _names() -> str:
 def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's layers when it can be fused; raises ``ValueError`` saying why not."""
     leaves = sequential_leaves(model)
+    for i, (prefix, module) in enumerate(leaves):
+        if type(module) not in STACKED_LAYERS:
+            where = prefix.rstrip(".")
+            raise ValueError(
+                f"layer {where if '.' in where else i} is {type(module).__name__}: it has no "
+                f"fused form (fused layers: {_names()}); train it one by one (a sweep does, "
+                "or epochlab.fit)"
+            )
+        try:
+            STACKED_LAYERS[type(module)](module)  # a builder refuses settings it cannot fuse
+        except ValueError as err:
+            raise ValueError(f"layer {prefix.rstrip('.')}: {err}") from None
     # What the fused form does not run: a forward of the model's own, and hooks (a user's,
     # or weight_norm's): fused, they would be skipped without a word.
     for m in model.modules():
@@ -279,26 +291,16 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
             getattr(torch.nn.modules.module, name, None) for name in _GLOBAL_HOOKS):
         raise ValueError("the model has forward or backward hooks (a hook of yours, or "
                          "weight_norm's), which fused training would not run")
-    # Each parameter belongs to one layer, once: tied weights (one layer used twice) and
-    # parameters of the containers themselves have no place in the stacked layers.
+    # Each parameter and buffer belongs to one layer, once: tied weights (one layer with
+    # weights or statistics used twice; a shared ReLU is fine) and parameters of the
+    # containers themselves have no place in the stacked layers.
     owned = [id(p) for _, m in leaves for p in m._parameters.values() if p is not None]
-    if len(owned) != len(set(owned)):
+    stateful = [id(m) for _, m in leaves if m._parameters or _own_buffers(m)]
+    if len(owned) != len(set(owned)) or len(stateful) != len(set(stateful)):
         raise ValueError("the model uses a layer or parameter in more than one place (tied "
                          "weights), which fused training would train as separate copies")
     if {id(p) for p in model.parameters()} != set(owned):
         raise ValueError("the model has parameters outside its layers; they cannot be fused")
-    for i, (prefix, module) in enumerate(leaves):
-        if type(module) not in STACKED_LAYERS:
-            where = prefix.rstrip(".")
-            raise ValueError(
-                f"layer {where if '.' in where else i} is {type(module).__name__}: it has no "
-                f"fused form (fused layers: {_names()}); it trains one by one, as "
-                "epochlab.fit trains it"
-            )
-        try:
-            STACKED_LAYERS[type(module)](module)  # a builder refuses settings it cannot fuse
-        except ValueError as err:
-            raise ValueError(f"layer {prefix.rstrip('.')}: {err}") from None
     # Buffers: only batch norm's running statistics are stacked. (Read from each module's
     # own table: Module.buffers() walks the tree through generators, ~10x slower.)
     for _, module in leaves:

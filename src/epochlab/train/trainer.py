@@ -278,6 +278,11 @@ def _grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
+def _with_strides(t: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor:
+    """A copy of ``t`` laid out with ``strides`` (dense ones)."""
+    return torch.empty_strided(t.shape, strides, dtype=t.dtype, device=t.device).copy_(t)
+
+
 def _fused_ok(params: list[torch.Tensor]) -> bool:
     """Fused optimizers need floating tensors on CPU/CUDA and torch >= 2.4 for the CPU."""
     try:
@@ -448,7 +453,7 @@ class Trainer:
         self._target_dtype = torch.float32
         self._amp: torch.dtype | None = None  # autocast dtype of the forward pass (None: as is)
         self._channels_last = False
-        self._layouts: list[tuple[torch.Tensor, tuple[int, ...]]] | None = None
+        self._layouts: list[tuple[torch.Tensor, torch.Size, tuple[int, ...]]] | None = None
         self.begin_epoch()
 
     # -- shortcuts callbacks use -------------------------------------------------------
@@ -505,26 +510,38 @@ class Trainer:
         self._amp = dtype
         self._channels_last = bool(channels_last and dtype is not None)
         if self._channels_last and self._layouts is None:
-            # Each 4-d parameter and buffer (2-d convolutions'), as Module.to(memory_format=)
-            # does it: explicit channels-last strides, which also make a 1-channel kernel's
-            # convolution channels-last. A Conv3d's 5-d weight has no such layout. Their own
-            # strides are noted for restore_layout.
+            # Each dense 4-d parameter and buffer (2-d convolutions'), as
+            # Module.to(memory_format=) does it: explicit channels-last strides, which also make
+            # a 1-channel kernel's convolution channels-last. A Conv3d's 5-d weight has no such
+            # layout; an expanded (stride-0) buffer is left as it is. Their own strides are
+            # noted for restore_layout. The optimizer's state for a parameter follows it: its
+            # fused kernel walks parameter and state in storage order, so their layouts must
+            # agree (else the moments of one weight update another).
+            cl = torch.channels_last
             self._layouts = []
             for t in (*self.model.parameters(), *self.model.buffers()):
-                if t.dim() == 4:
-                    self._layouts.append((t, t.stride()))
-                    t.data = t.data.to(memory_format=torch.channels_last)
+                if t.dim() == 4 and (t.is_contiguous() or t.is_contiguous(memory_format=cl)):
+                    self._layouts.append((t, t.shape, t.stride()))
+                    t.data = t.data.to(memory_format=cl)
+                    self._state_like(t)
         elif not self._channels_last:
             self.restore_layout()
 
     def restore_layout(self) -> None:
         """The model's 4-d tensors back in the strides they had before :meth:`use_precision`
-        made them channels-last (the user's own channels-last stays)."""
-        for t, was in self._layouts or ():
-            if t.stride() != was:
-                t.data = torch.empty_strided(t.shape, was, dtype=t.dtype,
-                                             device=t.device).copy_(t.data)
+        made them channels-last (the user's own channels-last stays), and the optimizer's state
+        for them alike. Never raises: a tensor a callback reshaped is left as it is."""
+        for t, shape, was in self._layouts or ():
+            if t.shape == shape and t.stride() != was:
+                t.data = _with_strides(t.data, was)
+                self._state_like(t)
         self._layouts = None
+
+    def _state_like(self, p: torch.Tensor) -> None:
+        """The optimizer's state tensors of parameter ``p`` in ``p``'s strides."""
+        for v in self.optimizer.state.get(p, {}).values():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                v.data = _with_strides(v.data, p.stride())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output on ``x``, in the trainer's precision (float32 out under bf16)."""

@@ -232,3 +232,16 @@ def test_a_fingerprint_is_the_same_in_every_process(tmp_path):
                            text=True, env={**__import__("os").environ, "PYTHONHASHSEED": seed},
                            check=True).stdout for seed in ("1", "2")}
     assert len(outs) == 1  # a set literal's order follows string hashing: not in the hash
+
+
+def test_a_model_with_lazy_layers_is_swept_one_by_one():
+    # Its parameters have no size before the first forward: the fingerprint counted them
+    # and the sweep failed with torch's error before anything started.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    r = el.sweep(lambda: torch.nn.Sequential(torch.nn.LazyLinear(8), torch.nn.ReLU(),
+                                             torch.nn.Linear(8, 2)),
+                 (x, y), epochs=1, lr=[1e-2, 1e-3], progress=False)
+    assert [run.status for run in r.runs] == ["completed", "completed"]
+    assert "LazyLinear" in r.plan.describe()

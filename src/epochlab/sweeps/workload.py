@@ -207,7 +207,9 @@ def model_fingerprint(model: nn.Module, make_model: Any = None) -> str:
         >>> model_fingerprint(nn.Sequential(nn.Linear(3, 2)))
         'Sequential 8 params, structure ..., code ...'
     """
-    n = sum(p.numel() for p in model.parameters())
+    # A lazy module's parameters have no size until its first forward: counted as 0.
+    n = sum(p.numel() for p in model.parameters()
+            if not isinstance(p, nn.parameter.UninitializedParameter))
     structure = hashlib.sha256(repr(model).encode()).hexdigest()[:12]
     code = hashlib.sha256()
     seen: set[int] = set()

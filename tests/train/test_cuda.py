@@ -13,20 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_exact_resume import Crash  # the resume tests' simulated crash
 from torch import nn
 
 import epochlab as el
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-class Crash(el.Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_batch_end(self, trainer, logs):
-        if trainer.state.global_step == self.at:
-            raise RuntimeError("simulated crash")
 
 
 @pytest.fixture(scope="module")

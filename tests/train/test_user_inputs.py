@@ -382,3 +382,26 @@ def test_torch_losses_refuse_a_broadcast_and_nll_takes_one_hot(data):
     nll = torch.nn.Sequential(torch.nn.Linear(20, 2), torch.nn.LogSoftmax(1))
     h = _fit(nll, (x, one_hot), loss=torch.nn.NLLLoss())
     assert h.stop_reason == "completed" and h.task == "multiclass"
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_model_writing_into_its_input_leaves_the_users_arrays_alone(shuffle):
+    # An in-place first layer wrote into X through the probes, the unshuffled batches and
+    # validation_data: the user's arrays changed and the validation loss drifted.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    xv, yv = x[:50].copy(), y[:50]
+    x0, xv0 = x.copy(), xv.copy()
+
+    def run(inplace: bool):
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.LeakyReLU(0.1, inplace=inplace), torch.nn.Linear(6, 2))
+        h = el.fit(m, (x, y), validation_data=(xv, yv), epochs=3, batch_size=32, verbose=0,
+                   shuffle=shuffle)
+        return h, el.evaluate(m, (xv, yv))
+
+    h, got = run(True)
+    assert np.array_equal(x, x0) and np.array_equal(xv, xv0)
+    ref, want = run(False)
+    assert h.history["val_loss"] == ref.history["val_loss"] and got == want

@@ -496,7 +496,7 @@ def _out_features(net: Any, arch: nn.Module, x: Tensor) -> int:
     was = arch.training
     try:
         with torch.no_grad():
-            z = arch.eval()(x[:2])
+            z = arch.eval()(x[:2].clone())
     except RuntimeError as e:
         raise ValueError(f"The shape of `X` is {tuple(x.shape)}, which the model does not take "
                          f"({e}).") from None

@@ -230,6 +230,8 @@ class ArraySource:
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x, y
         self._gather_epoch = (x.element_size() * x.numel()) <= _EPOCH_GATHER_BYTES
+        # Unshuffled batches are views of x; a model that writes into its input gets copies.
+        self.copy_rows = False
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -245,6 +247,11 @@ class ArraySource:
         nb = iterations_per_epoch(n, batch_size, drop_last)
         if order is None:
             x, y = self.x, self.y
+            if self.copy_rows:
+                for b in range(start, nb):
+                    s = b * batch_size
+                    yield x[s : s + batch_size].clone(), y[s : s + batch_size]
+                return
         elif self._gather_epoch:
             x, y = self.x[order], self.y[order]  # one gather per epoch; batches are views
         else:
@@ -330,7 +337,7 @@ def probe_rows(data: Any, model: torch.nn.Module | None = None) -> torch.Tensor:
     p = next(model.parameters(), None) if model is not None else None
     if p is not None:
         rows = rows.to(p.device, p.dtype if rows.is_floating_point() else rows.dtype)
-    return rows
+    return rows.clone()  # a probe may run a model that writes into its input: not into X
 
 
 def check_forward(model: torch.nn.Module, data: Any, model_name: str, data_name: str) -> None:

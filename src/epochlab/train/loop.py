@@ -51,7 +51,13 @@ from epochlab.train.runtime import (
     start_idle_window,
     using_threads,
 )
-from epochlab.train.trainer import OptimizerLike, Trainer, callback_list, evaluate_tensors
+from epochlab.train.trainer import (
+    OptimizerLike,
+    Trainer,
+    callback_list,
+    evaluate_tensors,
+    writes_inplace,
+)
 from epochlab.validation import ParameterError, check_bool
 
 
@@ -446,6 +452,8 @@ def fit(
     # Processes sharing the machine share its cores: each takes its part at most.
     local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)) if ctx is not None else 1
     ceiling = max(1, torch.get_num_threads() // local)
+    if not shuffle and isinstance(prepared.train, ArraySource) and writes_inplace(model):
+        prepared.train.copy_rows = True  # unshuffled batches are views of X: copies instead
     probe = _probe_rows(prepared)
     choice = resolve(model, probe, batch_size, threads=threads, precision=precision,
                      ceiling=ceiling)
@@ -597,7 +605,7 @@ def _single_value_norms(model: nn.Module, x_probe: torch.Tensor) -> list[str]:
     try:
         model.eval()
         with torch.no_grad():
-            model(x_probe)
+            model(x_probe.clone())  # a model writing into its input leaves the data alone
     except Exception:  # the model's own failure is reported where its forward is checked
         return []
     finally:
@@ -627,7 +635,7 @@ def _probe_rows(prepared: PreparedData) -> torch.Tensor:
     """A row or two of training input, to size the workload."""
     src = prepared.train
     if isinstance(src, ArraySource):
-        return src.x[:2]
+        return src.x[:2].clone()  # probes run on a copy: the user's rows stay as they are
     x0 = src.dataset[int(src.indices[0])][0]
     return as_tensor("x", x0, src.device).unsqueeze(0)
 

@@ -294,8 +294,8 @@ def out_features_of(model: nn.Module, x_probe: torch.Tensor) -> tuple[int, ...]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            out = model(x_probe)
+        with torch.no_grad():  # a copy: a model that writes into its input leaves X alone
+            out = model(x_probe.clone())
     except Exception as e:  # a shape error deep in the model: say where it came from
         # Not a ParameterError: the model's own code failed, which may be a bug in it.
         raise ValueError(

@@ -334,7 +334,7 @@ def _probe(model: nn.Module, x_rows: torch.Tensor) -> tuple[float, int]:
     model.eval()
     try:
         with torch.no_grad():
-            model(x_rows)
+            model(x_rows.clone())  # a model writing into its input leaves the data alone
     finally:
         model.train(was_training)
         for h in handles:

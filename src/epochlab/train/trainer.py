@@ -278,6 +278,11 @@ def _grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
+def writes_inplace(model: nn.Module) -> bool:
+    """Whether a module of ``model`` has ``inplace=True`` (it may write into its input)."""
+    return any(getattr(m, "inplace", False) is True for m in model.modules())
+
+
 def _with_strides(t: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor:
     """A copy of ``t`` laid out with ``strides`` (dense ones)."""
     return torch.empty_strided(t.shape, strides, dtype=t.dtype, device=t.device).copy_(t)
@@ -717,9 +722,12 @@ def evaluate_tensors(
         n = x.shape[0]
         loss_sum = 0.0
         sums = dict.fromkeys(metric_fns, 0.0)
+        # A module with inplace=True may write into its input: evaluated on copies, so the
+        # caller's rows (validation_data is used as given) stay as they are.
+        copy = writes_inplace(module)
         for s in range(0, n, batch_size):
             xb, yb = x[s : s + batch_size], y[s : s + batch_size]
-            out = model(xb)
+            out = model(xb.clone() if copy else xb)
             loss_sum += spec.fn(out, yb).item() * xb.shape[0]
             for name, fn in metric_fns.items():
                 sums[name] += float(fn(out, yb))

@@ -293,3 +293,16 @@ def test_a_resume_keeps_the_thread_count_and_refuses_another_precision(xy, tmp_p
         el.fit(make_model(), xy, epochs=40, batch_size=16, validation_split=0.2, verbose=0,
                schedule=el.schedules.cosine(0.01), checkpoint_dir=tmp_path, checkpoint_every=3,
                resume=True, precision="bf16")
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_a_mid_epoch_resume_shows_its_progress(xy, tmp_path, verbose):
+    # The bar's epoch began before the stop: resumed mid-epoch, its on_epoch_begin does not
+    # run again (the bar failed with AttributeError at the first batch).
+    kw = dict(epochs=3, batch_size=16, validation_split=0.2, checkpoint_dir=tmp_path,
+              checkpoint_every=4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        el.fit(make_model(), xy, verbose=0, callbacks=[Crash(7)], **kw)
+    h = el.fit(make_model(), xy, verbose=verbose, resume=True, **kw)
+    assert h.extra["resume"][0]["batch_in_epoch"] == 4  # of the epoch's 8
+    assert h.total_updates == 3 * 8

@@ -91,6 +91,10 @@ class ProgressBar(EpochLogger):
         )
         self._progress.start()
         self._task = None
+        s = trainer.state
+        if s.batch_in_epoch > 0:  # resumed mid-epoch: its on_epoch_begin ran before the stop
+            self.on_epoch_begin(trainer, {"epoch": s.epoch})
+            self._done = s.batch_in_epoch
 
     def on_epoch_begin(self, trainer, logs):
         n = trainer.state.history.iterations_per_epoch

@@ -191,3 +191,16 @@ def test_runs_kept_from_another_precision_are_said_to_be_kept():
                                          "not bf16: they are kept"):
         again = sweep(spec, store, progress=False, precision="bf16")
     assert again.skipped == 2
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_a_run_read_off_a_bf16_cnn_is_tested_as_the_separate_run():
+    # Read out mid-run the weights were channels-last; the separate run is tested after fit
+    # gave the model back in its own layout, and float32 convolutions round by layout.
+    spec = SweepSpec(data="digits", model="cnn_small", epochs=[1, 2], batch_size=[128])
+    kw = dict(progress=False, fuse=False, precision="bf16")
+    shared = sweep(spec, MemoryStore(), **kw)
+    alone = sweep(spec, MemoryStore(), share_prefixes=False, **kw)
+    assert any(r.shared_from is not None for r in shared.runs)
+    for a, b in zip(shared.runs, alone.runs, strict=True):
+        assert a.summary["test"] == b.summary["test"], a.key

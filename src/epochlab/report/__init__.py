@@ -12,8 +12,8 @@ from epochlab._lazy import attach as _lazy_attach
 from epochlab.report.curves import plot_curves, plot_lr
 from epochlab.report.heatmap import plot_heatmap
 
-__all__ = ["plot_curves", "plot_heatmap", "plot_lr"]
+__all__ = ["plot_curves", "plot_heatmap", "plot_lr", "plot_metric_by"]
 
 # Submodules load on first use as attributes too (`el.report.<module>`), as when the package
-# imported them all.
-__getattr__, __dir__ = _lazy_attach(__name__, {})
+# imported them all; so does plot_metric_by (its module reads the store).
+__getattr__, __dir__ = _lazy_attach(__name__, {"plot_metric_by": "epochlab.report.study"})

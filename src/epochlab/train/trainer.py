@@ -10,9 +10,10 @@ is ``Trainer(model).step((xb, yb)).loss``, with the update done for real.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -541,6 +542,20 @@ class Trainer:
                 t.data = _with_strides(t.data, was)
                 self._state_like(t)
         self._layouts = None
+
+    @contextlib.contextmanager
+    def callers_layout(self) -> Iterator[None]:
+        """The model in the layout it came in for the block (then channels-last again): what
+        the model is evaluated in after fit returns, so a read-out mid-run gives the same
+        numbers to the last bit (float32 convolutions round differently by layout)."""
+        was = self._layouts is not None
+        if was:
+            self.restore_layout()
+        try:
+            yield
+        finally:
+            if was:
+                self.use_precision(self._amp, channels_last=True)
 
     def _state_like(self, p: torch.Tensor) -> None:
         """The optimizer's state tensors of parameter ``p`` in ``p``'s strides."""

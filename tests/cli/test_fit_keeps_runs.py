@@ -139,7 +139,7 @@ def test_options_with_no_effect_are_warned_about(tmp_path):
                     "--study", "x", "--epochs", "1", "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
     assert "--batch-norm/--no-batch-norm has no effect with --model cnn_small" in result.output
-    assert "--store and --study have no effect with --no-store" in result.output
+    assert "--study has no effect with --no-store" in result.output
 
 
 def test_suspicious_data_is_warned_about(tmp_path):

@@ -383,7 +383,9 @@ def _warn_no_effect(given: set[str], model_name: str, validation_split: float, n
     if "validation_split_mode" in given and validation_split == 0:
         warn("--validation-split-mode has no effect with --validation-split 0.")
     if no_store and given & {"store_path", "study"}:
-        warn("--store and --study have no effect with --no-store.")
+        named = " and ".join(o for o, k in (("--store", "store_path"), ("--study", "study"))
+                             if k in given)
+        warn(f"{named} {'have' if ' and ' in named else 'has'} no effect with --no-store.")
     if overwrite and not out:
         warn("--overwrite has no effect without --out (the default folder is always new).")
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 @click.command("report")
 @click.option("--study", default=None,
               help="The study's name (see `epochlab sweep`) [default: the store's only study].")
-@click.option("--store", "store_path", default=None, help="SQLite file [default: ./epochlab.db].")
+@click.option("--store", "store_path", default=None, help="SQLite file [default: $EPOCHLAB_STORE or ./epochlab.db].")
 @click.option("--out", default=None, help="Output folder [default: runs/report-<study>].")
 @click.option("--metric", default=None, help="Epoch metric [default: the study's; for `fit` runs val_accuracy, else val_loss].")
 @click.option("--mode", type=click.Choice(["max", "min"]), default=None,

@@ -82,7 +82,7 @@ def _given(ctx: click.Context, **values: Any) -> dict[str, Any]:
                    "best epoch (slide 13's max over epochs).")
 @click.option("--study", "name", default=None,
               help="Study name [default: made from the settings, so a rerun resumes].")
-@click.option("--store", "store_path", default=None, help="SQLite file [default: ./epochlab.db].")
+@click.option("--store", "store_path", default=None, help="SQLite file [default: $EPOCHLAB_STORE or ./epochlab.db].")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="0: train in this process; N: N worker processes (with --executor ray: "
                    "the CPUs of a local Ray).")

@@ -16,7 +16,8 @@ from epochlab.validation import MAX_THREADS
 @click.option("--quick", is_flag=True,
               help="Little data and few epochs: every section and figure in well under a minute.")
 @click.option("--store", "store_path", default=None,
-              help="SQLite file the runs are recorded in [default: ./epochlab.db].")
+              help="SQLite file the runs are recorded in [default: $EPOCHLAB_STORE or "
+                   "./epochlab.db].")
 @click.option("--study-prefix", default=None,
               help="Prefix of the studies' names [default: tour-<date>-<time>].")
 @click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=1, show_default=True,

@@ -59,7 +59,7 @@ DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs
               help="Weights seed of every trial, and the sampler's seed.")
 @click.option("--study", "name", default=None,
               help="Study name [default: made from the settings, so a rerun resumes].")
-@click.option("--store", "store_path", default=None, help="SQLite file [default: ./epochlab.db].")
+@click.option("--store", "store_path", default=None, help="SQLite file [default: $EPOCHLAB_STORE or ./epochlab.db].")
 @click.option("--storage", default=None,
               help="Optuna storage URL [default: the store's file, sqlite:///epochlab.db]; "
                    "postgresql://... for several machines on one study.")

@@ -408,6 +408,9 @@ def test_what_the_fused_form_would_not_run_is_not_fused():
                                 nn.Linear(3, 1))
     assert "more than one place" in is_fusable(shared_norm).reason
     act = nn.ReLU()  # one activation module in two places: stateless, fuses
+    plain_norm = nn.LayerNorm(3, elementwise_affine=False)  # its weight and bias are None
+    assert is_fusable(nn.Sequential(nn.Linear(4, 3), plain_norm, nn.Linear(3, 3), plain_norm,
+                                    nn.Linear(3, 1)))
     assert is_fusable(nn.Sequential(nn.Linear(4, 3), act, nn.Linear(3, 3), act, nn.Linear(3, 1)))
 
     class Residual(nn.Module):

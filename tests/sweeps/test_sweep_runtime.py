@@ -204,3 +204,15 @@ def test_a_run_read_off_a_bf16_cnn_is_tested_as_the_separate_run():
     assert any(r.shared_from is not None for r in shared.runs)
     for a, b in zip(shared.runs, alone.runs, strict=True):
         assert a.summary["test"] == b.summary["test"], a.key
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+@pytest.mark.parametrize(("precision", "fuse"), [("fp32", True), ("bf16", False)])
+def test_a_sweep_inside_a_callers_autocast_trains_as_outside(precision, fuse):
+    spec = SweepSpec(**SMALL, epochs=[2], lr=[1e-2, 1e-3])
+    kw = dict(progress=False, precision=precision, fuse=fuse, threads=1)
+    plain = sweep(spec, MemoryStore(), **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = sweep(spec, MemoryStore(), **kw)
+    for a, b in zip(plain.runs, inside.runs, strict=True):
+        assert a.summary["final"] == b.summary["final"]

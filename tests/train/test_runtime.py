@@ -483,3 +483,35 @@ def test_bf16_keeps_odd_buffers_and_the_optimizers_state_in_step_with_its_parame
     for p in model.parameters():
         st = opt.state[p]
         assert st["exp_avg"].stride() == st["exp_avg_sq"].stride() == p.stride()
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_a_callers_autocast_changes_no_run_and_no_evaluation(images):
+    # bf16 inside a caller's autocast: torch clears the weight cache only when the outermost
+    # autocast exits, so a cached cast froze the weights the steps used.
+    x, y = images
+    kw = dict(epochs=2, batch_size=32, verbose=0, validation_split=0.25, threads=1)
+    for precision in ("bf16", "fp32"):
+        plain = el.fit(small_cnn(), (x, y), precision=precision, **kw)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = el.fit(small_cnn(), (x, y), precision=precision, **kw)
+        assert inside.history["loss"] == plain.history["loss"], precision
+        assert inside.history["loss"][1] < inside.history["loss"][0]
+    model = small_cnn()
+    want = el.evaluate(model, (x, y))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert el.evaluate(model, (x, y)) == want
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_a_full_state_checkpoint_of_a_bf16_run_is_in_the_models_own_layout(images, tmp_path):
+    x, y = images
+    el.fit(small_cnn(), (x, y), epochs=1, batch_size=32, verbose=0, precision="bf16",
+           validation_split=0.25,
+           callbacks=[el.ModelCheckpoint(tmp_path / "c.pt", save_full_state=True)])
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    fresh = small_cnn().state_dict()
+    for k, v in saved["model"].items():
+        assert v.stride() == fresh[k].stride(), k
+    for st in saved["optimizer"]["state"].values():
+        assert all(t.is_contiguous() for t in st.values() if isinstance(t, torch.Tensor))

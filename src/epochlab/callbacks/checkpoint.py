@@ -206,13 +206,14 @@ class ModelCheckpoint(MonitorCallback):
         }
         meta = {"format": FORMAT, "kind": "full_state" if self.save_full_state else "model",
                 "epoch": epoch, "monitor": self.monitor, "value": value}
-        if self.save_full_state:
-            obj = trainer.state_dict()
-        else:
-            obj = {"model": trainer.model.state_dict()}
-        obj["checkpoint"] = meta
         try:
-            save_atomic(obj, path)
+            # In the layouts the model came in (channels-last is a bf16 run's own), so a
+            # file loads into a fresh model and optimizer as they would be.
+            with trainer.callers_layout():
+                obj = trainer.state_dict() if self.save_full_state else {
+                    "model": trainer.model.state_dict()}
+                obj["checkpoint"] = meta
+                save_atomic(obj, path)
         except BaseException:
             self._load(before[0])
             if before[1] is None:

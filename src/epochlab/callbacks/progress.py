@@ -94,7 +94,8 @@ class ProgressBar(EpochLogger):
         s = trainer.state
         if s.batch_in_epoch > 0:  # resumed mid-epoch: its on_epoch_begin ran before the stop
             self.on_epoch_begin(trainer, {"epoch": s.epoch})
-            self._done = s.batch_in_epoch
+            self._done = self._first = s.batch_in_epoch
+            self._progress.update(self._task, completed=self._done)
 
     def on_epoch_begin(self, trainer, logs):
         n = trainer.state.history.iterations_per_epoch
@@ -104,7 +105,7 @@ class ProgressBar(EpochLogger):
         else:
             self._progress.reset(self._task, total=n, epoch=label, loss=float("nan"), rate=0.0)
         self._t0 = self._last = time.perf_counter()
-        self._done = 0
+        self._done = self._first = 0  # _first: batches done before this process (a resume)
 
     def on_batch_end(self, trainer, logs):
         self._done += 1
@@ -113,7 +114,7 @@ class ProgressBar(EpochLogger):
             self._last = now
             self._progress.update(
                 self._task, completed=self._done, loss=logs["loss"],
-                rate=self._done / max(now - self._t0, 1e-9),
+                rate=(self._done - self._first) / max(now - self._t0, 1e-9),
             )
 
     def on_epoch_end(self, trainer, logs):

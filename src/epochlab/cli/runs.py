@@ -113,10 +113,11 @@ def show_command(ctx: click.Context, run_id: int, store_path: str | None, as_jso
     if accounting:
         console.print("accounting: " + _pairs(accounting), markup=False)
     runtime = s.get("runtime") or (s.get("extra") or {}).get("runtime")
-    if isinstance(runtime, dict):
-        try:
+    if isinstance(runtime, dict) and runtime:
+        if isinstance(runtime.get("threads"), int) and all(
+                k in runtime for k in ("threads_reason", "precision", "precision_reason")):
             console.print(f"runtime: {describe_runtime(runtime)}", markup=False)
-        except (KeyError, TypeError):  # a record from another version: shown as it is
+        else:  # a record from another version: shown as it is
             console.print("runtime: " + _pairs(runtime), markup=False)
     for name in ("final", "best"):
         if s.get(name):

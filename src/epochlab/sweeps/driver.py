@@ -56,7 +56,7 @@ from epochlab.train.accounting import validation_count
 from epochlab.train.data import check_forward, probe_rows
 from epochlab.train.history import History
 from epochlab.train.loop import check_batch_norm_batches, evaluation_data
-from epochlab.train.runtime import check_precision, check_threads, start_idle_window
+from epochlab.train.runtime import check_precision, check_threads, own_precision, start_idle_window
 from epochlab.validation import ParameterError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -456,7 +456,7 @@ def _run(spec: SweepSpec, store: Store | None, sources: Sources, *, workers: int
     spec = preflight(spec, sources)
     name = spec.study_name()
     check_study(store, name, spec.to_dict())  # before waiting for another driver
-    with study_lock(store, name) as waited:
+    with study_lock(store, name) as waited, own_precision():
         if waited and console is not None:
             console.print(f"(waited for another sweep of study {name!r} to finish)", markup=False)
         return _run_locked(spec, store, sources, name, t0, workers=workers, progress=progress,

@@ -295,7 +295,8 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
     # weights or statistics used twice; a shared ReLU is fine) and parameters of the
     # containers themselves have no place in the stacked layers.
     owned = [id(p) for _, m in leaves for p in m._parameters.values() if p is not None]
-    stateful = [id(m) for _, m in leaves if m._parameters or _own_buffers(m)]
+    stateful = [id(m) for _, m in leaves
+                if any(p is not None for p in m._parameters.values()) or _own_buffers(m)]
     if len(owned) != len(set(owned)) or len(stateful) != len(set(stateful)):
         raise ValueError("the model uses a layer or parameter in more than one place (tied "
                          "weights), which fused training would train as separate copies")

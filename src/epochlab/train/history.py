@@ -332,7 +332,8 @@ def describe_runtime(runtime: dict[str, object]) -> str:
         '1 thread (pinned) · bfloat16 mixed precision (asked)'
     """
     n = runtime["threads"]
-    p = {"bf16": "bfloat16 mixed precision", "fp64": "float64"}.get(str(runtime["precision"]),
-                                                                   "float32")
+    prec = runtime["precision"]
+    p = {"bf16": "bfloat16 mixed precision", "fp32": "float32", "fp64": "float64"}.get(
+        str(prec), str(prec))  # a value from another version: shown as it was recorded
     return (f"{n} thread{'s' if n != 1 else ''} ({runtime['threads_reason']}) · "
             f"{p} ({runtime['precision_reason']})")

@@ -8,7 +8,6 @@ the order). It knows nothing of sweeps, stores or plots.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -47,6 +46,7 @@ from epochlab.train.runtime import (
     check_threads,
     eval_rows,
     for_training,
+    own_precision,
     resolve,
     start_idle_window,
     using_threads,
@@ -510,7 +510,7 @@ def fit(
                 f"{'s' if kept != 1 else ''} it began with (its results are bit-identical for "
                 "one count); give it another checkpoint_dir to train from the start on "
                 f"{threads}.", stacklevel=2)
-        with using_threads(kept), for_training(), _own_precision(model, choice.autocast_dtype):
+        with using_threads(kept), for_training(), own_precision():
             return run(trainer, prepared, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                        drop_last=drop_last, seed=seed, eval_batch=eval_batch)
     finally:
@@ -638,21 +638,6 @@ def _probe_rows(prepared: PreparedData) -> torch.Tensor:
         return src.x[:2].clone()  # probes run on a copy: the user's rows stay as they are
     x0 = src.dataset[int(src.indices[0])][0]
     return as_tensor("x", x0, src.device).unsqueeze(0)
-
-
-def _own_precision(model: nn.Module, amp: torch.dtype | None) -> Any:
-    """A float32 run's own precision: an autocast the caller entered is turned off for it.
-    Only then: an autocast(enabled=False) around the trainer's own bf16 autocast would keep
-    that one from clearing its cache of weight copies, so bf16 steps would reuse the first
-    step's weights."""
-    device = _device_of(model).type
-    if amp is not None or device not in ("cpu", "cuda"):
-        return contextlib.nullcontext()
-    try:
-        on = torch.is_autocast_enabled(device)
-    except TypeError:  # torch < 2.4: no device argument
-        on = torch.is_autocast_cpu_enabled() if device == "cpu" else torch.is_autocast_enabled()
-    return torch.autocast(device, enabled=False) if on else contextlib.nullcontext()
 
 
 def _takes_channels_last(trainer: Trainer, probe: torch.Tensor) -> bool:
@@ -865,7 +850,9 @@ def evaluate(
     if batch_size is None:
         batch_size = eval_rows(model, x[:2], 1)
     batch_size = check_int("batch_size", batch_size, 1)
-    return evaluate_tensors(model, spec, resolve_metrics(metrics, spec.task), x, y, batch_size)
+    with own_precision():  # float32, whatever autocast the caller is in
+        return evaluate_tensors(model, spec, resolve_metrics(metrics, spec.task), x, y,
+                                batch_size)
 
 
 def evaluation_data(

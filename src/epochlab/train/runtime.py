@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import numbers
@@ -521,6 +522,28 @@ def resolve(
     macs = macs_per_step(model, x_rows[:2], batch_size) if sized else 0
     n, why = choose_threads(macs, threads, ceiling=ceiling)
     return RuntimeChoice(n, why, prec, prec_why, channels_last)
+
+
+@contextmanager
+def own_precision() -> Iterator[None]:
+    """A block whose precision is epochlab's own choice: an autocast the caller entered (CPU
+    or CUDA) is off inside it; epochlab's bf16 runs enter their own.
+
+    Example:
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16), own_precision():
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.float32
+    """
+    with contextlib.ExitStack() as stack:
+        for device in ("cpu", "cuda"):
+            try:
+                on = torch.is_autocast_enabled(device)
+            except TypeError:  # torch < 2.4: no device argument
+                on = (torch.is_autocast_cpu_enabled() if device == "cpu"
+                      else torch.is_autocast_enabled())
+            if on:
+                stack.enter_context(torch.autocast(device, enabled=False))
+        yield
 
 
 @contextmanager

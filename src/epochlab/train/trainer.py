@@ -538,9 +538,10 @@ class Trainer:
         made them channels-last (the user's own channels-last stays), and the optimizer's state
         for them alike. Never raises: a tensor a callback reshaped is left as it is."""
         for t, shape, was in self._layouts or ():
-            if t.shape == shape and t.stride() != was:
-                t.data = _with_strides(t.data, was)
-                self._state_like(t)
+            if t.shape == shape:
+                if t.stride() != was:
+                    t.data = _with_strides(t.data, was)
+                self._state_like(t)  # also where a callback gave t its own layout
         self._layouts = None
 
     @contextlib.contextmanager
@@ -570,7 +571,10 @@ class Trainer:
         if self._channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # no copy when it already is
         p = self._params[0] if self._params else None
-        with torch.autocast(p.device.type if p is not None else "cpu", dtype=self._amp):
+        # No weight cache: torch clears it only when the outermost autocast exits, so inside
+        # a caller's autocast every step would reuse the first step's bf16 weights.
+        with torch.autocast(p.device.type if p is not None else "cpu", dtype=self._amp,
+                            cache_enabled=False):
             out = self.net(x) if self.model.training else self.model(x)
         return out.float()
 

@@ -515,3 +515,34 @@ def test_a_full_state_checkpoint_of_a_bf16_run_is_in_the_models_own_layout(image
         assert v.stride() == fresh[k].stride(), k
     for st in saved["optimizer"]["state"].values():
         assert all(t.is_contiguous() for t in st.values() if isinstance(t, torch.Tensor))
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_a_weight_used_twice_in_one_forward_trains_the_same_inside_a_callers_autocast():
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.inner = torch.nn.Linear(256, 256)  # bf16 where auto picks it: 256x256
+            self.out = torch.nn.Linear(256, 2)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.inner(torch.relu(self.inner(x)))))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 256, generator=g)
+    y = (x[:, 0] > 0).long()
+    kw = dict(epochs=2, batch_size=32, verbose=0, precision="bf16", threads=1)
+    plain = el.fit(Twice(), (x, y), **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = el.fit(Twice(), (x, y), **kw)
+    assert inside.history["loss"] == plain.history["loss"]
+    assert plain.history["loss"][1] < plain.history["loss"][0]
+
+
+def test_lr_find_fused_is_the_same_inside_a_callers_autocast():
+    d = el.data.synthetic(n_samples=300)
+    a = el.lr_find(lambda: el.models.mlp(20), d.train, num_iter=30, seeds=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        b = el.lr_find(lambda: el.models.mlp(20), d.train, num_iter=30, seeds=2)
+    assert a.fused and np.array_equal(a.losses, b.losses, equal_nan=True)

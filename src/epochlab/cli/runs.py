@@ -114,7 +114,8 @@ def show_command(ctx: click.Context, run_id: int, store_path: str | None, as_jso
         console.print("accounting: " + _pairs(accounting), markup=False)
     runtime = s.get("runtime") or (s.get("extra") or {}).get("runtime")
     if isinstance(runtime, dict) and runtime:
-        if isinstance(runtime.get("threads"), int) and all(
+        threads = runtime.get("threads")
+        if isinstance(threads, int) and not isinstance(threads, bool) and all(
                 k in runtime for k in ("threads_reason", "precision", "precision_reason")):
             console.print(f"runtime: {describe_runtime(runtime)}", markup=False)
         else:  # a record from another version: shown as it is

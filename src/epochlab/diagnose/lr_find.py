@@ -60,7 +60,7 @@ from epochlab.sweeps.fused import train_fused
 from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.train.data import probe_rows, split_indices
 from epochlab.train.loop import evaluate, fit, prepare_data
-from epochlab.train.runtime import fused_or_one_by_one, manual_seed
+from epochlab.train.runtime import fused_or_one_by_one, in_own_precision, manual_seed
 from epochlab.validation import SEED_MAX, ParameterError, check_float, check_int
 
 __all__ = ["RULES", "LRFindResult", "lr_find", "smooth_curve", "suggest"]
@@ -321,6 +321,7 @@ def _n_train(data: Any, validation_split: float, seed: int) -> int:
     return len(split_indices(n, validation_split, seed=seed)[0])
 
 
+@in_own_precision  # each run's precision is its own, not a caller's autocast
 def lr_find(
     model: nn.Module | Callable[[], nn.Module],
     data: Any,

@@ -48,7 +48,7 @@ from epochlab.sweeps.fused_ops import (
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.data import as_tensor, split_indices
 from epochlab.train.history import History
-from epochlab.train.runtime import for_training
+from epochlab.train.runtime import for_training, in_own_precision
 
 Schedule = Callable[[int, int], float]
 EpochHook = Callable[[int, dict[str, np.ndarray]], Any]
@@ -267,6 +267,7 @@ def chunk_sizes(
 # ---------------------------------------------------------------- public API
 
 
+@in_own_precision  # float32 whatever autocast the caller is in
 def train_fused(
     models: Sequence[nn.Module] | Sequence[dict[str, Tensor]],
     X: Any,

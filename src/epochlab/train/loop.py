@@ -833,7 +833,8 @@ def evaluate(
     loss: str | Callable | None = None,
     metrics: Sequence[str] = ("accuracy",),
 ) -> dict[str, float]:
-    """Loss and metrics of ``model`` on ``(X, y)`` (or a DataBundle's test split).
+    """Loss and metrics of ``model`` on ``(X, y)`` (or a DataBundle's test split), in the
+    model's own dtype: an autocast the caller is in is off for it (test metrics are float32).
 
     ``batch_size``: rows per forward pass; by default up to 1,024, fewer for a model
     with large activations (:func:`~epochlab.train.runtime.eval_rows`).

@@ -51,15 +51,18 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from epochlab.train.history import describe_runtime  # noqa: F401 - its home was here
 from epochlab.validation import MAX_THREADS, ParameterError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -544,6 +547,17 @@ def own_precision() -> Iterator[None]:
             if on:
                 stack.enter_context(torch.autocast(device, enabled=False))
         yield
+
+
+def in_own_precision(fn: F) -> F:
+    """``fn`` run inside :func:`own_precision` (a caller's autocast off for it)."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with own_precision():
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 @contextmanager

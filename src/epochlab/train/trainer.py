@@ -31,6 +31,7 @@ from epochlab.train.losses import (
     resolve_loss,
     resolve_metrics,
 )
+from epochlab.train.runtime import own_precision
 from epochlab.train.state import TrainState
 from epochlab.validation import (
     SEED_MAX,
@@ -571,11 +572,11 @@ class Trainer:
         if self._channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # no copy when it already is
         p = self._params[0] if self._params else None
-        # No weight cache: torch clears it only when the outermost autocast exits, so inside
-        # a caller's autocast every step would reuse the first step's bf16 weights.
-        with torch.autocast(p.device.type if p is not None else "cpu", dtype=self._amp,
-                            cache_enabled=False):
+        with torch.autocast(p.device.type if p is not None else "cpu", dtype=self._amp):
             out = self.net(x) if self.model.training else self.model(x)
+        # torch clears the cache of bf16 weight copies only when the outermost autocast exits:
+        # inside a caller's autocast every later step would reuse this step's weights.
+        torch.clear_autocast_cache()
         return out.float()
 
     # -- one iteration -----------------------------------------------------------------
@@ -699,18 +700,20 @@ class Trainer:
 
     # -- evaluation --------------------------------------------------------------------
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
-        """Loss and metrics over ``(x, y)`` in eval mode, in chunks (targets prepared).
+        """Loss and metrics over ``(x, y)`` in eval mode, in chunks (targets prepared), in
+        the trainer's own precision (a caller's autocast is off for it).
 
         Training data-parallel, each rank evaluates rows ``rank, rank + W, ...``
         of ``(x, y)`` and the result is over all of them together.
         """
         if self.dist is not None:
             x, y = x[self.dist.rank :: self.dist.world_size], y[self.dist.rank :: self.dist.world_size]
-        if self._amp is None:
-            out = evaluate_tensors(self.model, self.spec, self.metric_fns, x, y, batch_size)
-        else:
-            out = evaluate_tensors(self.forward, self.spec, self.metric_fns, x, y, batch_size,
-                                   module=self.model)
+        with own_precision():
+            if self._amp is None:
+                out = evaluate_tensors(self.model, self.spec, self.metric_fns, x, y, batch_size)
+            else:
+                out = evaluate_tensors(self.forward, self.spec, self.metric_fns, x, y,
+                                       batch_size, module=self.model)
         if self.dist is None:
             return out
         n = x.shape[0]

@@ -32,6 +32,16 @@ def test_lr_find_bad_input_is_a_usage_error():
     assert res.exit_code == 2 and "end_lr" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["lr-find", "--model", "nope"])
     assert res.exit_code == 2 and "--model" in res.output
+    res = CliRunner().invoke(main, ["lr-find", "--threads", "0"])
+    assert res.exit_code == 2 and "--threads" in res.output
+
+
+def test_lr_find_takes_threads_and_precision(tmp_path):
+    res = CliRunner().invoke(main, ["lr-find", "--seeds", "2", "--num-iter", "20", "--threads", "1",
+                                    "--precision", "fp32", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "lr_find.json").read_text())
+    assert saved["options"]["threads"] == 1 and saved["options"]["precision"] == "fp32"
 
 
 def test_batch_size_prints_noise_per_epoch_and_advice_and_writes_the_figure(tmp_path):

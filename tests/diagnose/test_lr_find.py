@@ -110,3 +110,19 @@ def test_labels_the_model_cannot_train_are_refused_fused_or_not(fuse):
     with pytest.raises(el.ParameterError, match="labels 0..2 .* out_features=3"):
         el.lr_find(lambda: el.models.mlp(20, out_features=2), (d.x_train, np.arange(320) % 3),
                    num_iter=20, seeds=1, fuse=fuse)
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_threads_and_precision_are_taken_as_fit_takes_them():
+    d = el.data.synthetic(n_samples=300)
+    mlp = lambda: el.models.mlp(20)  # noqa: E731
+    fused = el.lr_find(mlp, d.train, num_iter=20, seeds=2, threads=1, precision="fp32")
+    assert fused.fused and fused.options["precision"] == "fp32"
+    bf16 = el.lr_find(mlp, d.train, num_iter=20, seeds=2, precision="bf16")
+    assert not bf16.fused and "precision='bf16'" in bf16.how  # fused computes in float32
+    one_by_one = el.lr_find(mlp, d.train, num_iter=20, seeds=2, fuse=False, precision="fp32")
+    np.testing.assert_allclose(one_by_one.losses, fused.losses, rtol=1e-5)
+    with pytest.raises(el.ParameterError, match="`threads`"):
+        el.lr_find(mlp, d.train, num_iter=20, seeds=2, threads=0)
+    with pytest.raises(el.ParameterError, match="`precision`"):
+        el.lr_find(mlp, d.train, num_iter=20, seeds=2, precision="fp16")

@@ -17,6 +17,7 @@ from epochlab.cli.common import (
     model_factory,
     n_params,
     probe_model,
+    runtime_options,
 )
 from epochlab.cli.output import console, escape, print_table
 from epochlab.diagnose.lr_rules import RULES  # light: the rest loads when the command runs
@@ -46,8 +47,10 @@ from epochlab.diagnose.lr_rules import RULES  # light: the rest loads when the c
 @click.option("--overwrite", is_flag=True,
               help="Let --out be a folder that already holds this command's files (they are "
                    "replaced).")
+@runtime_options
 def lr_find_command(data_name, target, model_name, batch_size, optimizer, momentum, start_lr, end_lr,
-                    num_iter, seeds, rule, validation_split, fuse, out, overwrite) -> None:
+                    num_iter, seeds, rule, validation_split, fuse, out, overwrite, threads,
+                    precision) -> None:
     """Raise the learning rate exponentially on copies of the model and suggest one.
 
     Prints every rule's suggestion with its spread over seeds, then
@@ -61,11 +64,13 @@ def lr_find_command(data_name, target, model_name, batch_size, optimizer, moment
     # An earlier range test's lr_find.json is not replaced unless asked: it is stored nowhere else.
     with claimed(out, "lr-find", overwrite=overwrite, marker="lr_find.json") as folder:
         _range_test(data, data_name, model_name, probe, folder, batch_size, start_lr, end_lr,
-                    num_iter, seeds, optimizer, momentum, validation_split, rule, fuse)
+                    num_iter, seeds, optimizer, momentum, validation_split, rule, fuse,
+                    threads, precision)
 
 
 def _range_test(data, data_name, model_name, probe, folder, batch_size, start_lr, end_lr,
-                num_iter, seeds, optimizer, momentum, validation_split, rule, fuse) -> None:
+                num_iter, seeds, optimizer, momentum, validation_split, rule, fuse,
+                threads="auto", precision="auto") -> None:
     from epochlab.diagnose.lr_find import lr_find
     from epochlab.models.registry import build
 
@@ -81,7 +86,7 @@ def _range_test(data, data_name, model_name, probe, folder, batch_size, start_lr
     res = lr_find(factory, data, batch_size=batch_size,
                   start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, seeds=seeds,
                   optimizer=optimizer, momentum=momentum, validation_split=validation_split,
-                  rule=rule, fuse=fuse, verbose=1)
+                  rule=rule, fuse=fuse, verbose=1, threads=threads, precision=precision)
     kept = (f"curves kept in full ({num_iter} updates)" if min(res.kept) == num_iter else
             f"curves kept {min(res.kept)}-{max(res.kept)} of {num_iter} updates (stopped "
             "where the loss diverged)")

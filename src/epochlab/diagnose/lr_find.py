@@ -42,6 +42,7 @@ spread is their minimum and maximum.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -60,7 +61,14 @@ from epochlab.sweeps.fused import train_fused
 from epochlab.sweeps.fused_layers import is_fusable
 from epochlab.train.data import probe_rows, split_indices
 from epochlab.train.loop import evaluate, fit, prepare_data
-from epochlab.train.runtime import fused_or_one_by_one, in_own_precision, manual_seed
+from epochlab.train.runtime import (
+    check_precision,
+    check_threads,
+    fused_or_one_by_one,
+    in_own_precision,
+    manual_seed,
+    using_threads,
+)
 from epochlab.validation import SEED_MAX, ParameterError, check_float, check_int
 
 __all__ = ["RULES", "LRFindResult", "lr_find", "smooth_curve", "suggest"]
@@ -296,7 +304,7 @@ def _arrays(data: Any) -> tuple[Any, Any] | None:
 
 
 def _fusable(models: list[nn.Module], data: Any, optimizer: str, loss: Any,
-             batch_size: int) -> tuple[bool, str]:
+             batch_size: int, precision: str = "auto") -> tuple[bool, str]:
     if optimizer not in ("adam", "adamw", "sgd"):
         return False, f"optimizer {optimizer!r} is not fused (adam, adamw and sgd are)"
     if loss is not None:
@@ -311,7 +319,7 @@ def _fusable(models: list[nn.Module], data: Any, optimizer: str, loss: Any,
     if not check:
         return False, check.reason
     # One by one trains with fit's precision="auto": bf16 may beat fused float32.
-    ok, why = fused_or_one_by_one(models[0], probe_rows(xy, models[0]), batch_size)
+    ok, why = fused_or_one_by_one(models[0], probe_rows(xy, models[0]), batch_size, precision)
     return ok, "" if ok else why
 
 
@@ -342,6 +350,8 @@ def lr_find(
     rule: str = "steepest",
     fuse: bool = True,
     verbose: int = 0,
+    threads: int | str | None = "auto",
+    precision: str = "auto",
 ) -> LRFindResult:
     """Range-test the learning rate on copies of ``model``, over several seeds.
 
@@ -366,6 +376,10 @@ def lr_find(
         rule: The rule :attr:`LRFindResult.suggestion` uses (:data:`RULES`).
         fuse: Train the seeds together when the model allows it.
         verbose: 1: a progress bar for each seed trained one at a time (as ``fit`` shows).
+        threads, precision: As for :func:`epochlab.fit`, for each seed trained one at a
+            time; the seeds train fused (in float32) only where one at a time would run in
+            float32 too, or ``precision="auto"`` finds fused float32 faster. ``threads=N``
+            pins the fused run too.
 
     Example:
         >>> import epochlab as el
@@ -376,6 +390,8 @@ def lr_find(
     """
     batch_size = check_int("batch_size", batch_size, 1)
     num_iter = check_int("num_iter", num_iter, 10)
+    pinned = check_threads(threads)
+    precision = check_precision(precision)
     start_lr = check_float("start_lr", start_lr, low=0.0, low_open=True)
     end_lr = check_float("end_lr", end_lr, low=start_lr, low_open=True)
     diverge = check_float("diverge", diverge, low=1.0, low_open=True)
@@ -395,16 +411,19 @@ def lr_find(
                              decay_rate=(end_lr / start_lr) ** (1 / (num_iter - 1)))
     lrs = np.array([ramp(i) for i in range(num_iter)])
     models = [_build(model, s) for s in seed_list]
-    ok, why = _fusable(models, data, optimizer, loss, batch_size) if fuse else (False, "fuse=False")
+    ok, why = (_fusable(models, data, optimizer, loss, batch_size, precision) if fuse
+               else (False, "fuse=False"))
     if ok:
         _check_as_fit(models[0], data, validation_split, seed_list[0])
     t0 = time.perf_counter()
     if ok:
-        raw = _run_fused(models, data, seed_list, ramp, batch_size, num_iter, optimizer,
-                         weight_decay, momentum, validation_split)
+        with using_threads(pinned) if pinned is not None else contextlib.nullcontext():
+            raw = _run_fused(models, data, seed_list, ramp, batch_size, num_iter, optimizer,
+                             weight_decay, momentum, validation_split)
     else:
         raw = _run_fit(models, data, seed_list, ramp, batch_size, num_iter, optimizer,
-                       weight_decay, momentum, loss, validation_split, diverge, verbose)
+                       weight_decay, momentum, loss, validation_split, diverge, verbose,
+                       threads=threads, precision=precision)
     seconds = time.perf_counter() - t0
     k = len(seed_list)
     losses = np.full((k, num_iter), np.nan)
@@ -425,7 +444,8 @@ def lr_find(
         n_train=_n_train(data, validation_split, seed_list[0]),
         options=dict(start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, optimizer=optimizer,
                      weight_decay=weight_decay, momentum=momentum, diverge=diverge, smooth=smooth,
-                     burn_in=burn_in, validation_split=validation_split),
+                     burn_in=burn_in, validation_split=validation_split, threads=threads,
+                     precision=precision),
     )
 
 
@@ -451,14 +471,15 @@ def _run_fused(models, data, seeds, ramp, batch_size, num_iter, optimizer, weigh
 
 
 def _run_fit(models, data, seeds, ramp, batch_size, num_iter, optimizer, weight_decay, momentum,
-             loss, validation_split, diverge, verbose=0) -> list[list[float]]:
+             loss, validation_split, diverge, verbose=0, threads: Any = "auto",
+             precision: str = "auto") -> list[list[float]]:
     out = []
     for m, s in zip(models, seeds, strict=True):
         stop = _RangeStop(num_iter, diverge)
         h = fit(m, data, epochs=num_iter, batch_size=batch_size, validation_split=validation_split,
                 optimizer=optimizer, lr=ramp.initial, schedule=ramp, weight_decay=weight_decay,
                 momentum=momentum, loss=loss, metrics=(), callbacks=[stop], seed=s,
-                verbose=1 if verbose else 0)
+                verbose=1 if verbose else 0, threads=threads, precision=precision)
         if h.stop_reason == "interrupted":  # Ctrl-C: a cut curve is no range test; stop all
             raise KeyboardInterrupt
         out.append(list(h.iterations["loss"]) + ([math.nan] if h.stop_reason == "diverged" else []))

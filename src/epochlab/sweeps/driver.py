@@ -543,12 +543,13 @@ def _warn_other_precision(done: list[RunRecord], precision: str) -> None:
     earlier command were trained at another (their numbers stay theirs)."""
     if precision == "auto":
         return
-    other = [r for r in done if ((r.summary or {}).get("runtime") or {}).get("precision")
+    other = [was for r in done
+             if (was := ((r.summary or {}).get("runtime") or {}).get("precision"))
              not in (None, precision, "fp64")]
     if other:
-        was = sorted({r.summary["runtime"]["precision"] for r in other})
         warnings.warn(
-            f"{len(other)} of this study's finished runs were trained in {' and '.join(was)}, "
+            f"{len(other)} of this study's finished runs were trained in "
+            f"{' and '.join(sorted(set(other)))}, "
             f"not {precision}: they are kept as they are (precision applies to the runs "
             "trained now). For every run in "
             f"{precision}, give the sweep another study name (name=, or --study).", stacklevel=5)

@@ -282,12 +282,13 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
             raise ValueError(f"layer {prefix.rstrip('.')}: {err}") from None
     # What the fused form does not run: a forward of the model's own, and hooks (a user's,
     # or weight_norm's): fused, they would be skipped without a word.
-    for m in model.modules():
+    modules = list(model.modules())
+    for m in modules:
         if isinstance(m, nn.Sequential) and type(m).forward is not nn.Sequential.forward:
             raise ValueError(f"the model's {type(m).__name__} has its own forward, which fused "
                              "training would not run")
     if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-           or getattr(m, "_backward_pre_hooks", None) for m in model.modules()) or any(
+           or getattr(m, "_backward_pre_hooks", None) for m in modules) or any(
             getattr(torch.nn.modules.module, name, None) for name in _GLOBAL_HOOKS):
         raise ValueError("the model has forward or backward hooks (a hook of yours, or "
                          "weight_norm's), which fused training would not run")
@@ -309,7 +310,7 @@ def _check(model: nn.Module) -> list[tuple[str, nn.Module]]:
             raise ValueError(f"the model's {type(module).__name__} has buffers; only batch "
                              "norm's running statistics can be fused")
     owned = {id(b) for _, m in leaves for b in _own_buffers(m)}
-    if any(id(b) not in owned for m in model.modules() for b in _own_buffers(m)):
+    if any(id(b) not in owned for m in modules for b in _own_buffers(m)):
         raise ValueError("the model has buffers outside its layers; they cannot be fused")
     params = list(model.parameters())
     if not params:

@@ -635,7 +635,7 @@ def _probe_rows(prepared: PreparedData) -> torch.Tensor:
     """A row or two of training input, to size the workload."""
     src = prepared.train
     if isinstance(src, ArraySource):
-        return src.x[:2].clone()  # probes run on a copy: the user's rows stay as they are
+        return src.x[:2]
     x0 = src.dataset[int(src.indices[0])][0]
     return as_tensor("x", x0, src.device).unsqueeze(0)
 
@@ -649,7 +649,7 @@ def _takes_channels_last(trainer: Trainer, probe: torch.Tensor) -> bool:
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=_cuda_devices(model)):
             model.eval()
-            trainer.forward(probe)
+            trainer.forward(probe.clone())  # a model writing into its input leaves X alone
     except RuntimeError:
         return False
     finally:

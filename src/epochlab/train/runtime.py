@@ -59,7 +59,6 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from epochlab.train.history import describe_runtime  # noqa: F401 - its home was here
 from epochlab.validation import MAX_THREADS, ParameterError
 
 F = TypeVar("F", bound=Callable[..., Any])

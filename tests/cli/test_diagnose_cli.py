@@ -75,3 +75,14 @@ def test_an_earlier_result_is_kept_unless_overwrite_is_given(tmp_path):
         assert forced.exit_code == 0, forced.output
     res = CliRunner().invoke(main, ["tune", "--help"])
     assert "--overwrite" in res.output
+
+
+def test_batch_size_takes_threads_and_precision_and_says_them(tmp_path):
+    res = CliRunner().invoke(main, ["batch-size", "--epochs", "2", "--threads", "1",
+                                    "--precision", "fp32", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "runtime: 1 thread (set by threads=1) · float32" in res.output
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["extra"]["runtime"]["threads"] == 1
+    res = CliRunner().invoke(main, ["batch-size", "--threads", "x"])
+    assert res.exit_code == 2 and "--threads" in res.output

@@ -55,3 +55,18 @@ def test_tune_checks_out_before_training_and_leaves_other_files_alone(tmp_path, 
     assert (tmp_path / "mine" / "trials.csv").read_text() == "my own\n"
     res = CliRunner().invoke(main, [*args, "--metric", "val_acc"])
     assert res.exit_code == 2 and "did you mean 'val_accuracy'" in res.output
+
+
+def test_tune_takes_threads_and_precision_and_says_them(tmp_path):
+    db = tmp_path / "e.db"
+    res = CliRunner().invoke(main, ["tune", "--trials", "2", "--space", "lr=choice(0.01,0.001)",
+                                    "--sampler", "grid", "--pruner", "none", "--epochs", "2",
+                                    "--study", "t", "--store", str(db), "--out", str(tmp_path / "o"),
+                                    "--threads", "1", "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    assert "runtime: 1 thread (set by --threads) · float32 (set by precision='fp32')" in res.output
+    runs = SQLiteStore(db, create=False).runs("t")
+    assert {(r.summary["extra"]["runtime"]["threads"], r.summary["extra"]["runtime"]["precision"])
+            for r in runs} == {(1, "fp32")}
+    res = CliRunner().invoke(main, ["tune", "--precision", "fp16", "--store", str(db)])
+    assert res.exit_code == 2 and "--precision" in res.output

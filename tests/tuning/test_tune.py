@@ -208,3 +208,22 @@ def test_extending_a_study_draws_new_points_not_the_first_commands_again(small, 
     assert len(lrs) == 4 and len(set(lrs)) == 4
     again = el.tune("mlp", small, trials=4, **{**kw, "store": MemoryStore()})
     assert [t.params["lr"] for t in again.trials][:2] == lrs[:2]  # the first command's points
+
+
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+def test_trials_take_threads_and_precision_and_a_rerun_at_another_precision_warns(small, tmp_path):
+    store = SQLiteStore(tmp_path / "e.db")
+    args = dict(space="lr=choice(0.01,0.001)", trials=2, pruner="none", sampler="grid", epochs=2,
+                study="rt", store=store)
+    el.tune("mlp", small, threads=1, precision="fp32", **args)
+    runtimes = [r.summary["extra"]["runtime"] for r in store.runs("rt")]
+    assert [(t["threads"], t["precision"]) for t in runtimes] == [(1, "fp32")] * 2
+    assert all(t["threads_reason"].startswith("set by") for t in runtimes)
+    with pytest.warns(UserWarning, match="2 of this study's finished runs were trained in fp32, "
+                                         "not bf16: they are kept.*another study name"):
+        again = el.tune("mlp", small, precision="bf16", **{**args, "trials": 2})
+    assert again.resumed == 2
+    with pytest.raises(ParameterError, match="precision"):
+        el.tune("mlp", small, precision="fp16", **args)
+    with pytest.raises(ParameterError, match="threads"):
+        el.tune("mlp", small, threads=0, **args)

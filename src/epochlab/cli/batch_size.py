@@ -18,6 +18,7 @@ from epochlab.cli.common import (
     load_data,
     n_params,
     probe_model,
+    runtime_options,
 )
 from epochlab.cli.output import console, escape, print_table
 
@@ -43,8 +44,9 @@ from epochlab.cli.output import console, escape, print_table
 @click.option("--overwrite", is_flag=True,
               help="Let --out be a folder that already holds this command's files (they are "
                    "replaced).")
+@runtime_options
 def batch_size_command(data_name, target, model_name, epochs, batch_size, optimizer, lr, parts, small,
-                       every, validation_split, seed, out, overwrite) -> None:
+                       every, validation_split, seed, out, overwrite, threads, precision) -> None:
     """Measure the gradient noise scale B_simple per epoch and turn it into batch-size advice.
 
     B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) is estimated from
@@ -61,11 +63,11 @@ def batch_size_command(data_name, target, model_name, epochs, batch_size, optimi
     with claimed(out, "batch-size", overwrite=overwrite,  # checked before training
                  marker=("history.json", "batch_size.json")) as folder:
         _measure(data, model_name, model, folder, epochs, batch_size, optimizer, lr,
-                 validation_split, seed, small, parts, every)
+                 validation_split, seed, small, parts, every, threads, precision)
 
 
 def _measure(data, model_name, model, folder, epochs, batch_size, optimizer, lr,
-             validation_split, seed, small, parts, every) -> None:
+             validation_split, seed, small, parts, every, threads, precision) -> None:
     from epochlab.diagnose.noise_scale import GradientNoiseScale, batch_size_advice
     from epochlab.train.data import split_indices
     from epochlab.train.loop import fit
@@ -82,7 +84,14 @@ def _measure(data, model_name, model, folder, epochs, batch_size, optimizer, lr,
     gns = GradientNoiseScale((data.x_train[tr], data.y_train[tr]), small=small, parts=parts,
                              every=every, seed=seed)
     history = fit(model, data.train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                  lr=lr, validation_split=validation_split, seed=seed, callbacks=[gns], verbose=0)
+                  lr=lr, validation_split=validation_split, seed=seed, callbacks=[gns], verbose=0,
+                  threads=threads, precision=precision)
+    runtime = history.extra.get("runtime")
+    if runtime:
+        from epochlab.train.history import describe_runtime
+
+        console.print(f"runtime: {describe_runtime(runtime)}; the measurements in float32",
+                      markup=False, highlight=False, soft_wrap=True)
     print_table(noise_table(history))
     info = history.extra.get("gns", {})
     noise = info.get("last_smoothed", math.nan)

@@ -24,6 +24,7 @@ from epochlab.cli.common import (
     is_data_file,
     load_data,
     model_factory,
+    runtime_line,
     runtime_options,
 )
 from epochlab.cli.output import console, escape, print_table, warn
@@ -257,24 +258,15 @@ def _runtime_line(spec: SweepSpec, threads: Any, precision: str, workers: int,
     """The header's runtime line: the precision the model gets here, and the threads policy."""
     from epochlab.sweeps.workload import NO_SOURCES, build_model
     from epochlab.sweeps.workload import load_data as load_config_data
-    from epochlab.train.runtime import FUSED_FP32_MAX_MACS, choose_precision
+    from epochlab.train.runtime import FUSED_FP32_MAX_MACS
 
     sources = NO_SOURCES if sources is None else sources
     config = spec.configs()[0]
     try:
-        prec, why, _ = choose_precision(
-            build_model(config, load_config_data(config, sources), sources), precision)
+        model = build_model(config, load_config_data(config, sources), sources)
     except (ValueError, TypeError):  # the sweep's own checks say what is wrong, next
-        prec, why = precision, "the model could not be built"
-    name = {"bf16": "bfloat16 mixed precision", "fp32": "float32", "fp64": "float64"}.get(prec, prec)
-    if threads != "auto":
-        per = " in each worker process" if workers else ""
-        t = f"{threads} thread{'s' if threads != 1 else ''}{per} (set by --threads)"
-    elif workers:
-        t = "1 thread per worker process"
-    else:
-        t = "threads auto (per task from its work: one for small models; history says which)"
-    line = f"runtime: {t} · {name} ({why})"
+        model = None
+    line, prec = runtime_line(model, threads, precision, "task", workers)
     if fused and prec == "bf16":  # the plan fused them: small enough to win in float32
         line += (f"; fused tasks (members of at most {FUSED_FP32_MAX_MACS // 10**6} M "
                  "multiply-adds a step) train together in float32")

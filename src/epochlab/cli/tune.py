@@ -21,7 +21,14 @@ from typing import Any
 import click
 from rich.table import Table
 
-from epochlab.cli.common import DATA_HELP, MODEL_HELP, TARGET_HELP, out_dir
+from epochlab.cli.common import (
+    DATA_HELP,
+    MODEL_HELP,
+    TARGET_HELP,
+    out_dir,
+    runtime_line,
+    runtime_options,
+)
 from epochlab.cli.output import console, escape, print_table
 
 DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs=int(5,50)"
@@ -73,9 +80,10 @@ DEFAULT_SPACE = "lr=loguniform(1e-4,1e-1),batch_size=choice(16,32,64,128),epochs
 @click.option("--ray-address", "ray_address", default=None,
               help="A running Ray cluster (auto, HOST:6379 or ray://HOST:10001) "
                    "[default: start a local Ray].")
+@runtime_options
 def tune_command(data, target, model, trials, space, pruner, sampler, prune_by, metric, mode,
                  epochs, batch_size, lr, optimizer, validation_split, seed, name, store_path,
-                 storage, out, overwrite, executor, ray_address) -> None:
+                 storage, out, overwrite, executor, ray_address, threads, precision) -> None:
     """Search settings with Optuna; the pruner decides how many epochs each trial deserves.
 
     Example: epochlab tune --data synthetic --trials 30 --pruner hyperband
@@ -86,6 +94,7 @@ def tune_command(data, target, model, trials, space, pruner, sampler, prune_by, 
         is_data_file,
         load_data,
         model_factory,
+        probe_model,
     )
     from epochlab.store import SQLiteStore, default_store_path
     from epochlab.sweeps.spec import default_metric
@@ -104,14 +113,17 @@ def tune_command(data, target, model, trials, space, pruner, sampler, prune_by, 
     factory = model_factory(model)
     if factory is None:
         check_model_name(model)
+        built = probe_model(model, bundle, seed)
     else:
-        call_factory(model, factory)  # says what is wrong with it before anything starts
+        built = call_factory(model, factory)  # says what is wrong with it before anything starts
     if metric is None:  # regression targets log no accuracy
         metric = default_metric(bundle.task, validation_split)
     store = SQLiteStore(store_path or default_store_path())  # created only once the rest is known good
     console.print(f"[bold]epochlab tune[/]: data {escape(data)} · model {escape(model)} · {trials} "
                   f"trials · pruner {escape(pruner)} · sampler {escape(sampler)}")
     console.print(f"space: {space}", markup=False, highlight=False, soft_wrap=True)
+    console.print(runtime_line(built, threads, precision, "trial")[0], markup=False,
+                  highlight=False, soft_wrap=True)
     def on_trial(t: Any) -> None:
         console.print(_trial_line(t, metric), markup=False, highlight=False, soft_wrap=True)
 
@@ -123,7 +135,7 @@ def tune_command(data, target, model, trials, space, pruner, sampler, prune_by, 
                       batch_size=batch_size, lr=lr, optimizer=optimizer,
                       validation_split=validation_split, seed=seed, study=name, store=store,
                       storage=storage, on_trial=on_trial, executor=executor,
-                      ray_address=ray_address)
+                      ray_address=ray_address, threads=threads, precision=precision)
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] Finished trials are stored; run the same command "
                       "again to continue.")

@@ -12,10 +12,11 @@ import copy
 import functools
 import math
 import platform
+import warnings
 from importlib import metadata
 from typing import Any
 
-from epochlab.store.base import Store, run_key
+from epochlab.store.base import RunRecord, Store, run_key
 from epochlab.train.history import History
 from epochlab.validation import ParameterError, check_name
 
@@ -116,6 +117,30 @@ def summarize(history: History, monitor: str | None = None) -> dict[str, Any]:
     summary["extra"] = copy.deepcopy(history.extra)
     summary["versions"] = package_versions()
     return summary
+
+
+def warn_other_precision(done: list[RunRecord], precision: str, how: str,
+                         stacklevel: int = 3) -> None:
+    """Warn when runs kept from an earlier command were trained at another precision than an
+    explicit ``precision`` (it applies to the runs trained now; theirs stay theirs).
+
+    ``how`` says how to get every run at ``precision`` (e.g. another study name);
+    ``stacklevel`` is ``warnings.warn``'s, counted from here.
+    """
+    if precision == "auto":
+        return
+    other = []
+    for r in done:
+        s = r.summary or {}
+        runtime = s.get("runtime") or (s.get("extra") or {}).get("runtime") or {}
+        if runtime.get("precision") not in (None, precision, "fp64"):
+            other.append(runtime["precision"])
+    if other:
+        warnings.warn(
+            f"{len(other)} of this study's finished runs were trained in "
+            f"{' and '.join(sorted(set(other)))}, not {precision}: they are kept as they are "
+            f"(precision applies to the runs trained now). For every run in {precision}, {how}.",
+            UserWarning, stacklevel=stacklevel)
 
 
 def record_history(

@@ -26,7 +26,6 @@ import os
 import pickle
 import sys
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from torch import nn
 from epochlab.data.base import DataBundle
 from epochlab.store.base import DONE, Finished, RunRecord, Store
 from epochlab.store.memory import MemoryStore
-from epochlab.store.record import check_study, ensure_study
+from epochlab.store.record import check_study, ensure_study, warn_other_precision
 from epochlab.sweeps.executors import ExecutorError, make_executor
 from epochlab.sweeps.plan import Plan, Task, make_plan
 from epochlab.sweeps.ranking import SELECT, EpochsReadOnce, best_run, metric_values
@@ -476,8 +475,9 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
                    store.add_runs(sid, [(c.key, c.settings) for c in configs]), strict=True))
     stored = {r.key: r for r in store.runs(name)}
     todo = [c for c in configs if stored[c.key].status not in DONE]
-    _warn_other_precision([stored[c.key] for c in configs if stored[c.key].status in DONE],
-                          precision)
+    warn_other_precision([stored[c.key] for c in configs if stored[c.key].status in DONE],
+                         precision, "give the sweep another study name (name=, or --study)",
+                         stacklevel=5)
     in_flight: set[int] = set()  # started, not yet recorded
     recorded: dict[int, list[dict[str, float]]] = {}
     try:
@@ -536,23 +536,6 @@ def _run_locked(spec: SweepSpec, store: Store, sources: Sources, name: str, t0: 
         best=best_run(EpochsReadOnce(store, recorded), runs, spec.metric, spec.mode, select),
         store=store, recorded=recorded,
     )
-
-
-def _warn_other_precision(done: list[RunRecord], precision: str) -> None:
-    """An explicit precision applies to the runs trained now: say so when runs kept from an
-    earlier command were trained at another (their numbers stay theirs)."""
-    if precision == "auto":
-        return
-    other = [was for r in done
-             if (was := ((r.summary or {}).get("runtime") or {}).get("precision"))
-             not in (None, precision, "fp64")]
-    if other:
-        warnings.warn(
-            f"{len(other)} of this study's finished runs were trained in "
-            f"{' and '.join(sorted(set(other)))}, "
-            f"not {precision}: they are kept as they are (precision applies to the runs "
-            "trained now). For every run in "
-            f"{precision}, give the sweep another study name (name=, or --study).", stacklevel=5)
 
 
 def _checkpoint_root(store: Store, study: str, executor: str) -> str | None:

@@ -293,6 +293,8 @@ def tune(
     executor: str = "local",
     ray_address: str | None = None,
     workers: int = 0,
+    threads: int | str = "auto",
+    precision: str = "auto",
 ) -> TuneResult:
     """Search ``space`` with Optuna, each trial an epochlab run pruned epoch by epoch.
 
@@ -331,6 +333,10 @@ def tune(
         ray_address: the Ray cluster to join (None: a local Ray with
             ``workers`` CPUs, or all of them).
         workers: CPUs of a local Ray.
+        threads, precision: each trial's, as :func:`epochlab.fit` takes them
+            (``"auto"``: chosen from the model's work; each trial's History
+            records what it got). Not part of the study's identity: a rerun
+            at another explicit precision keeps the finished trials, and warns.
 
     Returns:
         A :class:`TuneResult`.
@@ -353,6 +359,10 @@ def tune(
     from epochlab.train.accounting import check_int, validation_count
 
     trials = check_int("trials", trials, 1)
+    from epochlab.train.runtime import check_precision, check_threads
+
+    check_threads(threads)
+    precision = check_precision(precision)
     if pruner not in PRUNERS:
         raise ParameterError(f"The value of `pruner` is {pruner!r}, but must be one of {PRUNERS}.")
     if sampler not in SAMPLERS:
@@ -408,7 +418,7 @@ def tune(
         from epochlab.store.memory import MemoryStore
 
         store = MemoryStore()
-    from epochlab.store.record import ensure_study
+    from epochlab.store.record import ensure_study, warn_other_precision
 
     # A named study rerun with other data or another model is refused, as a sweep's is.
     sid = ensure_study(store, name, {"tune": described, **identity})
@@ -426,6 +436,10 @@ def tune(
         )
         me = _store_id(store)
         _settle_stale(ostudy, store, me, metric)
+        trained = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        warn_other_precision([r for t in ostudy.trials if t.state in trained
+                              and (r := _stored(store, t.user_attrs.get("epochlab_run")))],
+                             precision, "give the tune another study name (study=, or --study)")
         started = len(ostudy.trials)
         if started and sampler != "grid":
             # Resumed or extended: a sampler seeded as the first command was draws that
@@ -436,9 +450,11 @@ def tune(
         todo = max(trials - finished, 0)
         if sampler == "grid":
             todo = min(todo, max(sp.grid_size() - finished, 0))
-        ctx = _Context(sp, fixed, factory, train, bundle, metric, budget, store, sid, me, on_trial)
+        ctx = _Context(sp, fixed, factory, train, bundle, metric, budget, store, sid, me, on_trial,
+                       threads, precision)
         if todo and executor == "ray":
-            work = TrialWork(factory, train, bundle, metric, budget, pruner, storage_name, name)
+            work = TrialWork(factory, train, bundle, metric, budget, pruner, storage_name, name,
+                             threads, precision)
             _run_on_ray(ostudy, ctx, todo, work, ray_address, workers)
         elif todo:
             ostudy.optimize(ctx.objective, n_trials=todo, catch=(Exception,))
@@ -512,6 +528,8 @@ class _Context:
     study_id: int
     store_id: str
     on_trial: Callable[[TrialRow], None] | None
+    threads: Any = "auto"
+    precision: str = "auto"
 
     def begin(self, trial: optuna.Trial) -> tuple[dict[str, Any], int]:
         """Sample the trial's settings and add its run to the store, marked running."""
@@ -551,7 +569,8 @@ class _Context:
         settings, rid = self.begin(trial)
         pruning = TrialPruning(trial, self.metric, self.budget)
         try:
-            history, model = train_trial(self.factory, self.train, settings, [pruning])
+            history, model = train_trial(self.factory, self.train, settings, [pruning],
+                                         self.threads, self.precision)
         except Exception as e:
             self.failed(trial, rid, f"{type(e).__name__}: {e}")
             raise

@@ -33,10 +33,11 @@ __all__ = ["TrialJob", "TrialWork", "costs", "final_value", "record_trial", "run
 
 
 def train_trial(factory: Callable[[], torch.nn.Module], train: Any, settings: dict[str, Any],
-                callbacks: list[Any]) -> tuple[Any, torch.nn.Module]:
+                callbacks: list[Any], threads: Any = "auto",
+                precision: str = "auto") -> tuple[Any, torch.nn.Module]:
     """One trial's training: ``torch.manual_seed(seed); make_model()``, then ``fit``.
 
-    Returns the History and the trained model.
+    ``threads`` and ``precision`` are ``fit``'s. Returns the History and the trained model.
 
     Example:
         >>> import epochlab as el
@@ -52,7 +53,7 @@ def train_trial(factory: Callable[[], torch.nn.Module], train: Any, settings: di
                   validation_split=settings["validation_split"], optimizer=settings["optimizer"],
                   lr=settings["lr"], weight_decay=settings["weight_decay"],
                   momentum=settings["momentum"], callbacks=callbacks, seed=settings["seed"],
-                  verbose=0)
+                  verbose=0, threads=threads, precision=precision)
     return history, model
 
 
@@ -103,6 +104,8 @@ class TrialWork:
     pruner: str
     storage: str  # Optuna's storage URL, which the workers open themselves
     study: str
+    threads: Any = "auto"
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,8 @@ def run_trial_remote(work: TrialWork, job: TrialJob) -> dict[str, Any]:
     trial = optuna.trial.Trial(study, job.trial_id)
     try:
         history, model = train_trial(work.factory, work.train, job.settings,
-                                     [TrialPruning(trial, work.metric, work.budget)])
+                                     [TrialPruning(trial, work.metric, work.budget)],
+                                     work.threads, work.precision)
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"}
     return {"history": history.to_dict(), "test": test_metrics(history, model, work.bundle)}

@@ -10,6 +10,7 @@ import epochlab as el
 from epochlab.cli import main
 from epochlab.store.memory import MemoryStore
 from epochlab.sweeps import SweepSpec, sweep
+from epochlab.sweeps.worker import _LaterThreads
 from epochlab.sweeps.workload import NO_SOURCES
 
 SMALL = {"data": "synthetic", "data_options": {"n_samples": 200}, "model": "mlp"}
@@ -54,10 +55,45 @@ def test_a_fused_group_takes_a_second_thread_only_for_a_run_long_enough_to_pay(m
                          lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
         task = make_plan(spec.configs()).tasks[0]
         choice, later, _ = _fused_runtime(task, NO_SOURCES, None, "auto")
-        if later is not None:  # chosen between epochs, once the reading is in
-            assert choice.threads == 1 and later() is True
+        if later is not None:  # chosen between epochs, once the reading is in, and timed
+            assert choice.threads == 1
+            clock = iter([0.0, 0.010, 0.020, 0.026, 0.032])  # 2 epochs on 1 thread, 2 on 2
+            monkeypatch.setattr(type(later), "clock", staticmethod(clock.__next__))
+            assert [later() for _ in range(5)] == [False, False, False, False, True]
             choice = later.choice
         assert choice.threads == threads and words in choice.threads_reason, choice
+
+
+def test_a_fused_group_keeps_one_thread_where_two_were_timed_slower(monkeypatch):
+    # Where a 2nd thread pays for batched matmuls depends on the CPU: the group times two
+    # epochs on each count and keeps the faster, saying so.
+    from epochlab.sweeps.plan import make_plan
+    from epochlab.sweeps.worker import _fused_runtime
+    from epochlab.train import runtime
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
+    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: 0.0)
+    counts = []
+    spec = SweepSpec(data="synthetic", model="mlp", epochs=[50],
+                     lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        choice, later, _ = _fused_runtime(make_plan(spec.configs()).tasks[0], NO_SOURCES, None,
+                                          "auto")
+        monkeypatch.setattr(torch, "set_num_threads", counts.append)
+        # the 1st epoch pays for first calls; then 10 ms on 1 thread, 10.2 and 11 ms on 2
+        clock = iter([0.0, 0.030, 0.040, 0.0502, 0.0612])
+        monkeypatch.setattr(type(later), "clock", staticmethod(lambda: next(clock)))
+        assert [later() for _ in range(5)] == [False, False, False, False, True]
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(before)
+    assert counts == [2, 1]
+    assert later.choice.threads == 1
+    assert ("1 thread, timed: an epoch took 10.2 ms on 2 threads, 10.0 ms on 1"
+            in later.choice.threads_reason), later.choice.threads_reason
 
 
 def test_a_group_with_batch_norm_chooses_its_threads_before_it_starts(monkeypatch):
@@ -81,7 +117,9 @@ def test_a_group_with_batch_norm_chooses_its_threads_before_it_starts(monkeypatc
             assert choice.threads == 2 and "first epochs" not in choice.threads_reason
 
 
-def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(monkeypatch):
+@pytest.mark.parametrize("ms_on_two, kept", [(6, 2), (12, 1)])
+def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(monkeypatch,
+                                                                                ms_on_two, kept):
     # The first epochs run on 1 thread while idle cores are read, the rest on 2: the numbers
     # are those of a sweep pinned to 1 thread (a group without convolutions).
     from epochlab.train import runtime
@@ -90,6 +128,14 @@ def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(m
                      epochs=[6], lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
     pinned = sweep(spec, MemoryStore(), progress=False, threads=1)
     polls = iter([0.02, 0.01])  # two epochs before the reading is in
+    # then two epochs on 1 thread (10 ms) are timed against two on 2, and the faster kept
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.010 if torch.get_num_threads() == 1 else ms_on_two / 1000
+        return now[0]
+
+    monkeypatch.setattr(_LaterThreads, "clock", staticmethod(clock))
     monkeypatch.setattr(runtime, "FUSED_THREADS_MIN_RUN", 0)
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
     monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
@@ -103,7 +149,9 @@ def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(m
         torch.set_num_threads(before)
     for a, b in zip(pinned.runs, later.runs, strict=True):
         rt = b.summary["runtime"]
-        assert rt["threads"] == 2 and "first epochs ran on 1 thread" in rt["threads_reason"]
+        assert rt["threads"] == kept and "first epochs ran on 1 thread" in rt["threads_reason"]
+        assert (f"timed: an epoch took {ms_on_two:.1f} ms on 2 threads, 10.0 ms on 1"
+                in rt["threads_reason"])
         assert _untimed(pinned.history(a)) == _untimed(later.history(b))
         assert pinned.history(a).iterations == later.history(b).iterations
 

@@ -304,35 +304,72 @@ def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str
 
 
 class _LaterThreads:
-    """A fused group's thread choice made without waiting for the reading of idle cores.
+    """A fused group's thread choice, made between epochs: without waiting for the reading
+    of idle cores, and timed.
 
-    The group starts on 1 thread; before the first epoch that begins once the reading
-    spans its window (:func:`~epochlab.train.runtime.idle_window_left`), it takes the
-    threads :func:`~epochlab.train.runtime.choose_threads` gives. This saves the wait (up
-    to 30 ms a sweep command) and changes no number: the fused engine's ops for a group
+    The group starts on 1 thread. Once the reading spans its window
+    (:func:`~epochlab.train.runtime.idle_window_left`) and at least :attr:`TIMED` epochs
+    ran on 1 thread, :func:`~epochlab.train.runtime.choose_threads` says how many threads
+    the multiply-adds would pay for; where that is more than one, the group runs
+    :attr:`TIMED` epochs on them and keeps them only if its fastest epoch there took at
+    most :attr:`MARGIN` of its fastest on 1 thread (the first epoch on 1 thread, which pays
+    for first calls, is not counted). Where a second thread pays for batched matmuls
+    depends on the CPU: 12 of slide 5's MLPs ran faster on 2 threads on an AMD EPYC VM
+    and slower on an Intel Xeon VM. No number changes: the fused engine's ops for a group
     without convolutions and batch norms (batched matmuls, per-member sums, layer norms)
-    gave the same bits on 1 and 2 threads for every MLP tried (``docs/notes/speed-targets.md``; a test checks
-    a switch mid-run). The engine calls it between epochs (``between_epochs``);
-    :attr:`choice` is what was chosen.
+    gave the same bits on 1 and 2 threads for every MLP tried
+    (``docs/notes/speed-targets.md``; a test checks switches mid-run). The engine calls it
+    before each epoch until it returns True (``between_epochs``); :attr:`choice` is what
+    was chosen, and says why.
     """
+
+    TIMED = 2  # epochs timed on each count
+    MARGIN = 0.95  # more threads are kept where their epoch takes at most this of 1 thread's
+    clock = staticmethod(time.perf_counter)
 
     def __init__(self, choice: runtime.RuntimeChoice, macs: int, group: str) -> None:
         self.choice = choice
         self._macs, self._group, self._ceiling = macs, group, torch.get_num_threads()
+        self._last: float | None = None
+        self._times: dict[int, list[float]] = {1: []}  # epoch seconds by thread count
+        self._trying: tuple[int, str] | None = None  # more threads, being timed, and why
+        self._running = 1  # the count the current epoch runs on
         runtime.start_idle_window()  # keeps one the sweep began less than 0.1 s ago
 
     def __call__(self) -> bool:
-        if runtime.idle_window_left() > 0.0:
-            return False
-        n, why = runtime.choose_threads(self._macs, ceiling=self._ceiling,
-                                        per_thread=runtime.FUSED_MACS_PER_THREAD)
-        if n != torch.get_num_threads():
+        now = self.clock()
+        if self._last is not None:  # the epoch that just ended ran on the current count
+            self._times.setdefault(self._running, []).append(now - self._last)
+        self._last = now
+        if self._trying is None:
+            if runtime.idle_window_left() > 0.0 or len(self._times[1]) < self.TIMED:
+                return False
+            n, why = runtime.choose_threads(self._macs, ceiling=self._ceiling,
+                                            per_thread=runtime.FUSED_MACS_PER_THREAD)
+            if n == 1:
+                self._settle(1, f"{why} (its first epochs ran while idle cores were read)")
+                return True
             torch.set_num_threads(n)
-        self.choice = dataclasses.replace(
-            self.choice, threads=n,
-            threads_reason=f"{self._group}{why} (its first epochs ran on 1 thread while idle "
-                           "cores were read)")
+            self._trying, self._running = (n, why), n
+            self._settle(n, f"{why} (the run ended while {n} threads were timed against 1)")
+            return False
+        n, why = self._trying
+        if len(self._times.get(n, [])) < self.TIMED:
+            return False
+        one, many = min(self._times[1][1:]), min(self._times[n])
+        timed = (f"an epoch took {many * 1e3:.1f} ms on {n} threads, {one * 1e3:.1f} ms on 1; "
+                 "its first epochs ran on 1 thread while idle cores were read")
+        if many <= self.MARGIN * one:
+            self._settle(n, f"{why} (timed: {timed})")
+        else:
+            torch.set_num_threads(1)
+            self._running = 1
+            self._settle(1, f"1 thread, timed: {timed} (by the multiply-adds, {why})")
         return True
+
+    def _settle(self, n: int, why: str) -> None:
+        self.choice = dataclasses.replace(self.choice, threads=n,
+                                          threads_reason=f"{self._group}{why}")
 
 
 def _steps_per_epoch(data: Any, member: Config) -> int:

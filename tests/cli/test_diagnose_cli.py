@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from epochlab.cli import main
@@ -77,12 +78,15 @@ def test_an_earlier_result_is_kept_unless_overwrite_is_given(tmp_path):
     assert "--overwrite" in res.output
 
 
+@pytest.mark.filterwarnings("ignore:precision='bf16' without native")
 def test_batch_size_takes_threads_and_precision_and_says_them(tmp_path):
-    res = CliRunner().invoke(main, ["batch-size", "--epochs", "2", "--threads", "1",
-                                    "--precision", "fp32", "--out", str(tmp_path)])
+    # Not what auto gives an MLP (1 thread, float32): fit must get them from the command.
+    res = CliRunner().invoke(main, ["batch-size", "--epochs", "2", "--threads", "2",
+                                    "--precision", "bf16", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert "runtime: 1 thread (set by threads=1) · float32" in res.output
+    assert "runtime: 2 threads (set by threads=2) · bfloat16 mixed precision" in res.output
+    assert "the measurements in float32" in res.output
     saved = json.loads((tmp_path / "history.json").read_text())
-    assert saved["extra"]["runtime"]["threads"] == 1
+    assert (saved["extra"]["runtime"]["threads"], saved["extra"]["runtime"]["precision"]) == (2, "bf16")
     res = CliRunner().invoke(main, ["batch-size", "--threads", "x"])
     assert res.exit_code == 2 and "--threads" in res.output

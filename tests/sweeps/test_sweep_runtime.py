@@ -264,3 +264,68 @@ def test_a_sweep_inside_a_callers_autocast_trains_as_outside(precision, fuse):
         inside = sweep(spec, MemoryStore(), **kw)
     for a, b in zip(plain.runs, inside.runs, strict=True):
         assert a.summary["final"] == b.summary["final"]
+
+
+def test_timing_starts_afresh_when_other_members_train(monkeypatch):
+    # Members stopped early or another memory chunk: an epoch's work changed, so epochs timed
+    # before the change are not compared with epochs after it.
+    from epochlab.sweeps.plan import make_plan
+    from epochlab.sweeps.worker import _fused_runtime
+    from epochlab.train import runtime
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
+    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: 0.0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    counts = []
+    monkeypatch.setattr(torch, "set_num_threads", counts.append)
+    spec = SweepSpec(data="synthetic", model="mlp", epochs=[50],
+                     lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
+    _, later, _ = _fused_runtime(make_plan(spec.configs()).tasks[0], NO_SOURCES, None, "auto")
+    clock = iter([0.0, 0.010, 0.020, 0.025, 0.030, 0.035, 0.041, 0.044, 0.047])
+    monkeypatch.setattr(type(later), "clock", staticmethod(clock.__next__))
+    twelve, ten = (0, 12), (0, 10)
+    # 2 epochs of 12 members on 1 thread, then 2 threads tried; 2 members stop mid-trial
+    assert [later(twelve) for _ in range(4)] == [False] * 4 and counts == [2]
+    assert later(ten) is False and counts == [2, 1] and later.choice.threads == 1
+    assert "ended before a 2nd thread was tried" in later.choice.threads_reason
+    # 10 members: timed afresh, 2 epochs on 1 thread (6 ms after the first), then on 2 (3 ms)
+    assert [later(ten) for _ in range(4)] == [False, False, False, True]
+    assert counts == [2, 1, 2] and later.choice.threads == 2
+    assert "an epoch took 3.0 ms on 2 threads, 6.0 ms on 1" in later.choice.threads_reason
+
+
+def test_a_run_read_off_before_its_group_changed_threads_records_the_count_it_ran_on(
+        monkeypatch):
+    from epochlab.train import runtime
+
+    spec = SweepSpec(data="synthetic", data_options={"n_samples": 400}, model="mlp",
+                     epochs=[2, 6], lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
+    pinned = sweep(spec, MemoryStore(), progress=False, threads=1)
+    now = [0.0]
+
+    def clock() -> float:  # 10 ms an epoch on 1 thread, 6 on 2
+        now[0] += 0.010 if torch.get_num_threads() == 1 else 0.006
+        return now[0]
+
+    monkeypatch.setattr(_LaterThreads, "clock", staticmethod(clock))
+    monkeypatch.setattr(runtime, "FUSED_THREADS_MIN_RUN", 0)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
+    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
+    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: 0.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        timed = sweep(spec, MemoryStore(), progress=False)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(pinned.runs, timed.runs, strict=True):
+        rt = b.summary["runtime"]
+        if b.settings["epochs"] == 2:  # read off the 6-epoch run: 2 epochs on 1 thread
+            assert b.shared_from is not None
+            assert rt["threads"] == 1 and "threads_by_epoch" not in rt
+            assert "its 2 epochs ran before the group it trained in settled on 2" in \
+                rt["threads_reason"], rt["threads_reason"]
+        else:  # epochs 0-1 on 1 thread, then 2 timed on 2 threads, which were kept
+            assert rt["threads"] == 2 and rt["threads_by_epoch"] == [[1, 2], [2, 4]]
+        assert _untimed(pinned.history(a)) == _untimed(timed.history(b))

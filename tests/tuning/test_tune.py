@@ -211,19 +211,37 @@ def test_extending_a_study_draws_new_points_not_the_first_commands_again(small, 
 
 
 @pytest.mark.filterwarnings("ignore:precision='bf16' without native")
+@pytest.mark.filterwarnings("ignore:threads=2 is more than")
 def test_trials_take_threads_and_precision_and_a_rerun_at_another_precision_warns(small, tmp_path):
+    # Not what auto gives an MLP (1 thread, float32): each trial must get them from tune.
     store = SQLiteStore(tmp_path / "e.db")
-    args = dict(space="lr=choice(0.01,0.001)", trials=2, pruner="none", sampler="grid", epochs=2,
-                study="rt", store=store)
-    el.tune("mlp", small, threads=1, precision="fp32", **args)
+    args = dict(space="lr=loguniform(1e-3,1e-1)", trials=2, pruner="none", sampler="random",
+                epochs=2, study="rt", store=store)
+    el.tune("mlp", small, threads=2, precision="bf16", **args)
     runtimes = [r.summary["extra"]["runtime"] for r in store.runs("rt")]
-    assert [(t["threads"], t["precision"]) for t in runtimes] == [(1, "fp32")] * 2
+    assert [(t["threads"], t["precision"]) for t in runtimes] == [(2, "bf16")] * 2
     assert all(t["threads_reason"].startswith("set by") for t in runtimes)
-    with pytest.warns(UserWarning, match="2 of this study's finished runs were trained in fp32, "
-                                         "not bf16: they are kept.*another study name"):
-        again = el.tune("mlp", small, precision="bf16", **{**args, "trials": 2})
+    with pytest.warns(UserWarning, match="2 of this study's finished runs were trained in bf16, "
+                                         "not fp32: they are kept.*another study name"):
+        again = el.tune("mlp", small, precision="fp32", **{**args, "trials": 3})
     assert again.resumed == 2
+    new = [r for r in store.runs("rt") if r.settings["trial"] == 2]
+    assert [r.summary["extra"]["runtime"]["precision"] for r in new] == ["fp32"]
     with pytest.raises(ParameterError, match="precision"):
         el.tune("mlp", small, precision="fp16", **args)
     with pytest.raises(ParameterError, match="threads"):
         el.tune("mlp", small, threads=0, **args)
+
+
+def test_a_study_rerun_with_other_choices_is_refused_before_any_trial(small, tmp_path):
+    # Optuna keeps a setting's choices for the study: every new trial would fail, silently.
+    store = SQLiteStore(tmp_path / "e.db")
+    args = dict(trials=2, pruner="none", sampler="grid", epochs=2, study="g", store=store)
+    el.tune("mlp", small, space="lr=choice(0.01,0.001)", **args)
+    with pytest.raises(ParameterError, match=r"Study 'g' searched lr as choice\(0.01, 0.001\); "
+                                             r"this tune asks for `lr=choice\(0.01,0.001,0.1\)`"):
+        el.tune("mlp", small, space="lr=choice(0.01,0.001,0.1)", **{**args, "trials": 3})
+    assert len(store.runs("g")) == 2
+    wider = el.tune("mlp", small, space="lr=choice(0.01,0.001),epochs=choice(2,3)",
+                    **{**args, "study": "g2", "trials": 4})
+    assert {t.state for t in wider.trials} == {"COMPLETE"}

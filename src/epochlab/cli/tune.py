@@ -122,8 +122,10 @@ def tune_command(data, target, model, trials, space, pruner, sampler, prune_by, 
     console.print(f"[bold]epochlab tune[/]: data {escape(data)} · model {escape(model)} · {trials} "
                   f"trials · pruner {escape(pruner)} · sampler {escape(sampler)}")
     console.print(f"space: {space}", markup=False, highlight=False, soft_wrap=True)
-    console.print(runtime_line(built, threads, precision, "trial")[0], markup=False,
-                  highlight=False, soft_wrap=True)
+    # Ray's workers run one thread each unless --threads says otherwise, as a sweep's do.
+    console.print(runtime_line(built, threads, precision, "trial",
+                               workers=int(executor == "ray"))[0],
+                  markup=False, highlight=False, soft_wrap=True)
     def on_trial(t: Any) -> None:
         console.print(_trial_line(t, metric), markup=False, highlight=False, soft_wrap=True)
 

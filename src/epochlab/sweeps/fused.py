@@ -126,7 +126,7 @@ class FusedResult:
     """``divergence`` (epoch, iteration, step, lr, loss, grad_norm of the
     batch whose update was skipped) for a diverged member; ``epoch_time``
     (seconds per epoch of the chunk the member trained in, shared by all
-    its members)."""
+    its members) and ``epoch_threads`` (torch's thread count in each)."""
 
     def to_history(self, history: History | None = None) -> History:
         """This member's run as an :class:`epochlab.History`, as ``epochlab.fit`` returns it.
@@ -292,7 +292,7 @@ def train_fused(
     max_members_per_chunk: int | None = None,
     memory_budget: int | None = None,
     template: nn.Module | None = None,
-    between_epochs: Callable[[], bool] | None = None,
+    between_epochs: Callable[[Any], bool] | None = None,
 ) -> list[FusedResult]:
     """Train K copies of one architecture together, each as if trained alone.
 
@@ -335,8 +335,9 @@ def train_fused(
         memory_budget: Bytes one chunk may use (default 1 GiB); see
             :func:`estimate_member_bytes`.
         template: The architecture when ``models`` are state_dicts.
-        between_epochs: Called before each epoch until it returns True (the sweep's
-            worker uses it to take more threads once its reading of idle cores is in).
+        between_epochs: Called before each epoch, with a token that changes when other
+            members train (another chunk, members stopped), until it returns True (the
+            sweep's worker uses it to time the group's epochs on 1 thread and on more).
 
     Returns:
         One :class:`FusedResult` per member, in the order of ``models``.
@@ -681,7 +682,8 @@ class _Chunk:
         self.rec: list[dict[str, list]] = [
             {"lr": [], "loss": [], "grad_norm": [], "batch_size": []} for _ in range(size)
         ]
-        self.info: list[dict[str, Any]] = [{"epoch_time": []} for _ in range(size)]
+        self.info: list[dict[str, Any]] = [{"epoch_time": [], "epoch_threads": []}
+                                           for _ in range(size)]
         self.updates = 0  # shared: every active member has made the same updates
         self.epochs_done = np.zeros(size, dtype=np.int64)
         self.samples = np.zeros(size, dtype=np.int64)
@@ -698,7 +700,7 @@ class _Chunk:
         self._ep_z: list[Tensor] = []
         self._ep_rec: list[tuple[np.ndarray, Tensor, int]] = []
         self._settled = 0
-        self.between: Callable[[], bool] | None = None  # train_fused's between_epochs
+        self.between: Callable[[Any], bool] | None = None  # train_fused's between_epochs
         self._last_lr: tuple[list[float], np.ndarray] | None = None  # see _lr
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -776,8 +778,9 @@ class _Chunk:
     def train(self, epochs: int) -> list[FusedResult]:
         bs, task = self.bs, self.task
         for epoch in range(epochs):
-            if self.between is not None and self.between():
+            if self.between is not None and self.between((int(self.members[0]), len(self.local))):
                 self.between = None
+            threads = torch.get_num_threads()
             t0 = time.perf_counter()
             if self.shuffle:
                 # Members of one seed share a generator: one draw serves them all.
@@ -826,7 +829,7 @@ class _Chunk:
             self._pending.append(_Trained(zc, ep.ye[:, :seen], zv, self._ep_rec, self._settled))
             self._pending_values += sum(t.numel() for t in (self._pending[-1].z, ep.ye, zv)
                                         if t is not None)
-            self._end_epoch(epoch, seen, time.perf_counter() - t0,
+            self._end_epoch(epoch, seen, time.perf_counter() - t0, threads,
                             summarize=replayed or self._pending_values > PENDING_VALUES)
             if len(self.members) == 0:
                 return self.finished
@@ -994,9 +997,11 @@ class _Chunk:
                 metrics[name] += values[name][row].tolist()
         return {name: col[:, -1] for name, col in values.items()}
 
-    def _end_epoch(self, epoch: int, seen: int, seconds: float, summarize: bool) -> None:
+    def _end_epoch(self, epoch: int, seen: int, seconds: float, threads: int,
+                   summarize: bool) -> None:
         for local in self.local.tolist():
             self.info[local]["epoch_time"].append(seconds)
+            self.info[local]["epoch_threads"].append(threads)
         self.epochs_done[self.local] += 1
         self.samples[self.local] += seen
         if self.hook is None:

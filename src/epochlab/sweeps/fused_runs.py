@@ -92,7 +92,7 @@ def _params(member: Config, epochs: int) -> dict[str, Any]:
 
 
 def train_task_fused(
-    task: Task, sources: Sources = NO_SOURCES, between_epochs: Callable[[], bool] | None = None,
+    task: Task, sources: Sources = NO_SOURCES, between_epochs: Callable[[Any], bool] | None = None,
     built: dict[int, torch.nn.Module] | None = None,
 ) -> list[tuple[Config, History, dict[str, float], dict[int, dict[str, float]]]]:
     """Train every member of ``task`` at once; per member ``(member, history, test, read_outs)``.
@@ -198,4 +198,24 @@ def _history(member: Config, task: Task, res: FusedResult, split: str, spec: Any
     h.start(n_train=res.n_train, n_val=res.n_val, batch_size=member.batch_size,
             iterations_per_epoch=res.iterations_per_epoch, epochs_planned=task.epochs,
             validation_split=split, params=_params(member, task.epochs))
-    return res.to_history(h)
+    h = res.to_history(h)
+    counts = res.info.get("epoch_threads", [])[:res.epochs_done]
+    if len(set(counts)) > 1:  # the group's threads changed mid-run: which epochs ran on which
+        h.extra["threads_by_epoch"] = threads_by_epoch(counts)
+    return h
+
+
+def threads_by_epoch(counts: list[int]) -> list[list[int]]:
+    """``[[threads, epochs], ...]``: how many epochs in a row ran on each thread count.
+
+    Example:
+        >>> threads_by_epoch([1, 1, 2, 2, 1, 1, 1])
+        [[1, 2], [2, 2], [1, 3]]
+    """
+    runs: list[list[int]] = []
+    for c in counts:
+        if runs and runs[-1][0] == c:
+            runs[-1][1] += 1
+        else:
+            runs.append([c, 1])
+    return runs

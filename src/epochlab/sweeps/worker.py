@@ -183,10 +183,37 @@ def read_off(h: History, e: int) -> History:
         validation_split=h.validation_split, weights_epoch=e - 1,
         params={**h.params, "epochs": e}, epochs=rows,
         iterations={k: list(v[:n]) for k, v in h.iterations.items()},
-        # How it trained (threads, precision) holds for its first epochs too; other extras
-        # (a callback's events) may be about later epochs.
-        extra={"runtime": h.extra["runtime"]} if "runtime" in h.extra else {},
+        # How it trained (threads, precision) holds for its first epochs too, but for the
+        # threads of a group that changed them mid-run; other extras (a callback's events)
+        # may be about later epochs.
+        extra={"runtime": _first_epochs(h.extra["runtime"], e)} if "runtime" in h.extra else {},
     )
+
+
+def _first_epochs(rt: dict[str, Any], e: int) -> dict[str, Any]:
+    """The runtime record of a run's first ``e`` epochs: where its group changed threads
+    mid-run (``threads_by_epoch``), the counts those epochs ran on."""
+    runs = rt.get("threads_by_epoch")
+    if not runs:
+        return rt
+    used, left = [], e
+    for n, k in runs:
+        if left <= 0:
+            break
+        used.append([n, min(k, left)])
+        left -= k
+    rt = dict(rt)
+    if len(used) > 1:
+        rt["threads_by_epoch"] = used
+        return rt
+    del rt["threads_by_epoch"]
+    n, was = used[0][0], rt["threads"]
+    if n != was:
+        rt["threads"] = n
+        rt["threads_reason"] = (f"{n} thread{'s' if n != 1 else ''}: its {e} epoch"
+                                f"{'s' if e != 1 else ''} ran before the group it trained in "
+                                f"settled on {was} ({rt['threads_reason']})")
+    return rt
 
 
 def _relabel(h: History, e: int) -> History:
@@ -292,8 +319,8 @@ def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str
           and min(torch.get_num_threads(), runtime.usable_cores()) > 1
           and not any(isinstance(m, runtime.THREAD_SENSITIVE_LAYERS) for m in model.modules())):
         start = runtime.RuntimeChoice(
-            1, group + "1 thread: the run ended before the reading of idle cores was in",
-            prec, why, channels_last)
+            1, group + "1 thread: the run ended before a 2nd thread was tried (one is, once idle "
+            "cores are read and 2 epochs have run on 1 thread)", prec, why, channels_last)
         return start, _LaterThreads(start, macs, group), model
     else:
         n, n_why = runtime.choose_threads(macs, threads,
@@ -313,14 +340,17 @@ class _LaterThreads:
     the multiply-adds would pay for; where that is more than one, the group runs
     :attr:`TIMED` epochs on them and keeps them only if its fastest epoch there took at
     most :attr:`MARGIN` of its fastest on 1 thread (the first epoch on 1 thread, which pays
-    for first calls, is not counted). Where a second thread pays for batched matmuls
-    depends on the CPU: 12 of slide 5's MLPs ran faster on 2 threads on an AMD EPYC VM
-    and slower on an Intel Xeon VM. No number changes: the fused engine's ops for a group
-    without convolutions and batch norms (batched matmuls, per-member sums, layer norms)
-    gave the same bits on 1 and 2 threads for every MLP tried
-    (``docs/notes/speed-targets.md``; a test checks switches mid-run). The engine calls it
-    before each epoch until it returns True (``between_epochs``); :attr:`choice` is what
-    was chosen, and says why.
+    for first calls, is not counted). What a second thread buys small batched matmuls
+    depends on the CPU and its load: on an Intel Xeon VM 12 of slide 5's MLPs took 0-15%
+    less time an epoch on 2 threads, 64 of them 40% less. The engine calls it before each
+    epoch with a token of what trains, until it returns True (``between_epochs``); where
+    the token changes (another chunk, members stopped) the work per epoch changed, and the
+    timing starts afresh from 1 thread. :attr:`choice` is what was chosen, and says why.
+    No number changes: the fused engine's ops for a group without convolutions and batch
+    norms (batched matmuls, per-member sums, layer norms) gave the same bits on 1 and 2
+    threads for every MLP tried (``docs/notes/speed-targets.md``; tests check switches
+    mid-run); the runs' records give the counts their epochs ran on where they changed
+    (``threads_by_epoch``).
     """
 
     TIMED = 2  # epochs timed on each count
@@ -328,21 +358,30 @@ class _LaterThreads:
     clock = staticmethod(time.perf_counter)
 
     def __init__(self, choice: runtime.RuntimeChoice, macs: int, group: str) -> None:
-        self.choice = choice
+        self.choice = self._start = choice
         self._macs, self._group, self._ceiling = macs, group, torch.get_num_threads()
-        self._last: float | None = None
-        self._times: dict[int, list[float]] = {1: []}  # epoch seconds by thread count
+        self._token: object = object()  # what trains (a chunk's members): none yet
+        self._last = 0.0
+        self._times: dict[int, list[float]] = {}  # epoch seconds by thread count
         self._trying: tuple[int, str] | None = None  # more threads, being timed, and why
         self._running = 1  # the count the current epoch runs on
         runtime.start_idle_window()  # keeps one the sweep began less than 0.1 s ago
 
-    def __call__(self) -> bool:
+    def __call__(self, token: object = None) -> bool:
         now = self.clock()
-        if self._last is not None:  # the epoch that just ended ran on the current count
-            self._times.setdefault(self._running, []).append(now - self._last)
+        if token != self._token:
+            # Other members train now (the first epoch, another chunk, members stopped):
+            # epochs are timed afresh, from 1 thread, as the work per epoch changed.
+            self._token, self._last, self._times = token, now, {}
+            if self._trying is not None:
+                torch.set_num_threads(1)
+                self._trying, self._running, self.choice = None, 1, self._start
+            return False
+        self._times.setdefault(self._running, []).append(now - self._last)
         self._last = now
         if self._trying is None:
-            if runtime.idle_window_left() > 0.0 or len(self._times[1]) < self.TIMED:
+            ones = self._times.get(1, [])
+            if runtime.idle_window_left() > 0.0 or len(ones) < self.TIMED:
                 return False
             n, why = runtime.choose_threads(self._macs, ceiling=self._ceiling,
                                             per_thread=runtime.FUSED_MACS_PER_THREAD)
@@ -401,8 +440,11 @@ def _execute_fused(task: Task, t0: float, sources: Sources,
     if later is not None:
         choice = later.choice
     for member, h, test_end, tests in trained:
+        mixed = h.extra.pop("threads_by_epoch", None)
         if choice is not None:
             h.extra["runtime"] = choice.as_dict()
+            if mixed:
+                h.extra["runtime"]["threads_by_epoch"] = mixed
         for o in _member_outcomes(task, member, h, test_end, tests):
             o.summary["fused"] = fused
             outcomes.append(o)

@@ -434,6 +434,7 @@ def tune(
             pruner=make_pruner(pruner, budget),
             load_if_exists=True,
         )
+        _check_same_choices(ostudy, sp, name)
         me = _store_id(store)
         _settle_stale(ostudy, store, me, metric)
         trained = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -511,6 +512,31 @@ def _preflight(factory: Callable[[], torch.nn.Module], train: Any, metric: str |
         raise ParameterError(f"The value of `metric` is {metric!r}, but the runs record "
                              f"{', '.join(names)}.")
     return h.task
+
+
+def _check_same_choices(ostudy: optuna.Study, space: SearchSpace, name: str) -> None:
+    """Refuse, before any trial, a space whose settings Optuna cannot search in this study:
+    it keeps each setting's distribution, and refuses other choices or another kind (every
+    new trial would fail)."""
+    from optuna.distributions import check_distribution_compatibility
+
+    seen: dict[str, Any] = {}
+    for t in ostudy.trials:
+        for k, dist in t.distributions.items():
+            seen.setdefault(k, dist)
+    for k, old in seen.items():
+        if k not in space:
+            continue
+        try:
+            check_distribution_compatibility(old, space[k].distribution())
+        except ValueError:
+            was = (f"choice{tuple(old.choices)}" if hasattr(old, "choices")
+                   else f"{type(old).__name__}({old.low}, {old.high})")
+            raise ParameterError(
+                f"Study {name!r} searched {k} as {was}; this tune asks for `{space[k].text}`, "
+                "and Optuna cannot change the choices (or the kind) of a setting it has "
+                "trials for. Give this search another study name (study=, --study), or the "
+                "study's own space.") from None
 
 
 @dataclass

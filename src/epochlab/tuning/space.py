@@ -82,6 +82,20 @@ class Param:
         return trial.suggest_float(self.name, float(self.low), float(self.high),
                                    log=self.kind == "loguniform")
 
+    def distribution(self) -> Any:
+        """The Optuna distribution :meth:`suggest` samples from."""
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        if self.kind == "choice":
+            return CategoricalDistribution(list(self.values))
+        if self.kind in ("int", "logint"):
+            return IntDistribution(int(self.low), int(self.high), log=self.kind == "logint")
+        return FloatDistribution(float(self.low), float(self.high), log=self.kind == "loguniform")
+
     def grid(self) -> list[Any]:
         """Every value, for a grid search; ParameterError for a continuous range."""
         if self.kind == "choice":

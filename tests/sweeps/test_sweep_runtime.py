@@ -10,7 +10,7 @@ import epochlab as el
 from epochlab.cli import main
 from epochlab.store.memory import MemoryStore
 from epochlab.sweeps import SweepSpec, sweep
-from epochlab.sweeps.worker import _LaterThreads
+from epochlab.sweeps.worker import _runtime_of
 from epochlab.sweeps.workload import NO_SOURCES
 
 SMALL = {"data": "synthetic", "data_options": {"n_samples": 200}, "model": "mlp"}
@@ -55,45 +55,10 @@ def test_a_fused_group_takes_a_second_thread_only_for_a_run_long_enough_to_pay(m
                          lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
         task = make_plan(spec.configs()).tasks[0]
         choice, later, _ = _fused_runtime(task, NO_SOURCES, None, "auto")
-        if later is not None:  # chosen between epochs, once the reading is in, and timed
-            assert choice.threads == 1
-            clock = iter([0.0, 0.010, 0.020, 0.026, 0.032])  # 2 epochs on 1 thread, 2 on 2
-            monkeypatch.setattr(type(later), "clock", staticmethod(clock.__next__))
-            assert [later() for _ in range(5)] == [False, False, False, False, True]
+        if later is not None:  # chosen between epochs, once the reading is in
+            assert choice.threads == 1 and later() is True
             choice = later.choice
         assert choice.threads == threads and words in choice.threads_reason, choice
-
-
-def test_a_fused_group_keeps_one_thread_where_two_were_timed_slower(monkeypatch):
-    # Where a 2nd thread pays for batched matmuls depends on the CPU: the group times two
-    # epochs on each count and keeps the faster, saying so.
-    from epochlab.sweeps.plan import make_plan
-    from epochlab.sweeps.worker import _fused_runtime
-    from epochlab.train import runtime
-
-    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
-    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
-    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: 0.0)
-    counts = []
-    spec = SweepSpec(data="synthetic", model="mlp", epochs=[50],
-                     lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        choice, later, _ = _fused_runtime(make_plan(spec.configs()).tasks[0], NO_SOURCES, None,
-                                          "auto")
-        monkeypatch.setattr(torch, "set_num_threads", counts.append)
-        # the 1st epoch pays for first calls; then 10 ms on 1 thread, 10.2 and 11 ms on 2
-        clock = iter([0.0, 0.030, 0.040, 0.0502, 0.0612])
-        monkeypatch.setattr(type(later), "clock", staticmethod(lambda: next(clock)))
-        assert [later() for _ in range(5)] == [False, False, False, False, True]
-    finally:
-        monkeypatch.undo()
-        torch.set_num_threads(before)
-    assert counts == [2, 1]
-    assert later.choice.threads == 1
-    assert ("1 thread, timed: an epoch took 10.2 ms on 2 threads, 10.0 ms on 1"
-            in later.choice.threads_reason), later.choice.threads_reason
 
 
 def test_a_group_with_batch_norm_chooses_its_threads_before_it_starts(monkeypatch):
@@ -117,9 +82,7 @@ def test_a_group_with_batch_norm_chooses_its_threads_before_it_starts(monkeypatc
             assert choice.threads == 2 and "first epochs" not in choice.threads_reason
 
 
-@pytest.mark.parametrize("ms_on_two, kept", [(6, 2), (12, 1)])
-def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(monkeypatch,
-                                                                                ms_on_two, kept):
+def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(monkeypatch):
     # The first epochs run on 1 thread while idle cores are read, the rest on 2: the numbers
     # are those of a sweep pinned to 1 thread (a group without convolutions).
     from epochlab.train import runtime
@@ -128,14 +91,6 @@ def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(m
                      epochs=[6], lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
     pinned = sweep(spec, MemoryStore(), progress=False, threads=1)
     polls = iter([0.02, 0.01])  # two epochs before the reading is in
-    # then two epochs on 1 thread (10 ms) are timed against two on 2, and the faster kept
-    now = [0.0]
-
-    def clock() -> float:
-        now[0] += 0.010 if torch.get_num_threads() == 1 else ms_on_two / 1000
-        return now[0]
-
-    monkeypatch.setattr(_LaterThreads, "clock", staticmethod(clock))
     monkeypatch.setattr(runtime, "FUSED_THREADS_MIN_RUN", 0)
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
     monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
@@ -149,9 +104,9 @@ def test_a_group_that_takes_its_threads_between_epochs_trains_to_the_same_bits(m
         torch.set_num_threads(before)
     for a, b in zip(pinned.runs, later.runs, strict=True):
         rt = b.summary["runtime"]
-        assert rt["threads"] == kept and "first epochs ran on 1 thread" in rt["threads_reason"]
-        assert (f"timed: an epoch took {ms_on_two:.1f} ms on 2 threads, 10.0 ms on 1"
-                in rt["threads_reason"])
+        assert rt["threads"] == 2 and rt["threads_by_epoch"] == [[1, 2], [2, 4]]
+        assert rt["threads_reason"].endswith("(its first 2 epochs ran on 1 thread while idle "
+                                             "cores were read)"), rt["threads_reason"]
         assert _untimed(pinned.history(a)) == _untimed(later.history(b))
         assert pinned.history(a).iterations == later.history(b).iterations
 
@@ -266,66 +221,51 @@ def test_a_sweep_inside_a_callers_autocast_trains_as_outside(precision, fuse):
         assert a.summary["final"] == b.summary["final"]
 
 
-def test_timing_starts_afresh_when_other_members_train(monkeypatch):
-    # Members stopped early or another memory chunk: an epoch's work changed, so epochs timed
-    # before the change are not compared with epochs after it.
-    from epochlab.sweeps.plan import make_plan
-    from epochlab.sweeps.worker import _fused_runtime
-    from epochlab.train import runtime
-
-    monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
-    monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
-    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: 0.0)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    counts = []
-    monkeypatch.setattr(torch, "set_num_threads", counts.append)
-    spec = SweepSpec(data="synthetic", model="mlp", epochs=[50],
-                     lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
-    _, later, _ = _fused_runtime(make_plan(spec.configs()).tasks[0], NO_SOURCES, None, "auto")
-    clock = iter([0.0, 0.010, 0.020, 0.025, 0.030, 0.035, 0.041, 0.044, 0.047])
-    monkeypatch.setattr(type(later), "clock", staticmethod(clock.__next__))
-    twelve, ten = (0, 12), (0, 10)
-    # 2 epochs of 12 members on 1 thread, then 2 threads tried; 2 members stop mid-trial
-    assert [later(twelve) for _ in range(4)] == [False] * 4 and counts == [2]
-    assert later(ten) is False and counts == [2, 1] and later.choice.threads == 1
-    assert "ended before a 2nd thread was tried" in later.choice.threads_reason
-    # 10 members: timed afresh, 2 epochs on 1 thread (6 ms after the first), then on 2 (3 ms)
-    assert [later(ten) for _ in range(4)] == [False, False, False, True]
-    assert counts == [2, 1, 2] and later.choice.threads == 2
-    assert "an epoch took 3.0 ms on 2 threads, 6.0 ms on 1" in later.choice.threads_reason
-
-
-def test_a_run_read_off_before_its_group_changed_threads_records_the_count_it_ran_on(
+def test_a_run_read_off_before_its_group_took_its_threads_records_the_count_it_ran_on(
         monkeypatch):
     from epochlab.train import runtime
 
     spec = SweepSpec(data="synthetic", data_options={"n_samples": 400}, model="mlp",
                      epochs=[2, 6], lr=[0.1, 0.01, 0.001, 0.0001], seed=[0, 1, 2])
     pinned = sweep(spec, MemoryStore(), progress=False, threads=1)
-    now = [0.0]
-
-    def clock() -> float:  # 10 ms an epoch on 1 thread, 6 on 2
-        now[0] += 0.010 if torch.get_num_threads() == 1 else 0.006
-        return now[0]
-
-    monkeypatch.setattr(_LaterThreads, "clock", staticmethod(clock))
+    polls = iter([0.02, 0.01])  # two epochs on 1 thread before the reading is in
     monkeypatch.setattr(runtime, "FUSED_THREADS_MIN_RUN", 0)
     monkeypatch.setattr(runtime, "usable_cores", lambda: 2)
     monkeypatch.setattr(runtime, "idle_cores", lambda window=0.03: 2.0)
-    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: 0.0)
+    monkeypatch.setattr(runtime, "idle_window_left", lambda window=0.03: next(polls, 0.0))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        timed = sweep(spec, MemoryStore(), progress=False)
+        later = sweep(spec, MemoryStore(), progress=False)
     finally:
         torch.set_num_threads(before)
-    for a, b in zip(pinned.runs, timed.runs, strict=True):
+    for a, b in zip(pinned.runs, later.runs, strict=True):
         rt = b.summary["runtime"]
-        if b.settings["epochs"] == 2:  # read off the 6-epoch run: 2 epochs on 1 thread
+        if b.settings["epochs"] == 2:  # read off the 6-epoch run: both epochs on 1 thread
             assert b.shared_from is not None
             assert rt["threads"] == 1 and "threads_by_epoch" not in rt
-            assert "its 2 epochs ran before the group it trained in settled on 2" in \
+            assert "its 2 epochs ran before the group it trained in took 2" in \
                 rt["threads_reason"], rt["threads_reason"]
-        else:  # epochs 0-1 on 1 thread, then 2 timed on 2 threads, which were kept
+        else:
             assert rt["threads"] == 2 and rt["threads_by_epoch"] == [[1, 2], [2, 4]]
-        assert _untimed(pinned.history(a)) == _untimed(timed.history(b))
+        assert _untimed(pinned.history(a)) == _untimed(later.history(b))
+
+
+def test_each_fused_run_records_the_thread_counts_its_own_epochs_ran_on():
+    from epochlab.train.runtime import RuntimeChoice
+
+    group = RuntimeChoice(2, "12 members trained together: 1.3 M multiply-adds a step", "fp32",
+                          "auto", False)
+    # took 2 threads after 2 epochs on 1
+    rt = _runtime_of(group, [[1, 2], [2, 48]])
+    assert rt["threads"] == 2 and rt["threads_by_epoch"] == [[1, 2], [2, 48]]
+    assert rt["threads_reason"].endswith("(its first 2 epochs ran on 1 thread while idle cores "
+                                         "were read)")
+    # a later memory chunk: every epoch on the count its group took
+    assert _runtime_of(group, [[2, 50]]) == group.as_dict()
+    # stopped early, before its group took 2 threads
+    rt = _runtime_of(group, [[1, 3]])
+    assert rt["threads"] == 1 and "threads_by_epoch" not in rt
+    assert rt["threads_reason"] == ("1 thread: its epochs ended before its group took 2 (12 "
+                                    "members trained together: 1.3 M multiply-adds a step)")
+    assert _runtime_of(group, []) == group.as_dict()  # diverged in its first epoch

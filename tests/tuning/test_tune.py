@@ -238,10 +238,13 @@ def test_a_study_rerun_with_other_choices_is_refused_before_any_trial(small, tmp
     store = SQLiteStore(tmp_path / "e.db")
     args = dict(trials=2, pruner="none", sampler="grid", epochs=2, study="g", store=store)
     el.tune("mlp", small, space="lr=choice(0.01,0.001)", **args)
-    with pytest.raises(ParameterError, match=r"Study 'g' searched lr as choice\(0.01, 0.001\); "
+    with pytest.raises(ParameterError, match=r"Study 'g' searched lr=choice\(0.01,0.001\); "
                                              r"this tune asks for `lr=choice\(0.01,0.001,0.1\)`"):
         el.tune("mlp", small, space="lr=choice(0.01,0.001,0.1)", **{**args, "trials": 3})
     assert len(store.runs("g")) == 2
+    with pytest.raises(ParameterError, match=r"searched lr=choice\(0.01,0.001\); this tune asks "
+                                             r"for `lr=loguniform\(1e-3,1e-1\)`"):
+        el.tune("mlp", small, space="lr=loguniform(1e-3,1e-1)", **{**args, "sampler": "random"})
     wider = el.tune("mlp", small, space="lr=choice(0.01,0.001),epochs=choice(2,3)",
                     **{**args, "study": "g2", "trials": 4})
     assert {t.state for t in wider.trials} == {"COMPLETE"}

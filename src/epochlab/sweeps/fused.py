@@ -292,7 +292,7 @@ def train_fused(
     max_members_per_chunk: int | None = None,
     memory_budget: int | None = None,
     template: nn.Module | None = None,
-    between_epochs: Callable[[Any], bool] | None = None,
+    between_epochs: Callable[[], bool] | None = None,
 ) -> list[FusedResult]:
     """Train K copies of one architecture together, each as if trained alone.
 
@@ -335,9 +335,8 @@ def train_fused(
         memory_budget: Bytes one chunk may use (default 1 GiB); see
             :func:`estimate_member_bytes`.
         template: The architecture when ``models`` are state_dicts.
-        between_epochs: Called before each epoch, with a token that changes when other
-            members train (another chunk, members stopped), until it returns True (the
-            sweep's worker uses it to time the group's epochs on 1 thread and on more).
+        between_epochs: Called before each epoch until it returns True (the sweep's
+            worker uses it to take more threads once its reading of idle cores is in).
 
     Returns:
         One :class:`FusedResult` per member, in the order of ``models``.
@@ -700,7 +699,7 @@ class _Chunk:
         self._ep_z: list[Tensor] = []
         self._ep_rec: list[tuple[np.ndarray, Tensor, int]] = []
         self._settled = 0
-        self.between: Callable[[Any], bool] | None = None  # train_fused's between_epochs
+        self.between: Callable[[], bool] | None = None  # train_fused's between_epochs
         self._last_lr: tuple[list[float], np.ndarray] | None = None  # see _lr
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -778,7 +777,7 @@ class _Chunk:
     def train(self, epochs: int) -> list[FusedResult]:
         bs, task = self.bs, self.task
         for epoch in range(epochs):
-            if self.between is not None and self.between((int(self.members[0]), len(self.local))):
+            if self.between is not None and self.between():
                 self.between = None
             threads = torch.get_num_threads()
             t0 = time.perf_counter()

@@ -92,7 +92,7 @@ def _params(member: Config, epochs: int) -> dict[str, Any]:
 
 
 def train_task_fused(
-    task: Task, sources: Sources = NO_SOURCES, between_epochs: Callable[[Any], bool] | None = None,
+    task: Task, sources: Sources = NO_SOURCES, between_epochs: Callable[[], bool] | None = None,
     built: dict[int, torch.nn.Module] | None = None,
 ) -> list[tuple[Config, History, dict[str, float], dict[int, dict[str, float]]]]:
     """Train every member of ``task`` at once; per member ``(member, history, test, read_outs)``.
@@ -199,9 +199,9 @@ def _history(member: Config, task: Task, res: FusedResult, split: str, spec: Any
             iterations_per_epoch=res.iterations_per_epoch, epochs_planned=task.epochs,
             validation_split=split, params=_params(member, task.epochs))
     h = res.to_history(h)
-    counts = res.info.get("epoch_threads", [])[:res.epochs_done]
-    if len(set(counts)) > 1:  # the group's threads changed mid-run: which epochs ran on which
-        h.extra["threads_by_epoch"] = threads_by_epoch(counts)
+    # The thread counts its epochs ran on: the worker's runtime record says them where they
+    # are not its group's choice (a group that took its threads between epochs).
+    h.extra["threads_by_epoch"] = threads_by_epoch(res.info.get("epoch_threads", [])[:res.epochs_done])
     return h
 
 

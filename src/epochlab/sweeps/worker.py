@@ -207,12 +207,10 @@ def _first_epochs(rt: dict[str, Any], e: int) -> dict[str, Any]:
         rt["threads_by_epoch"] = used
         return rt
     del rt["threads_by_epoch"]
-    n, was = used[0][0], rt["threads"]
-    if n != was:
-        rt["threads"] = n
-        rt["threads_reason"] = (f"{n} thread{'s' if n != 1 else ''}: its {e} epoch"
-                                f"{'s' if e != 1 else ''} ran before the group it trained in "
-                                f"settled on {was} ({rt['threads_reason']})")
+    rt["threads"] = n = used[0][0]
+    rt["threads_reason"] = (f"{n} thread{'s' if n != 1 else ''}: its {e} epoch"
+                            f"{'s' if e != 1 else ''} ran before the group it trained in took "
+                            f"{runs[-1][0]} ({rt['threads_reason']})")
     return rt
 
 
@@ -319,8 +317,8 @@ def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str
           and min(torch.get_num_threads(), runtime.usable_cores()) > 1
           and not any(isinstance(m, runtime.THREAD_SENSITIVE_LAYERS) for m in model.modules())):
         start = runtime.RuntimeChoice(
-            1, group + "1 thread: the run ended before a 2nd thread was tried (one is, once idle "
-            "cores are read and 2 epochs have run on 1 thread)", prec, why, channels_last)
+            1, group + "1 thread: the run ended before the reading of idle cores was in",
+            prec, why, channels_last)
         return start, _LaterThreads(start, macs, group), model
     else:
         n, n_why = runtime.choose_threads(macs, threads,
@@ -331,84 +329,58 @@ def _fused_runtime(task: Task, sources: Sources, threads: object, precision: str
 
 
 class _LaterThreads:
-    """A fused group's thread choice, made between epochs: without waiting for the reading
-    of idle cores, and timed.
+    """A fused group's thread choice made without waiting for the reading of idle cores.
 
-    The group starts on 1 thread. Once the reading spans its window
-    (:func:`~epochlab.train.runtime.idle_window_left`) and at least :attr:`TIMED` epochs
-    ran on 1 thread, :func:`~epochlab.train.runtime.choose_threads` says how many threads
-    the multiply-adds would pay for; where that is more than one, the group runs
-    :attr:`TIMED` epochs on them and keeps them only if its fastest epoch there took at
-    most :attr:`MARGIN` of its fastest on 1 thread (the first epoch on 1 thread, which pays
-    for first calls, is not counted). What a second thread buys small batched matmuls
-    depends on the CPU and its load: on an Intel Xeon VM 12 of slide 5's MLPs took 0-15%
-    less time an epoch on 2 threads, 64 of them 40% less. The engine calls it before each
-    epoch with a token of what trains, until it returns True (``between_epochs``); where
-    the token changes (another chunk, members stopped) the work per epoch changed, and the
-    timing starts afresh from 1 thread. :attr:`choice` is what was chosen, and says why.
-    No number changes: the fused engine's ops for a group without convolutions and batch
-    norms (batched matmuls, per-member sums, layer norms) gave the same bits on 1 and 2
-    threads for every MLP tried (``docs/notes/speed-targets.md``; tests check switches
-    mid-run); the runs' records give the counts their epochs ran on where they changed
-    (``threads_by_epoch``).
+    The group starts on 1 thread; before the first epoch that begins once the reading
+    spans its window (:func:`~epochlab.train.runtime.idle_window_left`), it takes the
+    threads :func:`~epochlab.train.runtime.choose_threads` gives. This saves the wait (up
+    to 30 ms a sweep command) and changes no number: the fused engine's ops for a group
+    without convolutions and batch norms (batched matmuls, per-member sums, layer norms)
+    gave the same bits on 1 and 2 threads for every MLP tried (``docs/notes/speed-targets.md``;
+    a test checks a switch mid-run). The engine calls it between epochs (``between_epochs``);
+    :attr:`choice` is what was chosen; each run's record says which of its epochs ran on
+    which count (:func:`_runtime_of`).
     """
 
-    TIMED = 2  # epochs timed on each count
-    MARGIN = 0.95  # more threads are kept where their epoch takes at most this of 1 thread's
-    clock = staticmethod(time.perf_counter)
-
     def __init__(self, choice: runtime.RuntimeChoice, macs: int, group: str) -> None:
-        self.choice = self._start = choice
+        self.choice = choice
         self._macs, self._group, self._ceiling = macs, group, torch.get_num_threads()
-        self._token: object = object()  # what trains (a chunk's members): none yet
-        self._last = 0.0
-        self._times: dict[int, list[float]] = {}  # epoch seconds by thread count
-        self._trying: tuple[int, str] | None = None  # more threads, being timed, and why
-        self._running = 1  # the count the current epoch runs on
         runtime.start_idle_window()  # keeps one the sweep began less than 0.1 s ago
 
-    def __call__(self, token: object = None) -> bool:
-        now = self.clock()
-        if token != self._token:
-            # Other members train now (the first epoch, another chunk, members stopped):
-            # epochs are timed afresh, from 1 thread, as the work per epoch changed.
-            self._token, self._last, self._times = token, now, {}
-            if self._trying is not None:
-                torch.set_num_threads(1)
-                self._trying, self._running, self.choice = None, 1, self._start
+    def __call__(self) -> bool:
+        if runtime.idle_window_left() > 0.0:
             return False
-        self._times.setdefault(self._running, []).append(now - self._last)
-        self._last = now
-        if self._trying is None:
-            ones = self._times.get(1, [])
-            if runtime.idle_window_left() > 0.0 or len(ones) < self.TIMED:
-                return False
-            n, why = runtime.choose_threads(self._macs, ceiling=self._ceiling,
-                                            per_thread=runtime.FUSED_MACS_PER_THREAD)
-            if n == 1:
-                self._settle(1, f"{why} (its first epochs ran while idle cores were read)")
-                return True
+        n, why = runtime.choose_threads(self._macs, ceiling=self._ceiling,
+                                        per_thread=runtime.FUSED_MACS_PER_THREAD)
+        if n != torch.get_num_threads():
             torch.set_num_threads(n)
-            self._trying, self._running = (n, why), n
-            self._settle(n, f"{why} (the run ended while {n} threads were timed against 1)")
-            return False
-        n, why = self._trying
-        if len(self._times.get(n, [])) < self.TIMED:
-            return False
-        one, many = min(self._times[1][1:]), min(self._times[n])
-        timed = (f"an epoch took {many * 1e3:.1f} ms on {n} threads, {one * 1e3:.1f} ms on 1; "
-                 "its first epochs ran on 1 thread while idle cores were read")
-        if many <= self.MARGIN * one:
-            self._settle(n, f"{why} (timed: {timed})")
-        else:
-            torch.set_num_threads(1)
-            self._running = 1
-            self._settle(1, f"1 thread, timed: {timed} (by the multiply-adds, {why})")
-        return True
-
-    def _settle(self, n: int, why: str) -> None:
         self.choice = dataclasses.replace(self.choice, threads=n,
                                           threads_reason=f"{self._group}{why}")
+        return True
+
+
+def _runtime_of(choice: runtime.RuntimeChoice, runs: list[list[int]] | None) -> dict[str, Any]:
+    """A fused run's runtime record: its group's ``choice``, with the thread counts its own
+    epochs ran on (``runs``: ``[[threads, epochs], ...]``, see
+    :func:`~epochlab.sweeps.fused_runs.threads_by_epoch`). A group that took its threads
+    between epochs ran its first epochs on 1 thread; a run that ended before, or that
+    trained in a later memory chunk, ran all its epochs on one count."""
+    rt = choice.as_dict()
+    if not runs:
+        return rt
+    if len(runs) > 1:
+        first = runs[0][1]
+        rt["threads"] = runs[-1][0]
+        rt["threads_reason"] += (f" (its first {first} epoch{'s' if first != 1 else ''} ran on "
+                                 f"{runs[0][0]} thread{'s' if runs[0][0] != 1 else ''} while "
+                                 "idle cores were read)")
+        rt["threads_by_epoch"] = runs
+    elif runs[0][0] != choice.threads:
+        n = runs[0][0]
+        rt["threads"] = n
+        rt["threads_reason"] = (f"{n} thread{'s' if n != 1 else ''}: its epochs ended before "
+                                f"its group took {choice.threads} ({choice.threads_reason})")
+    return rt
 
 
 def _steps_per_epoch(data: Any, member: Config) -> int:
@@ -440,11 +412,9 @@ def _execute_fused(task: Task, t0: float, sources: Sources,
     if later is not None:
         choice = later.choice
     for member, h, test_end, tests in trained:
-        mixed = h.extra.pop("threads_by_epoch", None)
+        runs = h.extra.pop("threads_by_epoch", None)
         if choice is not None:
-            h.extra["runtime"] = choice.as_dict()
-            if mixed:
-                h.extra["runtime"]["threads_by_epoch"] = mixed
+            h.extra["runtime"] = _runtime_of(choice, runs)
         for o in _member_outcomes(task, member, h, test_end, tests):
             o.summary["fused"] = fused
             outcomes.append(o)

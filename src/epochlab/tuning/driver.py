@@ -521,22 +521,28 @@ def _check_same_choices(ostudy: optuna.Study, space: SearchSpace, name: str) -> 
     from optuna.distributions import check_distribution_compatibility
 
     seen: dict[str, Any] = {}
-    for t in ostudy.trials:
-        for k, dist in t.distributions.items():
-            seen.setdefault(k, dist)
+    for t in ostudy.trials:  # the latest trial's, for the message
+        seen.update(t.distributions)
     for k, old in seen.items():
         if k not in space:
             continue
         try:
             check_distribution_compatibility(old, space[k].distribution())
         except ValueError:
-            was = (f"choice{tuple(old.choices)}" if hasattr(old, "choices")
-                   else f"{type(old).__name__}({old.low}, {old.high})")
             raise ParameterError(
-                f"Study {name!r} searched {k} as {was}; this tune asks for `{space[k].text}`, "
-                "and Optuna cannot change the choices (or the kind) of a setting it has "
-                "trials for. Give this search another study name (study=, --study), or the "
-                "study's own space.") from None
+                f"Study {name!r} searched {k}={_as_written(old)}; this tune asks for "
+                f"`{space[k].text}`: Optuna cannot change a setting's choices, kind or log "
+                "scale in a study that has trials of it. Give this search another study name "
+                "(study=, --study), or the study's own space.") from None
+
+
+def _as_written(dist: Any) -> str:
+    """An Optuna distribution in the space's own syntax (``loguniform(0.0001,0.1)``)."""
+    if hasattr(dist, "choices"):
+        return f"choice({','.join(str(c) for c in dist.choices)})"
+    if type(dist).__name__ == "IntDistribution":
+        return f"{'logint' if dist.log else 'int'}({dist.low},{dist.high})"
+    return f"{'loguniform' if dist.log else 'uniform'}({dist.low:g},{dist.high:g})"
 
 
 @dataclass

@@ -56,21 +56,21 @@ def runtime_line(model: torch.nn.Module | None, threads: Any, precision: str, un
     """A header's ``runtime: ...`` line for a command that trains many runs (each ``unit``:
     a sweep's task, a tune's trial), and the precision ``model`` gets here (``precision``
     when there is no model to ask)."""
+    from epochlab.train.history import precision_name, threads_text
     from epochlab.train.runtime import choose_precision
 
     if model is None:
         prec, why = precision, "the model could not be built"
     else:
         prec, why, _ = choose_precision(model, precision)
-    name = {"bf16": "bfloat16 mixed precision", "fp32": "float32", "fp64": "float64"}.get(prec, prec)
     if threads != "auto":
         per = " in each worker process" if workers else ""
-        t = f"{threads} thread{'s' if threads != 1 else ''}{per} (set by --threads)"
+        t = f"{threads_text(threads)}{per} (set by --threads)"
     elif workers:
         t = "1 thread per worker process"
     else:
         t = f"threads auto (per {unit} from its work: one for small models; history says which)"
-    return f"runtime: {t} · {name} ({why})", prec
+    return f"runtime: {t} · {precision_name(prec)} ({why})", prec
 
 
 def is_data_file(name: str) -> bool:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from epochlab.cli.output import console, escape, print_table
 from epochlab.store import STATUSES, RunRecord, SQLiteStore, open_store
+from epochlab.store.record import summary_runtime
 from epochlab.train.history import describe_runtime
 from epochlab.validation import ParameterError
 
@@ -112,7 +113,7 @@ def show_command(ctx: click.Context, run_id: int, store_path: str | None, as_jso
         accounting["seconds"] = round(accounting["seconds"], 2)
     if accounting:
         console.print("accounting: " + _pairs(accounting), markup=False)
-    runtime = s.get("runtime") or (s.get("extra") or {}).get("runtime")
+    runtime = summary_runtime(s)
     if isinstance(runtime, dict) and runtime:
         threads = runtime.get("threads")
         if isinstance(threads, int) and not isinstance(threads, bool) and all(

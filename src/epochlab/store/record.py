@@ -119,6 +119,19 @@ def summarize(history: History, monitor: str | None = None) -> dict[str, Any]:
     return summary
 
 
+def summary_runtime(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """How a stored run trained (threads, precision): a sweep run's ``summary["runtime"]``,
+    a fit or tune run's ``summary["extra"]["runtime"]``; ``{}`` where neither is recorded.
+
+    Example:
+        >>> summary_runtime({"extra": {"runtime": {"threads": 1}}}), summary_runtime(None)
+        ({'threads': 1}, {})
+    """
+    s = summary or {}
+    rt = s.get("runtime") or (s.get("extra") or {}).get("runtime")
+    return rt if isinstance(rt, dict) else {}
+
+
 def warn_other_precision(done: list[RunRecord], precision: str, how: str,
                          stacklevel: int = 3) -> None:
     """Warn when runs kept from an earlier command were trained at another precision than an
@@ -129,12 +142,8 @@ def warn_other_precision(done: list[RunRecord], precision: str, how: str,
     """
     if precision == "auto":
         return
-    other = []
-    for r in done:
-        s = r.summary or {}
-        runtime = s.get("runtime") or (s.get("extra") or {}).get("runtime") or {}
-        if runtime.get("precision") not in (None, precision, "fp64"):
-            other.append(runtime["precision"])
+    other = [was for r in done
+             if (was := summary_runtime(r.summary).get("precision")) not in (None, precision, "fp64")]
     if other:
         warnings.warn(
             f"{len(other)} of this study's finished runs were trained in "

@@ -51,7 +51,7 @@ from epochlab.sweeps.workload import (
 from epochlab.train import runtime
 from epochlab.train.accounting import iterations_per_epoch
 from epochlab.train.data import probe_rows
-from epochlab.train.history import History
+from epochlab.train.history import History, threads_text
 from epochlab.train.loop import fit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -208,7 +208,7 @@ def _first_epochs(rt: dict[str, Any], e: int) -> dict[str, Any]:
         return rt
     del rt["threads_by_epoch"]
     rt["threads"] = n = used[0][0]
-    rt["threads_reason"] = (f"{n} thread{'s' if n != 1 else ''}: its {e} epoch"
+    rt["threads_reason"] = (f"{threads_text(n)}: its {e} epoch"
                             f"{'s' if e != 1 else ''} ran before the group it trained in took "
                             f"{runs[-1][0]} ({rt['threads_reason']})")
     return rt
@@ -372,13 +372,13 @@ def _runtime_of(choice: runtime.RuntimeChoice, runs: list[list[int]] | None) -> 
         first = runs[0][1]
         rt["threads"] = runs[-1][0]
         rt["threads_reason"] += (f" (its first {first} epoch{'s' if first != 1 else ''} ran on "
-                                 f"{runs[0][0]} thread{'s' if runs[0][0] != 1 else ''} while "
+                                 f"{threads_text(runs[0][0])} while "
                                  "idle cores were read)")
         rt["threads_by_epoch"] = runs
     elif runs[0][0] != choice.threads:
         n = runs[0][0]
         rt["threads"] = n
-        rt["threads_reason"] = (f"{n} thread{'s' if n != 1 else ''}: its epochs ended before "
+        rt["threads_reason"] = (f"{threads_text(n)}: its epochs ended before "
                                 f"its group took {choice.threads} ({choice.threads_reason})")
     return rt
 

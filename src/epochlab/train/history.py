@@ -331,9 +331,27 @@ def describe_runtime(runtime: dict[str, object]) -> str:
         ...                   "precision_reason": "asked"})
         '1 thread (pinned) · bfloat16 mixed precision (asked)'
     """
-    n = runtime["threads"]
-    prec = runtime["precision"]
-    p = {"bf16": "bfloat16 mixed precision", "fp32": "float32", "fp64": "float64"}.get(
-        str(prec), str(prec))  # a value from another version: shown as it was recorded
-    return (f"{n} thread{'s' if n != 1 else ''} ({runtime['threads_reason']}) · "
-            f"{p} ({runtime['precision_reason']})")
+    return (f"{threads_text(runtime['threads'])} ({runtime['threads_reason']}) · "
+            f"{precision_name(runtime['precision'])} ({runtime['precision_reason']})")
+
+
+def threads_text(n: object) -> str:
+    """``"1 thread"``, ``"2 threads"``.
+
+    Example:
+        >>> threads_text(1), threads_text(2)
+        ('1 thread', '2 threads')
+    """
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def precision_name(precision: object) -> str:
+    """A recorded precision as the header says it (``"bf16"``: ``"bfloat16 mixed precision"``);
+    a value from another version as it was recorded.
+
+    Example:
+        >>> precision_name("bf16"), precision_name("fp32")
+        ('bfloat16 mixed precision', 'float32')
+    """
+    return {"bf16": "bfloat16 mixed precision", "fp32": "float32", "fp64": "float64"}.get(
+        str(precision), str(precision))

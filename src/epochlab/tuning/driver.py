@@ -43,7 +43,7 @@ from epochlab.store.base import DONE, RunRecord, Store, run_key
 from epochlab.sweeps.spec import default_metric
 from epochlab.train.history import History
 from epochlab.tuning.pruning import PRUNERS, Budget, TrialPruning, make_budget, make_pruner
-from epochlab.tuning.space import SearchSpace, parse_space
+from epochlab.tuning.space import SearchSpace, as_written, parse_space
 from epochlab.tuning.trial import (
     TrialJob,
     TrialWork,
@@ -530,19 +530,10 @@ def _check_same_choices(ostudy: optuna.Study, space: SearchSpace, name: str) -> 
             check_distribution_compatibility(old, space[k].distribution())
         except ValueError:
             raise ParameterError(
-                f"Study {name!r} searched {k}={_as_written(old)}; this tune asks for "
+                f"Study {name!r} searched {k}={as_written(old)}; this tune asks for "
                 f"`{space[k].text}`: Optuna cannot change a setting's choices, kind or log "
                 "scale in a study that has trials of it. Give this search another study name "
                 "(study=, --study), or the study's own space.") from None
-
-
-def _as_written(dist: Any) -> str:
-    """An Optuna distribution in the space's own syntax (``loguniform(0.0001,0.1)``)."""
-    if hasattr(dist, "choices"):
-        return f"choice({','.join(str(c) for c in dist.choices)})"
-    if type(dist).__name__ == "IntDistribution":
-        return f"{'logint' if dist.log else 'int'}({dist.low},{dist.high})"
-    return f"{'loguniform' if dist.log else 'uniform'}({dist.low:g},{dist.high:g})"
 
 
 @dataclass

@@ -33,7 +33,7 @@ from epochlab.validation import ParameterError
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-__all__ = ["DISTRIBUTIONS", "SETTINGS", "Param", "SearchSpace", "parse_space"]
+__all__ = ["DISTRIBUTIONS", "SETTINGS", "Param", "SearchSpace", "as_written", "parse_space"]
 
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "logint", "choice")
 # The settings a space may search, and what each accepts.
@@ -158,6 +158,22 @@ class SearchSpace:
 
     def grid_size(self) -> int:
         return math.prod(len(v) for v in self.grid().values())
+
+
+def as_written(dist: Any) -> str:
+    """An Optuna distribution in this module's syntax, the inverse of
+    :meth:`Param.distribution`.
+
+    Example:
+        >>> from optuna.distributions import FloatDistribution
+        >>> as_written(FloatDistribution(1e-4, 0.1, log=True))
+        'loguniform(0.0001,0.1)'
+    """
+    if hasattr(dist, "choices"):
+        return f"choice({','.join(str(c) for c in dist.choices)})"
+    if type(dist).__name__ == "IntDistribution":
+        return f"{'logint' if dist.log else 'int'}({dist.low},{dist.high})"
+    return f"{'loguniform' if dist.log else 'uniform'}({dist.low:g},{dist.high:g})"
 
 
 def parse_space(space: str | Mapping[str, Any] | SearchSpace) -> SearchSpace:
